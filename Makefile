@@ -1,0 +1,50 @@
+# secretenv: envelope-encrypted secrets for PostgreSQL (PGXS build)
+
+EXTENSION = secretenv
+MODULE_big = secretenv
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" secretenv.control)
+
+# The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer.
+CRYPTO_OBJS = \
+	src/crypto/aead.o \
+	src/crypto/envelope.o \
+	src/crypto/kdf.o \
+	src/crypto/mask.o \
+	src/crypto/wipe.o
+OBJS = \
+	$(CRYPTO_OBJS) \
+	src/cache.o \
+	src/engine.o \
+	src/envelope_sql.o \
+	src/errors.o \
+	src/health.o \
+	src/keyring.o \
+	src/mask_sql.o \
+	src/redact.o \
+	src/scrub.o \
+	src/secretenv.o \
+	src/store.o \
+	src/trigger.o \
+	src/verify.o
+
+DATA = sql/secretenv--$(EXTVERSION).sql
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
+SHLIB_LINK = -lcrypto
+
+# pg_regress brings its own cluster, preloaded and UTF8 (see test/regress.conf).
+REGRESS = setup primitives errors mask trigger store rotation privileges cache
+REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf \
+	--encoding=UTF8 --no-locale
+
+ISOLATION = cache_invalidation rotation_concurrency
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
+	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+EXTRA_CLEAN = tmp_regress tmp_isolation output_iso results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,40 @@
+/*-------------------------------------------------------------------------
+ *
+ * engine.c
+ *	  The backend's reusable AES-256-GCM engine.
+ *
+ * Creating an OpenSSL cipher context per call would allocate and free on
+ * every decrypt; one engine per process is created on first use and freed
+ * (which cleanses its key schedule) at process exit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "storage/ipc.h"
+
+#include "secretenv.h"
+
+static se_aead *engine = NULL;
+
+static void
+free_engine(int code, Datum arg)
+{
+	se_aead_free(engine);
+	engine = NULL;
+}
+
+se_aead *
+se_engine(void)
+{
+	if (engine == NULL)
+	{
+		engine = se_aead_new();
+		if (engine == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not create an AES-256-GCM context")));
+		on_proc_exit(free_engine, (Datum) 0);
+	}
+	return engine;
+}

@@ -1,0 +1,413 @@
+/*-------------------------------------------------------------------------
+ *
+ * envelope_sql.c
+ *	  SQL-callable envelope primitives: secret_encrypt, secret_decrypt,
+ *	  secret_rewrap and the key-version helpers.
+ *
+ * The database must be UTF8 (checked by CREATE EXTENSION), so text is used
+ * byte for byte as the UTF-8 of the MLflow format: the AAD is the bytes of
+ * secret_id "|" secret_name and the plaintext the bytes of the value, with
+ * no conversion that could fail halfway or echo secret bytes in an error.
+ *
+ * The only secret these functions hold outside the core is the plaintext:
+ * an encrypt's serialized jsonb copy is wiped before return; a decrypt's
+ * plaintext is the function's result, written once straight into the result
+ * datum.  DEKs never leave the core.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/uuid.h"
+
+#include "secretenv.h"
+
+/* Canonical lower-case text form of a uuid, as uuid_out prints it. */
+void
+se_uuid_to_text(const pg_uuid_t *uuid, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	int			pos = 0;
+
+	for (int i = 0; i < UUID_LEN; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[pos++] = '-';
+		out[pos++] = hex[uuid->data[i] >> 4];
+		out[pos++] = hex[uuid->data[i] & 0x0F];
+	}
+}
+
+uint8_t *
+se_build_aad_from_text(const char *id, int idlen, const char *name, int namelen,
+					   size_t *aadlen)
+{
+	uint8_t    *aad = palloc(se_aad_len(idlen, namelen));
+	se_status	status = se_build_aad(id, idlen, name, namelen, aad);
+
+	if (status != SE_OK)
+		se_report_crypto_failure(status, 0, "build the AAD");
+	*aadlen = se_aad_len(idlen, namelen);
+	return aad;
+}
+
+text *
+se_decrypt_to_text(const uint8_t *value, size_t valuelen,
+				   const uint8_t *wrapped, size_t wrappedlen,
+				   int32 kek_version,
+				   const char *id, int idlen, const char *name, int namelen)
+{
+	const uint8_t *kek;
+	uint8_t    *aad;
+	size_t		aadlen;
+	size_t		ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
+	text	   *result;
+	se_status	status;
+
+	se_health_check_once();
+	se_check_version_argument(kek_version);
+	kek = se_keyring_kek(kek_version);
+	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
+
+	result = (text *) palloc(VARHDRSZ + ptlen);
+	status = se_envelope_open(se_engine(), kek, wrapped, wrappedlen, aad, aadlen,
+							  value, valuelen, (uint8_t *) VARDATA(result));
+	pfree(aad);
+	if (status != SE_OK)
+	{
+		pfree(result);			/* the core wiped it */
+		se_report_crypto_failure(status, kek_version, "decrypt secret");
+	}
+	SET_VARSIZE(result, VARHDRSZ + ptlen);
+
+	/* Checked quietly: the server's own message would quote the bad bytes. */
+	if (!pg_verify_mbstr(PG_UTF8, VARDATA(result), (int) ptlen, true))
+	{
+		se_wipe(VARDATA(result), ptlen);
+		pfree(result);
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("could not decrypt secret: plaintext is not valid UTF-8"),
+				 errdetail("The value opened and authenticated, but its bytes are not UTF-8 text.")));
+	}
+	return result;
+}
+
+/* Result tuple descriptor of secret_encrypt, blessed once per call site. */
+static TupleDesc
+envelope_tupdesc(FunctionCallInfo fcinfo)
+{
+	TupleDesc	tupdesc = (TupleDesc) fcinfo->flinfo->fn_extra;
+
+	if (tupdesc == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "secret_encrypt must return a composite type");
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(oldcxt);
+		fcinfo->flinfo->fn_extra = tupdesc;
+	}
+	return tupdesc;
+}
+
+static Datum
+encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
+				 const char *id, int idlen, const char *name, int namelen)
+{
+	int32		version = se_keyring_current_version();
+	const uint8_t *kek;
+	TupleDesc	tupdesc = envelope_tupdesc(fcinfo);
+	uint8_t    *aad;
+	size_t		aadlen;
+	bytea	   *value;
+	bytea	   *wrapped;
+	se_status	status;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (ptlen > SE_MAX_PLAINTEXT_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("secret value is too large"),
+				 errdetail("A secret value may be at most %zu bytes.", SE_MAX_PLAINTEXT_LEN)));
+
+	se_health_check_once();
+	kek = se_keyring_kek(version);
+	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
+	value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
+	wrapped = (bytea *) palloc(VARHDRSZ + SE_WRAPPED_DEK_LEN);
+	status = se_envelope_seal(se_engine(), kek, aad, aadlen,
+							  (const uint8_t *) pt, ptlen,
+							  (uint8_t *) VARDATA(value),
+							  (uint8_t *) VARDATA(wrapped));
+	pfree(aad);
+	if (status != SE_OK)
+		se_report_crypto_failure(status, version, "encrypt secret");
+	SET_VARSIZE(value, VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
+	SET_VARSIZE(wrapped, VARHDRSZ + SE_WRAPPED_DEK_LEN);
+
+	values[0] = PointerGetDatum(value);
+	values[1] = PointerGetDatum(wrapped);
+	values[2] = Int32GetDatum(version);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * Encrypt a jsonb secret as its JSON text.  The serialized copy is
+ * plaintext; it is wiped now and, should an ERROR come first, at reset.
+ */
+static Datum
+encrypt_jsonb(FunctionCallInfo fcinfo, const char *id, int idlen,
+			  const char *name, int namelen)
+{
+	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
+	StringInfoData pt;
+	Datum		result;
+
+	if ((Pointer) jb != DatumGetPointer(PG_GETARG_DATUM(0)))
+		se_wipe_at_reset(jb, VARSIZE(jb));
+
+	/*
+	 * Size the buffer for the worst case (every character escaped as \uXXXX)
+	 * so that serialization never reallocates and frees a partial, unwiped
+	 * copy.
+	 */
+	initStringInfo(&pt);
+	enlargeStringInfo(&pt, (int) Min((Size) VARSIZE(jb) * 6 + 64, MaxAllocSize / 2));
+	(void) JsonbToCString(&pt, &jb->root, VARSIZE(jb));
+	se_wipe_at_reset(pt.data, pt.maxlen);
+
+	result = encrypt_envelope(fcinfo, pt.data, pt.len, id, idlen, name, namelen);
+	se_wipe(pt.data, pt.maxlen);
+	return result;
+}
+
+/* Encrypt a text secret bound to a uuid id. */
+PG_FUNCTION_INFO_V1(secret_encrypt_text_uuid);
+Datum
+secret_encrypt_text_uuid(PG_FUNCTION_ARGS)
+{
+	text	   *value = se_text_arg_scrubbed(fcinfo, 0);
+	char		id[UUID_TEXT_LEN];
+	text	   *name = PG_GETARG_TEXT_PP(2);
+
+	se_uuid_to_text(PG_GETARG_UUID_P(1), id);
+	return encrypt_envelope(fcinfo, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							id, UUID_TEXT_LEN,
+							VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+}
+
+/* Encrypt a text secret bound to a text id. */
+PG_FUNCTION_INFO_V1(secret_encrypt_text_text);
+Datum
+secret_encrypt_text_text(PG_FUNCTION_ARGS)
+{
+	text	   *value = se_text_arg_scrubbed(fcinfo, 0);
+	text	   *id = PG_GETARG_TEXT_PP(1);
+	text	   *name = PG_GETARG_TEXT_PP(2);
+
+	return encrypt_envelope(fcinfo, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id),
+							VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+}
+
+/* Encrypt a jsonb secret bound to a uuid id. */
+PG_FUNCTION_INFO_V1(secret_encrypt_jsonb_uuid);
+Datum
+secret_encrypt_jsonb_uuid(PG_FUNCTION_ARGS)
+{
+	char		id[UUID_TEXT_LEN];
+	text	   *name = PG_GETARG_TEXT_PP(2);
+
+	se_uuid_to_text(PG_GETARG_UUID_P(1), id);
+	return encrypt_jsonb(fcinfo, id, UUID_TEXT_LEN,
+						 VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+}
+
+/* Encrypt a jsonb secret bound to a text id. */
+PG_FUNCTION_INFO_V1(secret_encrypt_jsonb_text);
+Datum
+secret_encrypt_jsonb_text(PG_FUNCTION_ARGS)
+{
+	text	   *id = PG_GETARG_TEXT_PP(1);
+	text	   *name = PG_GETARG_TEXT_PP(2);
+
+	return encrypt_jsonb(fcinfo, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id),
+						 VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+}
+
+static Datum
+decrypt_args(bytea *value, bytea *wrapped, int32 version,
+			 const char *id, int idlen, text *name)
+{
+	return PointerGetDatum(se_decrypt_to_text((const uint8_t *) VARDATA_ANY(value),
+											  VARSIZE_ANY_EXHDR(value),
+											  (const uint8_t *) VARDATA_ANY(wrapped),
+											  VARSIZE_ANY_EXHDR(wrapped),
+											  version, id, idlen,
+											  VARDATA_ANY(name),
+											  VARSIZE_ANY_EXHDR(name)));
+}
+
+/* Decrypt a secret bound to a uuid id. */
+PG_FUNCTION_INFO_V1(secret_decrypt_uuid);
+Datum
+secret_decrypt_uuid(PG_FUNCTION_ARGS)
+{
+	char		id[UUID_TEXT_LEN];
+
+	se_uuid_to_text(PG_GETARG_UUID_P(3), id);
+	return decrypt_args(PG_GETARG_BYTEA_PP(0), PG_GETARG_BYTEA_PP(1),
+						PG_GETARG_INT32(2), id, UUID_TEXT_LEN,
+						PG_GETARG_TEXT_PP(4));
+}
+
+/* Decrypt a secret bound to a text id. */
+PG_FUNCTION_INFO_V1(secret_decrypt_text);
+Datum
+secret_decrypt_text(PG_FUNCTION_ARGS)
+{
+	text	   *id = PG_GETARG_TEXT_PP(3);
+
+	return decrypt_args(PG_GETARG_BYTEA_PP(0), PG_GETARG_BYTEA_PP(1),
+						PG_GETARG_INT32(2), VARDATA_ANY(id),
+						VARSIZE_ANY_EXHDR(id), PG_GETARG_TEXT_PP(4));
+}
+
+/*
+ * Unpack an envelope argument.  A NULL field makes the result NULL, as a
+ * NULL argument does for the field-wise form.
+ */
+static bool
+unpack_envelope(HeapTupleHeader env, bytea **value, bytea **wrapped, int32 *version)
+{
+	bool		isnull[3];
+	Datum		d[3];
+
+	for (int i = 0; i < 3; i++)
+	{
+		d[i] = GetAttributeByNum(env, i + 1, &isnull[i]);
+		if (isnull[i])
+			return false;
+	}
+	*value = DatumGetByteaPP(d[0]);
+	*wrapped = DatumGetByteaPP(d[1]);
+	*version = DatumGetInt32(d[2]);
+	return true;
+}
+
+/* Decrypt an envelope bound to a uuid id. */
+PG_FUNCTION_INFO_V1(secret_decrypt_envelope_uuid);
+Datum
+secret_decrypt_envelope_uuid(PG_FUNCTION_ARGS)
+{
+	bytea	   *value;
+	bytea	   *wrapped;
+	int32		version;
+	char		id[UUID_TEXT_LEN];
+
+	if (!unpack_envelope(PG_GETARG_HEAPTUPLEHEADER(0), &value, &wrapped, &version))
+		PG_RETURN_NULL();
+	se_uuid_to_text(PG_GETARG_UUID_P(1), id);
+	return decrypt_args(value, wrapped, version, id, UUID_TEXT_LEN,
+						PG_GETARG_TEXT_PP(2));
+}
+
+/* Decrypt an envelope bound to a text id. */
+PG_FUNCTION_INFO_V1(secret_decrypt_envelope_text);
+Datum
+secret_decrypt_envelope_text(PG_FUNCTION_ARGS)
+{
+	bytea	   *value;
+	bytea	   *wrapped;
+	int32		version;
+	text	   *id = PG_GETARG_TEXT_PP(1);
+
+	if (!unpack_envelope(PG_GETARG_HEAPTUPLEHEADER(0), &value, &wrapped, &version))
+		PG_RETURN_NULL();
+	return decrypt_args(value, wrapped, version, VARDATA_ANY(id),
+						VARSIZE_ANY_EXHDR(id), PG_GETARG_TEXT_PP(2));
+}
+
+/* Re-wrap one DEK under the current KEK. */
+PG_FUNCTION_INFO_V1(secret_rewrap);
+Datum
+secret_rewrap(PG_FUNCTION_ARGS)
+{
+	bytea	   *wrapped = PG_GETARG_BYTEA_PP(0);
+	int32		old_version = PG_GETARG_INT32(1);
+	int32		new_version = se_keyring_current_version();
+	const uint8_t *old_kek;
+	const uint8_t *new_kek;
+	bytea	   *result;
+	se_status	status;
+
+	se_health_check_once();
+	se_check_version_argument(old_version);
+	old_kek = se_keyring_kek(old_version);
+	new_kek = se_keyring_kek(new_version);
+
+	result = (bytea *) palloc(VARHDRSZ + SE_WRAPPED_DEK_LEN);
+	status = se_rewrap_dek(se_engine(), old_kek, new_kek,
+						   (const uint8_t *) VARDATA_ANY(wrapped),
+						   VARSIZE_ANY_EXHDR(wrapped),
+						   (uint8_t *) VARDATA(result));
+	if (status != SE_OK)
+		se_report_crypto_failure(status, old_version, "re-wrap DEK");
+	SET_VARSIZE(result, VARHDRSZ + SE_WRAPPED_DEK_LEN);
+	PG_RETURN_BYTEA_P(result);
+}
+
+/* Return the version of the current KEK. */
+PG_FUNCTION_INFO_V1(secret_current_kek_version);
+Datum
+secret_current_kek_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(se_keyring_current_version());
+}
+
+/* Report whether a KEK is configured for a version. */
+PG_FUNCTION_INFO_V1(secret_kek_is_configured);
+Datum
+secret_kek_is_configured(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(se_keyring_has_version(PG_GETARG_INT32(0)));
+}
+
+bool
+se_kek_opens(bytea *wrapped, int32 version)
+{
+	uint8_t		dek[SE_KEY_LEN];
+	se_status	status;
+
+	status = se_unwrap_dek(se_engine(), se_keyring_kek(version),
+						   (const uint8_t *) VARDATA_ANY(wrapped),
+						   VARSIZE_ANY_EXHDR(wrapped), dek);
+	se_wipe(dek, sizeof(dek));
+	if (status == SE_ERR_OPENSSL || status == SE_ERR_NOMEM)
+		se_report_crypto_failure(status, version, "unwrap DEK");
+	return status == SE_OK;
+}
+
+/*
+ * Report whether the configured KEK of a version opens a wrapped DEK; NULL
+ * when no KEK is configured for it.  The DEK is wiped unseen.
+ */
+PG_FUNCTION_INFO_V1(secret_kek_opens);
+Datum
+secret_kek_opens(PG_FUNCTION_ARGS)
+{
+	int32		version = PG_GETARG_INT32(1);
+
+	if (!se_keyring_has_version(version))
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(se_kek_opens(PG_GETARG_BYTEA_PP(0), version));
+}

@@ -1,0 +1,509 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyring.c
+ *	  KEK configuration, derivation and lookup.
+ *
+ * Two KEKs may be configured: the current one (secretenv.kek_passphrase,
+ * secretenv.kek_version), used for every new wrap, and the previous one
+ * (secretenv.kek_previous_passphrase, secretenv.kek_previous_version), kept
+ * so that old rows stay readable and can be rotated while the server is up.
+ *
+ * Derivation protocol.  A KEK costs 600 000 PBKDF2 iterations, so it is
+ * derived once per process per (salt, passphrase, version) and kept in a
+ * page of secure memory (locked, excluded from core dumps, wiped on reuse).
+ * The assign hooks of the key GUCs only record the new configuration and
+ * bump a generation counter; a slot whose generation is stale is re-derived
+ * on its next use, unless the configuration it was derived from is in fact
+ * unchanged (a reload that rewrote the same values) or the other slot holds
+ * the same KEK (the previous KEK becoming current).
+ *
+ * With shared_preload_libraries the postmaster derives both slots at start
+ * and again whenever a reload changes them, so every backend forked later
+ * inherits ready KEKs and no connection pays for PBKDF2.  Without preload
+ * each backend derives on first use.
+ *
+ * The passphrase GUCs are superuser-only, hidden from SHOW ALL and
+ * pg_settings, refused by ALTER SYSTEM, and their show hook prints a mask
+ * even to superusers: no SQL route reads a passphrase back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+
+#include "secretenv.h"
+
+/*
+ * Used when no passphrase is configured.  It is MLflow's development
+ * passphrase, so that unconfigured secretenv and unconfigured MLflow with
+ * the same salt read each other's rows; it protects nothing.
+ */
+#define SE_DEVELOPMENT_PASSPHRASE "mlflow-default-kek-passphrase-for-development-only"
+#define SE_DEFAULT_SALT "secretenv-kek-v1"
+#define SE_MAX_PASSPHRASE_LEN 1024
+#define SE_MIN_RECOMMENDED_PASSPHRASE_LEN 32
+
+#define SLOT_CURRENT 0
+#define SLOT_PREVIOUS 1
+#define NUM_SLOTS 2
+
+/* GUC variables */
+static char *kek_passphrase_guc = NULL;
+static int	kek_version_guc = 1;
+static char *kek_previous_passphrase_guc = NULL;
+static int	kek_previous_version_guc = 0;
+static char *kek_salt_guc = NULL;
+
+/*
+ * The configuration as the assign hooks last saw it.  guc.c stores the new
+ * value into the variable only after the assign hook returns, so the hooks
+ * keep their own copy; derivation reads this, never the variables.
+ */
+typedef struct KeyConfig
+{
+	const char *passphrase[NUM_SLOTS];
+	int32		version[NUM_SLOTS];
+	const char *salt;
+} KeyConfig;
+
+static KeyConfig config;
+
+/* Bumped whenever a key GUC takes a different value. */
+static uint64 config_generation = 1;
+
+/*
+ * Long-lived secrets: the derived KEKs and the passphrase each was derived
+ * from (kept to recognise an unchanged configuration after a reload).  One
+ * secure page, allocated once per postmaster or backend.
+ */
+typedef struct SecureKeys
+{
+	uint8_t		kek[NUM_SLOTS][SE_KEY_LEN];
+	char		passphrase[NUM_SLOTS][SE_MAX_PASSPHRASE_LEN + 1];
+} SecureKeys;
+
+typedef struct SlotState
+{
+	bool		derived;		/* kek[] holds a KEK for the fields below */
+	int32		version;
+	char		salt[NAMEDATALEN * 4];
+	uint64		generation;		/* config_generation when last validated */
+} SlotState;
+
+static SecureKeys *secure_keys = NULL;
+static int	secure_keys_locked = 0;
+static SlotState slots[NUM_SLOTS];
+
+/* Set once _PG_init has defined every GUC. */
+static bool keyring_ready = false;
+
+/* Loaded through shared_preload_libraries (KEKs inherited from postmaster). */
+static bool preloaded = false;
+
+/* Per-backend warnings already given for this configuration generation. */
+static uint64 warned_generation = 0;
+
+static const char *
+effective_passphrase(int slot)
+{
+	const char *p = config.passphrase[slot];
+
+	return (p == NULL || p[0] == '\0') ? SE_DEVELOPMENT_PASSPHRASE : p;
+}
+
+static bool
+slot_uses_default(int slot)
+{
+	const char *p = config.passphrase[slot];
+
+	return p == NULL || p[0] == '\0';
+}
+
+static void
+ensure_secure_keys(void)
+{
+	if (secure_keys != NULL)
+		return;
+	secure_keys = se_secure_alloc(sizeof(SecureKeys), &secure_keys_locked);
+	if (secure_keys == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not allocate secure memory for key material")));
+}
+
+/*
+ * Bring a slot up to date with the configuration.  Returns false (with
+ * nothing derived) on failure; the caller decides whether that is an ERROR.
+ * Never throws except for out-of-memory in ensure_secure_keys.
+ */
+static bool
+refresh_slot(int slot)
+{
+	SlotState  *s = &slots[slot];
+	const char *pass = effective_passphrase(slot);
+	const char *salt = config.salt ? config.salt : SE_DEFAULT_SALT;
+	int32		version = config.version[slot];
+	int			other = 1 - slot;
+
+	if (s->generation == config_generation && s->derived)
+		return true;
+
+	ensure_secure_keys();
+
+	/* A reload that left this KEK's inputs alone costs nothing. */
+	if (s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
+		strcmp(secure_keys->passphrase[slot], pass) == 0)
+	{
+		s->generation = config_generation;
+		return true;
+	}
+
+	s->derived = false;
+	se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
+
+	if (slots[other].derived && slots[other].version == version &&
+		strcmp(slots[other].salt, salt) == 0 &&
+		strcmp(secure_keys->passphrase[other], pass) == 0)
+	{
+		/* The previous KEK became current, or vice versa: no PBKDF2. */
+		memcpy(secure_keys->kek[slot], secure_keys->kek[other], SE_KEY_LEN);
+	}
+	else if (se_derive_kek((const uint8_t *) pass, strlen(pass),
+						   (const uint8_t *) salt, strlen(salt),
+						   (uint32_t) version,
+						   secure_keys->kek[slot]) != SE_OK)
+		return false;
+
+	strlcpy(secure_keys->passphrase[slot], pass, SE_MAX_PASSPHRASE_LEN + 1);
+	strlcpy(s->salt, salt, sizeof(s->salt));
+	s->version = version;
+	s->derived = true;
+	s->generation = config_generation;
+	return true;
+}
+
+/*
+ * In the postmaster (preloaded), derive as soon as the configuration
+ * changes, so that backends forked afterwards inherit the KEKs.  A failure
+ * here is not reported: backends will derive, and report, on first use.
+ */
+static void
+refresh_in_postmaster(void)
+{
+	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
+		return;
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+		if (config.version[slot] > 0)
+			(void) refresh_slot(slot);
+}
+
+static void
+config_changed(void)
+{
+	config_generation++;
+	refresh_in_postmaster();
+}
+
+static bool
+strings_differ(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+static bool
+check_passphrase(char **newval, void **extra, GucSource source)
+{
+	if (*newval && strlen(*newval) > SE_MAX_PASSPHRASE_LEN)
+	{
+		GUC_check_errdetail("A KEK passphrase may be at most %d bytes long.",
+							SE_MAX_PASSPHRASE_LEN);
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_passphrase(const char *newval, void *extra)
+{
+	if (strings_differ(config.passphrase[SLOT_CURRENT], newval))
+	{
+		config.passphrase[SLOT_CURRENT] = newval;
+		config_changed();
+	}
+}
+
+static void
+assign_previous_passphrase(const char *newval, void *extra)
+{
+	if (strings_differ(config.passphrase[SLOT_PREVIOUS], newval))
+	{
+		config.passphrase[SLOT_PREVIOUS] = newval;
+		config_changed();
+	}
+}
+
+static void
+assign_version(int newval, void *extra)
+{
+	if (config.version[SLOT_CURRENT] != newval)
+	{
+		config.version[SLOT_CURRENT] = newval;
+		config_changed();
+	}
+}
+
+static void
+assign_previous_version(int newval, void *extra)
+{
+	if (config.version[SLOT_PREVIOUS] != newval)
+	{
+		config.version[SLOT_PREVIOUS] = newval;
+		config_changed();
+	}
+}
+
+static bool
+check_salt(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("The KEK salt must not be empty.");
+		return false;
+	}
+	if (strlen(*newval) >= sizeof(slots[0].salt))
+	{
+		GUC_check_errdetail("The KEK salt may be at most %d bytes long.",
+							(int) sizeof(slots[0].salt) - 1);
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_salt(const char *newval, void *extra)
+{
+	if (strings_differ(config.salt, newval))
+	{
+		config.salt = newval;
+		config_changed();
+	}
+}
+
+/* Whatever the value, SHOW prints a mask: a passphrase is never read back. */
+static const char *
+show_passphrase(void)
+{
+	return "********";
+}
+
+static const char *
+show_previous_passphrase(void)
+{
+	return "********";
+}
+
+void
+se_keyring_init(void)
+{
+	const char *visible;
+
+	/*
+	 * Without preload, postgresql.conf's value sat in a placeholder GUC that
+	 * any role could read until this moment.
+	 */
+	visible = GetConfigOption("secretenv.kek_passphrase", true, false);
+	if (!process_shared_preload_libraries_in_progress && visible && visible[0] != '\0')
+		ereport(WARNING,
+				(errmsg("secretenv.kek_passphrase was readable by every role until secretenv was loaded"),
+				 errdetail("The library was loaded on demand rather than through shared_preload_libraries."),
+				 errhint("Add secretenv to shared_preload_libraries and restart the server.")));
+
+	DefineCustomStringVariable("secretenv.kek_passphrase",
+							   "Passphrase from which the current KEK is derived.",
+							   "Empty means the built-in development passphrase, which protects nothing.",
+							   &kek_passphrase_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
+							   check_passphrase, assign_passphrase, show_passphrase);
+
+	DefineCustomIntVariable("secretenv.kek_version",
+							"Version of the current KEK; new wraps use it.",
+							NULL,
+							&kek_version_guc,
+							1, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, assign_version, NULL);
+
+	DefineCustomStringVariable("secretenv.kek_previous_passphrase",
+							   "Passphrase of the KEK being retired.",
+							   "Used only when secretenv.kek_previous_version is set; empty means the development passphrase.",
+							   &kek_previous_passphrase_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
+							   check_passphrase, assign_previous_passphrase,
+							   show_previous_passphrase);
+
+	DefineCustomIntVariable("secretenv.kek_previous_version",
+							"Version of the KEK being retired; 0 means none.",
+							NULL,
+							&kek_previous_version_guc,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, assign_previous_version, NULL);
+
+	DefineCustomStringVariable("secretenv.kek_salt",
+							   "Application salt of the KEK derivation.",
+							   "The KEK version is appended to it as 4 big-endian bytes.",
+							   &kek_salt_guc,
+							   SE_DEFAULT_SALT,
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
+							   check_salt, assign_salt, NULL);
+
+	keyring_ready = true;
+	preloaded = process_shared_preload_libraries_in_progress;
+
+	/* Preloaded: derive now, in the postmaster, for every future backend. */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		for (int slot = 0; slot < NUM_SLOTS; slot++)
+			if (config.version[slot] > 0 && !refresh_slot(slot))
+				ereport(ERROR,
+						(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+						 errmsg("could not derive the secretenv KEK of version %d",
+								config.version[slot])));
+	}
+}
+
+/* Which slot serves a version, or -1 if none is configured for it. */
+static int
+slot_for_version(int32 version)
+{
+	if (version == config.version[SLOT_CURRENT])
+		return SLOT_CURRENT;
+	if (config.version[SLOT_PREVIOUS] > 0 && version == config.version[SLOT_PREVIOUS])
+		return SLOT_PREVIOUS;
+	return -1;
+}
+
+/*
+ * Warn, once per backend and configuration, about configurations that work
+ * but protect little.
+ */
+static void
+warn_about_configuration(void)
+{
+	if (warned_generation == config_generation)
+		return;
+	warned_generation = config_generation;
+
+	if (slot_uses_default(SLOT_CURRENT))
+		ereport(WARNING,
+				(errmsg("secretenv is using its built-in development passphrase"),
+				 errdetail("secretenv.kek_passphrase is not set, so secrets are encrypted under a publicly known key."),
+				 errhint("Set secretenv.kek_passphrase in postgresql.conf, then rotate existing secrets with secretenv.secret_rotate_all().")));
+	else if (strlen(config.passphrase[SLOT_CURRENT]) < SE_MIN_RECOMMENDED_PASSPHRASE_LEN)
+		ereport(WARNING,
+				(errmsg("secretenv.kek_passphrase is shorter than %d characters",
+						SE_MIN_RECOMMENDED_PASSPHRASE_LEN),
+				 errhint("Use a long random passphrase, for example 48 characters from a password generator.")));
+}
+
+int32
+se_keyring_current_version(void)
+{
+	return config.version[SLOT_CURRENT];
+}
+
+/* Version of the previous KEK, 0 if none is configured. */
+int32
+se_keyring_previous_version(void)
+{
+	return config.version[SLOT_PREVIOUS];
+}
+
+bool
+se_keyring_has_version(int32 version)
+{
+	return slot_for_version(version) >= 0;
+}
+
+bool
+se_keyring_using_default(int32 version)
+{
+	int			slot = slot_for_version(version);
+
+	return slot >= 0 && slot_uses_default(slot);
+}
+
+uint64
+se_keyring_generation(void)
+{
+	return config_generation;
+}
+
+/*
+ * The KEK of a version, derived if need be.  ERROR if no KEK is configured
+ * for that version.  The pointer stays valid until the next configuration
+ * change; callers use it within one call.
+ */
+const uint8_t *
+se_keyring_kek(int32 version)
+{
+	int			slot;
+
+	warn_about_configuration();
+
+	slot = slot_for_version(version);
+	if (slot < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SECRETENV_KEK_NOT_CONFIGURED),
+				 errmsg("no KEK is configured for version %d", version),
+				 errdetail("The current KEK is version %d%s.",
+						   config.version[SLOT_CURRENT],
+						   config.version[SLOT_PREVIOUS] > 0 ? " and a previous KEK is configured" : ""),
+				 errhint("Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK of version %d and reload.",
+						 version)));
+
+	if (!refresh_slot(slot))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("could not derive the KEK of version %d", version)));
+
+	return secure_keys->kek[slot];
+}
+
+/* The key_config() part of status(): never any key material. */
+PG_FUNCTION_INFO_V1(secret_key_config);
+Datum
+secret_key_config(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"current_version\": %d, \"previous_version\": %s, "
+					 "\"using_default_passphrase\": %s, "
+					 "\"previous_using_default_passphrase\": %s, "
+					 "\"preloaded\": %s, \"key_memory_locked\": %s}",
+					 config.version[SLOT_CURRENT],
+					 config.version[SLOT_PREVIOUS] > 0 ?
+					 psprintf("%d", config.version[SLOT_PREVIOUS]) : "null",
+					 slot_uses_default(SLOT_CURRENT) ? "true" : "false",
+					 config.version[SLOT_PREVIOUS] > 0 ?
+					 (slot_uses_default(SLOT_PREVIOUS) ? "true" : "false") : "null",
+					 preloaded ? "true" : "false",
+					 secure_keys_locked ? "true" : "false");
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}

@@ -1,0 +1,176 @@
+/*-------------------------------------------------------------------------
+ *
+ * redact.c
+ *	  Keep plaintext and passphrases out of the server log.
+ *
+ * A plaintext reaches the server as SQL text or as a bind parameter, and
+ * PostgreSQL logs both: log_statement, log_min_duration_statement, the
+ * STATEMENT line of an error (log_min_error_statement) and the
+ * "parameters: $1 = ..." DETAIL of the extended protocol.  This
+ * emit_log_hook rewrites those records when the statement they belong to
+ * names a secretenv function that takes a plaintext (secret_create,
+ * secret_update, secret_encrypt, secret_mask) or a passphrase setting:
+ *
+ *	  - a statement-logging record keeps its prefix ("statement", "execute
+ *		<name>", "duration: ... ms") and loses the SQL text;
+ *	  - its DETAIL (bind parameters, or the PREPARE text of an EXECUTE) and
+ *		any CONTEXT are replaced by the marker;
+ *	  - the STATEMENT line of any record is suppressed;
+ *	  - errors raised inside such a statement by other code (a jsonb or uuid
+ *		parser quoting its input) lose their DETAIL and CONTEXT; secretenv's
+ *		own errors, which never carry secret material, are left whole.
+ *
+ * Everything else in the log is untouched.  The statement is recognised by
+ * name in its text (case-insensitively), so a user function wrapping
+ * secret_create under another name is not recognised: see the README.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
+#include "utils/guc.h"
+
+#include "secretenv.h"
+
+#define REDACTED_MARKER "[secretenv: redacted]"
+
+static bool redact_logs = true;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* Names whose presence marks a statement as carrying a plaintext. */
+static const char *const plaintext_markers[] = {
+	"secret_create",
+	"secret_update",
+	"secret_encrypt",
+	"secret_mask",
+	"kek_passphrase",
+	"kek_previous_passphrase",
+	NULL
+};
+
+static bool
+contains_ci(const char *haystack, const char *needle)
+{
+	size_t		n = strlen(needle);
+
+	for (const char *p = haystack; *p; p++)
+		if (pg_strncasecmp(p, needle, n) == 0)
+			return true;
+	return false;
+}
+
+static bool
+mentions_plaintext(const char *s)
+{
+	if (s == NULL)
+		return false;
+	for (int i = 0; plaintext_markers[i] != NULL; i++)
+		if (contains_ci(s, plaintext_markers[i]))
+			return true;
+	return false;
+}
+
+/*
+ * The part of a statement-logging message to keep: "statement: ",
+ * "execute <name>: ", "duration: 1.234 ms  statement: " and the like,
+ * i.e. everything up to the last ": " before the SQL text.  NULL if the
+ * message is not one of PostgreSQL's statement-logging messages.
+ */
+static char *
+statement_log_prefix(const char *message)
+{
+	static const char *const kinds[] = {
+		"statement: ", "execute ", "duration: ", "parse ", "bind ", NULL
+	};
+	const char *text_start = NULL;
+
+	for (int i = 0; kinds[i] != NULL; i++)
+		if (strncmp(message, kinds[i], strlen(kinds[i])) == 0)
+		{
+			/* The SQL text follows the first ": " after the keyword. */
+			const char *s = strstr(message + strlen(kinds[i]) - 1, ": ");
+
+			if (strncmp(message, "duration: ", 10) == 0)
+			{
+				/* "duration: X ms  statement: SQL" or "... execute name: SQL" */
+				const char *t = strstr(message, "  ");
+
+				s = t ? strstr(t, ": ") : NULL;
+			}
+			if (s != NULL)
+				text_start = s + 2;
+			break;
+		}
+	if (text_start == NULL)
+		return NULL;
+	return pnstrdup(message, text_start - message);
+}
+
+static bool
+is_secretenv_error(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_SECRETENV_MALFORMED_ENVELOPE ||
+		sqlerrcode == ERRCODE_SECRETENV_KEK_MISMATCH ||
+		sqlerrcode == ERRCODE_SECRETENV_VALUE_MISMATCH ||
+		sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED ||
+		sqlerrcode == ERRCODE_SECRETENV_IDENTITY_CHANGE;
+}
+
+static void
+redact_record(ErrorData *edata)
+{
+	char	   *prefix;
+	bool		statement_record;
+
+	if (!(mentions_plaintext(debug_query_string) ||
+		  mentions_plaintext(edata->message) ||
+		  mentions_plaintext(edata->detail)))
+		return;
+
+	edata->hide_stmt = true;
+
+	prefix = edata->message ? statement_log_prefix(edata->message) : NULL;
+	statement_record = prefix != NULL && edata->elevel == LOG;
+	if (statement_record)
+		edata->message = psprintf("%s%s", prefix, REDACTED_MARKER);
+
+	if (statement_record || !is_secretenv_error(edata->sqlerrcode))
+	{
+		if (edata->detail)
+			edata->detail = pstrdup(REDACTED_MARKER);
+		if (edata->detail_log)
+			edata->detail_log = pstrdup(REDACTED_MARKER);
+		if (edata->context)
+			edata->context = pstrdup(REDACTED_MARKER);
+		if (edata->internalquery)
+			edata->internalquery = pstrdup(REDACTED_MARKER);
+	}
+}
+
+static void
+secretenv_emit_log_hook(ErrorData *edata)
+{
+	if (redact_logs)
+		redact_record(edata);
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+void
+se_redact_init(void)
+{
+	DefineCustomBoolVariable("secretenv.redact_logs",
+							 "Keeps statements that pass plaintext to secretenv out of the server log.",
+							 "Statement text, bind parameters and STATEMENT lines of such statements are replaced by a marker.",
+							 &redact_logs,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = secretenv_emit_log_hook;
+}

@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * secretenv.c
+ *	  Module entry point of the secretenv extension.
+ *
+ * Each area defines its own GUCs and hooks in its XxxInit function; this
+ * file only calls them, then reserves the "secretenv." GUC prefix.  Loaded
+ * through shared_preload_libraries, the KEKs are derived here, in the
+ * postmaster, and inherited by every backend (see keyring.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "secretenv.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	/* pg_upgrade's binary-upgrade backends must not derive keys or hook logs. */
+	if (IsBinaryUpgrade)
+		return;
+
+	se_keyring_init();
+	se_cache_init();
+	se_redact_init();
+	MarkGUCPrefixReserved("secretenv");
+}

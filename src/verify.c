@@ -1,0 +1,125 @@
+/*-------------------------------------------------------------------------
+ *
+ * verify.c
+ *	  secretenv.verify_secrets(): open every stored secret, report failures.
+ *
+ * For after a restore, a configuration change or a suspected tampering.
+ * Each row's wrapped DEK and value are opened exactly as secret_get would,
+ * AAD included; the plaintext goes to a scratch buffer that is wiped at
+ * once.  Rows are fetched through a cursor, so the table may be large.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/uuid.h"
+
+#include "secretenv.h"
+
+#define VERIFY_BATCH 1000
+
+/* The failed check for one row, or NULL if it opens. */
+static const char *
+check_row(const char *id, text *name, int32 version, bytea *value, bytea *wrapped)
+{
+	size_t		valuelen = VARSIZE_ANY_EXHDR(value);
+	size_t		ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
+	uint8_t    *aad;
+	size_t		aadlen;
+	uint8_t    *pt;
+	se_status	status;
+	bool		utf8_ok;
+
+	if (!se_keyring_has_version(version))
+		return "no KEK configured for this version";
+
+	aad = se_build_aad_from_text(id, UUID_TEXT_LEN, VARDATA_ANY(name),
+								 VARSIZE_ANY_EXHDR(name), &aadlen);
+	pt = palloc(Max(ptlen, 1));
+	status = se_envelope_open(se_engine(), se_keyring_kek(version),
+							  (const uint8_t *) VARDATA_ANY(wrapped),
+							  VARSIZE_ANY_EXHDR(wrapped), aad, aadlen,
+							  (const uint8_t *) VARDATA_ANY(value), valuelen, pt);
+	utf8_ok = status == SE_OK && pg_verify_mbstr(PG_UTF8, (const char *) pt, (int) ptlen, true);
+	se_wipe(pt, ptlen);
+	pfree(pt);
+	pfree(aad);
+
+	switch (status)
+	{
+		case SE_OK:
+			return utf8_ok ? NULL : "plaintext is not valid UTF-8";
+		case SE_ERR_LENGTH:
+			return "malformed envelope";
+		case SE_ERR_UNWRAP:
+			return "wrong KEK or corrupted wrapped DEK";
+		case SE_ERR_OPEN:
+			return "AAD mismatch or tampered value";
+		default:
+			se_report_crypto_failure(status, version, "verify secret");
+	}
+	return NULL;				/* not reached */
+}
+
+/* Return one row per stored secret that does not open, with the failed check. */
+PG_FUNCTION_INFO_V1(secret_verify_all);
+Datum
+secret_verify_all(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Portal		cursor;
+	SPIPlanPtr	plan;
+
+	InitMaterializedSRF(fcinfo, 0);
+	se_health_check_once();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT secret_id, secret_name, kek_version, encrypted_value, wrapped_dek "
+					   "FROM secretenv.secrets ORDER BY secret_name", 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	cursor = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(cursor, true, VERIFY_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		id_datum = SPI_getbinval(tuple, desc, 1, &isnull);
+			Datum		name_datum = SPI_getbinval(tuple, desc, 2, &isnull);
+			int32		version = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+			char		id[UUID_TEXT_LEN];
+			const char *failed;
+
+			se_uuid_to_text(DatumGetUUIDP(id_datum), id);
+			failed = check_row(id, DatumGetTextPP(name_datum), version,
+							   DatumGetByteaPP(SPI_getbinval(tuple, desc, 4, &isnull)),
+							   DatumGetByteaPP(SPI_getbinval(tuple, desc, 5, &isnull)));
+			if (failed != NULL)
+			{
+				Datum		values[4];
+				bool		nulls[4] = {false, false, false, false};
+
+				values[0] = id_datum;
+				values[1] = name_datum;
+				values[2] = Int32GetDatum(version);
+				values[3] = CStringGetTextDatum(failed);
+				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(cursor);
+	SPI_finish();
+	return (Datum) 0;
+}
