@@ -4,6 +4,23 @@
 \echo Use "CREATE EXTENSION secretenv" to load this file. \quit
 
 /*
+ * The stored format is UTF-8 bytes (MLflow's format).  In a UTF8 database
+ * text is used byte for byte, with no conversion that could fail halfway or
+ * quote secret bytes in an error message.
+ */
+DO $encoding$
+BEGIN
+	IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+		RAISE EXCEPTION 'secretenv requires a UTF8 database'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = pg_catalog.format('This database''s encoding is %s.',
+											 pg_catalog.current_setting('server_encoding')),
+				  HINT = 'Create the database with ENCODING ''UTF8''.';
+	END IF;
+END
+$encoding$;
+
+/*
  * Roles.  They are cluster-wide objects, so they are created only when
  * absent and are not members of the extension (DROP EXTENSION keeps them).
  */

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Run every secretenv test suite from a fresh machine: install the Debian
+# packages it needs, build with -Werror, install, then run the crypto unit
+# tests (plain and under ASan+UBSan), a short fuzz run, pg_regress,
+# pg_isolation_regress and the TAP tests, each on its own throwaway
+# cluster run by the postgres user.  The last line is "N passed, N failed".
+#
+# Usage (as root):  bash test/run_all.sh
+# Environment:      SECRETENV_VECTORS    directory of MLflow vector files
+#                                        (default ../shared/vectors/mlflow,
+#                                        else test/vectors/mlflow)
+#                   SECRETENV_FUZZ_SECONDS  length of the fuzz run (default 30)
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+if [ "$(id -u)" -ne 0 ]; then
+	echo "run_all.sh must run as root: it installs packages and the extension," >&2
+	echo "then runs its clusters as the postgres user." >&2
+	exit 2
+fi
+
+bash "$top/test/install_deps.sh" || { echo "0 passed, 1 failed"; exit 1; }
+
+if [ -z "${SECRETENV_VECTORS:-}" ]; then
+	for d in "$top/../shared/vectors/mlflow" "$top/test/vectors/mlflow"; do
+		if [ -f "$d/secrets.json" ]; then
+			SECRETENV_VECTORS=$(cd "$d" && pwd)
+			break
+		fi
+	done
+fi
+export SECRETENV_VECTORS
+echo "MLflow vectors: $SECRETENV_VECTORS"
+
+passed=0
+failed=0
+record() {
+	passed=$((passed + $2))
+	failed=$((failed + $3))
+	printf '== %-22s %d passed, %d failed\n' "$1" "$2" "$3"
+}
+
+logdir=$(mktemp -d /tmp/secretenv-logs.XXXXXX)
+work=$(mktemp -d /tmp/secretenv-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# Build and install (as root: the install goes into the system PostgreSQL).
+if make -C "$top" -s clean >/dev/null 2>&1 && make -C "$top" -s COPT=-Werror >"$logdir/build.log" 2>&1 &&
+	make -C "$top" -s install >>"$logdir/build.log" 2>&1; then
+	record build 1 0
+else
+	cat "$logdir/build.log"
+	record build 0 1
+	echo "$passed passed, $failed failed"
+	exit 1
+fi
+
+# Suites that start clusters run from a copy of the tree owned by postgres.
+cp -a "$top/." "$work/src"
+chown -R postgres: "$work"
+chmod 755 "$work"
+as_postgres() { runuser -u postgres -- env SECRETENV_VECTORS="$SECRETENV_VECTORS" "$@"; }
+
+# Crypto core: unit tests, then again under AddressSanitizer + UBSan.
+make -C "$top/test/unit" -s check VECTORS="$SECRETENV_VECTORS" >"$logdir/unit.log" 2>&1
+line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' "$logdir/unit.log" | tail -1)
+if [ -n "$line" ]; then
+	record unit "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
+else
+	tail -20 "$logdir/unit.log"; record unit 0 1
+fi
+make -C "$top/test/unit" -s sanitize VECTORS="$SECRETENV_VECTORS" >"$logdir/sanitize.log" 2>&1
+line=$(grep -E '^unit: [0-9]+ passed, [0-9]+ failed' "$logdir/sanitize.log" | tail -1)
+if [ -n "$line" ] && ! grep -q 'ERROR: AddressSanitizer\|runtime error:' "$logdir/sanitize.log"; then
+	record unit-asan-ubsan "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
+else
+	tail -20 "$logdir/sanitize.log"; record unit-asan-ubsan 0 1
+fi
+
+# Fuzzing the core's parsers of untrusted bytes (short run; see README for long).
+if make -C "$top/test/fuzz" -s run FUZZ_SECONDS="${SECRETENV_FUZZ_SECONDS:-30}" >"$logdir/fuzz.log" 2>&1; then
+	grep -E 'Done [0-9]+ runs' "$logdir/fuzz.log" | tail -1
+	record fuzz 1 0
+else
+	tail -30 "$logdir/fuzz.log"; record fuzz 0 1
+fi
+
+# pg_regress and pg_isolation_regress, each with its own preloaded cluster.
+count_regress() {
+	local log=$1 name=$2 ok bad
+	ok=$(grep -cE '\.\.\. ok ' "$log")
+	bad=$(grep -cE '\.\.\. FAILED|\.\.\. failed' "$log")
+	if [ "$ok" -eq 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
+	[ "$bad" -gt 0 ] && { tail -40 "$log"; find "$work/src" -name regression.diffs -exec head -100 {} \; ; }
+	record "$name" "$ok" "$bad"
+}
+as_postgres make -C "$work/src" -s installcheck ISOLATION= TAP_TESTS= >"$logdir/regress.log" 2>&1
+count_regress "$logdir/regress.log" pg_regress
+as_postgres make -C "$work/src" -s installcheck REGRESS= TAP_TESTS= >"$logdir/isolation.log" 2>&1
+count_regress "$logdir/isolation.log" pg_isolation_regress
+
+# TAP tests (PostgreSQL::Test::Cluster); every assertion counts.
+as_postgres make -C "$work/src" -s installcheck REGRESS= ISOLATION= PROVE_FLAGS=-v >"$logdir/tap.log" 2>&1
+tap_rc=$?
+ok=$(grep -cE '^ *ok [0-9]+' "$logdir/tap.log")
+bad=$(grep -cE '^ *not ok [0-9]+' "$logdir/tap.log")
+if [ "$tap_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
+if [ "$bad" -gt 0 ]; then
+	grep -E '^ *not ok|^# |Failed|Dubious' "$logdir/tap.log" | head -60
+	for f in "$work"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done
+fi
+record tap "$ok" "$bad"
+
+echo "logs: $logdir"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
