@@ -22,6 +22,11 @@
  * inherits ready KEKs and no connection pays for PBKDF2.  Without preload
  * each backend derives on first use.
  *
+ * Passphrases come from the GUCs or, better for production, from
+ * secretenv.kek_passphrase_command: a command run by the server (like
+ * ssl_passphrase_command) whose first output line is the passphrase of the
+ * version substituted for %v.  Its output is never logged or quoted.
+ *
  * The passphrase GUCs are superuser-only, hidden from SHOW ALL and
  * pg_settings, refused by ALTER SYSTEM, and their show hook prints a mask
  * even to superusers: no SQL route reads a passphrase back.
@@ -34,6 +39,8 @@
 
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "port.h"
+#include "storage/fd.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
@@ -59,6 +66,7 @@ static int	kek_version_guc = 1;
 static char *kek_previous_passphrase_guc = NULL;
 static int	kek_previous_version_guc = 0;
 static char *kek_salt_guc = NULL;
+static char *kek_passphrase_command_guc = NULL;
 
 /*
  * The configuration as the assign hooks last saw it.  guc.c stores the new
@@ -70,6 +78,7 @@ typedef struct KeyConfig
 	const char *passphrase[NUM_SLOTS];
 	int32		version[NUM_SLOTS];
 	const char *salt;
+	const char *command;
 } KeyConfig;
 
 static KeyConfig config;
@@ -109,6 +118,23 @@ static bool preloaded = false;
 /* Per-backend warnings already given for this configuration generation. */
 static uint64 warned_generation = 0;
 
+/* Why a slot could not be brought up to date. */
+typedef enum KekFailure
+{
+	KEK_OK,
+	KEK_COMMAND_FAILED,
+	KEK_DERIVATION_FAILED
+} KekFailure;
+
+/* Wait status of the last failed passphrase command (-1: could not run). */
+static int	last_command_status = 0;
+
+static bool
+command_configured(void)
+{
+	return config.command != NULL && config.command[0] != '\0';
+}
+
 static const char *
 effective_passphrase(int slot)
 {
@@ -122,7 +148,95 @@ slot_uses_default(int slot)
 {
 	const char *p = config.passphrase[slot];
 
-	return p == NULL || p[0] == '\0';
+	return !command_configured() && (p == NULL || p[0] == '\0');
+}
+
+/*
+ * Run the passphrase command for a version and put the first line of its
+ * output, without the line end, into buf.  Nothing it prints is ever logged
+ * or quoted; on failure only its exit status is kept.
+ */
+static bool
+run_passphrase_command(int32 version, char *buf, size_t bufsize)
+{
+	StringInfoData command;
+	FILE	   *pipe;
+	char		rest[256];
+	bool		got_line;
+	int			status;
+
+	initStringInfo(&command);
+	for (const char *p = config.command; *p; p++)
+	{
+		if (p[0] == '%' && p[1] == 'v')
+		{
+			appendStringInfo(&command, "%d", version);
+			p++;
+		}
+		else if (p[0] == '%' && p[1] == '%')
+		{
+			appendStringInfoChar(&command, '%');
+			p++;
+		}
+		else
+			appendStringInfoChar(&command, *p);
+	}
+
+	fflush(NULL);
+	pipe = OpenPipeStream(command.data, "r");
+	pfree(command.data);
+	if (pipe == NULL)
+	{
+		last_command_status = -1;
+		return false;
+	}
+	got_line = fgets(buf, bufsize, pipe) != NULL;
+	/* A first line that fills the buffer is too long to be a passphrase. */
+	if (got_line && strchr(buf, '\n') == NULL && strlen(buf) == bufsize - 1)
+		got_line = false;
+	/* Drain the rest, so the command never dies of SIGPIPE. */
+	while (fgets(rest, sizeof(rest), pipe) != NULL)
+		;
+	se_wipe(rest, sizeof(rest));
+	status = ClosePipeStream(pipe);
+
+	if (got_line)
+		buf[strcspn(buf, "\r\n")] = '\0';
+	if (status != 0 || !got_line || buf[0] == '\0')
+	{
+		se_wipe(buf, bufsize);
+		last_command_status = status;
+		return false;
+	}
+	return true;
+}
+
+/* The passphrase of a slot, from the command or the GUCs, into buf. */
+static bool
+obtain_passphrase(int slot, char *buf, size_t bufsize)
+{
+	if (command_configured())
+		return run_passphrase_command(config.version[slot], buf, bufsize);
+	strlcpy(buf, effective_passphrase(slot), bufsize);
+	return true;
+}
+
+static void
+report_kek_failure(int elevel, int32 version, KekFailure failure)
+{
+	if (failure == KEK_COMMAND_FAILED)
+		ereport(elevel,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("could not obtain the KEK passphrase of version %d", version),
+				 errdetail("secretenv.kek_passphrase_command %s.",
+						   last_command_status == -1 ? "could not be started" :
+						   last_command_status == 0 ? "printed no passphrase line" :
+						   wait_result_to_str(last_command_status)),
+				 errhint("The command must print the passphrase on its first line and exit with status 0.")));
+	else
+		ereport(elevel,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("could not derive the KEK of version %d", version)));
 }
 
 static void
@@ -138,60 +252,67 @@ ensure_secure_keys(void)
 }
 
 /*
- * Bring a slot up to date with the configuration.  Returns false (with
- * nothing derived) on failure; the caller decides whether that is an ERROR.
- * Never throws except for out-of-memory in ensure_secure_keys.
+ * Bring a slot up to date with the configuration.  Never throws (except
+ * out-of-memory in ensure_secure_keys); the caller decides whether a
+ * failure is an ERROR.
  */
-static bool
+static KekFailure
 refresh_slot(int slot)
 {
 	SlotState  *s = &slots[slot];
-	const char *pass = effective_passphrase(slot);
 	const char *salt = config.salt ? config.salt : SE_DEFAULT_SALT;
 	int32		version = config.version[slot];
 	int			other = 1 - slot;
+	char		pass[SE_MAX_PASSPHRASE_LEN + 2];
+	KekFailure	result = KEK_OK;
 
 	if (s->generation == config_generation && s->derived)
-		return true;
+		return KEK_OK;
 
 	ensure_secure_keys();
+	if (!obtain_passphrase(slot, pass, sizeof(pass)))
+		return KEK_COMMAND_FAILED;
 
-	/* A reload that left this KEK's inputs alone costs nothing. */
 	if (s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
 		strcmp(secure_keys->passphrase[slot], pass) == 0)
 	{
-		s->generation = config_generation;
-		return true;
+		/* A reload that left this KEK's inputs alone costs nothing. */
 	}
-
-	s->derived = false;
-	se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
-
-	if (slots[other].derived && slots[other].version == version &&
-		strcmp(slots[other].salt, salt) == 0 &&
-		strcmp(secure_keys->passphrase[other], pass) == 0)
+	else if (slots[other].derived && slots[other].version == version &&
+			 strcmp(slots[other].salt, salt) == 0 &&
+			 strcmp(secure_keys->passphrase[other], pass) == 0)
 	{
 		/* The previous KEK became current, or vice versa: no PBKDF2. */
 		memcpy(secure_keys->kek[slot], secure_keys->kek[other], SE_KEY_LEN);
 	}
-	else if (se_derive_kek((const uint8_t *) pass, strlen(pass),
-						   (const uint8_t *) salt, strlen(salt),
-						   (uint32_t) version,
-						   secure_keys->kek[slot]) != SE_OK)
-		return false;
+	else
+	{
+		s->derived = false;
+		if (se_derive_kek((const uint8_t *) pass, strlen(pass),
+						  (const uint8_t *) salt, strlen(salt),
+						  (uint32_t) version, secure_keys->kek[slot]) != SE_OK)
+		{
+			se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
+			result = KEK_DERIVATION_FAILED;
+		}
+	}
 
-	strlcpy(secure_keys->passphrase[slot], pass, SE_MAX_PASSPHRASE_LEN + 1);
-	strlcpy(s->salt, salt, sizeof(s->salt));
-	s->version = version;
-	s->derived = true;
-	s->generation = config_generation;
-	return true;
+	if (result == KEK_OK)
+	{
+		strlcpy(secure_keys->passphrase[slot], pass, SE_MAX_PASSPHRASE_LEN + 1);
+		strlcpy(s->salt, salt, sizeof(s->salt));
+		s->version = version;
+		s->derived = true;
+		s->generation = config_generation;
+	}
+	se_wipe(pass, sizeof(pass));
+	return result;
 }
 
 /*
  * In the postmaster (preloaded), derive as soon as the configuration
  * changes, so that backends forked afterwards inherit the KEKs.  A failure
- * here is not reported: backends will derive, and report, on first use.
+ * is logged; backends retry, and report it as an ERROR, on first use.
  */
 static void
 refresh_in_postmaster(void)
@@ -199,8 +320,15 @@ refresh_in_postmaster(void)
 	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
 		return;
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
-		if (config.version[slot] > 0)
-			(void) refresh_slot(slot);
+	{
+		KekFailure	failure;
+
+		if (config.version[slot] <= 0)
+			continue;
+		failure = refresh_slot(slot);
+		if (failure != KEK_OK)
+			report_kek_failure(LOG, config.version[slot], failure);
+	}
 }
 
 static void
@@ -295,6 +423,16 @@ assign_salt(const char *newval, void *extra)
 	}
 }
 
+static void
+assign_passphrase_command(const char *newval, void *extra)
+{
+	if (strings_differ(config.command, newval))
+	{
+		config.command = newval;
+		config_changed();
+	}
+}
+
 /* Whatever the value, SHOW prints a mask: a passphrase is never read back. */
 static const char *
 show_passphrase(void)
@@ -372,6 +510,17 @@ se_keyring_init(void)
 							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE,
 							   check_salt, assign_salt, NULL);
 
+	DefineCustomStringVariable("secretenv.kek_passphrase_command",
+							   "Command that prints the KEK passphrase of a version.",
+							   "%v is replaced by the version and %% by a percent sign; the first output line is the passphrase. "
+							   "When set, it takes precedence over the passphrase settings.",
+							   &kek_passphrase_command_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
+							   NULL, assign_passphrase_command, NULL);
+
 	keyring_ready = true;
 	preloaded = process_shared_preload_libraries_in_progress;
 
@@ -379,11 +528,15 @@ se_keyring_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		for (int slot = 0; slot < NUM_SLOTS; slot++)
-			if (config.version[slot] > 0 && !refresh_slot(slot))
-				ereport(ERROR,
-						(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
-						 errmsg("could not derive the secretenv KEK of version %d",
-								config.version[slot])));
+		{
+			KekFailure	failure;
+
+			if (config.version[slot] <= 0)
+				continue;
+			failure = refresh_slot(slot);
+			if (failure != KEK_OK)
+				report_kek_failure(ERROR, config.version[slot], failure);
+		}
 	}
 }
 
@@ -409,7 +562,15 @@ warn_about_configuration(void)
 		return;
 	warned_generation = config_generation;
 
-	if (slot_uses_default(SLOT_CURRENT))
+	if (command_configured())
+	{
+		if ((config.passphrase[SLOT_CURRENT] && config.passphrase[SLOT_CURRENT][0]) ||
+			(config.passphrase[SLOT_PREVIOUS] && config.passphrase[SLOT_PREVIOUS][0]))
+			ereport(WARNING,
+					(errmsg("secretenv.kek_passphrase_command is set, so the passphrase settings are ignored"),
+					 errhint("Remove secretenv.kek_passphrase and secretenv.kek_previous_passphrase from the configuration.")));
+	}
+	else if (slot_uses_default(SLOT_CURRENT))
 		ereport(WARNING,
 				(errmsg("secretenv is using its built-in development passphrase"),
 				 errdetail("secretenv.kek_passphrase is not set, so secrets are encrypted under a publicly known key."),
@@ -463,6 +624,7 @@ const uint8_t *
 se_keyring_kek(int32 version)
 {
 	int			slot;
+	KekFailure	failure;
 
 	warn_about_configuration();
 
@@ -477,10 +639,9 @@ se_keyring_kek(int32 version)
 				 errhint("Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK of version %d and reload.",
 						 version)));
 
-	if (!refresh_slot(slot))
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
-				 errmsg("could not derive the KEK of version %d", version)));
+	failure = refresh_slot(slot);
+	if (failure != KEK_OK)
+		report_kek_failure(ERROR, version, failure);
 
 	return secure_keys->kek[slot];
 }
