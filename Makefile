@@ -48,3 +48,6 @@ EXTRA_CLEAN = tmp_regress tmp_isolation output_iso results regression.diffs regr
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# PGXS does not track header dependencies.
+$(OBJS): src/secretenv.h src/crypto/se_crypto.h

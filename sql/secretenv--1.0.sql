@@ -211,6 +211,10 @@ DECLARE
 	new_id uuid := gen_random_uuid();
 	e secretenv.envelope;
 BEGIN
+	IF secret_name IS NULL OR value IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
 	e := secretenv.secret_encrypt(value, new_id, secret_name);
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
@@ -236,6 +240,10 @@ DECLARE
 	new_id uuid := gen_random_uuid();
 	e secretenv.envelope;
 BEGIN
+	IF secret_name IS NULL OR value IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	e := secretenv.secret_encrypt(value, new_id, secret_name);
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
 								   kek_version, masked_value, provider, description,
@@ -258,6 +266,10 @@ DECLARE
 	target_id uuid;
 	e secretenv.envelope;
 BEGIN
+	IF secret_name IS NULL OR value IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
 	WHERE s.secret_name = secret_update.secret_name
 	FOR UPDATE;
@@ -289,6 +301,10 @@ DECLARE
 	target_id uuid;
 	e secretenv.envelope;
 BEGIN
+	IF secret_name IS NULL OR value IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
 	WHERE s.secret_name = secret_update.secret_name
 	FOR UPDATE;

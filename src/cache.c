@@ -524,7 +524,7 @@ check_cache_ttl(int *newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("secretenv.cache_ttl must be between 10 and 300 seconds: "
 							"shorter makes nearly every secret_get decrypt from the table, "
-							"longer keeps decrypted secrets in backend memory longer after they change or expire.");
+							"longer keeps each decrypted secret in backend memory for longer.");
 		return false;
 	}
 	return true;

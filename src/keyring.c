@@ -228,9 +228,9 @@ report_kek_failure(int elevel, int32 version, KekFailure failure)
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
 				 errmsg("could not obtain the KEK passphrase of version %d", version),
-				 errdetail("secretenv.kek_passphrase_command %s.",
-						   last_command_status == -1 ? "could not be started" :
-						   last_command_status == 0 ? "printed no passphrase line" :
+				 errdetail("The passphrase command failed: %s.",
+						   last_command_status == -1 ? "it could not be started" :
+						   last_command_status == 0 ? "it printed no passphrase line" :
 						   wait_result_to_str(last_command_status)),
 				 errhint("The command must print the passphrase on its first line and exit with status 0.")));
 	else

@@ -109,14 +109,16 @@ statement_log_prefix(const char *message)
 	return pnstrdup(message, text_start - message);
 }
 
+/*
+ * secretenv's own messages never carry secret material.  Its C code is
+ * compiled with TEXTDOMAIN "secretenv" (see Makefile); its SQL functions
+ * raise only the SQLSTATEs of its own classes.
+ */
 static bool
-is_secretenv_error(int sqlerrcode)
+is_secretenv_error(const ErrorData *edata)
 {
-	return sqlerrcode == ERRCODE_SECRETENV_MALFORMED_ENVELOPE ||
-		sqlerrcode == ERRCODE_SECRETENV_KEK_MISMATCH ||
-		sqlerrcode == ERRCODE_SECRETENV_VALUE_MISMATCH ||
-		sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED ||
-		sqlerrcode == ERRCODE_SECRETENV_IDENTITY_CHANGE;
+	return (edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
+		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED;
 }
 
 static void
@@ -137,7 +139,7 @@ redact_record(ErrorData *edata)
 	if (statement_record)
 		edata->message = psprintf("%s%s", prefix, REDACTED_MARKER);
 
-	if (statement_record || !is_secretenv_error(edata->sqlerrcode))
+	if (statement_record || !is_secretenv_error(edata))
 	{
 		if (edata->detail)
 			edata->detail = pstrdup(REDACTED_MARKER);

@@ -16,6 +16,14 @@
 #include "se_crypto.h"
 
 /*
+ * Messages raised by secretenv's C code carry their own text domain, which
+ * is how the log redaction hook tells them (never secret-bearing) from
+ * messages of other code that may quote its input.  As in PL/pgSQL.
+ */
+#undef TEXTDOMAIN
+#define TEXTDOMAIN PG_TEXTDOMAIN("secretenv")
+
+/*
  * SQLSTATEs of secretenv's own failure classes.  They are implementation-
  * defined subclasses (letters S..) of the standard classes, so handlers for
  * data_exception (22) or integrity_constraint_violation (23) catch them.

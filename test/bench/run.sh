@@ -1,0 +1,597 @@
+#!/usr/bin/env bash
+#
+# test/bench/run.sh — secretenv performance benchmark.
+#
+#     sudo bash test/bench/run.sh              # full run (several minutes)
+#     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run (CI)
+#
+# Starts two throwaway PostgreSQL 15 clusters as the postgres user (one with
+# shared_preload_libraries = 'secretenv', one without), measures secretenv
+# against pgcrypto and against plain SQL doing the same row work, prints a
+# table and writes it as Markdown to $BENCH_OUT.  Everything lives in one
+# mktemp directory that is removed, clusters stopped, on exit.
+#
+# Knobs (environment):
+#   BENCH_ROWS         rows for the encrypt/decrypt scans     (200000; quick 20000)
+#   BENCH_ROTATE_ROWS  rows in secretenv.secrets for rotation (1000000; quick 100000)
+#   BENCH_RUNS         interleaved runs; medians are reported (3)
+#   BENCH_SECS         duration of each pgbench run, seconds  (10; quick 5)
+#   BENCH_QUICK=1      smoke mode: the smaller quick defaults above
+#   BENCH_OUT          Markdown copy of the table            (/tmp/secretenv-bench.md)
+#   BENCH_NO_BUILD=1   benchmark the installed secretenv.so, do not make install
+#
+# Method.
+#   - Timing is server-side: a PL/pgSQL helper (bench.measure) takes
+#     clock_timestamp() just before and after EXECUTE of the statement.  That
+#     times the executor's work and nothing else: no connection setup, no
+#     client round trip, no result transfer, none of the latency noise that
+#     psql's \timing includes and that is not small next to per-row costs
+#     of a microsecond.  Each statement aggregates (sum(octet_length(f(..))))
+#     so that one row, not N, leaves the server; octet_length is length() in
+#     bytes, which costs the same for text and bytea (no character count).
+#   - Before each timed statement the same session runs the same expression
+#     over 100 rows, so catalog caches, plans, the library and secretenv's
+#     once-per-backend key health check are warm and not in the timing.
+#   - Every comparison is interleaved: run r times every variant, in an order
+#     rotated from run to run; ratios are taken within a run (same table
+#     state, same machine load) and the median over runs is reported, as is
+#     the median of each per-row cost.
+#   - Parallel query and JIT are off: the figures are per-row costs of one
+#     backend, not of how many workers the planner happens to start.
+#     fsync is off: the clusters are throwaway and disk flush latency is not
+#     what is measured (WAL is still written and full-page writes are on).
+#   - pgbench (connections, secret_get) reports transactions per second; a
+#     connection's cost is 1/tps with one client and -C (connect per
+#     transaction, connection time included).
+#
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	rows=${BENCH_ROWS:-20000}
+	rotate_rows=${BENCH_ROTATE_ROWS:-100000}
+	secs=${BENCH_SECS:-5}
+else
+	rows=${BENCH_ROWS:-200000}
+	rotate_rows=${BENCH_ROTATE_ROWS:-1000000}
+	secs=${BENCH_SECS:-10}
+fi
+runs=${BENCH_RUNS:-3}
+out=${BENCH_OUT:-/tmp/secretenv-bench.md}
+get_secrets=1000				# secrets that pgbench's secret_get picks from
+
+for n in "$rows" "$rotate_rows" "$runs" "$secs"; do
+	case $n in '' | *[!0-9]* | 0) echo "bench: knobs must be positive integers" >&2; exit 2 ;; esac
+done
+if [ "$rows" -lt 1000 ]; then
+	echo "bench: BENCH_ROWS must be at least 1000" >&2
+	exit 2
+fi
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --------------------------------------------------------------------------
+# Dependencies and build (as root); the clusters themselves run as postgres.
+# --------------------------------------------------------------------------
+PG_CONFIG=${PG_CONFIG:-pg_config}
+if [ "$(id -u)" -eq 0 ]; then
+	bash "$repo/test/install_deps.sh"
+	# pgbench ships with the client package; pgcrypto with the server (contrib).
+	pgbin=$("$PG_CONFIG" --bindir)
+	if [ ! -x "$pgbin/pgbench" ] ||
+		[ ! -e "$("$PG_CONFIG" --sharedir)/extension/pgcrypto.control" ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client-15 postgresql-contrib
+	fi
+	if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+		log "building and installing secretenv"
+		make -s -C "$repo" >/dev/null
+		make -s -C "$repo" install >/dev/null
+	fi
+	as_pg() { runuser -u postgres -- "$@"; }
+	pg_user=postgres
+else
+	# Not root: no installs; the caller must own the clusters' directory.
+	as_pg() { "$@"; }
+	pg_user=$(id -un)
+fi
+pgbin=$("$PG_CONFIG" --bindir)
+for tool in initdb pg_ctl psql pgbench; do
+	[ -x "$pgbin/$tool" ] || { echo "bench: $pgbin/$tool is missing" >&2; exit 2; }
+done
+command -v openssl >/dev/null || { echo "bench: the openssl command is missing" >&2; exit 2; }
+
+# --------------------------------------------------------------------------
+# Throwaway clusters.
+# --------------------------------------------------------------------------
+work=$(mktemp -d /tmp/secretenv-bench.XXXXXX)
+chmod 700 "$work"
+chown "$pg_user" "$work"
+cd "$work"
+clusters=()
+
+cleanup() {
+	local status=$? dir
+	# On failure, show what the servers said before their logs go away.
+	if [ "$status" -ne 0 ]; then
+		for dir in "${clusters[@]}"; do
+			echo "--- last lines of $(basename "$dir")'s server log:" >&2
+			tail -n 15 "$dir.log" >&2 2>/dev/null || true
+		done
+	fi
+	for dir in "${clusters[@]}"; do
+		as_pg "$pgbin/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1 || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port no TCP listener uses and no other cluster's socket in our directory
+# has.  The clusters listen on a Unix socket in $work only (listen_addresses
+# is empty), so the port just names the socket and the shared memory key.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		if [ ! -e "$work/.s.PGSQL.$p" ] &&
+			! ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
+			echo "$p"
+			return
+		fi
+	done
+}
+
+# Two KEKs for rotation: version 1 from pass_a, version 2 from pass_b.  Both
+# are long random passphrases, never the built-in development one.
+pass_a=$(openssl rand -hex 24)
+pass_b=$(openssl rand -hex 24)
+
+# write_keys DIR CUR_VERSION [PREV_VERSION]: the key configuration file that
+# postgresql.conf includes.  Version 1 is always pass_a, version 2 pass_b.
+write_keys() {
+	local dir=$1 cur=$2 prev=${3:-0}
+	pass_of() { if [ "$1" = 1 ]; then echo "$pass_a"; else echo "$pass_b"; fi; }
+	{
+		# Previous first: when it is the KEK that was current until now, the
+		# postmaster copies it instead of running PBKDF2 again.
+		if [ "$prev" -gt 0 ]; then
+			echo "secretenv.kek_previous_passphrase = '$(pass_of "$prev")'"
+		else
+			echo "secretenv.kek_previous_passphrase = ''"
+		fi
+		echo "secretenv.kek_previous_version = $prev"
+		echo "secretenv.kek_passphrase = '$(pass_of "$cur")'"
+		echo "secretenv.kek_version = $cur"
+	} >"$dir/secretenv_keys.conf"
+	chown "$pg_user" "$dir/secretenv_keys.conf"
+	chmod 600 "$dir/secretenv_keys.conf"
+}
+
+# start_cluster NAME PRELOAD(0|1) VAR: initdb, configure and start a cluster
+# in $work/NAME; its port goes into variable VAR.  (Not run in a command
+# substitution: the clusters array must reach the EXIT trap.)
+start_cluster() {
+	local name=$1 preload=$2 dir="$work/$1" port
+	port=$(free_port)
+	as_pg "$pgbin/initdb" -D "$dir" --encoding=UTF8 --no-locale -U postgres \
+		--auth=trust -N >"$work/$name.initdb.log" 2>&1 ||
+		{ cat "$work/$name.initdb.log" >&2; exit 1; }
+	{
+		echo "port = $port"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$work'"
+		if [ "$preload" = 1 ]; then
+			echo "shared_preload_libraries = 'secretenv'"
+		else
+			echo "shared_preload_libraries = ''"
+		fi
+		echo "include 'secretenv_keys.conf'"
+		echo "shared_buffers = 1GB"
+		echo "work_mem = 64MB"
+		echo "maintenance_work_mem = 512MB"
+		echo "max_parallel_workers_per_gather = 0"
+		echo "jit = off"
+		echo "fsync = off"
+		echo "max_wal_size = 8GB"
+		echo "checkpoint_timeout = 1h"
+		echo "autovacuum = off"
+		echo "max_connections = 50"
+	} >>"$dir/postgresql.conf"
+	write_keys "$dir" 1
+	clusters+=("$dir")
+	as_pg "$pgbin/pg_ctl" -D "$dir" -l "$work/$name.log" -w start >/dev/null ||
+		{ cat "$work/$name.log" >&2; exit 1; }
+	as_pg "$pgbin/psql" -X -q -h "$work" -p "$port" -d postgres \
+		-c "CREATE DATABASE bench" >/dev/null
+	printf -v "$3" '%s' "$port"
+}
+
+# sql PORT [psql args...]: run SQL from stdin or -c in database bench,
+# unaligned, tuples only, stopping at the first error.  WARNINGs (the
+# no-preload cluster warns on load) go to the cluster's stderr file.
+sql() {
+	local port=$1
+	shift
+	as_pg "$pgbin/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d bench "$@" \
+		2>>"$work/psql.stderr" || { tail -n 20 "$work/psql.stderr" >&2; exit 1; }
+}
+
+# pgbench_tps PORT PGOPTIONS [pgbench args...]: prints the reported tps.
+pgbench_tps() {
+	local port=$1 opts=$2 result
+	shift 2
+	result=$(as_pg env PGOPTIONS="$opts" "$pgbin/pgbench" -n -h "$work" -p "$port" "$@" bench \
+		2>>"$work/pgbench.stderr") ||
+		{ tail -n 20 "$work/pgbench.stderr" >&2; exit 1; }
+	sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$result"
+}
+
+# record SECTION NAME RUN VALUE: store an externally measured per-unit value.
+record() {
+	sql "$main" -c "INSERT INTO bench.results VALUES ('$1', '$2', $3, 1, $4)"
+}
+
+# rotated RUN WORD...: WORDs rotated left by RUN, so that each run times the
+# variants in a different order and none is always first after a VACUUM.
+rotated() {
+	local run=$1
+	shift
+	local -a w=("$@")
+	local i n=${#w[@]}
+	for ((i = 0; i < n; i++)); do
+		echo "${w[(i + run) % n]}"
+	done
+}
+
+log "starting clusters (rows=$rows rotate_rows=$rotate_rows runs=$runs secs=$secs)"
+start_cluster main 1 main
+start_cluster nopreload 0 nopre
+
+# --------------------------------------------------------------------------
+# Schema, helpers and data.
+# --------------------------------------------------------------------------
+# pgcrypto's key is 32 bytes (AES-256, as secretenv's keys) with a fixed IV:
+# the cheapest thing a pgcrypto user could do, and not secure (unauthenticated
+# CBC, IV reuse); it is the floor of "encryption in SQL", not a recommendation.
+aes_key=$(openssl rand -hex 32)
+aes_iv=$(openssl rand -hex 16)
+pgp_pass=$(openssl rand -hex 16)
+
+sql "$main" <<SQL
+CREATE EXTENSION secretenv;
+CREATE EXTENSION pgcrypto;
+CREATE SCHEMA bench;
+
+-- One row per timed statement or pgbench run; value / units is the figure.
+CREATE TABLE bench.results (
+	section text NOT NULL,
+	name text NOT NULL,
+	run int NOT NULL,
+	units bigint NOT NULL,
+	value float8 NOT NULL
+);
+
+-- Run p_warmup (if any), then time p_query with clock_timestamp() around
+-- EXECUTE and record the total in microseconds.  Returns µs per unit.
+CREATE FUNCTION bench.measure(p_section text, p_name text, p_run int,
+							  p_units bigint, p_query text, p_warmup text)
+RETURNS float8 LANGUAGE plpgsql AS \$\$
+DECLARE
+	t0 timestamptz;
+	elapsed float8;
+	sink text;
+BEGIN
+	IF p_warmup IS NOT NULL THEN
+		EXECUTE p_warmup INTO sink;
+	END IF;
+	t0 := clock_timestamp();
+	EXECUTE p_query INTO sink;
+	elapsed := extract(epoch FROM clock_timestamp() - t0) * 1e6;
+	INSERT INTO bench.results VALUES (p_section, p_name, p_run, p_units, elapsed);
+	RETURN elapsed / p_units;
+END
+\$\$;
+
+-- N secrets of 51 bytes, each as a secretenv envelope, as pgcrypto AES-CBC
+-- and as pgcrypto OpenPGP.  OFFSET 0 keeps secret_encrypt to one call per row.
+CREATE TABLE bench.t AS
+SELECT id, name, v, convert_to(v, 'UTF8') AS vb,
+	   (e).encrypted_value AS ev, (e).wrapped_dek AS wd, (e).kek_version AS kv,
+	   encrypt_iv(convert_to(v, 'UTF8'), '\\x$aes_key', '\\x$aes_iv', 'aes') AS cbc,
+	   pgp_sym_encrypt(v, '$pgp_pass') AS pgp
+FROM (SELECT id, name, v, secretenv.secret_encrypt(v, id, name) AS e
+	  FROM (SELECT gen_random_uuid() AS id, 'bench/secret-' || i AS name,
+				   'sk-live-' || left(md5(i::text) || md5((-i)::text), 43) AS v
+			FROM generate_series(1, $rows) AS i) s
+	  OFFSET 0) x;
+CREATE TABLE bench.t_warm AS SELECT * FROM bench.t LIMIT 100;
+VACUUM (FREEZE, ANALYZE) bench.t, bench.t_warm;
+
+-- The store secret_get and the connection test read.
+SELECT count(secretenv.secret_create('get-' || i,
+		'sk-live-' || left(md5(i::text) || md5((-i)::text), 43)))
+FROM generate_series(1, $get_secrets) AS i;
+VACUUM (FREEZE, ANALYZE) secretenv.secrets;
+SQL
+
+sql "$nopre" <<SQL
+CREATE EXTENSION secretenv;
+SELECT count(secretenv.secret_create('get-' || i,
+		'sk-live-' || left(md5(i::text) || md5((-i)::text), 43)))
+FROM generate_series(1, $get_secrets) AS i;
+VACUUM (FREEZE, ANALYZE) secretenv.secrets;
+SQL
+
+# time_scan SECTION NAME RUN EXPR: time SELECT sum(EXPR) over bench.t, after
+# the same statement over bench.t_warm.
+time_scan() {
+	local q="SELECT sum($4) FROM %s"
+	sql "$main" -c "SELECT bench.measure('$1', '$2', $3, $rows,
+		format(\$q\$$q\$q\$, 'bench.t'), format(\$q\$$q\$q\$, 'bench.t_warm'))" >/dev/null
+}
+
+key="'\\x$aes_key'::bytea, '\\x$aes_iv'::bytea"
+declare -A expr=(
+	[scan]="octet_length(ev)"
+	[secret_decrypt]="octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))"
+	[decrypt_iv]="octet_length(decrypt_iv(cbc, $key, 'aes'))"
+	[pgp_sym_decrypt]="octet_length(pgp_sym_decrypt(pgp, '$pgp_pass'))"
+	[secret_encrypt]="octet_length((secretenv.secret_encrypt(v, id, name)).encrypted_value)"
+	[encrypt_iv]="octet_length(encrypt_iv(vb, $key, 'aes'))"
+	[pgp_sym_encrypt]="octet_length(pgp_sym_encrypt(v, '$pgp_pass'))"
+)
+
+# --------------------------------------------------------------------------
+# 1. Decrypt and encrypt over N rows.
+# --------------------------------------------------------------------------
+for ((run = 1; run <= runs; run++)); do
+	log "decrypt/encrypt run $run/$runs"
+	for name in $(rotated "$run" scan secret_decrypt decrypt_iv pgp_sym_decrypt); do
+		time_scan decrypt "$name" "$run" "${expr[$name]}"
+	done
+	for name in $(rotated "$run" secret_encrypt encrypt_iv pgp_sym_encrypt); do
+		time_scan encrypt "$name" "$run" "${expr[$name]}"
+	done
+done
+
+# --------------------------------------------------------------------------
+# 2. New connection + first decrypt vs new connection + SELECT 1, with and
+#    without preload.  The decrypt reads one stored envelope given as
+#    literals, so the only table work is secretenv's own (its once-per-backend
+#    key health check); without preload the backend also loads the library
+#    and runs PBKDF2 for the KEK.
+# --------------------------------------------------------------------------
+envelope_sql='SELECT format($f$SELECT octet_length(secretenv.secret_decrypt(%L::bytea, %L::bytea, %s, %L::uuid, %L));$f$,
+	encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
+FROM secretenv.secrets WHERE secret_name = '"'get-1'"
+echo 'SELECT 1;' >"$work/select1.sql"
+sql "$main" -c "$envelope_sql" >"$work/decrypt_main.sql"
+sql "$nopre" -c "$envelope_sql" >"$work/decrypt_nopreload.sql"
+chown "$pg_user" "$work"/*.sql
+
+connect_ms() {
+	local port=$1 script=$2 tps
+	tps=$(pgbench_tps "$port" "" -C -c 1 -j 1 -T "$secs" -f "$script")
+	awk -v t="$tps" 'BEGIN { printf "%.6f", 1000 / t }'
+}
+
+for ((run = 1; run <= runs; run++)); do
+	log "connection run $run/$runs"
+	for v in $(rotated "$run" pre_select1 pre_decrypt nopre_select1 nopre_decrypt); do
+		case $v in
+			pre_select1) ms=$(connect_ms "$main" "$work/select1.sql") ;;
+			pre_decrypt) ms=$(connect_ms "$main" "$work/decrypt_main.sql") ;;
+			nopre_select1) ms=$(connect_ms "$nopre" "$work/select1.sql") ;;
+			nopre_decrypt) ms=$(connect_ms "$nopre" "$work/decrypt_nopreload.sql") ;;
+		esac
+		record connect "$v" "$run" "$ms"
+	done
+done
+
+# --------------------------------------------------------------------------
+# 3. secret_get through pgbench: cached (default), uncached
+#    (cache_max_entries = 0, a SUSET setting the superuser passes in
+#    PGOPTIONS) and the plain indexed SELECT of the ciphertext it replaces.
+# --------------------------------------------------------------------------
+cat >"$work/get.sql" <<EOF
+\\set n random(1, $get_secrets)
+SELECT secretenv.secret_get('get-' || :n);
+EOF
+cat >"$work/plain.sql" <<EOF
+\\set n random(1, $get_secrets)
+SELECT encrypted_value FROM secretenv.secrets WHERE secret_name = 'get-' || :n;
+EOF
+chown "$pg_user" "$work/get.sql" "$work/plain.sql"
+clients=$(nproc)
+
+for ((run = 1; run <= runs; run++)); do
+	log "secret_get run $run/$runs"
+	for v in $(rotated "$run" cached uncached plain); do
+		case $v in
+			cached) tps=$(pgbench_tps "$main" "" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/get.sql") ;;
+			uncached) tps=$(pgbench_tps "$main" "-c secretenv.cache_max_entries=0" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/get.sql") ;;
+			plain) tps=$(pgbench_tps "$main" "" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/plain.sql") ;;
+		esac
+		record get "$v" "$run" "$tps"
+	done
+done
+
+# --------------------------------------------------------------------------
+# 4. secret_rotate_all() over BENCH_ROTATE_ROWS rows vs the same UPDATE
+#    without crypto.
+#
+# Repeating a rotation needs rows on a KEK other than the current one.
+# Rather than rebuild the table from a saved copy (an INSERT of every row
+# plus two index builds per run, which would dwarf the measurement), each
+# run swaps the two KEKs: run 1 makes version 2 current and rotates 1 -> 2,
+# run 2 makes version 1 current and rotates 2 -> 1, and so on.  Both KEKs
+# are configured in every run, so the postmaster derives nothing new.
+#
+# Fairness: both statements update the same rows and the same two columns,
+# through the same BEFORE UPDATE row trigger and AFTER statement trigger,
+# from the same table state: each is preceded by VACUUM and CHECKPOINT, so
+# it starts from a table whose live rows fill one half and whose other half
+# is free (after a first, untimed UPDATE that brings the fresh table to that
+# steady state).  Their order alternates from run to run.
+# --------------------------------------------------------------------------
+log "loading $rotate_rows secrets for rotation"
+sql "$main" <<SQL
+TRUNCATE secretenv.secrets;
+INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version)
+SELECT id, name, (e).encrypted_value, (e).wrapped_dek, (e).kek_version
+FROM (SELECT id, name, secretenv.secret_encrypt(v, id, name) AS e
+	  FROM (SELECT gen_random_uuid() AS id, 'rotate/secret-' || i AS name,
+				   'sk-live-' || left(md5(i::text) || md5((-i)::text), 43) AS v
+			FROM generate_series(1, $rotate_rows) AS i) s
+	  OFFSET 0) x;
+VACUUM (FREEZE, ANALYZE) secretenv.secrets;
+UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version;
+VACUUM secretenv.secrets;
+SQL
+
+# Reload after write_keys and wait until a new backend sees the versions.
+reload_keys() {
+	local cur=$1 prev=$2 i
+	write_keys "$work/main" "$cur" "$prev"
+	sql "$main" -c "SELECT pg_reload_conf()" >/dev/null
+	for ((i = 0; i < 600; i++)); do
+		[ "$(sql "$main" -c "SELECT secretenv.current_kek_version() || '/' || current_setting('secretenv.kek_previous_version')")" = "$cur/$prev" ] && return
+		sleep 0.1
+	done
+	echo "bench: the key configuration did not reach new backends" >&2
+	exit 1
+}
+
+# Warm-up of both sides: one decrypt, so the backend's key health check
+# (which samples secretenv.secrets) runs before the timed statement.
+warm_decrypt='SELECT octet_length(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)) FROM secretenv.secrets LIMIT 1'
+
+for ((run = 1; run <= runs; run++)); do
+	log "rotation run $run/$runs"
+	if [ $((run % 2)) = 1 ]; then cur=2 prev=1; else cur=1 prev=2; fi
+	reload_keys "$cur" "$prev"
+	for v in $(rotated "$run" update rotate); do
+		sql "$main" -c "VACUUM secretenv.secrets" -c "CHECKPOINT"
+		case $v in
+			update) q="UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version WHERE kek_version <> $cur" ;;
+			rotate) q="SELECT secretenv.secret_rotate_all()" ;;
+		esac
+		sql "$main" -c "SELECT bench.measure('rotate', '$v', $run, $rotate_rows, \$q\$$q\$q\$, \$q\$$warm_decrypt\$q\$)" >/dev/null
+	done
+	# Every row must now be on the current version: the rotation was real.
+	left=$(sql "$main" -c "SELECT count(*) FROM secretenv.secrets WHERE kek_version <> $cur")
+	[ "$left" = 0 ] || { echo "bench: $left rows were not rotated" >&2; exit 1; }
+done
+
+# The same first-decrypt connection test against the big store: the key
+# health check of every new backend reads secretenv.secrets.
+for ((run = 1; run <= runs; run++)); do
+	log "connection (big store) run $run/$runs"
+	for v in $(rotated "$run" big_select1 big_decrypt); do
+		case $v in
+			big_select1) ms=$(connect_ms "$main" "$work/select1.sql") ;;
+			big_decrypt) ms=$(connect_ms "$main" "$work/decrypt_main.sql") ;;
+		esac
+		record connect "$v" "$run" "$ms"
+	done
+done
+
+# --------------------------------------------------------------------------
+# 5. The hardware bound: OpenSSL's own AES-256-GCM on 64-byte blocks.
+# --------------------------------------------------------------------------
+log "openssl speed"
+gcm_kbps=$(openssl speed -evp aes-256-gcm -seconds 1 -bytes 64 2>/dev/null |
+	awk 'tolower($1) == "aes-256-gcm" { v = $NF; sub(/k$/, "", v); print v }')
+[ -n "$gcm_kbps" ] || { echo "bench: could not parse openssl speed" >&2; exit 1; }
+gcm_bps=$(awk -v k="$gcm_kbps" 'BEGIN { printf "%.0f", k * 1000 }')
+gcm_us=$(awk -v b="$gcm_bps" 'BEGIN { printf "%.6f", 64 / b * 1e6 }')
+sql "$main" -c "INSERT INTO bench.results VALUES ('openssl', 'gcm64', 1, 1, $gcm_us)"
+
+# --------------------------------------------------------------------------
+# Report.
+# --------------------------------------------------------------------------
+pg_version=$(sql "$main" -c "SHOW server_version")
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
+params="N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s"
+openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
+
+# One row per reported figure: value and baseline are medians of value/units;
+# the ratio is the median of the per-run ratios.  Lower is better except for
+# TPS (kind 'tps'), where the ratio is value / baseline and must be >= goal.
+report_sql=$(cat <<'SQL'
+WITH per AS (
+	SELECT section, name, run, value / units AS v FROM bench.results
+), spec(ord, label, section, name, base, base_label, kind, goal) AS (
+	VALUES
+	(1, 'secret_decrypt', 'decrypt', 'secret_decrypt', 'decrypt_iv', 'decrypt_iv (AES-CBC)', 'us', 1.3),
+	(2, 'secret_decrypt', 'decrypt', 'secret_decrypt', 'pgp_sym_decrypt', 'pgp_sym_decrypt', 'us', NULL),
+	(3, 'secret_decrypt', 'decrypt', 'secret_decrypt', 'scan', 'scan floor: octet_length(ev)', 'us', NULL),
+	(4, 'decrypt_iv', 'decrypt', 'decrypt_iv', 'scan', 'scan floor: octet_length(ev)', 'us', NULL),
+	(5, 'secret_encrypt', 'encrypt', 'secret_encrypt', 'encrypt_iv', 'encrypt_iv (AES-CBC)', 'us', 2.0),
+	(6, 'secret_encrypt', 'encrypt', 'secret_encrypt', 'pgp_sym_encrypt', 'pgp_sym_encrypt', 'us', NULL),
+	(7, 'secret_rotate_all()', 'rotate', 'rotate', 'update', 'UPDATE without crypto', 'us', 1.5),
+	(8, 'connect + first decrypt, preload', 'connect', 'pre_decrypt', 'pre_select1', 'connect + SELECT 1', 'ms', 1.2),
+	(9, 'connect + first decrypt, no preload', 'connect', 'nopre_decrypt', 'nopre_select1', 'connect + SELECT 1', 'ms', NULL),
+	(10, 'connect + first decrypt, preload, rotation-size store', 'connect', 'big_decrypt', 'big_select1', 'connect + SELECT 1', 'ms', NULL),
+	(11, 'secret_get, cached', 'get', 'cached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
+	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', NULL),
+	(13, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'us', NULL)
+), fig AS (
+	SELECT s.*,
+		(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM per p
+		 WHERE p.section = s.section AND p.name = s.name) AS val,
+		(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM per p
+		 WHERE p.section = s.section AND p.name = s.base) AS bval,
+		(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a.v / b.v)
+		 FROM per a JOIN per b USING (section, run)
+		 WHERE a.section = s.section AND a.name = s.name AND b.name = s.base) AS ratio
+	FROM spec s
+)
+SELECT label AS measurement,
+	   bench.fmt(val, kind) AS "value",
+	   CASE WHEN base IS NULL THEN '' ELSE base_label || ': ' || bench.fmt(bval, kind) END AS baseline,
+	   CASE WHEN ratio IS NULL THEN '' ELSE to_char(ratio, 'FM999990.00') || '×' END AS ratio,
+	   CASE WHEN goal IS NULL THEN ''
+			WHEN kind = 'tps' THEN '≥ ' || to_char(goal, 'FM0.0') || '×'
+			ELSE '≤ ' || to_char(goal, 'FM0.0') || '×' END AS goal,
+	   CASE WHEN goal IS NULL THEN ''
+			WHEN (kind = 'tps' AND ratio >= goal) OR (kind <> 'tps' AND ratio <= goal) THEN 'met'
+			ELSE 'missed' END AS result
+FROM fig
+ORDER BY ord
+SQL
+)
+
+sql "$main" <<'SQL'
+CREATE FUNCTION bench.fmt(x float8, kind text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE
+		WHEN x IS NULL THEN 'n/a'
+		WHEN kind = 'tps' THEN to_char(x, 'FM999999990') || ' TPS'
+		WHEN kind = 'ms' THEN to_char(x, 'FM999990.00') || ' ms/conn'
+		WHEN x >= 100 THEN to_char(x, 'FM999999990') || ' µs/row'
+		WHEN x >= 10 THEN to_char(x, 'FM990.0') || ' µs/row'
+		ELSE to_char(x, 'FM0.000') || ' µs/row' END
+$$;
+SQL
+
+echo
+echo "$machine"
+echo "$params"
+echo "$openssl_line"
+echo
+# psql's aligned format measures UTF-8 widths itself (µ, ×, ≤).
+as_pg "$pgbin/psql" -X -q -P footer=off -v ON_ERROR_STOP=1 -h "$work" -p "$main" -d bench \
+	-c "$report_sql"
+
+{
+	echo "$machine  "
+	echo "$params  "
+	echo "$openssl_line"
+	echo
+	echo "| measurement | value | baseline | ratio | goal | result |"
+	echo "|---|---:|---|---:|---|---|"
+	sql "$main" -F ' | ' -c "$report_sql" | sed 's/^/| /; s/$/ |/'
+} >"$out"
+log "Markdown table written to $out"
