@@ -126,6 +126,14 @@ typedef enum KekFailure
 	KEK_DERIVATION_FAILED
 } KekFailure;
 
+/*
+ * PBKDF2 runs in this process (a forked backend inherits the postmaster's
+ * count, hence the pid), reported by key_config() so tests can prove that
+ * no call derives a KEK.
+ */
+static uint64 derivations = 0;
+static int	derivations_pid = 0;
+
 /* Wait status of the last failed passphrase command (-1: could not run). */
 static int	last_command_status = 0;
 
@@ -288,6 +296,12 @@ refresh_slot(int slot)
 	else
 	{
 		s->derived = false;
+		if (derivations_pid != MyProcPid)
+		{
+			derivations_pid = MyProcPid;
+			derivations = 0;
+		}
+		derivations++;
 		if (se_derive_kek((const uint8_t *) pass, strlen(pass),
 						  (const uint8_t *) salt, strlen(salt),
 						  (uint32_t) version, secure_keys->kek[slot]) != SE_OK)
@@ -657,7 +671,8 @@ secret_key_config(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf, "{\"current_version\": %d, \"previous_version\": %s, "
 					 "\"using_default_passphrase\": %s, "
 					 "\"previous_using_default_passphrase\": %s, "
-					 "\"preloaded\": %s, \"key_memory_locked\": %s}",
+					 "\"preloaded\": %s, \"key_memory_locked\": %s, "
+					 "\"kek_derivations_in_this_process\": " UINT64_FORMAT "}",
 					 config.version[SLOT_CURRENT],
 					 config.version[SLOT_PREVIOUS] > 0 ?
 					 psprintf("%d", config.version[SLOT_PREVIOUS]) : "null",
@@ -665,6 +680,7 @@ secret_key_config(PG_FUNCTION_ARGS)
 					 config.version[SLOT_PREVIOUS] > 0 ?
 					 (slot_uses_default(SLOT_PREVIOUS) ? "true" : "false") : "null",
 					 preloaded ? "true" : "false",
-					 secure_keys_locked ? "true" : "false");
+					 secure_keys_locked ? "true" : "false",
+					 derivations_pid == MyProcPid ? derivations : 0);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

@@ -16,9 +16,11 @@
  *	  - its DETAIL (bind parameters, or the PREPARE text of an EXECUTE) and
  *		any CONTEXT are replaced by the marker;
  *	  - the STATEMENT line of any record is suppressed;
- *	  - errors raised inside such a statement by other code (a jsonb or uuid
- *		parser quoting its input) lose their DETAIL and CONTEXT; secretenv's
- *		own errors, which never carry secret material, are left whole.
+ *	  - every record of such a statement loses its CONTEXT, which may quote
+ *		the SQL or the bind parameters (log_parameter_max_length_on_error);
+ *	  - errors raised inside it by other code (a jsonb parser quoting its
+ *		input) lose their DETAIL; secretenv's own errors, which never carry
+ *		secret material, keep theirs.
  *
  * Everything else in the log is untouched.  The statement is recognised by
  * name in its text (case-insensitively), so a user function wrapping
@@ -134,6 +136,12 @@ redact_record(ErrorData *edata)
 
 	edata->hide_stmt = true;
 
+	/* A CONTEXT may quote the SQL or the bind parameters of the statement. */
+	if (edata->context)
+		edata->context = pstrdup(REDACTED_MARKER);
+	if (edata->internalquery)
+		edata->internalquery = pstrdup(REDACTED_MARKER);
+
 	prefix = edata->message ? statement_log_prefix(edata->message) : NULL;
 	statement_record = prefix != NULL && edata->elevel == LOG;
 	if (statement_record)
@@ -145,10 +153,6 @@ redact_record(ErrorData *edata)
 			edata->detail = pstrdup(REDACTED_MARKER);
 		if (edata->detail_log)
 			edata->detail_log = pstrdup(REDACTED_MARKER);
-		if (edata->context)
-			edata->context = pstrdup(REDACTED_MARKER);
-		if (edata->internalquery)
-			edata->internalquery = pstrdup(REDACTED_MARKER);
 	}
 }
 
