@@ -324,6 +324,29 @@ refresh_slot(int slot)
 }
 
 /*
+ * Bring every configured slot up to date.  In a rotation the new previous
+ * KEK is the old current one: refreshing the previous slot first lets it
+ * copy that KEK before the current slot is overwritten, so a rotation costs
+ * one derivation, for the new KEK only.
+ */
+static void
+refresh_all_slots(KekFailure failures[NUM_SLOTS])
+{
+	int			first = SLOT_CURRENT;
+
+	if (slots[SLOT_CURRENT].derived &&
+		slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS])
+		first = SLOT_PREVIOUS;
+
+	for (int i = 0; i < NUM_SLOTS; i++)
+	{
+		int			slot = i == 0 ? first : 1 - first;
+
+		failures[slot] = config.version[slot] > 0 ? refresh_slot(slot) : KEK_OK;
+	}
+}
+
+/*
  * In the postmaster (preloaded), derive as soon as the configuration
  * changes, so that backends forked afterwards inherit the KEKs.  A failure
  * is logged; backends retry, and report it as an ERROR, on first use.
@@ -331,18 +354,14 @@ refresh_slot(int slot)
 static void
 refresh_in_postmaster(void)
 {
+	KekFailure	failures[NUM_SLOTS];
+
 	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
 		return;
+	refresh_all_slots(failures);
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
-	{
-		KekFailure	failure;
-
-		if (config.version[slot] <= 0)
-			continue;
-		failure = refresh_slot(slot);
-		if (failure != KEK_OK)
-			report_kek_failure(LOG, config.version[slot], failure);
-	}
+		if (failures[slot] != KEK_OK)
+			report_kek_failure(LOG, config.version[slot], failures[slot]);
 }
 
 static void
@@ -541,16 +560,12 @@ se_keyring_init(void)
 	/* Preloaded: derive now, in the postmaster, for every future backend. */
 	if (process_shared_preload_libraries_in_progress)
 	{
-		for (int slot = 0; slot < NUM_SLOTS; slot++)
-		{
-			KekFailure	failure;
+		KekFailure	failures[NUM_SLOTS];
 
-			if (config.version[slot] <= 0)
-				continue;
-			failure = refresh_slot(slot);
-			if (failure != KEK_OK)
-				report_kek_failure(ERROR, config.version[slot], failure);
-		}
+		refresh_all_slots(failures);
+		for (int slot = 0; slot < NUM_SLOTS; slot++)
+			if (failures[slot] != KEK_OK)
+				report_kek_failure(ERROR, config.version[slot], failures[slot]);
 	}
 }
 
@@ -638,7 +653,6 @@ const uint8_t *
 se_keyring_kek(int32 version)
 {
 	int			slot;
-	KekFailure	failure;
 
 	warn_about_configuration();
 
@@ -653,10 +667,14 @@ se_keyring_kek(int32 version)
 				 errhint("Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK of version %d and reload.",
 						 version)));
 
-	failure = refresh_slot(slot);
-	if (failure != KEK_OK)
-		report_kek_failure(ERROR, version, failure);
+	if (slots[slot].generation != config_generation || !slots[slot].derived)
+	{
+		KekFailure	failures[NUM_SLOTS];
 
+		refresh_all_slots(failures);
+		if (failures[slot] != KEK_OK)
+			report_kek_failure(ERROR, version, failures[slot]);
+	}
 	return secure_keys->kek[slot];
 }
 
