@@ -22,7 +22,10 @@
  *		input) lose their DETAIL; secretenv's own errors, which never carry
  *		secret material, keep theirs.
  *
- * Everything else in the log is untouched.  The statement is recognised by
+ * A record that quotes the value of a passphrase setting (the postmaster's
+ * 'parameter ... changed to ...' on reload, a rejected value) keeps the
+ * setting's name and loses the value.  Everything else in the log is
+ * untouched.  The statement is recognised by
  * name in its text (case-insensitively), so a user function wrapping
  * secret_create under another name is not recognised: see the README.
  *
@@ -50,6 +53,13 @@ static const char *const plaintext_markers[] = {
 	"secret_mask",
 	"kek_passphrase",
 	"kek_previous_passphrase",
+	NULL
+};
+
+/* Settings whose values must never be logged. */
+static const char *const secret_settings[] = {
+	"secretenv.kek_passphrase",
+	"secretenv.kek_previous_passphrase",
 	NULL
 };
 
@@ -123,6 +133,32 @@ is_secretenv_error(const ErrorData *edata)
 		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED;
 }
 
+/*
+ * The postmaster logs 'parameter "X" changed to "value"' on reload, and
+ * the GUC machinery quotes rejected values: keep the setting's name, drop
+ * its value.  Returns whether the record named a secret setting.
+ */
+static bool
+redact_setting_value(ErrorData *edata)
+{
+	for (int i = 0; secret_settings[i] != NULL; i++)
+	{
+		char	   *quoted = psprintf("\"%s\"", secret_settings[i]);
+		char	   *at = edata->message ? strstr(edata->message, quoted) : NULL;
+
+		if (at != NULL)
+		{
+			edata->message = psprintf("%.*s %s",
+									  (int) (at - edata->message + strlen(quoted)),
+									  edata->message, REDACTED_MARKER);
+			if (edata->detail)
+				edata->detail = pstrdup(REDACTED_MARKER);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void
 redact_record(ErrorData *edata)
 {
@@ -135,6 +171,8 @@ redact_record(ErrorData *edata)
 		return;
 
 	edata->hide_stmt = true;
+	if (redact_setting_value(edata))
+		return;
 
 	/* A CONTEXT may quote the SQL or the bind parameters of the statement. */
 	if (edata->context)

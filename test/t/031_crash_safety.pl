@@ -48,7 +48,7 @@ INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_
 SELECT u.id, 'crash-' || i, e.encrypted_value, e.wrapped_dek, e.kek_version,
 	   to_jsonb(secretenv.secret_mask('value-' || md5(i::text)))
 FROM generate_series(1, $rows) i,
-	 LATERAL (SELECT gen_random_uuid() AS id) u,
+	 LATERAL (SELECT md5('crash-id-' || i)::uuid AS id) u,
 	 LATERAL secretenv.secret_encrypt('value-' || md5(i::text), u.id, 'crash-' || i) e;
 VACUUM ANALYZE secretenv.secrets;
 });

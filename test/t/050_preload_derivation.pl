@@ -268,8 +268,14 @@ cmp_ok($r_extra1, '<', 0.5 * $kdf_ms,
 	'after reload: new connections decrypt v1 rows (previous KEK) with no PBKDF2');
 
 # A reload that rewrites the same key settings changes nothing: every row
-# still decrypts, in the existing session and in new connections.
-$pre->append_conf('postgresql.conf', "secretenv_test.generation = 3\n");
+# still decrypts, in the existing session and in new connections.  guc.c
+# hands the assign hooks a fresh copy of every value at each reload and frees
+# the old one; another setting of the same length, applied right after, is
+# likely to land in the freed memory, so a keyring that kept a pointer to the
+# old copy would now (or at the next key change) derive from the filler.
+my $filler = 'F' x length($pass2);
+$pre->append_conf('postgresql.conf',
+	"secretenv_test.filler = '$filler'\nsecretenv_test.generation = 3\n");
 $pre->reload;
 wait_generation($pre, 3);
 ok(session_sees(3), 'existing session applied a reload that left the keys alone');
@@ -297,6 +303,12 @@ is(sq($s, 'SELECT secretenv.kek_is_configured(1)'),
 ($out, $err) = sq($s, decrypt_sql('bench'));
 is($out, $value1, 'existing session: the rotated row decrypts under version 2');
 is($err, '', '... with no warning or error');
+($out, $err) = sq($s, decrypt_sql('after_reload'));
+is($out, $value2, 'existing session: the v2 row still decrypts after the key change');
+is($err, '', '... with no warning or error');
+($rc, $nout, $nerr) = $pre->psql('postgres', decrypt_sql('after_reload'));
+is($nout, $value2, 'a new connection decrypts the v2 row after the key change');
+is($nerr, '', '... with no warning or error');
 
 # An envelope still under version 1 is now refused in the existing session.
 (undef, $err) = sq($s,
