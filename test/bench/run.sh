@@ -208,13 +208,15 @@ start_cluster() {
 }
 
 # sql PORT [psql args...]: run SQL from stdin or -c in database bench,
-# unaligned, tuples only, stopping at the first error.  WARNINGs (the
-# no-preload cluster warns on load) go to the cluster's stderr file.
+# unaligned, tuples only, stopping at the first error.  stderr is shown
+# only on failure (the no-preload cluster WARNs whenever it loads secretenv).
 sql() {
-	local port=$1
+	local port=$1 err
 	shift
+	err=$(mktemp "$work/psql.XXXXXX")
 	as_pg "$pgbin/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d bench "$@" \
-		2>>"$work/psql.stderr" || { tail -n 20 "$work/psql.stderr" >&2; exit 1; }
+		2>"$err" || { cat "$err" >&2; exit 1; }
+	rm -f "$err"
 }
 
 # pgbench_tps PORT PGOPTIONS [pgbench args...]: prints the reported tps.
@@ -222,8 +224,8 @@ pgbench_tps() {
 	local port=$1 opts=$2 result
 	shift 2
 	result=$(as_pg env PGOPTIONS="$opts" "$pgbin/pgbench" -n -h "$work" -p "$port" "$@" bench \
-		2>>"$work/pgbench.stderr") ||
-		{ tail -n 20 "$work/pgbench.stderr" >&2; exit 1; }
+		2>"$work/pgbench.stderr") ||
+		{ grep -v '^\(WARNING\|DETAIL\|HINT\):' "$work/pgbench.stderr" | tail -n 20 >&2; exit 1; }
 	sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$result"
 }
 
@@ -280,13 +282,12 @@ RETURNS float8 LANGUAGE plpgsql AS \$\$
 DECLARE
 	t0 timestamptz;
 	elapsed float8;
-	sink text;
 BEGIN
 	IF p_warmup IS NOT NULL THEN
-		EXECUTE p_warmup INTO sink;
+		EXECUTE p_warmup;
 	END IF;
 	t0 := clock_timestamp();
-	EXECUTE p_query INTO sink;
+	EXECUTE p_query;
 	elapsed := extract(epoch FROM clock_timestamp() - t0) * 1e6;
 	INSERT INTO bench.results VALUES (p_section, p_name, p_run, p_units, elapsed);
 	RETURN elapsed / p_units;

@@ -353,16 +353,13 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 	}
 
 	my $k = query($cfg, dec_sql($ev, $wd, $v, $id, $sname));
-	if ($rejects)
+	if (defined $expect_state)
 	{
-		if (defined $expect_state)
-		{
-			check($cfg, sub { is($_[0]{$k}, "ERR:$expect_state", "$n: rejected with $expect_state") });
-		}
-		else
-		{
-			check($cfg, sub { like($_[0]{$k} // '', qr/\AERR:/, "$n: rejected (secretenv_rejects)") });
-		}
+		check($cfg, sub { is($_[0]{$k}, "ERR:$expect_state", "$n: rejected with $expect_state") });
+	}
+	elsif ($rejects)
+	{
+		check($cfg, sub { like($_[0]{$k} // '', qr/\AERR:/, "$n: rejected (secretenv_rejects)") });
 	}
 	else
 	{
@@ -379,21 +376,19 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			my $ku = query($cfg, dec_sql($ev, $wd, $v, $id, $sname, 'uuid'));
 			check($cfg, sub { is($_[0]{$ku}, 'ERR:22S03', "$n: upper-case id through the uuid overload fails the AAD (22S03)") });
 		}
+	}
 
-		my $i = 0;
-		for my $alt (@{ $c->{also_decrypts_with} || [] })
-		{
-			$i++;
-			my $ka = query($cfg, dec_sql($ev, $wd, $v, $alt->{secret_id}, $alt->{secret_name}));
-			if (index($alt->{secret_id}, '|') >= 0)
-			{
-				check($cfg, sub { is($_[0]{$ka}, 'ERR:22023', "$n: also_decrypts_with #$i (id with '|') rejected (22023)") });
-			}
-			else
-			{
-				check($cfg, sub { is($_[0]{$ka}, "OK:$pt", "$n: also_decrypts_with #$i decrypts") });
-			}
-		}
+	# Other (id, name) pairs with the same AAD bytes; an id with '|' is refused.
+	my $i = 0;
+	for my $alt (@{ $c->{also_decrypts_with} || [] })
+	{
+		$i++;
+		my $ka = query($cfg, dec_sql($ev, $wd, $v, $alt->{secret_id}, $alt->{secret_name}));
+		my $refused = $v < 1 || index($alt->{secret_id}, '|') >= 0;
+		check($cfg, sub {
+			is($_[0]{$ka}, $refused ? 'ERR:22023' : "OK:$pt",
+				"$n: also_decrypts_with pair $i " . ($refused ? 'rejected (22023)' : 'decrypts'));
+		});
 	}
 	add_mask_checks($cfg, $n, $pt_sql, $c->{masked}, $c->{masked_value_column});
 }

@@ -120,17 +120,7 @@ is($standby->safe_psql('postgres', $check_all), "$nsecrets|$nsecrets|$nsecrets",
 is($standby->safe_psql('postgres', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 	'0', 'standby: verify_secrets() finds no failing row');
 
-# A long-lived reader session on the standby with a warm cache.
-my $reader = $standby->background_psql('postgres', on_error_stop => 0);
-my $old = $primary->safe_psql('postgres', q{SELECT 'rep-' || md5('rep-1') || repeat(chr(8364), 5)});
-is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
-	'standby reader session: rep-1 read');
-is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
-	'standby reader session: rep-1 read again');
-my $hits_before = $reader->query_safe(q{SELECT (secretenv.cache_stats()->>'hits')::int});
-cmp_ok($hits_before, '>=', 1, 'standby reader session: second read served from its cache');
-
-# Rotation: both servers get current=2, previous=1; the primary rotates.
+# Rotation: both servers get current=2, previous=1.
 write_keys($primary, keys_v2());
 write_keys($standby, keys_v2());
 $primary->reload;
@@ -140,6 +130,18 @@ ok($primary->poll_query_until('postgres', 'SELECT secretenv.current_kek_version(
 ok($standby->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2'),
 	'standby reloaded: current KEK version 2');
 
+# A long-lived reader session on the standby with a warm cache.
+my $reader = $standby->background_psql('postgres', on_error_stop => 0);
+my $old = $primary->safe_psql('postgres', q{SELECT 'rep-' || md5('rep-1') || repeat(chr(8364), 5)});
+is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
+	'standby reader session: rep-1 read');
+is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
+	'standby reader session: rep-1 read again');
+cmp_ok($reader->query_safe(q{SELECT (secretenv.cache_stats()->>'hits')::int}),
+	'>=', 1, 'standby reader session: second read served from its cache');
+my $inv_before = $reader->query_safe(q{SELECT (secretenv.cache_stats()->>'invalidations')::int});
+
+# The primary rotates.
 is($primary->safe_psql('postgres', 'SELECT secretenv.secret_rotate_all()'),
 	$nsecrets, 'primary: rotation re-wraps every row');
 $primary->wait_for_catchup($standby);
@@ -156,16 +158,20 @@ is($standby->safe_psql('postgres',
 	'standby: status() sees all rows at version 2, its KEK opening them');
 is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
 	'standby reader session: same value after the rotation');
+my $inv_rotated = $reader->query_safe(q{SELECT (secretenv.cache_stats()->>'invalidations')::int});
+cmp_ok($inv_rotated, '>', $inv_before,
+	'standby reader session: the replayed rotation invalidated its cache');
 
 # An update on the primary reaches the long-lived standby session at once.
-my $inv_before = $reader->query_safe(q{SELECT (secretenv.cache_stats()->>'invalidations')::int});
+is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $old,
+	'standby reader session: rep-1 cached again');
 my $new = 'rep-1-updated-on-primary-' . int(rand(1e9));
 $primary->safe_psql('postgres', qq{SELECT secretenv.secret_update('rep-1', '$new')});
 $primary->wait_for_catchup($standby);
 is($reader->query_safe(q{SELECT secretenv.secret_get('rep-1')}), $new,
 	'standby reader session: secret_get returns the value updated on the primary (cache invalidated by replay)');
 cmp_ok($reader->query_safe(q{SELECT (secretenv.cache_stats()->>'invalidations')::int}),
-	'>', $inv_before, 'standby reader session: the replayed commit invalidated its cache');
+	'>', $inv_rotated, 'standby reader session: the replayed update invalidated its cache');
 $primary->safe_psql('postgres', q{SELECT secretenv.secret_delete('rep-2')});
 $primary->wait_for_catchup($standby);
 {
