@@ -77,12 +77,12 @@ secret_mask_jsonb(PG_FUNCTION_ARGS)
 
 	if (!JB_ROOT_IS_OBJECT(jb))
 	{
-		JsonbValue	scalar;
+		/* A scalar string is masked like text; arrays and other scalars hide. */
+		JsonbValue	scalar = {.type = jbvNull};
 
-		if (JB_ROOT_IS_SCALAR(jb) && JsonbExtractScalar(&jb->root, &scalar))
-			mask_jsonb_value(&scalar, &masked);
-		else
-			mask_jsonb_value(&(JsonbValue) {.type = jbvNull}, &masked);
+		if (JB_ROOT_IS_SCALAR(jb))
+			(void) JsonbExtractScalar(&jb->root, &scalar);
+		mask_jsonb_value(&scalar, &masked);
 		PG_RETURN_JSONB_P(JsonbValueToJsonb(&masked));
 	}
 

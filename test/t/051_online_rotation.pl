@@ -182,6 +182,9 @@ unlike($bench_err, qr/aborted|ERROR/,
 my $summary = $node->safe_psql('postgres',
 	"SELECT phase, count(*), sum(ok), sum(failed) FROM test.reader_log GROUP BY phase ORDER BY phase");
 diag("reader passes per phase (phase|passes|reads ok|reads failed):\n$summary");
+my $errors = $node->safe_psql('postgres',
+	"SELECT phase, kek_seen, previous_seen, use_get, count(*), min(last_error) FROM test.reader_log WHERE failed > 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
+diag("failing passes (phase|kek_seen|previous_seen|use_get|passes|error):\n$errors") if $errors ne '';
 is($node->safe_psql('postgres', 'SELECT coalesce(sum(failed), -1) FROM test.reader_log'),
 	'0', 'readers: zero failed reads throughout');
 is( $node->safe_psql('postgres',
@@ -196,13 +199,13 @@ is( $node->safe_psql('postgres',
 		'SELECT kek_version, count(*) FROM secretenv.secrets GROUP BY 1 ORDER BY 1'),
 	"2|$nrows",
 	'every row is at version 2');
-is( $node->safe_psql('postgres',
-		"SELECT count(*) FROM secretenv.secrets WHERE secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name) = 'value-' || secret_name"
-	),
-	$nrows,
-	'every row decrypts to its value under KEK v2 alone');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.verify_secrets()'),
-	'0', 'verify_secrets() reports nothing');
+my ($rc, $out, $err) = $node->psql('postgres',
+	"SELECT count(*) FROM secretenv.secrets WHERE secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name) = 'value-' || secret_name"
+);
+is($out, $nrows, 'every row decrypts to its value under KEK v2 alone');
+is($err, '', '... with no warning or error');
+($rc, $out, $err) = $node->psql('postgres', 'SELECT count(*) FROM secretenv.verify_secrets()');
+is($out, '0', 'verify_secrets() reports nothing');
 is( $node->safe_psql('postgres',
 		"SELECT s->>'rotation_complete', s->>'previous_version', s->'versions' FROM secretenv.status() s"
 	),
@@ -225,7 +228,7 @@ reload_to(4,
 	  . "secretenv.kek_previous_version = 2\n");
 
 my $before = $node->safe_psql('postgres', $fingerprint);
-my ($rc, $out, $err) = $node->psql(
+($rc, $out, $err) = $node->psql(
 	'postgres', 'SELECT secretenv.secret_rotate_all()',
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 isnt($rc, 0, 'secret_rotate_all() fails when version 1 has no KEK');
