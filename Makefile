@@ -25,7 +25,8 @@ OBJS = \
 	src/secretenv.o \
 	src/store.o \
 	src/trigger.o \
-	src/verify.o
+	src/verify.o \
+	src/writers.o
 
 DATA = sql/secretenv--$(EXTVERSION).sql
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
@@ -36,7 +37,7 @@ REGRESS = setup primitives errors mask trigger store rotation privileges cache
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf \
 	--encoding=UTF8 --no-locale
 
-ISOLATION = cache_invalidation rotation_concurrency
+ISOLATION = cache_invalidation rotation_concurrency concurrent_writes
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 
@@ -50,4 +51,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/crypto/se_crypto.h
+$(OBJS): src/secretenv.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

@@ -71,7 +71,8 @@ static char *kek_passphrase_command_guc = NULL;
 /*
  * The configuration as the assign hooks last saw it.  guc.c stores the new
  * value into the variable only after the assign hook returns, so the hooks
- * keep their own copy; derivation reads this, never the variables.
+ * keep their own copy; derivation reads this, never the variables.  The
+ * string pointers are guc.c's, valid until the next assignment.
  */
 typedef struct KeyConfig
 {
@@ -392,21 +393,23 @@ check_passphrase(char **newval, void **extra, GucSource source)
 static void
 assign_passphrase(const char *newval, void *extra)
 {
-	if (strings_differ(config.passphrase[SLOT_CURRENT], newval))
-	{
-		config.passphrase[SLOT_CURRENT] = newval;
+	bool		changed = strings_differ(config.passphrase[SLOT_CURRENT], newval);
+
+	/* Always take the new pointer: guc.c frees the old string, equal or not. */
+	config.passphrase[SLOT_CURRENT] = newval;
+	if (changed)
 		config_changed();
-	}
 }
 
 static void
 assign_previous_passphrase(const char *newval, void *extra)
 {
-	if (strings_differ(config.passphrase[SLOT_PREVIOUS], newval))
-	{
-		config.passphrase[SLOT_PREVIOUS] = newval;
+	bool		changed = strings_differ(config.passphrase[SLOT_PREVIOUS], newval);
+
+	/* Always take the new pointer: guc.c frees the old string, equal or not. */
+	config.passphrase[SLOT_PREVIOUS] = newval;
+	if (changed)
 		config_changed();
-	}
 }
 
 static void
@@ -449,21 +452,23 @@ check_salt(char **newval, void **extra, GucSource source)
 static void
 assign_salt(const char *newval, void *extra)
 {
-	if (strings_differ(config.salt, newval))
-	{
-		config.salt = newval;
+	bool		changed = strings_differ(config.salt, newval);
+
+	/* Always take the new pointer: guc.c frees the old string, equal or not. */
+	config.salt = newval;
+	if (changed)
 		config_changed();
-	}
 }
 
 static void
 assign_passphrase_command(const char *newval, void *extra)
 {
-	if (strings_differ(config.command, newval))
-	{
-		config.command = newval;
+	bool		changed = strings_differ(config.command, newval);
+
+	/* Always take the new pointer: guc.c frees the old string, equal or not. */
+	config.command = newval;
+	if (changed)
 		config_changed();
-	}
 }
 
 /* Whatever the value, SHOW prints a mask: a passphrase is never read back. */

@@ -94,28 +94,33 @@ mentions_plaintext(const char *s)
 static char *
 statement_log_prefix(const char *message)
 {
-	static const char *const kinds[] = {
-		"statement: ", "execute ", "duration: ", "parse ", "bind ", NULL
-	};
+	static const char *const named_kinds[] = {"execute ", "parse ", "bind ", NULL};
 	const char *text_start = NULL;
 
-	for (int i = 0; kinds[i] != NULL; i++)
-		if (strncmp(message, kinds[i], strlen(kinds[i])) == 0)
-		{
-			/* The SQL text follows the first ": " after the keyword. */
-			const char *s = strstr(message + strlen(kinds[i]) - 1, ": ");
+	if (strncmp(message, "statement: ", 11) == 0)
+		text_start = message + 11;
+	else if (strncmp(message, "duration: ", 10) == 0)
+	{
+		/* "duration: 1.2 ms  statement: SQL" or "...  execute <name>: SQL" */
+		const char *kind = strstr(message, "  ");
+		const char *colon = kind ? strstr(kind, ": ") : NULL;
 
-			if (strncmp(message, "duration: ", 10) == 0)
+		if (colon != NULL)
+			text_start = colon + 2;
+	}
+	else
+	{
+		/* "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL" */
+		for (int i = 0; named_kinds[i] != NULL; i++)
+			if (strncmp(message, named_kinds[i], strlen(named_kinds[i])) == 0)
 			{
-				/* "duration: X ms  statement: SQL" or "... execute name: SQL" */
-				const char *t = strstr(message, "  ");
+				const char *colon = strstr(message + strlen(named_kinds[i]), ": ");
 
-				s = t ? strstr(t, ": ") : NULL;
+				if (colon != NULL)
+					text_start = colon + 2;
+				break;
 			}
-			if (s != NULL)
-				text_start = s + 2;
-			break;
-		}
+	}
 	if (text_start == NULL)
 		return NULL;
 	return pnstrdup(message, text_start - message);
@@ -146,7 +151,8 @@ redact_setting_value(ErrorData *edata)
 		char	   *quoted = psprintf("\"%s\"", secret_settings[i]);
 		char	   *at = edata->message ? strstr(edata->message, quoted) : NULL;
 
-		if (at != NULL)
+		/* Only a message that goes on to quote something quotes the value. */
+		if (at != NULL && strchr(at + strlen(quoted), '"') != NULL)
 		{
 			edata->message = psprintf("%.*s %s",
 									  (int) (at - edata->message + strlen(quoted)),
@@ -184,6 +190,12 @@ redact_record(ErrorData *edata)
 	statement_record = prefix != NULL && edata->elevel == LOG;
 	if (statement_record)
 		edata->message = psprintf("%s%s", prefix, REDACTED_MARKER);
+	else if (edata->elevel == LOG && mentions_plaintext(edata->message))
+	{
+		/* A log line of unknown shape that quotes such a statement: fail closed. */
+		edata->message = pstrdup(REDACTED_MARKER);
+		statement_record = true;
+	}
 
 	if (statement_record || !is_secretenv_error(edata))
 	{

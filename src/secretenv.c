@@ -30,6 +30,7 @@ _PG_init(void)
 
 	se_keyring_init();
 	se_cache_init();
+	se_writers_init();
 	se_redact_init();
 	MarkGUCPrefixReserved("secretenv");
 }

@@ -84,6 +84,11 @@ extern Oid	se_secrets_relid_cached(void);
 extern Oid	se_secrets_owner(Oid relid);
 extern void se_forget_secrets_relid(void);
 
+/* writers.c: transactions that changed secretenv.secrets, cluster-wide */
+extern void se_writers_init(void);
+extern void se_writer_started(void);
+extern bool se_writers_in_flight(void);
+
 /* health.c: does the configured KEK open existing rows? */
 extern void se_health_check_once(void);
 

@@ -11,7 +11,11 @@
  * never cached, so it cannot outlive its transaction.  A later commit that
  * changes the row sends a relcache invalidation, which every backend
  * processes before its next secret_get (AcceptInvalidationMessages below),
- * so a hit is never older than the caller's snapshot.
+ * so a hit is never older than the caller's snapshot.  The short gap between
+ * a commit becoming visible and its invalidation being sent is covered by
+ * the writer counters of writers.c: while any writer is in flight the cache
+ * is neither used nor filled.  Under SERIALIZABLE every read goes to the
+ * table, which takes the predicate lock that serializability needs.
  *
  *-------------------------------------------------------------------------
  */
@@ -185,16 +189,24 @@ secret_get(PG_FUNCTION_ARGS)
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_TABLE, "secrets");
 
-	result = se_cache_lookup(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
-	if (result != NULL)
-		PG_RETURN_TEXT_P(result);
+	/*
+	 * The cache is bypassed while a writer may not have sent its
+	 * invalidations yet (writers.c), and under SERIALIZABLE, where the read
+	 * must take its predicate lock on the table.
+	 */
+	if (!se_writers_in_flight() && !IsolationIsSerializable())
+	{
+		result = se_cache_lookup(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+		if (result != NULL)
+			PG_RETURN_TEXT_P(result);
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	result = read_secret(name, caller_cxt, &cacheable);
 	SPI_finish();
 
-	if (cacheable)
+	if (cacheable && !se_writers_in_flight())
 		se_cache_insert(VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name),
 						VARDATA(result), VARSIZE(result) - VARHDRSZ);
 	PG_RETURN_TEXT_P(result);

@@ -10,7 +10,8 @@
  * invalidate_secret_caches() is the statement-level trigger that tells
  * every backend's credential cache about a change of secretenv.secrets: it
  * queues a relcache invalidation of the table, which each backend receives
- * (and its relcache callback acts on) once the change commits.
+ * (and its relcache callback acts on) once the change commits, and counts
+ * the transaction as a writer in flight until then (see writers.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -108,6 +109,7 @@ secret_invalidate_caches(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("invalidate_secret_caches() was not called by the trigger manager")));
+	se_writer_started();
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
 }

@@ -1,0 +1,122 @@
+/*-------------------------------------------------------------------------
+ *
+ * writers.c
+ *	  Shared counters of transactions that changed secretenv.secrets.
+ *
+ * The credential cache relies on relcache invalidations, which a committing
+ * transaction sends only after its changes became visible to new snapshots
+ * (CommitTransaction runs ProcArrayEndTransaction before AtEOXact_Inval).
+ * A secret_get starting in that gap would see the new row in the table but
+ * could still hit the old value in its cache.
+ *
+ * To close the gap, every transaction that changes the table counts itself
+ * in shared memory: "started" when its statement trigger fires (before it
+ * can commit), "finished" from a resource-release callback of the
+ * AFTER_LOCKS phase, which runs after AtEOXact_Inval on commit and abort
+ * alike.  While started != finished some writer may be in the gap, and
+ * secret_get neither serves nor fills the cache.
+ *
+ * The counters live in shared memory, so they exist only when secretenv is
+ * in shared_preload_libraries; without preload the cache is not used.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/resowner.h"
+
+#include "secretenv.h"
+
+typedef struct WriterCounters
+{
+	pg_atomic_uint64 started;
+	pg_atomic_uint64 finished;
+} WriterCounters;
+
+static WriterCounters *writer_counters = NULL;
+static bool counted_in_this_xact = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+writers_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WriterCounters)));
+}
+
+static void
+writers_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	writer_counters = ShmemInitStruct("secretenv writers", sizeof(WriterCounters), &found);
+	if (!found)
+	{
+		pg_atomic_init_u64(&writer_counters->started, 0);
+		pg_atomic_init_u64(&writer_counters->finished, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* After the transaction's invalidations went out, it no longer counts. */
+static void
+writers_release_callback(ResourceReleasePhase phase, bool isCommit,
+						 bool isTopLevel, void *arg)
+{
+	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && counted_in_this_xact)
+	{
+		pg_atomic_fetch_add_u64(&writer_counters->finished, 1);
+		counted_in_this_xact = false;
+	}
+}
+
+void
+se_writers_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = writers_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = writers_shmem_startup;
+	RegisterResourceReleaseCallback(writers_release_callback, NULL);
+}
+
+/* Count this transaction as a writer of secretenv.secrets (once). */
+void
+se_writer_started(void)
+{
+	if (writer_counters == NULL || counted_in_this_xact)
+		return;
+	pg_atomic_fetch_add_u64(&writer_counters->started, 1);
+	counted_in_this_xact = true;
+}
+
+/*
+ * Whether some transaction that changed secretenv.secrets may not have sent
+ * its invalidations yet.  Always true without shared memory.
+ */
+bool
+se_writers_in_flight(void)
+{
+	uint64		finished;
+
+	if (writer_counters == NULL)
+		return true;
+	/* Read finished first: a writer counted after it only makes us safer. */
+	finished = pg_atomic_read_u64(&writer_counters->finished);
+	pg_memory_barrier();
+	return pg_atomic_read_u64(&writer_counters->started) != finished;
+}
