@@ -269,8 +269,14 @@ def main(argv):
     cache = KekCache()
     stdin = sys.stdin.buffer.read().decode("utf-8")
     for line in stdin.splitlines():
-        if line.strip():
-            print(json.dumps(handlers[mode](json.loads(line), cache)))
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            reply = handlers[mode](req, cache)
+        except (FormatError, ValueError, KeyError, TypeError, AttributeError) as e:
+            reply = {"ok": False, "error": "bad-request", "message": type(e).__name__}
+        print(json.dumps(reply))
     return 0
 
 

@@ -118,6 +118,13 @@ sub check_rows
 	$rows_verified += $rows;
 }
 
+# Crash recoveries the server log reports so far.
+sub recoveries
+{
+	my $n = () = slurp_file($node->logfile) =~ /automatic recovery in progress/g;
+	return $n;
+}
+
 # Start the rotation in another session, let it write $fraction of its WAL,
 # then crash it with $how ('kill9' the backend, or 'immediate' stop).
 sub crash_rotation
@@ -126,6 +133,7 @@ sub crash_rotation
 	my $label = sprintf('%s at %d%% of the rotation', $how, $fraction * 100);
 
 	$node->safe_psql('postgres', 'CHECKPOINT');
+	my $recoveries = recoveries();
 	my $start_lsn = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start(
@@ -191,6 +199,7 @@ WHERE application_name = 'rotator' AND state = 'active'
 			"$label: server back after restart and recovery");
 	}
 
+	is(recoveries(), $recoveries + 1, "$label: the server ran crash recovery");
 	ok($committed || $err =~ /terminat|connection|closed/i,
 		"$label: the rotating client lost its connection");
 	check_rows($label, $committed ? 2 : 1);
