@@ -271,7 +271,8 @@ CREATE TABLE bench.results (
 	name text NOT NULL,
 	run int NOT NULL,
 	units bigint NOT NULL,
-	value float8 NOT NULL
+	value float8 NOT NULL,
+	seq bigserial
 );
 
 -- Run p_warmup (if any), then time p_query with clock_timestamp() around
@@ -475,7 +476,9 @@ for ((run = 1; run <= runs; run++)); do
 	for v in $(rotated "$run" update rotate); do
 		sql "$main" -c "VACUUM secretenv.secrets" -c "CHECKPOINT"
 		case $v in
-			update) q="UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version WHERE kek_version <> $cur" ;;
+			# kek_version <> 0 holds for every row (CHECK kek_version >= 1):
+			# the same per-row filter as the rotation's, passing the same rows.
+			update) q="UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version WHERE kek_version <> 0" ;;
 			rotate) q="SELECT secretenv.secret_rotate_all()" ;;
 		esac
 		sql "$main" -c "SELECT bench.measure('rotate', '$v', $run, $rotate_rows, \$q\$$q\$q\$, \$q\$$warm_decrypt\$q\$)" >/dev/null
@@ -514,8 +517,12 @@ sql "$main" -c "INSERT INTO bench.results VALUES ('openssl', 'gcm64', 1, 1, $gcm
 # --------------------------------------------------------------------------
 pg_version=$(sql "$main" -c "SHOW server_version")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
+	commit="$commit+changes"
+fi
 machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
-params="N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s"
+params="secretenv $commit; N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s"
 openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
 
 # One row per reported figure: value and baseline are medians of value/units;
@@ -538,7 +545,7 @@ WITH per AS (
 	(10, 'connect + first decrypt, preload, rotation-size store', 'connect', 'big_decrypt', 'big_select1', 'connect + SELECT 1', 'ms', NULL),
 	(11, 'secret_get, cached', 'get', 'cached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
 	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', NULL),
-	(13, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'us', NULL)
+	(13, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
 		(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM per p
@@ -571,6 +578,7 @@ CREATE FUNCTION bench.fmt(x float8, kind text) RETURNS text LANGUAGE sql IMMUTAB
 		WHEN x IS NULL THEN 'n/a'
 		WHEN kind = 'tps' THEN to_char(x, 'FM999999990') || ' TPS'
 		WHEN kind = 'ms' THEN to_char(x, 'FM999990.00') || ' ms/conn'
+		WHEN kind = 'op' THEN to_char(x, 'FM0.000') || ' µs/op'
 		WHEN x >= 100 THEN to_char(x, 'FM999999990') || ' µs/row'
 		WHEN x >= 10 THEN to_char(x, 'FM990.0') || ' µs/row'
 		ELSE to_char(x, 'FM0.000') || ' µs/row' END
@@ -594,5 +602,15 @@ as_pg "$pgbin/psql" -X -q -P footer=off -v ON_ERROR_STOP=1 -h "$work" -p "$main"
 	echo "| measurement | value | baseline | ratio | goal | result |"
 	echo "|---|---:|---|---:|---|---|"
 	sql "$main" -F ' | ' -c "$report_sql" | sed 's/^/| /; s/$/ |/'
+	echo
+	echo "Every run (value per row, op, connection or TPS, in run order):"
+	echo
+	echo "| section | variant | runs |"
+	echo "|---|---|---|"
+	sql "$main" -F ' | ' -c "
+		SELECT section, name,
+			   string_agg(to_char(value / units, 'FM999999990.000'), ', ' ORDER BY run)
+		FROM bench.results GROUP BY section, name ORDER BY min(seq)" |
+		sed 's/^/| /; s/$/ |/'
 } >"$out"
 log "Markdown table written to $out"
