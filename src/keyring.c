@@ -690,6 +690,8 @@ secret_key_config(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
 
+	se_health_check_once();
+
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"current_version\": %d, \"previous_version\": %s, "
 					 "\"using_default_passphrase\": %s, "

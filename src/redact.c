@@ -33,6 +33,7 @@
  */
 #include "postgres.h"
 
+#include "commands/prepare.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
@@ -60,6 +61,7 @@ static const char *const plaintext_markers[] = {
 static const char *const secret_settings[] = {
 	"secretenv.kek_passphrase",
 	"secretenv.kek_previous_passphrase",
+	"secretenv.kek_passphrase_command",
 	NULL
 };
 
@@ -82,6 +84,52 @@ mentions_plaintext(const char *s)
 	for (int i = 0; plaintext_markers[i] != NULL; i++)
 		if (contains_ci(s, plaintext_markers[i]))
 			return true;
+	return false;
+}
+
+/*
+ * Whether sql runs, through a SQL-level EXECUTE, a prepared statement of
+ * this session whose text names a plaintext function: "EXECUTE p('x')"
+ * itself names none.  Only looks names up; never throws.
+ */
+static bool
+executes_plaintext_statement(const char *sql)
+{
+	for (const char *p = sql; p != NULL && *p; p++)
+	{
+		char		name[NAMEDATALEN];
+		int			len = 0;
+		PreparedStatement *prepared;
+
+		if (pg_strncasecmp(p, "execute", 7) != 0 || !isspace((unsigned char) p[7]))
+			continue;
+		p += 7;
+		while (isspace((unsigned char) *p))
+			p++;
+		if (*p == '"')
+		{
+			for (p++; *p && len < NAMEDATALEN - 1; p++)
+			{
+				if (p[0] == '"' && p[1] != '"')
+					break;
+				if (p[0] == '"')
+					p++;
+				name[len++] = *p;
+			}
+		}
+		else
+			while ((isalnum((unsigned char) *p) || *p == '_' || *p == '$') &&
+				   len < NAMEDATALEN - 1)
+				name[len++] = pg_tolower((unsigned char) *p++);
+		name[len] = '\0';
+		if (len == 0)
+			continue;
+		prepared = FetchPreparedStatement(name, false);
+		if (prepared != NULL && mentions_plaintext(prepared->plansource->query_string))
+			return true;
+		if (*p == '\0')
+			break;
+	}
 	return false;
 }
 
@@ -173,7 +221,8 @@ redact_record(ErrorData *edata)
 
 	if (!(mentions_plaintext(debug_query_string) ||
 		  mentions_plaintext(edata->message) ||
-		  mentions_plaintext(edata->detail)))
+		  mentions_plaintext(edata->detail) ||
+		  executes_plaintext_statement(debug_query_string)))
 		return;
 
 	edata->hide_stmt = true;
@@ -195,6 +244,21 @@ redact_record(ErrorData *edata)
 		/* A log line of unknown shape that quotes such a statement: fail closed. */
 		edata->message = pstrdup(REDACTED_MARKER);
 		statement_record = true;
+	}
+
+	/*
+	 * Input functions quote what they could not parse in the message itself
+	 * ('invalid input syntax for type integer: "..."'): keep the message up
+	 * to the first quote.
+	 */
+	if (!statement_record && !is_secretenv_error(edata) && edata->message &&
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
+	{
+		const char *quote = strchr(edata->message, '"');
+
+		if (quote != NULL)
+			edata->message = psprintf("%.*s%s", (int) (quote - edata->message),
+									  edata->message, REDACTED_MARKER);
 	}
 
 	if (statement_record || !is_secretenv_error(edata))
