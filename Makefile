@@ -10,6 +10,7 @@ CRYPTO_OBJS = \
 	src/crypto/envelope.o \
 	src/crypto/kdf.o \
 	src/crypto/mask.o \
+	src/crypto/random.o \
 	src/crypto/wipe.o
 OBJS = \
 	$(CRYPTO_OBJS) \
@@ -22,6 +23,7 @@ OBJS = \
 	src/mask_sql.o \
 	src/redact.o \
 	src/scrub.o \
+	src/shared.o \
 	src/secretenv.o \
 	src/store.o \
 	src/trigger.o \
@@ -51,4 +53,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

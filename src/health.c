@@ -6,8 +6,14 @@
  * A server restarted with a different passphrase (or salt) still starts,
  * and every later read fails with a KEK mismatch.  To say so at once, the
  * first secretenv call in a backend after the key configuration is loaded or
- * changed tries one wrapped DEK of each configured version and raises a
- * WARNING naming any version whose KEK does not open it.
+ * changed checks one stored wrapped DEK of each configured version and
+ * raises a WARNING naming any version whose KEK does not open it.
+ *
+ * The check reads the table, so with preload its result is shared: it is
+ * kept in shared memory under a fingerprint of the KEKs in force, and a
+ * backend that finds a result for its own fingerprint only repeats the
+ * warnings.  A change of the table (writers.c) or of the keys makes it run
+ * again.  A new connection's first call thus costs no query.
  *
  * The sample is read as the owner of secretenv.secrets, whatever the
  * caller's privileges, through a fixed query; only a yes/no leaves it.
@@ -22,60 +28,51 @@
 #include "miscadmin.h"
 
 #include "secretenv.h"
+#include "shared.h"
+
+typedef struct HealthResult
+{
+	int			count;
+	int32		unhealthy[SE_HEALTH_MAX_VERSIONS];
+} HealthResult;
 
 static uint64 checked_generation = 0;
 
+/* Try one wrapped DEK of each configured version; runs as the table owner. */
 static void
-check_sample_rows(void)
+check_sample_rows(HealthResult *result)
 {
-	Datum		args[2];
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	int32		current = se_keyring_current_version();
+	int32		versions[SE_HEALTH_MAX_VERSIONS] = {
+		se_keyring_current_version(), se_keyring_previous_version()
+	};
+	Oid			argtypes[1] = {INT4OID};
 
-	args[0] = Int32GetDatum(current);
-	args[1] = Int32GetDatum(se_keyring_previous_version());
-
-	if (SPI_execute_with_args("SELECT DISTINCT ON (kek_version) kek_version, wrapped_dek "
-							  "FROM secretenv.secrets WHERE kek_version IN ($1, $2) "
-							  "ORDER BY kek_version",
-							  2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read secretenv.secrets");
-
-	for (uint64 i = 0; i < SPI_processed; i++)
+	result->count = 0;
+	for (int i = 0; i < SE_HEALTH_MAX_VERSIONS; i++)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		args[1] = {Int32GetDatum(versions[i])};
 		bool		isnull;
-		int32		version = DatumGetInt32(SPI_getbinval(tuple, desc, 1, &isnull));
-		bytea	   *wrapped = DatumGetByteaPP(SPI_getbinval(tuple, desc, 2, &isnull));
+		Datum		wrapped;
 
-		if (!se_kek_opens(wrapped, version))
-			ereport(WARNING,
-					(errcode(ERRCODE_SECRETENV_KEK_MISMATCH),
-					 errmsg("the configured KEK of version %d does not open existing secrets",
-							version),
-					 errdetail("A stored wrapped DEK of version %d does not open under the KEK now configured for it.",
-							   version),
-					 errhint("The server was probably started with another passphrase or salt than the one that wrote these rows. "
-							 "Restore that configuration and reload; secretenv.verify_secrets() lists every affected row.")));
+		if (versions[i] <= 0 || (i > 0 && versions[i] == versions[0]))
+			continue;
+		if (SPI_execute_with_args("SELECT wrapped_dek FROM secretenv.secrets "
+								  "WHERE kek_version = $1 LIMIT 1",
+								  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read secretenv.secrets");
+		if (SPI_processed == 0)
+			continue;
+		wrapped = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!se_kek_opens(DatumGetByteaPP(wrapped), versions[i]))
+			result->unhealthy[result->count++] = versions[i];
 	}
 }
 
-void
-se_health_check_once(void)
+static void
+run_check(Oid relid, HealthResult *result)
 {
-	Oid			relid;
 	Oid			save_userid;
 	int			save_sec_context;
-
-	if (checked_generation == se_keyring_generation() || IsParallelWorker())
-		return;
-	/* Mark first: the check itself must not recurse, nor repeat on error. */
-	checked_generation = se_keyring_generation();
-
-	relid = se_secrets_relid();
-	if (!OidIsValid(relid))
-		return;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(se_secrets_owner(relid),
@@ -85,7 +82,7 @@ se_health_check_once(void)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		check_sample_rows();
+		check_sample_rows(result);
 		SPI_finish();
 	}
 	PG_FINALLY();
@@ -93,4 +90,76 @@ se_health_check_once(void)
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
+}
+
+void
+se_health_check_once(void)
+{
+	SecretenvShared *sh = se_shared();
+	uint8_t		fingerprint[SE_FINGERPRINT_LEN];
+	HealthResult result;
+	bool		shared_hit = false;
+	Oid			relid;
+
+	if (checked_generation == se_keyring_generation() || IsParallelWorker())
+		return;
+	/* Mark first: the check itself must not recurse, nor repeat on error. */
+	checked_generation = se_keyring_generation();
+
+	relid = se_secrets_relid();
+	if (!OidIsValid(relid))
+		return;
+	/* A KEK that cannot be obtained reports itself on first use. */
+	if (!se_keyring_fingerprint(fingerprint))
+		return;
+
+	if (sh != NULL)
+	{
+		SpinLockAcquire(&sh->health_mutex);
+		if (sh->health_valid &&
+			memcmp(sh->health_fingerprint, fingerprint, SE_FINGERPRINT_LEN) == 0)
+		{
+			result.count = sh->health_unhealthy_count;
+			memcpy(result.unhealthy, sh->health_unhealthy, sizeof(result.unhealthy));
+			shared_hit = true;
+		}
+		SpinLockRelease(&sh->health_mutex);
+	}
+
+	if (!shared_hit)
+	{
+		run_check(relid, &result);
+		if (sh != NULL)
+		{
+			SpinLockAcquire(&sh->health_mutex);
+			memcpy(sh->health_fingerprint, fingerprint, SE_FINGERPRINT_LEN);
+			sh->health_unhealthy_count = result.count;
+			memcpy(sh->health_unhealthy, result.unhealthy, sizeof(result.unhealthy));
+			sh->health_valid = true;
+			SpinLockRelease(&sh->health_mutex);
+		}
+	}
+
+	for (int i = 0; i < result.count; i++)
+		ereport(WARNING,
+				(errcode(ERRCODE_SECRETENV_KEK_MISMATCH),
+				 errmsg("the configured KEK of version %d does not open existing secrets",
+						result.unhealthy[i]),
+				 errdetail("A stored wrapped DEK of version %d does not open under the KEK now configured for it.",
+						   result.unhealthy[i]),
+				 errhint("The server was probably started with another passphrase or salt than the one that wrote these rows. "
+						 "Restore that configuration and reload; secretenv.verify_secrets() lists every affected row.")));
+}
+
+/* The table changed: the next backend to check reads it again. */
+void
+se_health_forget(void)
+{
+	SecretenvShared *sh = se_shared();
+
+	if (sh == NULL)
+		return;
+	SpinLockAcquire(&sh->health_mutex);
+	sh->health_valid = false;
+	SpinLockRelease(&sh->health_mutex);
 }

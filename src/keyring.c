@@ -683,6 +683,37 @@ se_keyring_kek(int32 version)
 	return secure_keys->kek[slot];
 }
 
+/*
+ * A fingerprint of the KEKs in force (both slots, with their versions), so
+ * that backends can share results that depend on the key configuration
+ * without sharing keys.  False if a KEK cannot be obtained right now.
+ */
+bool
+se_keyring_fingerprint(uint8_t out[SE_FINGERPRINT_LEN])
+{
+	KekFailure	failures[NUM_SLOTS];
+	uint8_t		material[NUM_SLOTS][sizeof(int32) + SE_KEY_LEN];
+	se_status	status;
+
+	refresh_all_slots(failures);
+	memset(material, 0, sizeof(material));
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
+		if (config.version[slot] <= 0)
+			continue;
+		if (failures[slot] != KEK_OK)
+		{
+			se_wipe(material, sizeof(material));
+			return false;
+		}
+		memcpy(material[slot], &config.version[slot], sizeof(int32));
+		memcpy(material[slot] + sizeof(int32), secure_keys->kek[slot], SE_KEY_LEN);
+	}
+	status = se_key_fingerprint((const uint8_t *) material, sizeof(material), out);
+	se_wipe(material, sizeof(material));
+	return status == SE_OK;
+}
+
 /* The key_config() part of status(): never any key material. */
 PG_FUNCTION_INFO_V1(secret_key_config);
 Datum

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "secretenv.h"
+#include "shared.h"
 
 PG_MODULE_MAGIC;
 
@@ -30,6 +31,7 @@ _PG_init(void)
 
 	se_keyring_init();
 	se_cache_init();
+	se_shared_init();
 	se_writers_init();
 	se_redact_init();
 	MarkGUCPrefixReserved("secretenv");

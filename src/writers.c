@@ -16,59 +16,21 @@
  * alike.  While started != finished some writer may be in the gap, and
  * secret_get neither serves nor fills the cache.
  *
- * The counters live in shared memory, so they exist only when secretenv is
- * in shared_preload_libraries; without preload the cache is not used.
+ * The counters live in shared memory (shared.c), so they exist only when
+ * secretenv is in shared_preload_libraries; without preload the cache is
+ * not used.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "miscadmin.h"
-#include "port/atomics.h"
-#include "storage/ipc.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
 #include "utils/resowner.h"
 
 #include "secretenv.h"
+#include "shared.h"
 
-typedef struct WriterCounters
-{
-	pg_atomic_uint64 started;
-	pg_atomic_uint64 finished;
-} WriterCounters;
-
-static WriterCounters *writer_counters = NULL;
 static bool counted_in_this_xact = false;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-static void
-writers_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WriterCounters)));
-}
-
-static void
-writers_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	writer_counters = ShmemInitStruct("secretenv writers", sizeof(WriterCounters), &found);
-	if (!found)
-	{
-		pg_atomic_init_u64(&writer_counters->started, 0);
-		pg_atomic_init_u64(&writer_counters->finished, 0);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
 
 /* After the transaction's invalidations went out, it no longer counts. */
 static void
@@ -77,7 +39,7 @@ writers_release_callback(ResourceReleasePhase phase, bool isCommit,
 {
 	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && counted_in_this_xact)
 	{
-		pg_atomic_fetch_add_u64(&writer_counters->finished, 1);
+		pg_atomic_fetch_add_u64(&se_shared()->writers_finished, 1);
 		counted_in_this_xact = false;
 	}
 }
@@ -85,23 +47,24 @@ writers_release_callback(ResourceReleasePhase phase, bool isCommit,
 void
 se_writers_init(void)
 {
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = writers_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = writers_shmem_startup;
-	RegisterResourceReleaseCallback(writers_release_callback, NULL);
+	if (process_shared_preload_libraries_in_progress)
+		RegisterResourceReleaseCallback(writers_release_callback, NULL);
 }
 
-/* Count this transaction as a writer of secretenv.secrets (once). */
+/*
+ * Count this transaction as a writer of secretenv.secrets (once).  A change
+ * of the table also makes the shared key health result stale.
+ */
 void
 se_writer_started(void)
 {
-	if (writer_counters == NULL || counted_in_this_xact)
+	SecretenvShared *sh = se_shared();
+
+	if (sh == NULL || counted_in_this_xact)
 		return;
-	pg_atomic_fetch_add_u64(&writer_counters->started, 1);
+	pg_atomic_fetch_add_u64(&sh->writers_started, 1);
 	counted_in_this_xact = true;
+	se_health_forget();
 }
 
 /*
@@ -111,12 +74,13 @@ se_writer_started(void)
 bool
 se_writers_in_flight(void)
 {
+	SecretenvShared *sh = se_shared();
 	uint64		finished;
 
-	if (writer_counters == NULL)
+	if (sh == NULL)
 		return true;
 	/* Read finished first: a writer counted after it only makes us safer. */
-	finished = pg_atomic_read_u64(&writer_counters->finished);
+	finished = pg_atomic_read_u64(&sh->writers_finished);
 	pg_memory_barrier();
-	return pg_atomic_read_u64(&writer_counters->started) != finished;
+	return pg_atomic_read_u64(&sh->writers_started) != finished;
 }

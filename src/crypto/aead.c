@@ -7,7 +7,7 @@
  * entries) is nonce(12) || ciphertext || tag(16) under AES-256-GCM.  An
  * se_aead owns one EVP_CIPHER_CTX and the AES-256-GCM implementation,
  * fetched once, and re-keys that context on every call: a backend decrypting
- * many secrets allocates nothing per call.
+ * many secrets allocates nothing per call.  Nonces come from random.c.
  *
  * Security notes:
  *	- Nonces come from OpenSSL's CSPRNG.  With random 96-bit nonces a DEK
@@ -31,7 +31,6 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "se_crypto_internal.h"
 
@@ -78,29 +77,6 @@ se_status_string(se_status status)
 			return "secret identifier contains \"|\"";
 	}
 	return "unknown status";
-}
-
-se_status
-se_random_bytes(uint8_t *buf, size_t len)
-{
-	size_t		done = 0;
-
-	/* RAND_bytes takes an int length; larger requests go in pieces. */
-	while (done < len)
-	{
-		size_t		chunk = len - done;
-
-		if (chunk > INT_MAX)
-			chunk = INT_MAX;
-		if (RAND_bytes(buf + done, (int) chunk) != 1)
-		{
-			ERR_clear_error();
-			se_wipe(buf, len);
-			return SE_ERR_RANDOM;
-		}
-		done += chunk;
-	}
-	return SE_OK;
 }
 
 se_aead *

@@ -92,6 +92,14 @@ extern se_status se_derive_kek(const uint8_t *pass, size_t passlen,
 							   uint32_t version, uint8_t kek[SE_KEY_LEN]);
 
 /*
+ * A 16-byte fingerprint (truncated SHA-256) of key material, to tell key
+ * configurations apart without keeping or sharing the keys themselves.
+ */
+#define SE_FINGERPRINT_LEN 16
+extern se_status se_key_fingerprint(const uint8_t *keys, size_t len,
+									uint8_t out[SE_FINGERPRINT_LEN]);
+
+/*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the
  * buffer; se_build_aad returns SE_ERR_AAD when secret_id contains '|'.
  */
