@@ -5,12 +5,15 @@
  *
  * Creating an OpenSSL cipher context per call would allocate and free on
  * every decrypt; one engine per process is created on first use and freed
- * (which cleanses its key schedule) at process exit.
+ * (which cleanses its key schedule) at process exit.  When preloaded, the
+ * postmaster creates it once and every backend inherits it with the
+ * cipher already fetched: a new connection's first decrypt skips that.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "storage/ipc.h"
 
 #include "secretenv.h"
@@ -22,6 +25,14 @@ free_engine(int code, Datum arg)
 {
 	se_aead_free(engine);
 	engine = NULL;
+}
+
+/* Create the engine in the postmaster, for backends to inherit. */
+void
+se_engine_init(void)
+{
+	if (process_shared_preload_libraries_in_progress)
+		(void) se_engine();
 }
 
 se_aead *

@@ -29,6 +29,7 @@ _PG_init(void)
 	if (IsBinaryUpgrade)
 		return;
 
+	se_engine_init();
 	se_keyring_init();
 	se_cache_init();
 	se_shared_init();

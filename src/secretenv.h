@@ -44,6 +44,7 @@ extern bool se_keyring_using_default(int32 version);
 extern uint64 se_keyring_generation(void);
 
 /* aead_engine.c: the backend's reusable AES-256-GCM engine */
+extern void se_engine_init(void);
 extern se_aead *se_engine(void);
 
 /* scrub.c: wipe plaintext copies when their memory context is reset */
