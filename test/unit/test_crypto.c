@@ -1571,6 +1571,59 @@ test_api(void)
 	check(ok, "se_aead_new", "100 contexts created and freed");
 }
 
+/*
+ * The random pool must never hand a forked child its parent's bytes: a
+ * child and its parent drawing right after the fork get different bytes,
+ * and many draws (across pool refills) never repeat a 16-byte value.
+ */
+static void
+test_random_pool(void)
+{
+	uint8_t		warm[16];
+	uint8_t		parent[32];
+	uint8_t		child[32];
+	uint8_t		seen[600][16];
+	int			fds[2];
+	pid_t		pid;
+	int			status;
+	int			repeats = 0;
+	int			draw_failures = 0;
+
+	/* Fill the pool in this process first, so the child inherits a copy. */
+	check(se_random_bytes(warm, sizeof(warm)) == SE_OK, "pool", "warm-up draw");
+	check(pipe(fds) == 0, "fork", "pipe");
+	pid = fork();
+	if (pid == 0)
+	{
+		ssize_t		n;
+
+		close(fds[0]);
+		if (se_random_bytes(child, sizeof(child)) != SE_OK)
+			_exit(1);
+		n = write(fds[1], child, sizeof(child));
+		_exit(n == (ssize_t) sizeof(child) ? 0 : 1);
+	}
+	check(pid > 0, "fork", "fork");
+	close(fds[1]);
+	check(se_random_bytes(parent, sizeof(parent)) == SE_OK, "fork", "parent draw");
+	check(read(fds[0], child, sizeof(child)) == (ssize_t) sizeof(child), "fork", "child draw");
+	close(fds[0]);
+	check(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		  WEXITSTATUS(status) == 0, "fork", "child exits cleanly");
+	check(memcmp(parent, child, sizeof(parent)) != 0, "fork",
+		  "child and parent draw different bytes after a fork");
+
+	/* 600 x 16 bytes cross two 4 KB refills. */
+	for (int i = 0; i < 600; i++)
+	{
+		draw_failures += se_random_bytes(seen[i], 16) != SE_OK;
+		for (int j = 0; j < i; j++)
+			repeats += memcmp(seen[i], seen[j], 16) == 0;
+	}
+	check(draw_failures == 0, "pool", "600 draws across refills succeed");
+	check(repeats == 0, "pool", "no 16-byte draw repeats across refills");
+}
+
 static void
 run_group(const char *name, void (*fn) (void))
 {
@@ -1609,6 +1662,7 @@ main(int argc, char **argv)
 	run_group("aad", test_aad);
 	run_group("round trip", test_roundtrip);
 	run_group("fresh nonces", test_fresh_nonces);
+	run_group("random pool", test_random_pool);
 	run_group("tamper and truncation", test_tamper);
 	run_group("mask", test_mask);
 	run_group("secure memory", test_secure_memory);
