@@ -287,7 +287,7 @@ ensure_cache(void)
 	ctl.keysize = SE_CACHE_MAX_NAME_LEN + 1;
 	ctl.entrysize = sizeof(CacheEntry);
 	ctl.hcxt = cache_context;
-	cache_table = hash_create("secretenv credential cache", 256, &ctl,
+	cache_table = hash_create("secretenv cache entries", 256, &ctl,
 							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 	bucket_keys = se_secure_alloc(sizeof(BucketKeys), &bucket_keys_locked);
