@@ -439,9 +439,11 @@ AS $$
 							'kek_configured', secretenv.kek_is_configured(v.kek_version),
 							'kek_opens_sample', secretenv.kek_opens(v.sample, v.kek_version))
 						ORDER BY v.kek_version)
-				FROM (SELECT s.kek_version, count(*) AS n,
-							 (array_agg(s.wrapped_dek))[1] AS sample
-					  FROM secretenv.secrets s GROUP BY s.kek_version) v), '[]'::jsonb),
+				FROM (SELECT c.kek_version, c.n,
+							 (SELECT s.wrapped_dek FROM secretenv.secrets s
+							  WHERE s.kek_version = c.kek_version LIMIT 1) AS sample
+					  FROM (SELECT s.kek_version, count(*) AS n
+							FROM secretenv.secrets s GROUP BY s.kek_version) c) v), '[]'::jsonb),
 			'rotation_complete', NOT EXISTS (
 				SELECT 1 FROM secretenv.secrets s
 				WHERE s.kek_version <> secretenv.current_kek_version()),
