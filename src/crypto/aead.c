@@ -18,8 +18,9 @@
  *	  then.  A failed final is a forgery: the output is wiped before
  *	  returning, so nothing unauthenticated escapes.
  *	- The tag is compared by OpenSSL in constant time.
- *	- After each call the context is re-keyed with an all-zero key, so the
- *	  key schedule of a KEK or DEK does not linger in the context between
+ *	- After each call (each envelope operation, for the batches of
+ *	  envelope.c) the context is re-keyed with an all-zero key, so the key
+ *	  schedule of a KEK or DEK does not linger in the context between
  *	  calls; EVP_CIPHER_CTX_free cleanses the context at the end.
  *	- Errors that OpenSSL queued are cleared before returning a status, so
  *	  nothing is left for an unrelated later caller to misreport.
@@ -38,6 +39,7 @@ struct se_aead
 {
 	EVP_CIPHER *cipher;			/* AES-256-GCM, fetched once */
 	EVP_CIPHER_CTX *ctx;		/* re-keyed on every call */
+	int			batch_depth;	/* > 0: scrub once at the batch's end */
 };
 
 /* Key the context holds between calls in place of a real one. */
@@ -52,6 +54,36 @@ static int
 aead_scrub(se_aead *aead)
 {
 	return EVP_EncryptInit_ex(aead->ctx, NULL, NULL, scrub_key, NULL) == 1;
+}
+
+/*
+ * Within a batch (an envelope operation: unwrap then open, seal then wrap)
+ * each step's key schedule is overwritten by the next step's, so only the
+ * batch's end scrubs; each re-key costs as much as the AES-GCM work on a
+ * short secret.
+ */
+static int
+aead_scrub_unless_batched(se_aead *aead)
+{
+	return aead->batch_depth > 0 || aead_scrub(aead);
+}
+
+void
+se_aead_batch_begin(se_aead *aead)
+{
+	aead->batch_depth++;
+}
+
+se_status
+se_aead_batch_end(se_aead *aead)
+{
+	aead->batch_depth--;
+	if (aead->batch_depth == 0 && !aead_scrub(aead))
+	{
+		ERR_clear_error();
+		return SE_ERR_OPENSSL;
+	}
+	return SE_OK;
 }
 
 const char *
@@ -150,7 +182,7 @@ se_gcm_seal_with_nonce(se_aead *aead, const uint8_t key[SE_KEY_LEN],
 	if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SE_TAG_LEN,
 							ct + ptlen) <= 0)
 		goto fail;
-	if (!aead_scrub(aead))
+	if (!aead_scrub_unless_batched(aead))
 		goto fail;
 	return SE_OK;
 
@@ -226,7 +258,7 @@ se_aead_open(se_aead *aead, const uint8_t key[SE_KEY_LEN],
 		status = SE_ERR_OPEN;
 		goto fail;
 	}
-	if (len != 0 || !aead_scrub(aead))
+	if (len != 0 || !aead_scrub_unless_batched(aead))
 		goto fail;
 	return SE_OK;
 

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "se_crypto.h"
+#include "se_crypto_internal.h"
 
 #define SE_AAD_SEPARATOR '|'
 
@@ -94,12 +94,15 @@ se_envelope_seal(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 		return SE_ERR_LENGTH;
 
 	/* A fresh DEK for every value: a DEK never seals two plaintexts. */
+	se_aead_batch_begin(aead);
 	status = se_random_bytes(dek, sizeof(dek));
 	if (status == SE_OK)
 		status = se_aead_seal(aead, dek, aad, aadlen, pt, ptlen, value_out);
 	if (status == SE_OK)
 		status = se_wrap_dek(aead, kek, dek, wrapped_out);
 	se_wipe(dek, sizeof(dek));
+	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
+		status = SE_ERR_OPENSSL;
 
 	if (status != SE_OK)
 	{
@@ -132,10 +135,13 @@ se_envelope_open(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 		return SE_ERR_LENGTH;
 	}
 
+	se_aead_batch_begin(aead);
 	status = se_unwrap_dek(aead, kek, wrapped, wrappedlen, dek);
 	if (status == SE_OK)
 		status = se_aead_open(aead, dek, aad, aadlen, value, valuelen, pt_out);
 	se_wipe(dek, sizeof(dek));
+	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
+		status = SE_ERR_OPENSSL;
 
 	if (status != SE_OK)
 		se_wipe(pt_out, valuelen - SE_SEAL_OVERHEAD);
@@ -152,11 +158,14 @@ se_rewrap_dek(se_aead *aead,
 	uint8_t		dek[SE_KEY_LEN];
 	se_status	status;
 
+	se_aead_batch_begin(aead);
 	status = se_unwrap_dek(aead, old_kek, wrapped, wrappedlen, dek);
 	/* se_wrap_dek draws a fresh nonce: never reuse the old one. */
 	if (status == SE_OK)
 		status = se_wrap_dek(aead, new_kek, dek, out);
 	se_wipe(dek, sizeof(dek));
+	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
+		status = SE_ERR_OPENSSL;
 
 	if (status != SE_OK)
 		se_wipe(out, SE_WRAPPED_DEK_LEN);

@@ -31,4 +31,12 @@ extern se_status se_gcm_seal_with_nonce(se_aead *aead,
 										const uint8_t *pt, size_t ptlen,
 										uint8_t *out);
 
+/*
+ * Group the AES-GCM steps of one envelope operation: the engine's context
+ * is scrubbed once, when the outermost batch ends, instead of after every
+ * step.  se_aead_batch_end returns the scrub's status.
+ */
+extern void se_aead_batch_begin(se_aead *aead);
+extern se_status se_aead_batch_end(se_aead *aead);
+
 #endif							/* SE_CRYPTO_INTERNAL_H */
