@@ -200,31 +200,85 @@ CREATE TRIGGER secrets_identity_immutable
 	FOR EACH ROW EXECUTE FUNCTION secretenv.forbid_identity_change('secret_id', 'secret_name');
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
 
-CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
-										provider text DEFAULT NULL,
-										description text DEFAULT NULL)
+/*
+ * The managed store is written only through these functions.  Text and
+ * jsonb values share the two internal functions below: a jsonb secret is
+ * encrypted as its text form, which is exactly what secret_encrypt(jsonb)
+ * produces.
+ */
+CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
+										provider text, description text)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	new_id uuid := gen_random_uuid();
 	e secretenv.envelope;
 BEGIN
-	IF secret_name IS NULL OR value IS NULL THEN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
 		RAISE EXCEPTION 'secret name and value must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
-	e := secretenv.secret_encrypt(value, new_id, secret_name);
+	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
 								   kek_version, masked_value, provider, description,
 								   created_by, last_updated_by)
-	VALUES (new_id, secret_create.secret_name, e.encrypted_value, e.wrapped_dek,
-			e.kek_version, to_jsonb(secretenv.secret_mask(value)),
-			secret_create.provider, secret_create.description, session_user, session_user);
+	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
+			e.kek_version, masked, insert_secret.provider, insert_secret.description,
+			session_user, session_user);
 	RETURN new_id;
 END
+$$;
+COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text) IS
+	'Internal to secret_create: encrypt and insert one secret';
+
+CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_id uuid;
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	/* Lock the row first: the AAD needs its id, and a rename cannot happen. */
+	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
+	WHERE s.secret_name = replace_secret_value.secret_name
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" does not exist', replace_secret_value.secret_name
+			USING ERRCODE = 'no_data_found';
+	END IF;
+
+	e := secretenv.secret_encrypt(plaintext, target_id, replace_secret_value.secret_name);
+	UPDATE secretenv.secrets
+	SET encrypted_value = e.encrypted_value,
+		wrapped_dek = e.wrapped_dek,
+		kek_version = e.kek_version,
+		masked_value = masked,
+		last_updated_at = now(),
+		last_updated_by = session_user
+	WHERE secret_id = target_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb) IS
+	'Internal to secret_update: re-encrypt one secret under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+								   provider, description)
 $$;
 COMMENT ON FUNCTION secretenv.secret_create(text, text, text, text) IS
 	'Store a new text secret under a fresh DEK; returns its secret_id';
@@ -233,96 +287,31 @@ CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
 										provider text DEFAULT NULL,
 										description text DEFAULT NULL)
 RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	new_id uuid := gen_random_uuid();
-	e secretenv.envelope;
-BEGIN
-	IF secret_name IS NULL OR value IS NULL THEN
-		RAISE EXCEPTION 'secret name and value must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	e := secretenv.secret_encrypt(value, new_id, secret_name);
-	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
-								   kek_version, masked_value, provider, description,
-								   created_by, last_updated_by)
-	VALUES (new_id, secret_create.secret_name, e.encrypted_value, e.wrapped_dek,
-			e.kek_version, secretenv.secret_mask(value),
-			secret_create.provider, secret_create.description, session_user, session_user);
-	RETURN new_id;
-END
+	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
+								   provider, description)
 $$;
 COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text) IS
 	'Store a new structured secret (JSON object) under a fresh DEK; returns its secret_id';
 
 CREATE FUNCTION secretenv.secret_update(secret_name text, value text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	target_id uuid;
-	e secretenv.envelope;
-BEGIN
-	IF secret_name IS NULL OR value IS NULL THEN
-		RAISE EXCEPTION 'secret name and value must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
-	WHERE s.secret_name = secret_update.secret_name
-	FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'secret "%" does not exist', secret_update.secret_name
-			USING ERRCODE = 'no_data_found';
-	END IF;
-
-	e := secretenv.secret_encrypt(value, target_id, secret_update.secret_name);
-	UPDATE secretenv.secrets
-	SET encrypted_value = e.encrypted_value,
-		wrapped_dek = e.wrapped_dek,
-		kek_version = e.kek_version,
-		masked_value = to_jsonb(secretenv.secret_mask(value)),
-		last_updated_at = now(),
-		last_updated_by = session_user
-	WHERE secret_id = target_id;
-END
+	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)))
 $$;
 COMMENT ON FUNCTION secretenv.secret_update(text, text) IS
 	'Replace the value of a text secret, under a fresh DEK';
 
 CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	target_id uuid;
-	e secretenv.envelope;
-BEGIN
-	IF secret_name IS NULL OR value IS NULL THEN
-		RAISE EXCEPTION 'secret name and value must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
-	WHERE s.secret_name = secret_update.secret_name
-	FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'secret "%" does not exist', secret_update.secret_name
-			USING ERRCODE = 'no_data_found';
-	END IF;
-
-	e := secretenv.secret_encrypt(value, target_id, secret_update.secret_name);
-	UPDATE secretenv.secrets
-	SET encrypted_value = e.encrypted_value,
-		wrapped_dek = e.wrapped_dek,
-		kek_version = e.kek_version,
-		masked_value = secretenv.secret_mask(value),
-		last_updated_at = now(),
-		last_updated_by = session_user
-	WHERE secret_id = target_id;
-END
+	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value))
 $$;
 COMMENT ON FUNCTION secretenv.secret_update(text, jsonb) IS
 	'Replace the value of a structured secret, under a fresh DEK';

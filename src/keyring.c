@@ -199,6 +199,8 @@ run_passphrase_command(int32 version, char *buf, size_t bufsize)
 		last_command_status = -1;
 		return false;
 	}
+	/* Unbuffered: stdio would leave the passphrase in a buffer freed unwiped. */
+	setvbuf(pipe, NULL, _IONBF, 0);
 	got_line = fgets(buf, bufsize, pipe) != NULL;
 	/* A first line that fills the buffer is too long to be a passphrase. */
 	if (got_line && strchr(buf, '\n') == NULL && strlen(buf) == bufsize - 1)
