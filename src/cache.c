@@ -91,6 +91,7 @@ static int	bucket_keys_locked = 0;
 static int64 key_bucket[NUM_BUCKET_KEYS] = {-1, -1};
 static volatile int live_keys = 0;
 static volatile int live_entries = 0;
+static volatile int purged_entries = 0;	/* wiped, memory not yet freed */
 
 static CacheCounters counters;
 static volatile sig_atomic_t cache_busy = false;
@@ -150,6 +151,7 @@ wipe_expired(TimestampTz now)
 			se_wipe(entry->sealed, entry->sealed_len);
 			entry->purged = true;
 			live_entries--;
+			purged_entries++;
 			wiped++;
 			continue;
 		}
@@ -185,7 +187,9 @@ purge_timer_handler(void)
 static void
 remove_entry(CacheEntry *entry)
 {
-	if (!entry->purged)
+	if (entry->purged)
+		purged_entries--;
+	else
 	{
 		se_wipe(entry->sealed, entry->sealed_len);
 		live_entries--;
@@ -196,18 +200,21 @@ remove_entry(CacheEntry *entry)
 	hash_search(cache_table, entry->name, HASH_REMOVE, NULL);
 }
 
-/* Free the memory of entries the timer (or wipe_expired) already wiped. */
+/*
+ * Free the memory of entries the timer already wiped.  Expiry follows fill
+ * order, so they are at the head of the fill list.
+ */
 static void
 sweep_purged(void)
 {
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &fill_list)
+	while (purged_entries > 0 && !dlist_is_empty(&fill_list))
 	{
-		CacheEntry *entry = dlist_container(CacheEntry, fill_node, iter.cur);
+		CacheEntry *entry = dlist_container(CacheEntry, fill_node,
+											dlist_head_node(&fill_list));
 
-		if (entry->purged)
-			remove_entry(entry);
+		if (!entry->purged)
+			break;
+		remove_entry(entry);
 	}
 }
 

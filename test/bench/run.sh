@@ -40,9 +40,11 @@
 #     backend, not of how many workers the planner happens to start.
 #     fsync is off: the clusters are throwaway and disk flush latency is not
 #     what is measured (WAL is still written and full-page writes are on).
-#   - pgbench (connections, secret_get) reports transactions per second; a
+#   - pgbench (connections, secret_get) reports transactions per second.  A
 #     connection's cost is 1/tps with one client and -C (connect per
-#     transaction, connection time included).
+#     transaction, connection time included), measured in one-second slices
+#     that alternate between the variants.  secret_get runs one client per
+#     CPU, -M prepared, names drawn at random from 1000 stored secrets.
 #
 set -euo pipefail
 
@@ -78,8 +80,7 @@ PG_CONFIG=${PG_CONFIG:-pg_config}
 if [ "$(id -u)" -eq 0 ]; then
 	bash "$repo/test/install_deps.sh"
 	# pgbench ships with the client package; pgcrypto with the server (contrib).
-	pgbin=$("$PG_CONFIG" --bindir)
-	if [ ! -x "$pgbin/pgbench" ] ||
+	if [ ! -x "$("$PG_CONFIG" --bindir)/pgbench" ] ||
 		[ ! -e "$("$PG_CONFIG" --sharedir)/extension/pgcrypto.control" ]; then
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client-15 postgresql-contrib
 	fi
@@ -372,23 +373,64 @@ sql "$main" -c "$envelope_sql" >"$work/decrypt_main.sql"
 sql "$nopre" -c "$envelope_sql" >"$work/decrypt_nopreload.sql"
 chown "$pg_user" "$work"/*.sql
 
-connect_ms() {
-	local port=$1 script=$2 tps
-	tps=$(pgbench_tps "$port" "" -C -c 1 -j 1 -T "$secs" -f "$script")
-	awk -v t="$tps" 'BEGIN { printf "%.6f", 1000 / t }'
+# alternate KIND SECTION RUN NAME=PORT:SCRIPT[:PGOPTIONS]...: pgbench
+# figures for each NAME, the variants taking turns in short slices so that
+# a burst of other load on the machine hits all of them alike.  The run's
+# figure for a variant is its mean over its slices (BENCH_SECS seconds in
+# all per variant).
+#   KIND connect: ms per connection that runs SCRIPT once (-C, one client,
+#                 one-second slices);
+#   KIND tps:     transactions per second (-M prepared, one client per CPU,
+#                 two-second slices: each slice's new backends start with an
+#                 empty secret_get cache, and its 1000 misses must stay small
+#                 next to the slice's hits).
+alternate() {
+	local kind=$1 section=$2 run=$3 spec name port rest script opts fig s
+	local slice nslices
+	shift 3
+	local -a names=() args=()
+	local -A target=() sum=()
+	if [ "$kind" = connect ]; then
+		slice=1
+		args=(-C -c 1 -j 1)
+	else
+		slice=2
+		args=(-M prepared -c "$(nproc)" -j "$(nproc)")
+	fi
+	nslices=$((secs / slice > 0 ? secs / slice : 1))
+	for spec in "$@"; do
+		name=${spec%%=*}
+		names+=("$name")
+		target[$name]=${spec#*=}
+		sum[$name]=0
+	done
+	for ((s = 0; s < nslices; s++)); do
+		for name in $(rotated $((run + s)) "${names[@]}"); do
+			port=${target[$name]%%:*}
+			rest=${target[$name]#*:}
+			script=${rest%%:*}
+			opts=
+			[ "$script" = "$rest" ] || opts=${rest#*:}
+			fig=$(pgbench_tps "$port" "$opts" "${args[@]}" -T "$slice" -f "$script")
+			if [ "$kind" = connect ]; then
+				fig=$(awk -v t="$fig" 'BEGIN { printf "%.6f", 1000 / t }')
+			fi
+			sum[$name]=$(awk -v a="${sum[$name]}" -v f="$fig" 'BEGIN { printf "%.6f", a + f }')
+		done
+	done
+	for name in "${names[@]}"; do
+		record "$section" "$name" "$run" \
+			"$(awk -v a="${sum[$name]}" -v n="$nslices" 'BEGIN { printf "%.6f", a / n }')"
+	done
 }
 
 for ((run = 1; run <= runs; run++)); do
 	log "connection run $run/$runs"
-	for v in $(rotated "$run" pre_select1 pre_decrypt nopre_select1 nopre_decrypt); do
-		case $v in
-			pre_select1) ms=$(connect_ms "$main" "$work/select1.sql") ;;
-			pre_decrypt) ms=$(connect_ms "$main" "$work/decrypt_main.sql") ;;
-			nopre_select1) ms=$(connect_ms "$nopre" "$work/select1.sql") ;;
-			nopre_decrypt) ms=$(connect_ms "$nopre" "$work/decrypt_nopreload.sql") ;;
-		esac
-		record connect "$v" "$run" "$ms"
-	done
+	alternate connect connect "$run" \
+		pre_select1="$main:$work/select1.sql" \
+		pre_decrypt="$main:$work/decrypt_main.sql" \
+		nopre_select1="$nopre:$work/select1.sql" \
+		nopre_decrypt="$nopre:$work/decrypt_nopreload.sql"
 done
 
 # --------------------------------------------------------------------------
@@ -405,18 +447,13 @@ cat >"$work/plain.sql" <<EOF
 SELECT encrypted_value FROM secretenv.secrets WHERE secret_name = 'get-' || :n;
 EOF
 chown "$pg_user" "$work/get.sql" "$work/plain.sql"
-clients=$(nproc)
 
 for ((run = 1; run <= runs; run++)); do
 	log "secret_get run $run/$runs"
-	for v in $(rotated "$run" cached uncached plain); do
-		case $v in
-			cached) tps=$(pgbench_tps "$main" "" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/get.sql") ;;
-			uncached) tps=$(pgbench_tps "$main" "-c secretenv.cache_max_entries=0" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/get.sql") ;;
-			plain) tps=$(pgbench_tps "$main" "" -M prepared -c "$clients" -j "$clients" -T "$secs" -f "$work/plain.sql") ;;
-		esac
-		record get "$v" "$run" "$tps"
-	done
+	alternate tps get "$run" \
+		cached="$main:$work/get.sql" \
+		uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
+		plain="$main:$work/plain.sql"
 done
 
 # --------------------------------------------------------------------------
@@ -488,17 +525,15 @@ for ((run = 1; run <= runs; run++)); do
 	[ "$left" = 0 ] || { echo "bench: $left rows were not rotated" >&2; exit 1; }
 done
 
-# The same first-decrypt connection test against the big store: the key
-# health check of every new backend reads secretenv.secrets.
+# The same first-decrypt connection test against the big store: a backend's
+# first secretenv call runs the key health check, which samples
+# secretenv.secrets (with preload its result is shared between backends
+# until the keys or the table change), so its cost may grow with the store.
 for ((run = 1; run <= runs; run++)); do
 	log "connection (big store) run $run/$runs"
-	for v in $(rotated "$run" big_select1 big_decrypt); do
-		case $v in
-			big_select1) ms=$(connect_ms "$main" "$work/select1.sql") ;;
-			big_decrypt) ms=$(connect_ms "$main" "$work/decrypt_main.sql") ;;
-		esac
-		record connect "$v" "$run" "$ms"
-	done
+	alternate connect connect "$run" \
+		big_select1="$main:$work/select1.sql" \
+		big_decrypt="$main:$work/decrypt_main.sql"
 done
 
 # --------------------------------------------------------------------------
@@ -522,7 +557,7 @@ if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Mak
 	commit="$commit+changes"
 fi
 machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
-params="secretenv $commit; N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s"
+params="secretenv $commit; N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)"
 openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
 
 # One row per reported figure: value and baseline are medians of value/units;
