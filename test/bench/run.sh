@@ -97,6 +97,11 @@ else
 	pg_user=$(id -un)
 fi
 pgbin=$("$PG_CONFIG" --bindir)
+# The code measured: the commit built above, "+changes" if the work tree differs.
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
+	commit="$commit+changes"
+fi
 for tool in initdb pg_ctl psql pgbench; do
 	[ -x "$pgbin/$tool" ] || { echo "bench: $pgbin/$tool is missing" >&2; exit 2; }
 done
@@ -552,10 +557,6 @@ sql "$main" -c "INSERT INTO bench.results VALUES ('openssl', 'gcm64', 1, 1, $gcm
 # --------------------------------------------------------------------------
 pg_version=$(sql "$main" -c "SHOW server_version")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
-	commit="$commit+changes"
-fi
 machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
 params="secretenv $commit; N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)"
 openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
@@ -600,7 +601,9 @@ SELECT label AS measurement,
 			WHEN kind = 'tps' THEN '≥ ' || to_char(goal, 'FM0.0') || '×'
 			ELSE '≤ ' || to_char(goal, 'FM0.0') || '×' END AS goal,
 	   CASE WHEN goal IS NULL THEN ''
-			WHEN (kind = 'tps' AND ratio >= goal) OR (kind <> 'tps' AND ratio <= goal) THEN 'met'
+			-- Judged on the ratio as printed (two decimals), so the two agree.
+			WHEN (kind = 'tps' AND round(ratio::numeric, 2) >= goal)
+			  OR (kind <> 'tps' AND round(ratio::numeric, 2) <= goal) THEN 'met'
 			ELSE 'missed' END AS result
 FROM fig
 ORDER BY ord
