@@ -12,8 +12,11 @@
  * The check reads the table, so with preload its result is shared: it is
  * kept in shared memory under a fingerprint of the KEKs in force, and a
  * backend that finds a result for its own fingerprint only repeats the
- * warnings.  A change of the table (writers.c) or of the keys makes it run
- * again.  A new connection's first call thus costs no query.
+ * warnings.  A new connection's first call thus costs no query.  It runs
+ * again when the keys change or the server restarts, not when rows change:
+ * secretenv writes only under the current KEK, and probing a version that
+ * has no rows (the previous one, after a rotation) scans the whole table.
+ * Rows restored into a running server are checked by verify_secrets().
  *
  * The sample is read as the owner of secretenv.secrets, whatever the
  * caller's privileges, through a fixed query; only a yes/no leaves it.
@@ -149,17 +152,4 @@ se_health_check_once(void)
 						   result.unhealthy[i]),
 				 errhint("The server was probably started with another passphrase or salt than the one that wrote these rows. "
 						 "Restore that configuration and reload; secretenv.verify_secrets() lists every affected row.")));
-}
-
-/* The table changed: the next backend to check reads it again. */
-void
-se_health_forget(void)
-{
-	SecretenvShared *sh = se_shared();
-
-	if (sh == NULL)
-		return;
-	SpinLockAcquire(&sh->health_mutex);
-	sh->health_valid = false;
-	SpinLockRelease(&sh->health_mutex);
 }

@@ -92,7 +92,6 @@ extern bool se_writers_in_flight(void);
 
 /* health.c: does the configured KEK open existing rows? */
 extern void se_health_check_once(void);
-extern void se_health_forget(void);
 
 /* keyring.c, for health.c: which key configuration is in force */
 extern bool se_keyring_fingerprint(uint8_t out[SE_FINGERPRINT_LEN]);

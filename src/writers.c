@@ -51,10 +51,7 @@ se_writers_init(void)
 		RegisterResourceReleaseCallback(writers_release_callback, NULL);
 }
 
-/*
- * Count this transaction as a writer of secretenv.secrets (once).  A change
- * of the table also makes the shared key health result stale.
- */
+/* Count this transaction as a writer of secretenv.secrets (once). */
 void
 se_writer_started(void)
 {
@@ -64,7 +61,6 @@ se_writer_started(void)
 		return;
 	pg_atomic_fetch_add_u64(&sh->writers_started, 1);
 	counted_in_this_xact = true;
-	se_health_forget();
 }
 
 /*

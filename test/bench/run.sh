@@ -153,21 +153,25 @@ free_port() {
 pass_a=$(openssl rand -hex 24)
 pass_b=$(openssl rand -hex 24)
 
+# passphrase_of VERSION: version 1 is always pass_a, version 2 pass_b.
+passphrase_of() {
+	if [ "$1" = 1 ]; then echo "$pass_a"; else echo "$pass_b"; fi
+}
+
 # write_keys DIR CUR_VERSION [PREV_VERSION]: the key configuration file that
-# postgresql.conf includes.  Version 1 is always pass_a, version 2 pass_b.
+# postgresql.conf includes.
 write_keys() {
 	local dir=$1 cur=$2 prev=${3:-0}
-	pass_of() { if [ "$1" = 1 ]; then echo "$pass_a"; else echo "$pass_b"; fi; }
 	{
 		# Previous first: when it is the KEK that was current until now, the
 		# postmaster copies it instead of running PBKDF2 again.
 		if [ "$prev" -gt 0 ]; then
-			echo "secretenv.kek_previous_passphrase = '$(pass_of "$prev")'"
+			echo "secretenv.kek_previous_passphrase = '$(passphrase_of "$prev")'"
 		else
 			echo "secretenv.kek_previous_passphrase = ''"
 		fi
 		echo "secretenv.kek_previous_version = $prev"
-		echo "secretenv.kek_passphrase = '$(pass_of "$cur")'"
+		echo "secretenv.kek_passphrase = '$(passphrase_of "$cur")'"
 		echo "secretenv.kek_version = $cur"
 	} >"$dir/secretenv_keys.conf"
 	chown "$pg_user" "$dir/secretenv_keys.conf"
@@ -226,13 +230,19 @@ sql() {
 }
 
 # pgbench_tps PORT PGOPTIONS [pgbench args...]: prints the reported tps.
+# (The no-preload cluster WARNs on every connection: filtered from errors.)
 pgbench_tps() {
-	local port=$1 opts=$2 result
+	local port=$1 opts=$2 result tps
 	shift 2
 	result=$(as_pg env PGOPTIONS="$opts" "$pgbin/pgbench" -n -h "$work" -p "$port" "$@" bench \
 		2>"$work/pgbench.stderr") ||
 		{ grep -v '^\(WARNING\|DETAIL\|HINT\):' "$work/pgbench.stderr" | tail -n 20 >&2; exit 1; }
-	sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$result"
+	tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$result")
+	if [ -z "$tps" ] || awk -v t="$tps" 'BEGIN { exit !(t <= 0) }'; then
+		echo "bench: pgbench completed no transaction: $*" >&2
+		exit 1
+	fi
+	echo "$tps"
 }
 
 # record SECTION NAME RUN VALUE: store an externally measured per-unit value.
@@ -253,6 +263,7 @@ rotated() {
 }
 
 log "starting clusters (rows=$rows rotate_rows=$rotate_rows runs=$runs secs=$secs)"
+main='' nopre=''				# ports, set by start_cluster
 start_cluster main 1 main
 start_cluster nopreload 0 nopre
 
@@ -370,6 +381,7 @@ done
 #    key health check); without preload the backend also loads the library
 #    and runs PBKDF2 for the KEK.
 # --------------------------------------------------------------------------
+# shellcheck disable=SC2016 # $f$ is SQL dollar quoting
 envelope_sql='SELECT format($f$SELECT octet_length(secretenv.secret_decrypt(%L::bytea, %L::bytea, %s, %L::uuid, %L));$f$,
 	encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
 FROM secretenv.secrets WHERE secret_name = '"'get-1'"
@@ -469,8 +481,11 @@ done
 # Rather than rebuild the table from a saved copy (an INSERT of every row
 # plus two index builds per run, which would dwarf the measurement), each
 # run swaps the two KEKs: run 1 makes version 2 current and rotates 1 -> 2,
-# run 2 makes version 1 current and rotates 2 -> 1, and so on.  Both KEKs
-# are configured in every run, so the postmaster derives nothing new.
+# run 2 makes version 1 current and rotates 2 -> 1, and so on.  Whatever
+# KEK derivation a swap costs happens in the postmaster at reload, before
+# anything is timed.  The rows are made with one INSERT ... SELECT of
+# secret_encrypt (secret_create row by row would take minutes); masked_value
+# stays NULL, as it plays no part in a rotation.
 #
 # Fairness: both statements update the same rows and the same two columns,
 # through the same BEFORE UPDATE row trigger and AFTER statement trigger,
