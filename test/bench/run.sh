@@ -3,7 +3,7 @@
 # test/bench/run.sh — secretenv performance benchmark.
 #
 #     sudo bash test/bench/run.sh              # full run (several minutes)
-#     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run (CI)
+#     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run, about 3 minutes
 #
 # Starts two throwaway PostgreSQL 15 clusters as the postgres user (one with
 # shared_preload_libraries = 'secretenv', one without), measures secretenv
