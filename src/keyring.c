@@ -53,7 +53,7 @@
  */
 #define SE_DEVELOPMENT_PASSPHRASE "mlflow-default-kek-passphrase-for-development-only"
 #define SE_DEFAULT_SALT "secretenv-kek-v1"
-#define SE_MAX_PASSPHRASE_LEN 1024
+#define SE_MAX_PASSPHRASE_LEN 4096
 #define SE_MIN_RECOMMENDED_PASSPHRASE_LEN 32
 
 #define SLOT_CURRENT 0

@@ -33,7 +33,7 @@ use Time::HiRes qw(usleep);
 
 my $DEV_PASSPHRASE = 'mlflow-default-kek-passphrase-for-development-only';
 my $MLFLOW_SALT = 'mlflow-secrets-kek-v1-2025';
-my $MAX_PASSPHRASE_BYTES = 1024;    # secretenv.kek_passphrase's limit
+my $MAX_PASSPHRASE_BYTES = 4096;    # secretenv.kek_passphrase's limit
 my $UUID_RE = qr/\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\z/;
 my $ANY_UUID_RE = qr/\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\z/i;
 
