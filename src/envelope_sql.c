@@ -176,9 +176,9 @@ encrypt_jsonb(FunctionCallInfo fcinfo, const char *id, int idlen,
 		se_wipe_at_reset(jb, VARSIZE(jb));
 
 	/*
-	 * Size the buffer for the worst case (every character escaped as \uXXXX)
-	 * so that serialization never reallocates and frees a partial, unwiped
-	 * copy.
+	 * Size the buffer for the worst case (every character written as a
+	 * six-byte \u escape) so that serialization never reallocates and frees
+	 * a partial, unwiped copy.
 	 */
 	initStringInfo(&pt);
 	enlargeStringInfo(&pt, (int) Min((Size) VARSIZE(jb) * 6 + 64, MaxAllocSize / 2));

@@ -14,6 +14,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $pass1 = 'tamper-matrix-passphrase-version-1-0123456789';
 my $pass2 = 'tamper-matrix-passphrase-version-2-abcdefghij';
@@ -311,16 +314,7 @@ UPDATE tamper.defs d SET (ev, wd, ver) =
 WHERE phase = 1});
 
 # Then KEK version 2 current, version 1 previous.
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$pass2'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$pass1'
-secretenv.kek_previous_version = 1
-});
-$node->reload;
-ok( $node->poll_query_until(
-		'postgres', 'SELECT secretenv.current_kek_version()', '2'),
+ok(configure_rotation_keys($node, $pass2, $pass1),
 	'configuration reloaded: current KEK version 2, previous 1');
 
 $node->safe_psql('postgres', q{

@@ -18,6 +18,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(usleep time);
 
 my $rows = $ENV{SECRETENV_CRASH_ROWS} // 200000;
@@ -64,15 +67,7 @@ my $fingerprint_sql =
 my $before = $node->safe_psql('postgres', $fingerprint_sql);
 
 # KEK version 2 current, version 1 previous.
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$pass2'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$pass1'
-secretenv.kek_previous_version = 1
-});
-$node->reload;
-ok($node->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2'),
+ok(configure_rotation_keys($node, $pass2, $pass1),
 	'configuration reloaded: current KEK version 2, previous 1');
 
 # Calibration: WAL written by one full rotation (rolled back).

@@ -16,6 +16,9 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(time);
 
 my $t0 = time;
@@ -181,15 +184,7 @@ $statements += 3;
 
 ###########################################################################
 # Rotation: the Perl side changes the key configuration, the client rotates.
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$pass2'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$pass1'
-secretenv.kek_previous_version = 1
-});
-$node->reload;
-ok($node->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2'),
+ok(configure_rotation_keys($node, $pass2, $pass1),
 	'server reloaded: current KEK version 2, previous 1');
 
 $r = run_client('rotate');
