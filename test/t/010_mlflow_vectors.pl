@@ -29,6 +29,9 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(usleep);
 
 my $DEV_PASSPHRASE = 'mlflow-default-kek-passphrase-for-development-only';
@@ -537,24 +540,9 @@ $node->append_conf('postgresql.conf',
 	  . "include_if_exists = 'secretenv_keys.conf'\n");
 $node->start;
 
+$node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
+install_result_helpers($node);
 $node->safe_psql('postgres', <<'SQL');
-CREATE EXTENSION secretenv;
-CREATE FUNCTION t_hex(t text) RETURNS text LANGUAGE sql IMMUTABLE
-	AS $$ SELECT encode(convert_to(t, 'UTF8'), 'hex') $$;
-CREATE FUNCTION t_dec_uuid(ev text, wd text, v int4, id uuid, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_dec_text(ev text, wd text, v int4, id text, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
 CREATE FUNCTION t_rewrap(wd text, v int4) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -595,13 +583,6 @@ DECLARE
 BEGIN
 	m := to_jsonb(secretenv.secret_mask(pt));
 	RETURN CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END;
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_get(nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_get(nm));
 EXCEPTION WHEN OTHERS THEN
 	RETURN 'ERR:' || SQLSTATE;
 END $$;

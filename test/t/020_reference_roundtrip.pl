@@ -28,6 +28,9 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $PYTHON = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
 my $REFERENCE = 'test/reference/mlflow_format.py';
@@ -149,32 +152,10 @@ sub run_sql
 
 write_keys($phases[0]);
 $node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
+install_result_helpers($node);
 $node->safe_psql('postgres', <<'SQL');
-CREATE EXTENSION secretenv;
 CREATE TABLE ref_rows (tag text PRIMARY KEY, id text, name text, ev bytea, wd bytea, v int4, pt_hex text);
-CREATE FUNCTION t_hex(t text) RETURNS text LANGUAGE sql IMMUTABLE
-	AS $$ SELECT encode(convert_to(t, 'UTF8'), 'hex') $$;
-CREATE FUNCTION t_dec_uuid(ev text, wd text, v int4, id uuid, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_dec_text(ev text, wd text, v int4, id text, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_get(nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_get(nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
 SQL
 
 for my $pi (0 .. $#phases)

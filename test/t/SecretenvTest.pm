@@ -5,7 +5,7 @@ use strict;
 use warnings;
 use Exporter 'import';
 
-our @EXPORT = qw(configure_rotation_keys);
+our @EXPORT = qw(configure_rotation_keys install_result_helpers);
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
 # postgresql.conf; reload and wait until new connections see version 2.
@@ -23,6 +23,40 @@ secretenv.kek_previous_version = 1
 });
 	$node->reload;
 	return $node->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2');
+}
+
+# SQL helpers that turn a decrypt or secret_get into a comparable string:
+# 'OK:' || hex of the plaintext's UTF-8 bytes, or 'ERR:' || SQLSTATE.
+sub install_result_helpers
+{
+	my ($node) = @_;
+
+	$node->safe_psql('postgres', <<'SQL');
+CREATE FUNCTION t_hex(t text) RETURNS text LANGUAGE sql IMMUTABLE
+	AS $$ SELECT encode(convert_to(t, 'UTF8'), 'hex') $$;
+CREATE FUNCTION t_dec_uuid(ev text, wd text, v int4, id uuid, nm text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
+EXCEPTION WHEN OTHERS THEN
+	RETURN 'ERR:' || SQLSTATE;
+END $$;
+CREATE FUNCTION t_dec_text(ev text, wd text, v int4, id text, nm text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
+EXCEPTION WHEN OTHERS THEN
+	RETURN 'ERR:' || SQLSTATE;
+END $$;
+CREATE FUNCTION t_get(nm text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN 'OK:' || t_hex(secretenv.secret_get(nm));
+EXCEPTION WHEN OTHERS THEN
+	RETURN 'ERR:' || SQLSTATE;
+END $$;
+SQL
+	return;
 }
 
 1;
