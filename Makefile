@@ -2,7 +2,7 @@
 
 EXTENSION = secretenv
 MODULE_big = secretenv
-EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" secretenv.control)
+
 
 # The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer.
 CRYPTO_OBJS = \
@@ -30,7 +30,8 @@ OBJS = \
 	src/verify.o \
 	src/writers.o
 
-DATA = sql/secretenv--$(EXTVERSION).sql
+# Every released version's full script and the upgrade scripts between them.
+DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
 SHLIB_LINK = -lcrypto
 

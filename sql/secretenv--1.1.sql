@@ -1,0 +1,507 @@
+/* sql/secretenv--1.1.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION secretenv" to load this file. \quit
+
+/*
+ * The stored format is UTF-8 bytes (MLflow's format).  In a UTF8 database
+ * text is used byte for byte, with no conversion that could fail halfway or
+ * quote secret bytes in an error message.
+ */
+DO $encoding$
+BEGIN
+	IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+		RAISE EXCEPTION 'secretenv requires a UTF8 database'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = pg_catalog.format('This database''s encoding is %s.',
+											 pg_catalog.current_setting('server_encoding')),
+				  HINT = 'Create the database with ENCODING ''UTF8''.';
+	END IF;
+END
+$encoding$;
+
+/*
+ * Roles.  They are cluster-wide objects, so they are created only when
+ * absent and are not members of the extension (DROP EXTENSION keeps them).
+ */
+DO $roles$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+			EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$roles$;
+
+/* Nothing in this schema is usable by PUBLIC unless granted below. */
+REVOKE ALL ON SCHEMA secretenv FROM PUBLIC;
+GRANT USAGE ON SCHEMA secretenv TO secretenv_reader, secretenv_writer, secretenv_admin;
+
+CREATE TYPE secretenv.envelope AS (
+	encrypted_value bytea,
+	wrapped_dek bytea,
+	kek_version int4
+);
+COMMENT ON TYPE secretenv.envelope IS
+	'An envelope-encrypted value: nonce||ciphertext||tag under a DEK, the DEK wrapped under a KEK, and the KEK version';
+
+-------------------------------------------------------------------------------
+-- Stateless primitives
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION secretenv.secret_encrypt(value text, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_text_uuid'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(text, uuid, text) IS
+	'Encrypt a text secret under a fresh DEK bound to (secret_id, secret_name), wrapping the DEK under the current KEK';
+
+CREATE FUNCTION secretenv.secret_encrypt(value text, secret_id text, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_text_text'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(text, text, text) IS
+	'Encrypt a text secret under a fresh DEK bound to a text secret_id and secret_name';
+
+CREATE FUNCTION secretenv.secret_encrypt(value jsonb, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_jsonb_uuid'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(jsonb, uuid, text) IS
+	'Encrypt a structured secret (serialized to JSON text) bound to (secret_id, secret_name)';
+
+CREATE FUNCTION secretenv.secret_encrypt(value jsonb, secret_id text, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_jsonb_text'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(jsonb, text, text) IS
+	'Encrypt a structured secret (serialized to JSON text) bound to a text secret_id and secret_name';
+
+CREATE FUNCTION secretenv.secret_decrypt(encrypted_value bytea, wrapped_dek bytea,
+										 kek_version int4, secret_id uuid, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_uuid'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(bytea, bytea, int4, uuid, text) IS
+	'Decrypt a secret: unwrap its DEK with the KEK of kek_version, then open the value under (secret_id, secret_name)';
+
+CREATE FUNCTION secretenv.secret_decrypt(encrypted_value bytea, wrapped_dek bytea,
+										 kek_version int4, secret_id text, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_text'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(bytea, bytea, int4, text, text) IS
+	'Decrypt a secret bound to a text secret_id';
+
+CREATE FUNCTION secretenv.secret_decrypt(envelope secretenv.envelope, secret_id uuid, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_envelope_uuid'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(secretenv.envelope, uuid, text) IS
+	'Decrypt a secret given as an envelope';
+
+CREATE FUNCTION secretenv.secret_decrypt(envelope secretenv.envelope, secret_id text, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_envelope_text'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(secretenv.envelope, text, text) IS
+	'Decrypt a secret given as an envelope, bound to a text secret_id';
+
+CREATE FUNCTION secretenv.secret_rewrap(wrapped_dek bytea, kek_version int4)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'secret_rewrap'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_rewrap(bytea, int4) IS
+	'Re-wrap one DEK under the current KEK; the encrypted value does not change';
+
+CREATE FUNCTION secretenv.current_kek_version()
+RETURNS int4
+AS 'MODULE_PATHNAME', 'secret_current_kek_version'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.current_kek_version() IS
+	'Version of the current KEK (secretenv.kek_version); new wraps use it';
+
+CREATE FUNCTION secretenv.kek_is_configured(kek_version int4)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'secret_kek_is_configured'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.kek_is_configured(int4) IS
+	'Whether a KEK (current or previous) is configured for this version';
+
+CREATE FUNCTION secretenv.kek_opens(wrapped_dek bytea, kek_version int4)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'secret_kek_opens'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.kek_opens(bytea, int4) IS
+	'Whether the configured KEK of this version opens the wrapped DEK (never returns the DEK)';
+
+CREATE FUNCTION secretenv.secret_mask(value text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_mask_text'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_mask(text) IS
+	'Display mask: first 3 characters, "...", last 4; "***" below 8 characters';
+
+CREATE FUNCTION secretenv.secret_mask(value jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_mask_jsonb'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_mask(jsonb) IS
+	'Display mask of an object: every string value masked, every other value "***"';
+
+CREATE FUNCTION secretenv.forbid_identity_change()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_forbid_identity_change'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.forbid_identity_change() IS
+	'Row trigger: the columns named in its arguments may never change (they are part of the AAD)';
+
+CREATE FUNCTION secretenv.key_config()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_key_config'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.key_config() IS
+	'Key configuration of this backend: versions, default-passphrase use, preload; never key material';
+
+-------------------------------------------------------------------------------
+-- Managed store
+-------------------------------------------------------------------------------
+
+CREATE TABLE secretenv.secrets (
+	secret_id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	secret_name text NOT NULL UNIQUE,
+	encrypted_value bytea NOT NULL,
+	wrapped_dek bytea NOT NULL,
+	kek_version int4 NOT NULL CHECK (kek_version >= 1),
+	masked_value jsonb,
+	provider text,
+	description text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by name NOT NULL DEFAULT CURRENT_USER,
+	last_updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	last_updated_by name NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE secretenv.secrets IS
+	'Envelope-encrypted secrets; secret_id and secret_name are immutable (they are the AAD)';
+SELECT pg_catalog.pg_extension_config_dump('secretenv.secrets', '');
+
+/*
+ * The AAD is secret_id|secret_name: renaming or re-identifying a row would
+ * make its value undecryptable, so the database forbids it for every role.
+ * ENABLE ALWAYS keeps the trigger firing under session_replication_role =
+ * replica, which would otherwise silence it.
+ */
+CREATE TRIGGER secrets_identity_immutable
+	BEFORE UPDATE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.forbid_identity_change('secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
+
+/*
+ * The managed store is written only through these functions.  Text and
+ * jsonb values share the two internal functions below: a jsonb secret is
+ * encrypted as its text form, which is exactly what secret_encrypt(jsonb)
+ * produces.
+ */
+CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
+										provider text, description text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id uuid := gen_random_uuid();
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
+	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
+	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
+								   kek_version, masked_value, provider, description,
+								   created_by, last_updated_by)
+	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
+			e.kek_version, masked, insert_secret.provider, insert_secret.description,
+			session_user, session_user);
+	RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text) IS
+	'Internal to secret_create: encrypt and insert one secret';
+
+CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_id uuid;
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	/* Lock the row first: the AAD needs its id, and a rename cannot happen. */
+	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
+	WHERE s.secret_name = replace_secret_value.secret_name
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" does not exist', replace_secret_value.secret_name
+			USING ERRCODE = 'no_data_found';
+	END IF;
+
+	e := secretenv.secret_encrypt(plaintext, target_id, replace_secret_value.secret_name);
+	UPDATE secretenv.secrets
+	SET encrypted_value = e.encrypted_value,
+		wrapped_dek = e.wrapped_dek,
+		kek_version = e.kek_version,
+		masked_value = masked,
+		last_updated_at = now(),
+		last_updated_by = session_user
+	WHERE secret_id = target_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb) IS
+	'Internal to secret_update: re-encrypt one secret under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+								   provider, description)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, text, text, text) IS
+	'Store a new text secret under a fresh DEK; returns its secret_id';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
+								   provider, description)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text) IS
+	'Store a new structured secret (JSON object) under a fresh DEK; returns its secret_id';
+
+CREATE FUNCTION secretenv.secret_update(secret_name text, value text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)))
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, text) IS
+	'Replace the value of a text secret, under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value))
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, jsonb) IS
+	'Replace the value of a structured secret, under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_delete(secret_name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (
+		DELETE FROM secretenv.secrets WHERE secret_name = secret_delete.secret_name
+		RETURNING 1
+	)
+	SELECT count(*) > 0 FROM d
+$$;
+COMMENT ON FUNCTION secretenv.secret_delete(text) IS
+	'Delete a secret by name; returns whether it existed';
+
+CREATE FUNCTION secretenv.secret_get(secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_get'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_get(text) IS
+	'Decrypted value of a stored secret, served from the per-backend credential cache when fresh';
+
+CREATE FUNCTION secretenv.cache_clear()
+RETURNS void
+AS 'MODULE_PATHNAME', 'secret_cache_clear'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.cache_clear() IS
+	'Wipe every entry and bucket key of this backend''s credential cache';
+
+CREATE FUNCTION secretenv.cache_stats()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_cache_stats'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.cache_stats() IS
+	'Counters and settings of this backend''s credential cache';
+
+/*
+ * Any committed change to the table must reach every backend's credential
+ * cache: this statement-level trigger queues a relcache invalidation of the
+ * table, which every backend receives when the change commits.
+ */
+CREATE FUNCTION secretenv.invalidate_secret_caches()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_invalidate_caches'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.invalidate_secret_caches() IS
+	'Statement trigger: drop every backend''s cached secrets when secretenv.secrets changes';
+
+CREATE TRIGGER secrets_invalidate_caches
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON secretenv.secrets
+	FOR EACH STATEMENT EXECUTE FUNCTION secretenv.invalidate_secret_caches();
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_invalidate_caches;
+
+CREATE FUNCTION secretenv.secret_rotate_all()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.current_kek_version();
+	missing text;
+	rotated bigint;
+BEGIN
+	/*
+	 * Name every version that cannot be opened before touching anything;
+	 * the UPDATE would fail on the first such row anyway, but less helpfully.
+	 */
+	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
+	FROM (SELECT DISTINCT kek_version AS v FROM secretenv.secrets
+		  WHERE kek_version <> current_version) old
+	WHERE NOT secretenv.kek_is_configured(v);
+
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
+			USING ERRCODE = '22S04',
+				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
+				  HINT = 'Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK that wrote them, reload, and retry.';
+	END IF;
+
+	/* One statement: all rows are re-wrapped, or none is. */
+	UPDATE secretenv.secrets
+	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
+		kek_version = current_version
+	WHERE kek_version <> current_version;
+	GET DIAGNOSTICS rotated = ROW_COUNT;
+	RETURN rotated;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
+	'Re-wrap the DEK of every secret not on the current KEK, in one statement; returns the count';
+
+CREATE FUNCTION secretenv.verify_secrets()
+RETURNS TABLE (secret_id uuid, secret_name text, kek_version int4, failed_check text)
+AS 'MODULE_PATHNAME', 'secret_verify_all'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION secretenv.verify_secrets() IS
+	'Open every stored secret (wrapped DEK and value, AAD included); one row per failure, never plaintext';
+
+CREATE FUNCTION secretenv.status()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.key_config()
+		|| jsonb_build_object(
+			'versions', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'kek_version', v.kek_version,
+							'rows', v.n,
+							'kek_configured', secretenv.kek_is_configured(v.kek_version),
+							'kek_opens_sample', secretenv.kek_opens(v.sample, v.kek_version))
+						ORDER BY v.kek_version)
+				FROM (SELECT c.kek_version, c.n,
+							 (SELECT s.wrapped_dek FROM secretenv.secrets s
+							  WHERE s.kek_version = c.kek_version LIMIT 1) AS sample
+					  FROM (SELECT s.kek_version, count(*) AS n
+							FROM secretenv.secrets s GROUP BY s.kek_version) c) v), '[]'::jsonb),
+			'rotation_complete', NOT EXISTS (
+				SELECT 1 FROM secretenv.secrets s
+				WHERE s.kek_version <> secretenv.current_kek_version()),
+			'cache', secretenv.cache_stats())
+$$;
+COMMENT ON FUNCTION secretenv.status() IS
+	'Key versions, default-passphrase use, preload, rows and key health per version, cache counters; never key material';
+
+CREATE VIEW secretenv.masked_secrets AS
+	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
+		   created_at, created_by, last_updated_at, last_updated_by
+	FROM secretenv.secrets;
+COMMENT ON VIEW secretenv.masked_secrets IS
+	'Secrets without ciphertext or plaintext: the stored mask only, never decrypted';
+
+CREATE VIEW secretenv.decrypted_secrets AS
+	SELECT secret_id, secret_name,
+		   secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version,
+									secret_id, secret_name) AS value,
+		   provider, description, kek_version, last_updated_at
+	FROM secretenv.secrets;
+COMMENT ON VIEW secretenv.decrypted_secrets IS
+	'Plaintext of every stored secret; restricted to secretenv_reader';
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing sensitive is executable by PUBLIC
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA secretenv FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA secretenv FROM PUBLIC;
+
+-- masking reveals nothing, and any table owner may protect identity columns
+GRANT EXECUTE ON FUNCTION secretenv.secret_mask(text), secretenv.secret_mask(jsonb),
+	secretenv.forbid_identity_change() TO PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_decrypt(bytea, bytea, int4, uuid, text),
+	secretenv.secret_decrypt(bytea, bytea, int4, text, text),
+	secretenv.secret_decrypt(secretenv.envelope, uuid, text),
+	secretenv.secret_decrypt(secretenv.envelope, text, text),
+	secretenv.secret_get(text),
+	secretenv.cache_clear()
+	TO secretenv_reader;
+GRANT SELECT ON secretenv.secrets, secretenv.decrypted_secrets TO secretenv_reader;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_encrypt(text, uuid, text),
+	secretenv.secret_encrypt(text, text, text),
+	secretenv.secret_encrypt(jsonb, uuid, text),
+	secretenv.secret_encrypt(jsonb, text, text),
+	secretenv.secret_create(text, text, text, text),
+	secretenv.secret_create(text, jsonb, text, text),
+	secretenv.secret_update(text, text),
+	secretenv.secret_update(text, jsonb),
+	secretenv.secret_delete(text),
+	secretenv.current_kek_version()
+	TO secretenv_writer;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_rewrap(bytea, int4),
+	secretenv.secret_rotate_all(),
+	secretenv.verify_secrets(),
+	secretenv.status(),
+	secretenv.key_config(),
+	secretenv.kek_is_configured(int4),
+	secretenv.kek_opens(bytea, int4),
+	secretenv.current_kek_version(),
+	secretenv.cache_stats(),
+	secretenv.cache_clear()
+	TO secretenv_admin;
+
+GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
