@@ -8,6 +8,7 @@ MODULE_big = secretenv
 CRYPTO_OBJS = \
 	src/crypto/aead.o \
 	src/crypto/envelope.o \
+	src/crypto/fingerprint.o \
 	src/crypto/kdf.o \
 	src/crypto/mask.o \
 	src/crypto/random.o \
@@ -18,7 +19,8 @@ OBJS = \
 	src/engine.o \
 	src/envelope_sql.o \
 	src/errors.o \
-	src/health.o \
+	src/key_health.o \
+	src/key_health_worker.o \
 	src/keyring.o \
 	src/mask_sql.o \
 	src/redact.o \
@@ -54,4 +56,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

@@ -414,32 +414,55 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION secretenv.verify_secrets() IS
 	'Open every stored secret (wrapped DEK and value, AAD included); one row per failure, never plaintext';
 
+CREATE FUNCTION secretenv.key_inventory()
+RETURNS TABLE (database text, kek_version int4, rows bigint, kek_state text,
+			   counted boolean, checked_at timestamptz)
+AS 'MODULE_PATHNAME', 'secret_key_inventory'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.key_inventory() IS
+	'Latest key health check of every database that has secretenv (with preload; else this database): rows and KEK state per version';
+
 CREATE FUNCTION secretenv.status()
 RETURNS jsonb
 LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+	WITH versions AS (
+		SELECT c.kek_version, c.n,
+			   secretenv.kek_is_configured(c.kek_version) AS configured,
+			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
+									WHERE s.kek_version OPERATOR(pg_catalog.=) c.kek_version
+									LIMIT 1), c.kek_version) AS opens
+		FROM (SELECT s.kek_version, count(*) AS n
+			  FROM secretenv.secrets s GROUP BY s.kek_version) c
+	)
 	SELECT secretenv.key_config()
 		|| jsonb_build_object(
 			'versions', COALESCE((
 				SELECT jsonb_agg(jsonb_build_object(
 							'kek_version', v.kek_version,
 							'rows', v.n,
-							'kek_configured', secretenv.kek_is_configured(v.kek_version),
-							'kek_opens_sample', secretenv.kek_opens(v.sample, v.kek_version))
+							'kek_configured', v.configured,
+							'kek_opens_sample', v.opens)
 						ORDER BY v.kek_version)
-				FROM (SELECT c.kek_version, c.n,
-							 (SELECT s.wrapped_dek FROM secretenv.secrets s
-							  WHERE s.kek_version = c.kek_version LIMIT 1) AS sample
-					  FROM (SELECT s.kek_version, count(*) AS n
-							FROM secretenv.secrets s GROUP BY s.kek_version) c) v), '[]'::jsonb),
+				FROM versions v), '[]'::jsonb),
+			/* Complete: every row on the current KEK, and that KEK opens them. */
 			'rotation_complete', NOT EXISTS (
-				SELECT 1 FROM secretenv.secrets s
-				WHERE s.kek_version <> secretenv.current_kek_version()),
+				SELECT 1 FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<>) secretenv.current_kek_version()
+				   OR v.opens IS DISTINCT FROM true),
+			'databases', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'database', i.database,
+							'kek_version', i.kek_version,
+							'rows', i.rows,
+							'kek_state', i.kek_state)
+						ORDER BY i.database, i.kek_version)
+				FROM secretenv.key_inventory() i), '[]'::jsonb),
 			'cache', secretenv.cache_stats())
 $$;
 COMMENT ON FUNCTION secretenv.status() IS
-	'Key versions, default-passphrase use, preload, rows and key health per version, cache counters; never key material';
+	'Key versions, default-passphrase use, preload, rows and key health per version and per database, cache counters; never key material';
 
 CREATE VIEW secretenv.masked_secrets AS
 	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
@@ -497,6 +520,7 @@ GRANT EXECUTE ON FUNCTION
 	secretenv.verify_secrets(),
 	secretenv.status(),
 	secretenv.key_config(),
+	secretenv.key_inventory(),
 	secretenv.kek_is_configured(int4),
 	secretenv.kek_opens(bytea, int4),
 	secretenv.current_kek_version(),

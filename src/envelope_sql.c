@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "key_health.h"
 #include "secretenv.h"
 
 /* Canonical lower-case text form of a uuid, as uuid_out prints it. */
@@ -70,7 +71,7 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 	text	   *result;
 	se_status	status;
 
-	se_health_check_once();
+	se_key_health_warn_once();
 	se_check_version_argument(kek_version);
 	kek = se_keyring_kek(kek_version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
@@ -139,7 +140,7 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 				 errmsg("secret value is too large"),
 				 errdetail("A secret value may be at most %zu bytes.", SE_MAX_PLAINTEXT_LEN)));
 
-	se_health_check_once();
+	se_key_health_check_writable();
 	kek = se_keyring_kek(version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
 	value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
@@ -350,7 +351,7 @@ secret_rewrap(PG_FUNCTION_ARGS)
 	bytea	   *result;
 	se_status	status;
 
-	se_health_check_once();
+	se_key_health_check_writable();
 	se_check_version_argument(old_version);
 	old_kek = se_keyring_kek(old_version);
 	new_kek = se_keyring_kek(new_version);
@@ -382,8 +383,8 @@ secret_kek_is_configured(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(se_keyring_has_version(PG_GETARG_INT32(0)));
 }
 
-bool
-se_kek_opens(bytea *wrapped, int32 version)
+static bool
+kek_opens(bytea *wrapped, int32 version)
 {
 	uint8_t		dek[SE_KEY_LEN];
 	se_status	status;
@@ -409,5 +410,5 @@ secret_kek_opens(PG_FUNCTION_ARGS)
 
 	if (!se_keyring_has_version(version))
 		PG_RETURN_NULL();
-	PG_RETURN_BOOL(se_kek_opens(PG_GETARG_BYTEA_PP(0), version));
+	PG_RETURN_BOOL(kek_opens(PG_GETARG_BYTEA_PP(0), version));
 }

@@ -686,34 +686,27 @@ se_keyring_kek(int32 version)
 }
 
 /*
- * A fingerprint of the KEKs in force (both slots, with their versions), so
- * that backends can share results that depend on the key configuration
- * without sharing keys.  False if a KEK cannot be obtained right now.
+ * The KEK of a version, or NULL when no KEK is configured for it or it
+ * cannot be obtained right now (the passphrase command failed).  Unlike
+ * se_keyring_kek() this never raises an ERROR for those cases: the key
+ * health check uses it to describe the keys, and leaves reporting the
+ * failure to the call that needs the KEK.
  */
-bool
-se_keyring_fingerprint(uint8_t out[SE_FINGERPRINT_LEN])
+const uint8_t *
+se_keyring_kek_if_available(int32 version)
 {
+	int			slot = slot_for_version(version);
 	KekFailure	failures[NUM_SLOTS];
-	uint8_t		material[NUM_SLOTS][sizeof(int32) + SE_KEY_LEN];
-	se_status	status;
 
-	refresh_all_slots(failures);
-	memset(material, 0, sizeof(material));
-	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	if (slot < 0)
+		return NULL;
+	if (slots[slot].generation != config_generation || !slots[slot].derived)
 	{
-		if (config.version[slot] <= 0)
-			continue;
+		refresh_all_slots(failures);
 		if (failures[slot] != KEK_OK)
-		{
-			se_wipe(material, sizeof(material));
-			return false;
-		}
-		memcpy(material[slot], &config.version[slot], sizeof(int32));
-		memcpy(material[slot] + sizeof(int32), secure_keys->kek[slot], SE_KEY_LEN);
+			return NULL;
 	}
-	status = se_key_fingerprint((const uint8_t *) material, sizeof(material), out);
-	se_wipe(material, sizeof(material));
-	return status == SE_OK;
+	return secure_keys->kek[slot];
 }
 
 /* The key_config() part of status(): never any key material. */
@@ -722,8 +715,6 @@ Datum
 secret_key_config(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
-
-	se_health_check_once();
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"current_version\": %d, \"previous_version\": %s, "

@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "key_health.h"
 #include "secretenv.h"
 #include "shared.h"
 
@@ -34,6 +35,7 @@ _PG_init(void)
 	se_cache_init();
 	se_shared_init();
 	se_writers_init();
+	se_key_health_init();
 	se_redact_init();
 	MarkGUCPrefixReserved("secretenv");
 }

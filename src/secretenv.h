@@ -42,8 +42,9 @@ extern bool se_keyring_has_version(int32 version);
 extern const uint8_t *se_keyring_kek(int32 version);
 extern bool se_keyring_using_default(int32 version);
 extern uint64 se_keyring_generation(void);
+extern const uint8_t *se_keyring_kek_if_available(int32 version);
 
-/* aead_engine.c: the backend's reusable AES-256-GCM engine */
+/* engine.c: the backend's reusable AES-256-GCM engine */
 extern void se_engine_init(void);
 extern se_aead *se_engine(void);
 
@@ -60,7 +61,6 @@ extern void se_check_version_argument(int32 version);
 #define UUID_TEXT_LEN 36
 struct pg_uuid_t;
 extern void se_uuid_to_text(const struct pg_uuid_t *uuid, char *out);
-extern bool se_kek_opens(bytea *wrapped, int32 version);
 extern uint8_t *se_build_aad_from_text(const char *id, int idlen,
 									   const char *name, int namelen,
 									   size_t *aadlen);
@@ -82,19 +82,12 @@ extern void se_cache_insert(const char *name, int namelen,
 /* store.c: the managed table secretenv.secrets */
 extern Oid	se_secrets_relid(void);
 extern Oid	se_secrets_relid_cached(void);
-extern Oid	se_secrets_owner(Oid relid);
 extern void se_forget_secrets_relid(void);
 
 /* writers.c: transactions that changed secretenv.secrets, cluster-wide */
 extern void se_writers_init(void);
 extern void se_writer_started(void);
 extern bool se_writers_in_flight(void);
-
-/* health.c: does the configured KEK open existing rows? */
-extern void se_health_check_once(void);
-
-/* keyring.c, for health.c: which key configuration is in force */
-extern bool se_keyring_fingerprint(uint8_t out[SE_FINGERPRINT_LEN]);
 
 /* redact.c: keeps plaintext-bearing statements out of the server log */
 extern void se_redact_init(void);

@@ -3,10 +3,9 @@
  * shared.c
  *	  secretenv's shared memory: one small struct, only when preloaded.
  *
- * It holds the writer counters of writers.c and the last key health
- * result of health.c.  Without shared_preload_libraries there is no shared
- * memory and se_shared() returns NULL; both users then fall back to
- * per-backend behaviour.
+ * It holds the writer counters of writers.c.  Without
+ * shared_preload_libraries there is no shared memory and se_shared()
+ * returns NULL; the cache then falls back to reading the table.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,9 +45,6 @@ shared_startup(void)
 	{
 		pg_atomic_init_u64(&shared->writers_started, 0);
 		pg_atomic_init_u64(&shared->writers_finished, 0);
-		SpinLockInit(&shared->health_mutex);
-		shared->health_valid = false;
-		shared->health_unhealthy_count = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -37,6 +37,7 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+#include "key_health.h"
 #include "secretenv.h"
 
 static Oid	secrets_relid = InvalidOid;
@@ -67,20 +68,6 @@ se_secrets_relid(void)
 			secrets_relid = get_relname_relid("secrets", nsp);
 	}
 	return secrets_relid;
-}
-
-/* Owner of secretenv.secrets (relid must be valid). */
-Oid
-se_secrets_owner(Oid relid)
-{
-	HeapTuple	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
 }
 
 static SPIPlanPtr
@@ -176,7 +163,7 @@ secret_get(PG_FUNCTION_ARGS)
 
 	/* See every change committed before this call; it may clear the cache. */
 	AcceptInvalidationMessages();
-	se_health_check_once();
+	se_key_health_warn_once();
 
 	relid = se_secrets_relid();
 	if (!OidIsValid(relid))

@@ -24,6 +24,7 @@
 #include "utils/inval.h"
 #include "utils/rel.h"
 
+#include "key_health.h"
 #include "secretenv.h"
 
 static bool
@@ -110,6 +111,7 @@ secret_invalidate_caches(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("invalidate_secret_caches() was not called by the trigger manager")));
 	se_writer_started();
+	se_key_health_table_changed();
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
 }

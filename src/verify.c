@@ -18,6 +18,7 @@
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
+#include "key_health.h"
 #include "secretenv.h"
 
 #define VERIFY_BATCH 1000
@@ -75,7 +76,7 @@ secret_verify_all(PG_FUNCTION_ARGS)
 	SPIPlanPtr	plan;
 
 	InitMaterializedSRF(fcinfo, 0);
-	se_health_check_once();
+	se_key_health_warn_once();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -66,22 +66,3 @@ se_derive_kek(const uint8_t *pass, size_t passlen,
 	}
 	return SE_OK;
 }
-
-se_status
-se_key_fingerprint(const uint8_t *keys, size_t len, uint8_t out[SE_FINGERPRINT_LEN])
-{
-	uint8_t		digest[32];
-	unsigned int digestlen = 0;
-	int			ok;
-
-	ok = EVP_Digest(keys, len, digest, &digestlen, EVP_sha256(), NULL);
-	if (ok != 1 || digestlen != sizeof(digest))
-	{
-		ERR_clear_error();
-		se_wipe(digest, sizeof(digest));
-		return SE_ERR_OPENSSL;
-	}
-	memcpy(out, digest, SE_FINGERPRINT_LEN);
-	se_wipe(digest, sizeof(digest));
-	return SE_OK;
-}

@@ -92,12 +92,14 @@ extern se_status se_derive_kek(const uint8_t *pass, size_t passlen,
 							   uint32_t version, uint8_t kek[SE_KEY_LEN]);
 
 /*
- * A 16-byte fingerprint (truncated SHA-256) of key material, to tell key
- * configurations apart without keeping or sharing the keys themselves.
+ * Fingerprint of a KEK: the first 8 bytes of HMAC-SHA256(KEK, "secretenv
+ * kek fingerprint"), shown as 16 hex digits.  Two servers, or two
+ * processes, compare key configurations with it; the HMAC reveals nothing
+ * about the KEK.
  */
-#define SE_FINGERPRINT_LEN 16
-extern se_status se_key_fingerprint(const uint8_t *keys, size_t len,
-									uint8_t out[SE_FINGERPRINT_LEN]);
+#define SE_KEK_FINGERPRINT_LEN 8
+extern se_status se_kek_fingerprint(const uint8_t kek[SE_KEY_LEN],
+									uint8_t out[SE_KEK_FINGERPRINT_LEN]);
 
 /*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the

@@ -1624,6 +1624,34 @@ test_random_pool(void)
 	check(repeats == 0, "pool", "no 16-byte draw repeats across refills");
 }
 
+/* KEK fingerprints: HMAC-SHA256(KEK, label), first 8 bytes (Python's hmac). */
+static void
+test_fingerprint(void)
+{
+	static const struct
+	{
+		const char *kek;
+		const char *fingerprint;
+	}			kat[] = {
+		{"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+		"5d064a4cfe60fc6c"},
+		{"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		"0260ffdf981c5f5b"},
+	};
+	uint8_t		fp[SE_KEK_FINGERPRINT_LEN];
+
+	for (size_t i = 0; i < sizeof(kat) / sizeof(kat[0]); i++)
+	{
+		buf			kek = H(kat[i].kek);
+		buf			want = H(kat[i].fingerprint);
+
+		check(se_kek_fingerprint(kek.data, fp) == SE_OK, "fingerprint", "returns SE_OK");
+		check(bytes_eq(fp, sizeof(fp), &want), "fingerprint", "matches HMAC-SHA256 reference");
+		buf_free(&kek);
+		buf_free(&want);
+	}
+}
+
 static void
 run_group(const char *name, void (*fn) (void))
 {
@@ -1666,6 +1694,7 @@ main(int argc, char **argv)
 	run_group("tamper and truncation", test_tamper);
 	run_group("mask", test_mask);
 	run_group("secure memory", test_secure_memory);
+	run_group("kek fingerprint", test_fingerprint);
 	test_vectors(vectors);
 
 	se_aead_free(aead);
