@@ -338,6 +338,8 @@ publish(const DatabaseHealth *r)
 		return;
 	LWLockAcquire(health->lock, LW_EXCLUSIVE);
 	*shared_slot(r->dboid, true) = *r;
+	if (r->recheck && health->launcher != NULL)
+		SetLatch(health->launcher);
 	LWLockRelease(health->lock);
 	pg_atomic_fetch_add_u64(&health->serial, 1);
 }

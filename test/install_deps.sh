@@ -8,6 +8,7 @@ packages=(
 	postgresql-15
 	postgresql-client-15
 	postgresql-server-dev-15
+	postgresql-15-pgaudit
 	libssl-dev
 	libipc-run-perl
 	python3

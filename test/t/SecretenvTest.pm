@@ -4,8 +4,43 @@ package SecretenvTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use PostgreSQL::Test::Cluster;
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers);
+our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql);
+
+# A new UTF8 cluster for secretenv tests, not yet started.  Options:
+#   preload => 0|1 (default 1): secretenv in shared_preload_libraries
+#   conf    => text appended to postgresql.conf (key settings and the like)
+#   allows_streaming => passed to init
+sub new_secretenv_node
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+
+	$node->init(
+		extra => [ '--encoding=UTF8', '--no-locale' ],
+		allows_streaming => $opt{allows_streaming} // 0);
+	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'secretenv'\n")
+	  if $opt{preload} // 1;
+	$node->append_conf('postgresql.conf', $opt{conf}) if defined $opt{conf};
+	return $node;
+}
+
+# Run SQL in a new connection with verbose errors (SQLSTATEs shown) and
+# without stopping at the first error; returns (stdout, stderr).
+sub run_sql
+{
+	my ($node, $db, $sql, @psql_opts) = @_;
+	my ($out, $err) = ('', '');
+
+	$node->psql(
+		$db, $sql,
+		stdout => \$out,
+		stderr => \$err,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ],
+		@psql_opts);
+	return ($out, $err);
+}
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
 # postgresql.conf; reload and wait until new connections see version 2.
