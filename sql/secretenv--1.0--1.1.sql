@@ -9,3 +9,113 @@
  * (checked by test/t/070_upgrade_equivalence.pl); stored rows are not
  * touched: the on-disk format is the same.
  */
+
+/*
+ * Refuse to adopt squatted roles or a squatted schema (DESIGN §7a).  The
+ * three roles are cluster-wide and the schema may exist before CREATE
+ * EXTENSION, so either may have been prepared by someone else:
+ *  - a role that can log in, or holds SUPERUSER, CREATEROLE, CREATEDB,
+ *    REPLICATION or BYPASSRLS, is someone's account or a cluster-wide power,
+ *    and would receive secretenv's privileges; a role that is already a
+ *    member of another role would pass that role's privileges on to everyone
+ *    later granted the secretenv role;
+ *  - the owner of the schema, and any other role holding CREATE on it, can
+ *    place objects beside secretenv's (and the owner can drop them).
+ * The schema must belong to the role running this script or to the owner of
+ * the extension: when the schema did not exist, CREATE EXTENSION created it
+ * owned by the installing role.  The same block runs in the install script
+ * (after the encoding check) and in the upgrade from 1.0, before anything is
+ * created, so a refusal leaves the database as it was.  Every name and operator is pg_catalog-qualified: the
+ * search_path here is the extension's schema, which may be the squatted one.
+ */
+DO $squatting$
+DECLARE
+	secretenv_roles CONSTANT pg_catalog.name[] :=
+		ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin'];
+	r record;
+	attrs text;
+	installer oid;
+	ext_owner oid;
+BEGIN
+	FOR r IN
+		SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreaterole, a.rolcreatedb,
+			   a.rolreplication, a.rolbypassrls
+		FROM pg_catalog.pg_roles a
+		WHERE a.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY a.rolname
+	LOOP
+		attrs := pg_catalog.concat_ws(' ',
+			CASE WHEN r.rolcanlogin THEN 'LOGIN' END,
+			CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+			CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+			CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+			CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+			CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END);
+		IF attrs OPERATOR(pg_catalog.<>) '' THEN
+			RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.rolname
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = pg_catalog.format('The role has %s; secretenv''s roles must be group roles without login and without cluster-wide attributes.',
+												 attrs),
+					  HINT = pg_catalog.format('Drop the role, or remove the attributes with ALTER ROLE %I%s, and retry.',
+											   r.rolname,
+											   pg_catalog.replace(' ' OPERATOR(pg_catalog.||) attrs, ' ', ' NO'));
+		END IF;
+	END LOOP;
+
+	FOR r IN
+		SELECT m.rolname AS member, g.rolname AS grp
+		FROM pg_catalog.pg_auth_members am
+			 JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
+			 JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) am.roleid
+		WHERE m.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		  AND NOT g.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY m.rolname, g.rolname
+	LOOP
+		RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.member
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The role is a member of role "%s", whose privileges every member of "%s" would inherit.',
+											 r.grp, r.member),
+				  HINT = pg_catalog.format('Revoke the membership with REVOKE %I FROM %I, and retry.',
+										   r.grp, r.member);
+	END LOOP;
+
+	installer := (SELECT u.oid FROM pg_catalog.pg_roles u
+				  WHERE u.rolname OPERATOR(pg_catalog.=) CURRENT_USER);
+	ext_owner := COALESCE((SELECT e.extowner FROM pg_catalog.pg_extension e
+									  WHERE e.extname OPERATOR(pg_catalog.=) 'secretenv'),
+									 installer);
+	FOR r IN
+		SELECT o.rolname AS owner
+		FROM pg_catalog.pg_namespace n
+			 JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND n.nspowner OPERATOR(pg_catalog.<>) installer
+		  AND n.nspowner OPERATOR(pg_catalog.<>) ext_owner
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema already exists and is owned by role "%s", not by the installing role "%s".',
+											 r.owner, CURRENT_USER),
+				  HINT = pg_catalog.format('Drop the schema, or give it to the installing role with ALTER SCHEMA secretenv OWNER TO %I, and retry.',
+										   CURRENT_USER);
+	END LOOP;
+
+	FOR r IN
+		SELECT CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
+					ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END AS grantee
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL pg_catalog.aclexplode(n.nspacl) g
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND g.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+		  AND g.grantee OPERATOR(pg_catalog.<>) n.nspowner
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('Role %s holds CREATE on the schema, so it could place objects beside secretenv''s.',
+											 r.grantee),
+				  HINT = pg_catalog.format('Revoke it with REVOKE CREATE ON SCHEMA secretenv FROM %s, and retry.',
+										   r.grantee);
+	END LOOP;
+END
+$squatting$;
