@@ -30,7 +30,8 @@ $encoding$;
  *    member of another role would pass that role's privileges on to everyone
  *    later granted the secretenv role;
  *  - the owner of the schema, and any other role holding CREATE on it, can
- *    place objects beside secretenv's (and the owner can drop them).
+ *    place objects beside secretenv's (and the owner can drop them), and
+ *    objects another role placed there earlier would stay.
  * The schema must belong to the role running this script or to the owner of
  * the extension: when the schema did not exist, CREATE EXTENSION created it
  * owned by the installing role.  The same block runs in the install script
@@ -43,9 +44,9 @@ DECLARE
 	secretenv_roles CONSTANT pg_catalog.name[] :=
 		ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin'];
 	r record;
-	attrs text;
-	installer oid;
-	ext_owner oid;
+	attrs pg_catalog.text;
+	installer pg_catalog.oid;
+	ext_owner pg_catalog.oid;
 BEGIN
 	FOR r IN
 		SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreaterole, a.rolcreatedb,
@@ -126,6 +127,56 @@ BEGIN
 											 r.grantee),
 				  HINT = pg_catalog.format('Revoke it with REVOKE CREATE ON SCHEMA secretenv FROM %s, and retry.',
 										   r.grantee);
+	END LOOP;
+
+	/* Objects another role created while it could (CREATE since revoked). */
+	FOR r IN
+		SELECT i.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) i.identity AS object,
+			   pg_catalog.pg_get_userbyid(o.owner) AS owner
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL (SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid, c.relowner
+					  FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.proowner
+					  FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typowner
+					  FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprowner
+					  FROM pg_catalog.pg_operator op WHERE op.oprnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collowner
+					  FROM pg_catalog.pg_collation co WHERE co.collnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, cv.oid, cv.conowner
+					  FROM pg_catalog.pg_conversion cv WHERE cv.connamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, f.oid, f.opfowner
+					  FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, oc.oid, oc.opcowner
+					  FROM pg_catalog.pg_opclass oc WHERE oc.opcnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgowner
+					  FROM pg_catalog.pg_ts_config tc WHERE tc.cfgnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictowner
+					  FROM pg_catalog.pg_ts_dict td WHERE td.dictnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, se.oid, se.stxowner
+					  FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace OPERATOR(pg_catalog.=) n.oid
+					 ) o(classid, objid, owner),
+			 LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND o.owner OPERATOR(pg_catalog.<>) installer
+		  AND o.owner OPERATOR(pg_catalog.<>) ext_owner
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema holds %s, owned by role "%s".', r.object, r.owner),
+				  HINT = 'Drop the objects of other roles from the schema, and retry.';
 	END LOOP;
 END
 $squatting$;

@@ -10,7 +10,8 @@
 #    SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS (one at a
 #    time), or is a member of another role (here pg_execute_server_program,
 #    which every member of the secretenv role would inherit), or when schema
-#    secretenv is owned by another role or grants CREATE to another role.
+#    secretenv is owned by another role, grants CREATE to another role or
+#    PUBLIC, or holds an object of another role.
 #  - Clean pre-existing roles (members of each other, with login members)
 #    are adopted, in a first and a second database; a login member uses
 #    secretenv in both.  A pre-existing schema owned by the installer is
@@ -157,8 +158,24 @@ is($node->safe_psql('squat', $state_sql),
 	"extension: none\nschema: $installer {$installer=UC/$installer,=C/$installer}\nobjects: 0 0 0\nroles: none\nmemberships: none",
 	'after the schema refusals: the schema as it was, empty, and no secretenv role');
 
+# Objects another role created while it held CREATE, since revoked.
+$node->safe_psql(
+	'squat', q{
+REVOKE CREATE ON SCHEMA secretenv FROM PUBLIC;
+GRANT CREATE, USAGE ON SCHEMA secretenv TO squatter;
+SET ROLE squatter;
+CREATE FUNCTION secretenv.secret_get(varchar) RETURNS text LANGUAGE sql AS $$ SELECT 'squatted' $$;
+RESET ROLE;
+REVOKE CREATE, USAGE ON SCHEMA secretenv FROM squatter;
+});
+refused('squat', 'CREATE EXTENSION secretenv',
+	'schema "secretenv" cannot be used by secretenv',
+	qr/The schema holds function secretenv\.secret_get\(character varying\), owned by role "squatter"\./,
+	qr/Drop the objects of other roles from the schema, and retry\./,
+	'schema secretenv holding a function of another role');
+$node->safe_psql('squat', 'DROP FUNCTION secretenv.secret_get(varchar)');
+
 # A schema of the installer that nobody else may create in is adopted.
-$node->safe_psql('squat', 'REVOKE CREATE ON SCHEMA secretenv FROM PUBLIC');
 my ($out, $err) = run('squat', 'CREATE EXTENSION secretenv');
 is($err, '', 'a pre-existing schema owned by the installer is adopted');
 $node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
