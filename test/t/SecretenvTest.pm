@@ -268,6 +268,13 @@ lines(obj, prop, val) AS (
 	UNION ALL SELECT 'event trigger ' || quote_ident(e.evtname), 'definition',
 			concat_ws(' ', e.evtevent, pg_get_userbyid(e.evtowner), e.evtfoid::regprocedure, e.evtenabled, e.evttags::text)
 		FROM pg_event_trigger e
+	-- automatic and internal dependencies (a sequence owned by a column, an
+	-- index by its constraint): what an upgrade's ALTERs may set differently
+	UNION ALL SELECT 'dependency of ' || i.type || ' ' || i.identity, 'on ' || r.type || ' ' || r.identity, d.deptype::text
+		FROM pg_depend d JOIN everything e ON e.classid = d.classid AND e.objid = d.objid,
+			pg_identify_object(d.classid, d.objid, d.objsubid) i,
+			pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) r
+		WHERE d.deptype IN ('a', 'i')
 	-- privileges pg_dump restores for the extension's objects
 	UNION ALL SELECT 'initial privileges ' || i.type || ' ' || i.identity, ip.privtype::text, ACL(ip.initprivs)
 		FROM pg_init_privs ip JOIN everything e ON e.classid = ip.classoid AND e.objid = ip.objoid,
