@@ -32,12 +32,15 @@ $encoding$;
  *  - the owner of the schema, and any other role holding CREATE on it, can
  *    place objects beside secretenv's (and the owner can drop them), and
  *    objects another role placed there earlier would stay.
- * The schema must belong to the role running this script or to the owner of
- * the extension: when the schema did not exist, CREATE EXTENSION created it
- * owned by the installing role.  The same block runs in the install script
- * (after the encoding check) and in the upgrade from 1.0, before anything is
- * created, so a refusal leaves the database as it was.  Every name and operator is pg_catalog-qualified: the
- * search_path here is the extension's schema, which may be the squatted one.
+ * Superusers gain nothing from either, so the schema, its CREATE grants and
+ * its objects may belong to any superuser (this script runs as one: when the
+ * schema did not exist, CREATE EXTENSION created it owned by the installing
+ * role; a dump restored by another superuser recreates it with its original
+ * owner) or to the extension's owner.  The same block runs in the install
+ * script (after the encoding check) and in the upgrade from 1.0, before
+ * anything is created, so a refusal leaves the database as it was.  Every
+ * name and operator is pg_catalog-qualified: the search_path here is the
+ * extension's schema, which may be the squatted one.
  */
 DO $squatting$
 DECLARE
@@ -45,7 +48,6 @@ DECLARE
 		ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin'];
 	r record;
 	attrs pg_catalog.text;
-	installer pg_catalog.oid;
 	ext_owner pg_catalog.oid;
 BEGIN
 	FOR r IN
@@ -90,23 +92,22 @@ BEGIN
 										   r.grp, r.member);
 	END LOOP;
 
-	installer := (SELECT u.oid FROM pg_catalog.pg_roles u
-				  WHERE u.rolname OPERATOR(pg_catalog.=) CURRENT_USER);
+	/* CREATE EXTENSION inserts the extension's row before running this. */
 	ext_owner := COALESCE((SELECT e.extowner FROM pg_catalog.pg_extension e
-									  WHERE e.extname OPERATOR(pg_catalog.=) 'secretenv'),
-									 installer);
+						   WHERE e.extname OPERATOR(pg_catalog.=) 'secretenv'),
+						  0::pg_catalog.oid);
 	FOR r IN
 		SELECT o.rolname AS owner
 		FROM pg_catalog.pg_namespace n
 			 JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
 		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
-		  AND n.nspowner OPERATOR(pg_catalog.<>) installer
+		  AND NOT o.rolsuper
 		  AND n.nspowner OPERATOR(pg_catalog.<>) ext_owner
 	LOOP
 		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
 			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = pg_catalog.format('The schema already exists and is owned by role "%s", not by the installing role "%s".',
-											 r.owner, CURRENT_USER),
+				  DETAIL = pg_catalog.format('The schema already exists and is owned by role "%s", which is not a superuser.',
+											 r.owner),
 				  HINT = pg_catalog.format('Drop the schema, or give it to the installing role with ALTER SCHEMA secretenv OWNER TO %I, and retry.',
 										   CURRENT_USER);
 	END LOOP;
@@ -119,6 +120,8 @@ BEGIN
 		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
 		  AND g.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
 		  AND g.grantee OPERATOR(pg_catalog.<>) n.nspowner
+		  AND NOT COALESCE((SELECT s.rolsuper FROM pg_catalog.pg_roles s
+							WHERE s.oid OPERATOR(pg_catalog.=) g.grantee), false)
 		ORDER BY 1
 	LOOP
 		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
@@ -166,17 +169,18 @@ BEGIN
 					  UNION ALL
 					  SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, se.oid, se.stxowner
 					  FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace OPERATOR(pg_catalog.=) n.oid
-					 ) o(classid, objid, owner),
+					 ) o(classid, objid, owner)
+			 JOIN pg_catalog.pg_roles ow ON ow.oid OPERATOR(pg_catalog.=) o.owner,
 			 LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
 		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
-		  AND o.owner OPERATOR(pg_catalog.<>) installer
+		  AND NOT ow.rolsuper
 		  AND o.owner OPERATOR(pg_catalog.<>) ext_owner
 		ORDER BY 1
 	LOOP
 		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
 			USING ERRCODE = 'insufficient_privilege',
 				  DETAIL = pg_catalog.format('The schema holds %s, owned by role "%s".', r.object, r.owner),
-				  HINT = 'Drop the objects of other roles from the schema, and retry.';
+				  HINT = 'Drop the objects of roles that are not superusers from the schema, and retry.';
 	END LOOP;
 END
 $squatting$;

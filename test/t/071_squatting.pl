@@ -10,12 +10,12 @@
 #    SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS (one at a
 #    time), or is a member of another role (here pg_execute_server_program,
 #    which every member of the secretenv role would inherit), or when schema
-#    secretenv is owned by another role, grants CREATE to another role or
-#    PUBLIC, or holds an object of another role.
+#    secretenv is owned by a role that is not a superuser, grants CREATE to
+#    another role or PUBLIC, or holds an object of another role.
 #  - Clean pre-existing roles (members of each other, with login members)
 #    are adopted, in a first and a second database; a login member uses
-#    secretenv in both.  A pre-existing schema owned by the installer is
-#    adopted.
+#    secretenv in both.  A pre-existing schema owned by the installer or by
+#    another superuser is adopted.
 #  - ALTER EXTENSION secretenv UPDATE from 1.0 refuses the same roles, and a
 #    1.0 install inside a schema owned by another role, and changes nothing.
 
@@ -139,7 +139,7 @@ $node->safe_psql('postgres', 'CREATE ROLE squatter NOLOGIN');
 $node->safe_psql('squat', 'CREATE SCHEMA secretenv AUTHORIZATION squatter');
 refused('squat', 'CREATE EXTENSION secretenv',
 	'schema "secretenv" cannot be used by secretenv',
-	qr/The schema already exists and is owned by role "squatter", not by the installing role "$installer"\./,
+	qr/The schema already exists and is owned by role "squatter", which is not a superuser\./,
 	qr/Drop the schema, or give it to the installing role with ALTER SCHEMA secretenv OWNER TO $installer, and retry\./,
 	'schema secretenv owned by another role');
 $node->safe_psql('squat', "ALTER SCHEMA secretenv OWNER TO $installer; GRANT CREATE ON SCHEMA secretenv TO squatter");
@@ -171,13 +171,21 @@ REVOKE CREATE, USAGE ON SCHEMA secretenv FROM squatter;
 refused('squat', 'CREATE EXTENSION secretenv',
 	'schema "secretenv" cannot be used by secretenv',
 	qr/The schema holds function secretenv\.secret_get\(character varying\), owned by role "squatter"\./,
-	qr/Drop the objects of other roles from the schema, and retry\./,
+	qr/Drop the objects of roles that are not superusers from the schema, and retry\./,
 	'schema secretenv holding a function of another role');
 $node->safe_psql('squat', 'DROP FUNCTION secretenv.secret_get(varchar)');
 
 # A schema of the installer that nobody else may create in is adopted.
 my ($out, $err) = run('squat', 'CREATE EXTENSION secretenv');
 is($err, '', 'a pre-existing schema owned by the installer is adopted');
+$node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
+
+# So is one of another superuser, as pg_dump recreates it before CREATE
+# EXTENSION when someone else than its owner restores the dump.
+$node->safe_psql('postgres', 'CREATE ROLE other_superuser SUPERUSER NOLOGIN');
+$node->safe_psql('squat', 'CREATE SCHEMA secretenv AUTHORIZATION other_superuser');
+($out, $err) = run('squat', 'CREATE EXTENSION secretenv');
+is($err, '', 'a pre-existing schema owned by another superuser is adopted');
 $node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
 
 ###########################################################################
@@ -228,7 +236,7 @@ $node->safe_psql('legacy2', 'CREATE SCHEMA secretenv AUTHORIZATION squatter');
 $node->safe_psql('legacy2', q{CREATE EXTENSION secretenv VERSION '1.0'});
 refused('legacy2', 'ALTER EXTENSION secretenv UPDATE',
 	'schema "secretenv" cannot be used by secretenv',
-	qr/The schema already exists and is owned by role "squatter", not by the installing role "$installer"\./,
+	qr/The schema already exists and is owned by role "squatter", which is not a superuser\./,
 	qr/ALTER SCHEMA secretenv OWNER TO $installer/,
 	'upgrade from 1.0 of an install in a schema owned by another role');
 is($node->safe_psql('legacy2', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
