@@ -11,6 +11,169 @@
  */
 
 /*
+ * Refuse to adopt squatted roles or a squatted schema (DESIGN §7a).  The
+ * three roles are cluster-wide and the schema may exist before CREATE
+ * EXTENSION, so either may have been prepared by someone else:
+ *  - a role that can log in, or holds SUPERUSER, CREATEROLE, CREATEDB,
+ *    REPLICATION or BYPASSRLS, is someone's account or a cluster-wide power,
+ *    and would receive secretenv's privileges; a role that is already a
+ *    member of another role would pass that role's privileges on to everyone
+ *    later granted the secretenv role;
+ *  - the owner of the schema, and any other role holding CREATE on it, can
+ *    place objects beside secretenv's (and the owner can drop them), and
+ *    objects another role placed there earlier would stay.
+ * Superusers gain nothing from either, so the schema, its CREATE grants and
+ * its objects may belong to any superuser (this script runs as one: when the
+ * schema did not exist, CREATE EXTENSION created it owned by the installing
+ * role; a dump restored by another superuser recreates it with its original
+ * owner) or to the extension's owner.  The same block runs in the install
+ * script (after the encoding check) and in the upgrade from 1.0, before
+ * anything is created, so a refusal leaves the database as it was.  Every
+ * name and operator is pg_catalog-qualified: the search_path here is the
+ * extension's schema, which may be the squatted one.
+ */
+DO $squatting$
+DECLARE
+	secretenv_roles CONSTANT pg_catalog.name[] :=
+		ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin'];
+	r record;
+	attrs pg_catalog.text;
+	ext_owner pg_catalog.oid;
+BEGIN
+	FOR r IN
+		SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreaterole, a.rolcreatedb,
+			   a.rolreplication, a.rolbypassrls
+		FROM pg_catalog.pg_roles a
+		WHERE a.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY a.rolname
+	LOOP
+		attrs := pg_catalog.concat_ws(' ',
+			CASE WHEN r.rolcanlogin THEN 'LOGIN' END,
+			CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+			CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+			CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+			CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+			CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END);
+		IF attrs OPERATOR(pg_catalog.<>) '' THEN
+			RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.rolname
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = pg_catalog.format('The role has %s; secretenv''s roles must be group roles without login and without cluster-wide attributes.',
+												 attrs),
+					  HINT = pg_catalog.format('Drop the role, or remove the attributes with ALTER ROLE %I%s, and retry.',
+											   r.rolname,
+											   pg_catalog.replace(' ' OPERATOR(pg_catalog.||) attrs, ' ', ' NO'));
+		END IF;
+	END LOOP;
+
+	FOR r IN
+		SELECT m.rolname AS member, g.rolname AS grp
+		FROM pg_catalog.pg_auth_members am
+			 JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
+			 JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) am.roleid
+		WHERE m.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		  AND NOT g.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY m.rolname, g.rolname
+	LOOP
+		RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.member
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The role is a member of role "%s", whose privileges every member of "%s" would inherit.',
+											 r.grp, r.member),
+				  HINT = pg_catalog.format('Revoke the membership with REVOKE %I FROM %I, and retry.',
+										   r.grp, r.member);
+	END LOOP;
+
+	/* CREATE EXTENSION inserts the extension's row before running this. */
+	ext_owner := COALESCE((SELECT e.extowner FROM pg_catalog.pg_extension e
+						   WHERE e.extname OPERATOR(pg_catalog.=) 'secretenv'),
+						  0::pg_catalog.oid);
+	FOR r IN
+		SELECT o.rolname AS owner
+		FROM pg_catalog.pg_namespace n
+			 JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND NOT o.rolsuper
+		  AND n.nspowner OPERATOR(pg_catalog.<>) ext_owner
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema already exists and is owned by role "%s", which is not a superuser.',
+											 r.owner),
+				  HINT = pg_catalog.format('Drop the schema, or give it to the installing role with ALTER SCHEMA secretenv OWNER TO %I, and retry.',
+										   CURRENT_USER);
+	END LOOP;
+
+	FOR r IN
+		SELECT CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
+					ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END AS grantee
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL pg_catalog.aclexplode(n.nspacl) g
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND g.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+		  AND g.grantee OPERATOR(pg_catalog.<>) n.nspowner
+		  AND NOT COALESCE((SELECT s.rolsuper FROM pg_catalog.pg_roles s
+							WHERE s.oid OPERATOR(pg_catalog.=) g.grantee), false)
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('Role %s holds CREATE on the schema, so it could place objects beside secretenv''s.',
+											 r.grantee),
+				  HINT = pg_catalog.format('Revoke it with REVOKE CREATE ON SCHEMA secretenv FROM %s, and retry.',
+										   r.grantee);
+	END LOOP;
+
+	/* Objects another role created while it could (CREATE since revoked). */
+	FOR r IN
+		SELECT i.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) i.identity AS object,
+			   pg_catalog.pg_get_userbyid(o.owner) AS owner
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL (SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid, c.relowner
+					  FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.proowner
+					  FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typowner
+					  FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprowner
+					  FROM pg_catalog.pg_operator op WHERE op.oprnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collowner
+					  FROM pg_catalog.pg_collation co WHERE co.collnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, cv.oid, cv.conowner
+					  FROM pg_catalog.pg_conversion cv WHERE cv.connamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, f.oid, f.opfowner
+					  FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, oc.oid, oc.opcowner
+					  FROM pg_catalog.pg_opclass oc WHERE oc.opcnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgowner
+					  FROM pg_catalog.pg_ts_config tc WHERE tc.cfgnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictowner
+					  FROM pg_catalog.pg_ts_dict td WHERE td.dictnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, se.oid, se.stxowner
+					  FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace OPERATOR(pg_catalog.=) n.oid
+					 ) o(classid, objid, owner)
+			 JOIN pg_catalog.pg_roles ow ON ow.oid OPERATOR(pg_catalog.=) o.owner,
+			 LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND NOT ow.rolsuper
+		  AND o.owner OPERATOR(pg_catalog.<>) ext_owner
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema holds %s, owned by role "%s".', r.object, r.owner),
+				  HINT = 'Drop the objects of roles that are not superusers from the schema, and retry.';
+	END LOOP;
+END
+$squatting$;
  * Key health per database (key_inventory) and a status() that shows it and
  * never calls a rotation complete while a version's KEK does not open it.
  */

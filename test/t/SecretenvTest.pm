@@ -6,7 +6,8 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql);
+our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
+  catalog_snapshot catalog_diff);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries
@@ -43,11 +44,13 @@ sub run_sql
 }
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
-# postgresql.conf; reload and wait until new connections see version 2.
-# Returns whether they did.
+# postgresql.conf; reload and wait until new connections to $db (default
+# postgres, which must have the extension) see version 2.  Returns whether
+# they did.
 sub configure_rotation_keys
 {
-	my ($node, $new_passphrase, $old_passphrase) = @_;
+	my ($node, $new_passphrase, $old_passphrase, $db) = @_;
+	$db //= 'postgres';
 
 	$node->append_conf(
 		'postgresql.conf', qq{
@@ -57,7 +60,7 @@ secretenv.kek_previous_passphrase = '$old_passphrase'
 secretenv.kek_previous_version = 1
 });
 	$node->reload;
-	return $node->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2');
+	return $node->poll_query_until($db, 'SELECT secretenv.current_kek_version()', '2');
 }
 
 # SQL helpers that turn a decrypt or secret_get into a comparable string:
@@ -92,6 +95,256 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SQL
 	return;
+}
+
+# A catalog snapshot of secretenv in database $db: every object that is a
+# member of the extension or lives in schema secretenv, with the properties
+# an upgrade could get wrong, one sorted line per property
+# ("object | property = value", newlines in values escaped).  Nothing in it
+# names an object: a new object is covered without touching this query.
+# Comparing the snapshots of an upgraded and a freshly installed database is
+# the check of DESIGN §7.
+sub catalog_snapshot
+{
+	my ($node, $db) = @_;
+
+	my $sql = <<'SQL';
+SET search_path = pg_catalog;
+WITH ext AS (SELECT e.* FROM pg_extension e WHERE e.extname = 'secretenv'),
+nsp AS (SELECT n.* FROM pg_namespace n WHERE n.nspname = 'secretenv'),
+members AS (
+	SELECT d.classid, d.objid, d.objsubid FROM pg_depend d, ext
+	WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'),
+in_schema(classid, objid) AS (
+	SELECT 'pg_class'::regclass, oid FROM pg_class WHERE relnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_proc'::regclass, oid FROM pg_proc WHERE pronamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_type'::regclass, oid FROM pg_type WHERE typnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_operator'::regclass, oid FROM pg_operator WHERE oprnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_opclass'::regclass, oid FROM pg_opclass WHERE opcnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_opfamily'::regclass, oid FROM pg_opfamily WHERE opfnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_collation'::regclass, oid FROM pg_collation WHERE collnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_conversion'::regclass, oid FROM pg_conversion WHERE connamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_constraint'::regclass, oid FROM pg_constraint WHERE connamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_statistic_ext'::regclass, oid FROM pg_statistic_ext WHERE stxnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_ts_config'::regclass, oid FROM pg_ts_config WHERE cfgnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_ts_dict'::regclass, oid FROM pg_ts_dict WHERE dictnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_ts_parser'::regclass, oid FROM pg_ts_parser WHERE prsnamespace IN (SELECT oid FROM nsp)
+	UNION ALL SELECT 'pg_ts_template'::regclass, oid FROM pg_ts_template WHERE tmplnamespace IN (SELECT oid FROM nsp)),
+objs(classid, objid) AS (
+	SELECT classid, objid FROM members UNION SELECT classid, objid FROM in_schema),
+procs AS (SELECT objid AS oid FROM objs WHERE classid = 'pg_proc'::regclass),
+rels AS (SELECT objid AS oid FROM objs WHERE classid = 'pg_class'::regclass),
+types AS (SELECT objid AS oid FROM objs WHERE classid = 'pg_type'::regclass),
+-- objects that belong to a relation or to the database rather than to a schema
+attached(classid, objid) AS (
+	SELECT 'pg_trigger'::regclass, t.oid FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels) AND NOT t.tgisinternal
+	UNION ALL SELECT 'pg_policy'::regclass, p.oid FROM pg_policy p WHERE p.polrelid IN (SELECT oid FROM rels)
+	UNION ALL SELECT 'pg_rewrite'::regclass, r.oid FROM pg_rewrite r WHERE r.ev_class IN (SELECT oid FROM rels)
+	UNION ALL SELECT 'pg_event_trigger'::regclass, oid FROM pg_event_trigger
+	UNION ALL SELECT 'pg_namespace'::regclass, oid FROM nsp
+	UNION ALL SELECT 'pg_extension'::regclass, oid FROM ext),
+everything(classid, objid) AS (SELECT classid, objid FROM objs UNION SELECT classid, objid FROM attached),
+lines(obj, prop, val) AS (
+	-- the extension, its configuration tables (pg_dump) and its members
+	SELECT 'extension', 'version', extversion FROM ext
+	UNION ALL SELECT 'extension', 'owner', pg_get_userbyid(extowner) FROM ext
+	UNION ALL SELECT 'extension', 'schema', extnamespace::regnamespace::text FROM ext
+	UNION ALL SELECT 'extension', 'relocatable', extrelocatable::text FROM ext
+	UNION ALL SELECT 'extension', 'config_dump ' || c.relid::regclass::text, coalesce(c.cond, '(null)')
+		FROM ext, unnest(ext.extconfig, ext.extcondition) c(relid, cond)
+	UNION ALL SELECT 'member ' || i.type || ' ' || i.identity, 'member', 'yes'
+		FROM members m, pg_identify_object(m.classid, m.objid, m.objsubid) i
+	UNION ALL SELECT 'object ' || i.type || ' ' || i.identity, 'in schema', 'yes'
+		FROM in_schema o, pg_identify_object(o.classid, o.objid, 0) i
+	-- the schema
+	UNION ALL SELECT 'schema ' || nspname, 'owner', pg_get_userbyid(nspowner) FROM nsp
+	UNION ALL SELECT 'schema ' || nspname, 'acl', ACL(nspacl) FROM nsp
+	UNION ALL SELECT 'default acl ' || pg_get_userbyid(a.defaclrole) || ' ' || a.defaclobjtype::text, 'acl', ACL(a.defaclacl)
+		FROM pg_default_acl a WHERE a.defaclnamespace IN (SELECT oid FROM nsp)
+	-- functions
+	UNION ALL SELECT 'function ' || i.identity, x.prop, x.val
+		FROM procs f JOIN pg_proc p ON p.oid = f.oid
+			JOIN pg_language l ON l.oid = p.prolang,
+			pg_identify_object('pg_proc'::regclass, p.oid, 0) i,
+			LATERAL (VALUES
+				('kind', p.prokind::text),
+				('arguments', pg_get_function_arguments(p.oid)),
+				('result', pg_get_function_result(p.oid)),
+				('language', l.lanname::text),
+				('volatility', p.provolatile::text),
+				('strict', p.proisstrict::text),
+				('parallel', p.proparallel::text),
+				('security definer', p.prosecdef::text),
+				('leakproof', p.proleakproof::text),
+				('returns set', p.proretset::text),
+				('cost', p.procost::text),
+				('rows', p.prorows::text),
+				('support', p.prosupport::regproc::text),
+				('config', p.proconfig::text),
+				('source', p.prosrc),
+				('binary', p.probin),
+				('sql body', CASE WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid) END),
+				('owner', pg_get_userbyid(p.proowner)::text),
+				('acl', ACL(p.proacl))) x(prop, val)
+	-- relations: tables, views, indexes, sequences, composite types
+	UNION ALL SELECT 'relation ' || i.identity, x.prop, x.val
+		FROM rels r JOIN pg_class c ON c.oid = r.oid
+			LEFT JOIN pg_am am ON am.oid = c.relam,
+			pg_identify_object('pg_class'::regclass, c.oid, 0) i,
+			LATERAL (VALUES
+				('kind', c.relkind::text),
+				('persistence', c.relpersistence::text),
+				('access method', am.amname::text),
+				('owner', pg_get_userbyid(c.relowner)::text),
+				('acl', ACL(c.relacl)),
+				('row security', c.relrowsecurity::text),
+				('force row security', c.relforcerowsecurity::text),
+				('replica identity', c.relreplident::text),
+				('options', c.reloptions::text),
+				('partition bound', pg_get_expr(c.relpartbound, c.oid)),
+				('view', CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END),
+				('index', CASE WHEN c.relkind IN ('i', 'I') THEN pg_get_indexdef(c.oid) END)) x(prop, val)
+	UNION ALL SELECT 'sequence ' || s.seqrelid::regclass::text, 'parameters',
+			concat_ws(' ', format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmax, s.seqmin, s.seqcache, s.seqcycle)
+		FROM pg_sequence s WHERE s.seqrelid IN (SELECT oid FROM rels)
+	-- columns, by position among the live ones (an upgrade may leave dropped ones)
+	UNION ALL SELECT 'column ' || a.attrelid::regclass::text || '.' || quote_ident(a.attname), x.prop, x.val
+		FROM pg_attribute a
+			JOIN pg_class c ON c.oid = a.attrelid AND c.relkind NOT IN ('i', 'I')
+			LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+			LEFT JOIN pg_collation co ON co.oid = a.attcollation,
+			LATERAL (VALUES
+				('position', (SELECT count(*) FROM pg_attribute b
+							  WHERE b.attrelid = a.attrelid AND b.attnum > 0 AND NOT b.attisdropped
+								AND b.attnum <= a.attnum)::text),
+				('type', format_type(a.atttypid, a.atttypmod)),
+				('not null', a.attnotnull::text),
+				('default', pg_get_expr(d.adbin, d.adrelid)),
+				('identity', a.attidentity::text),
+				('generated', a.attgenerated::text),
+				('collation', co.collname::text),
+				('storage', a.attstorage::text),
+				('compression', a.attcompression::text),
+				('statistics target', a.attstattarget::text),
+				-- the server used here records a pg_attver=N option on every
+				-- column, N differing between any two databases: not ours
+				('options', (SELECT string_agg(o, ',' ORDER BY o) FROM unnest(a.attoptions) o
+							 WHERE o NOT LIKE 'pg\_attver=%')),
+				('acl', ACL(a.attacl))) x(prop, val)
+		WHERE a.attrelid IN (SELECT oid FROM rels) AND a.attnum > 0 AND NOT a.attisdropped
+	-- constraints of tables and domains
+	UNION ALL SELECT 'constraint ' || i.identity, x.prop, x.val
+		FROM pg_constraint k, pg_identify_object('pg_constraint'::regclass, k.oid, 0) i,
+			LATERAL (VALUES
+				('type', k.contype::text),
+				('definition', pg_get_constraintdef(k.oid)),
+				('deferrable', k.condeferrable::text),
+				('deferred', k.condeferred::text),
+				('validated', k.convalidated::text),
+				('no inherit', k.connoinherit::text)) x(prop, val)
+		WHERE k.conrelid IN (SELECT oid FROM rels) OR k.contypid IN (SELECT oid FROM types)
+			OR k.connamespace IN (SELECT oid FROM nsp)
+	-- triggers (tgenabled: O origin, A always, R replica, D disabled), rules, policies
+	UNION ALL SELECT 'trigger ' || i.identity, x.prop, x.val
+		FROM pg_trigger t, pg_identify_object('pg_trigger'::regclass, t.oid, 0) i,
+			LATERAL (VALUES ('definition', pg_get_triggerdef(t.oid)), ('enabled', t.tgenabled::text)) x(prop, val)
+		WHERE t.tgrelid IN (SELECT oid FROM rels) AND NOT t.tgisinternal
+	UNION ALL SELECT 'rule ' || i.identity, x.prop, x.val
+		FROM pg_rewrite w, pg_identify_object('pg_rewrite'::regclass, w.oid, 0) i,
+			LATERAL (VALUES ('definition', pg_get_ruledef(w.oid)), ('enabled', w.ev_enabled::text)) x(prop, val)
+		WHERE w.ev_class IN (SELECT oid FROM rels) AND w.rulename <> '_RETURN'
+	UNION ALL SELECT 'policy ' || i.identity, x.prop, x.val
+		FROM pg_policy p, pg_identify_object('pg_policy'::regclass, p.oid, 0) i,
+			LATERAL (VALUES
+				('command', p.polcmd::text),
+				('permissive', p.polpermissive::text),
+				('roles', (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END, ',' ORDER BY 1)
+						   FROM unnest(p.polroles) r)),
+				('using', pg_get_expr(p.polqual, p.polrelid)),
+				('with check', pg_get_expr(p.polwithcheck, p.polrelid))) x(prop, val)
+		WHERE p.polrelid IN (SELECT oid FROM rels)
+	-- types
+	UNION ALL SELECT 'type ' || i.identity, x.prop, x.val
+		FROM types ty JOIN pg_type t ON t.oid = ty.oid
+			LEFT JOIN pg_collation co ON co.oid = t.typcollation,
+			pg_identify_object('pg_type'::regclass, t.oid, 0) i,
+			LATERAL (VALUES
+				('type', t.typtype::text),
+				('length', t.typlen::text),
+				('by value', t.typbyval::text),
+				('category', t.typcategory::text),
+				('preferred', t.typispreferred::text),
+				('delimiter', t.typdelim::text),
+				('element', CASE WHEN t.typelem <> 0 THEN format_type(t.typelem, NULL) END),
+				('array', CASE WHEN t.typarray <> 0 THEN format_type(t.typarray, NULL) END),
+				('io', concat_ws(' ', t.typinput, t.typoutput, t.typreceive, t.typsend, t.typmodin,
+								 t.typmodout, t.typanalyze, t.typsubscript)),
+				('align', t.typalign::text),
+				('storage', t.typstorage::text),
+				('not null', t.typnotnull::text),
+				('base type', CASE WHEN t.typbasetype <> 0 THEN format_type(t.typbasetype, t.typtypmod) END),
+				('dimensions', t.typndims::text),
+				('collation', co.collname::text),
+				('default', t.typdefault),
+				('enum labels', (SELECT string_agg(quote_literal(e.enumlabel), ',' ORDER BY e.enumsortorder)
+								 FROM pg_enum e WHERE e.enumtypid = t.oid)),
+				('owner', pg_get_userbyid(t.typowner)::text),
+				('acl', ACL(t.typacl))) x(prop, val)
+	-- operators and casts of the extension
+	UNION ALL SELECT 'operator ' || i.identity, 'definition',
+			concat_ws(' ', o.oprkind, o.oprcode::regprocedure, format_type(o.oprresult, NULL), o.oprcom::regoperator,
+					  o.oprnegate::regoperator, o.oprrest::regprocedure, o.oprjoin::regprocedure, o.oprcanmerge, o.oprcanhash)
+		FROM objs x JOIN pg_operator o ON x.classid = 'pg_operator'::regclass AND o.oid = x.objid,
+			pg_identify_object('pg_operator'::regclass, o.oid, 0) i
+	UNION ALL SELECT 'cast ' || i.identity, 'definition',
+			concat_ws(' ', c.castfunc::regprocedure, c.castcontext, c.castmethod)
+		FROM members m JOIN pg_cast c ON m.classid = 'pg_cast'::regclass AND c.oid = m.objid,
+			pg_identify_object('pg_cast'::regclass, c.oid, 0) i
+	-- event triggers of the database
+	UNION ALL SELECT 'event trigger ' || quote_ident(e.evtname), 'definition',
+			concat_ws(' ', e.evtevent, pg_get_userbyid(e.evtowner), e.evtfoid::regprocedure, e.evtenabled, e.evttags::text)
+		FROM pg_event_trigger e
+	-- automatic and internal dependencies (a sequence owned by a column, an
+	-- index by its constraint): what an upgrade's ALTERs may set differently
+	UNION ALL SELECT 'dependency of ' || i.type || ' ' || i.identity, 'on ' || r.type || ' ' || r.identity, d.deptype::text
+		FROM pg_depend d JOIN everything e ON e.classid = d.classid AND e.objid = d.objid,
+			pg_identify_object(d.classid, d.objid, d.objsubid) i,
+			pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) r
+		WHERE d.deptype IN ('a', 'i')
+	-- privileges pg_dump restores for the extension's objects
+	UNION ALL SELECT 'initial privileges ' || i.type || ' ' || i.identity, ip.privtype::text, ACL(ip.initprivs)
+		FROM pg_init_privs ip JOIN everything e ON e.classid = ip.classoid AND e.objid = ip.objoid,
+			pg_identify_object(ip.classoid, ip.objoid, ip.objsubid) i
+	-- comments and security labels, of columns too
+	UNION ALL SELECT 'comment on ' || i.type || ' ' || i.identity, 'comment', dsc.description
+		FROM pg_description dsc JOIN everything e ON e.classid = dsc.classoid AND e.objid = dsc.objoid,
+			pg_identify_object(dsc.classoid, dsc.objoid, dsc.objsubid) i
+	UNION ALL SELECT 'security label on ' || i.type || ' ' || i.identity, sl.provider, sl.label
+		FROM pg_seclabel sl JOIN everything e ON e.classid = sl.classoid AND e.objid = sl.objoid,
+			pg_identify_object(sl.classoid, sl.objoid, sl.objsubid) i)
+SELECT obj || ' | ' || prop || ' = '
+	|| replace(replace(coalesce(val, '(null)'), E'\\', E'\\\\'), E'\n', E'\\n')
+FROM lines
+ORDER BY 1;
+SQL
+	# An ACL as sorted grantee=privilege[*]/grantor items with role names:
+	# 'default' for the built-in default (NULL), 'none' for an empty one.
+	$sql =~ s{ACL\(([\w.]+)\)}{CASE WHEN $1 IS NULL THEN 'default' ELSE coalesce((SELECT string_agg(g, ' ' ORDER BY g) FROM (SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END || '=' || a.privilege_type || CASE WHEN a.is_grantable THEN '*' ELSE '' END || '/' || pg_get_userbyid(a.grantor) AS g FROM aclexplode($1) a) acl), 'none') END}g;
+	return $node->safe_psql($db, $sql);
+}
+
+# The lines of two catalog snapshots that differ, '-' for only in the first
+# and '+' for only in the second; empty when they are identical.
+sub catalog_diff
+{
+	my ($first, $second) = @_;
+	my (%in_first, %in_second);
+	$in_first{$_}++ for split /\n/, $first;
+	$in_second{$_}++ for split /\n/, $second;
+	my @diff = sort { substr($a, 2) cmp substr($b, 2) || $a cmp $b }
+	  ((map { "- $_" } grep { !$in_second{$_} } keys %in_first),
+		(map { "+ $_" } grep { !$in_first{$_} } keys %in_second));
+	return join("\n", @diff);
 }
 
 1;

@@ -1,0 +1,184 @@
+
+# Copyright (c) secretenv contributors
+#
+# Upgrade equivalence (DESIGN §7): in one preloaded UTF8 cluster, database
+# "upgraded" installs secretenv 1.0, takes data (text and jsonb secrets
+# through secret_create on KEK versions 1 and 2, an application table
+# written with secret_encrypt) and is brought to 1.1 with ALTER EXTENSION
+# secretenv UPDATE; database "fresh" installs 1.1 directly.
+#  - The catalog snapshots of the two (catalog_snapshot in SecretenvTest.pm:
+#    every member of the extension and every object of schema secretenv with
+#    its properties, privileges, comments, triggers, policies, pg_dump
+#    configuration) are identical; a difference is printed line by line.
+#  - Every row of the upgraded database still decrypts to what was written,
+#    through decrypted_secrets, secret_get and secret_decrypt on the
+#    application table, its stored bytes untouched; it takes new writes.
+# The snapshot lists no object by name, so an object added to
+# secretenv--1.1.sql but not to secretenv--1.0--1.1.sql makes this fail.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $pass1 = 'upgrade-equivalence-passphrase-v1-0123456789abcdef';
+my $pass2 = 'upgrade-equivalence-passphrase-v2-fedcba9876543210';
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
+$node->append_conf('postgresql.conf',
+	"shared_preload_libraries = 'secretenv'\n"
+	  . "secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n");
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded');
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+
+# What each secret and application row must decrypt to, from its name alone.
+my $text_value = q{'text-' || md5(%1$s) || repeat(chr(1046), length(%1$s) % 4) || ' é'};
+my $json_value = q{jsonb_build_object('user', 'svc-' || %1$s, 'password', md5('pw' || %1$s), 'port', 5432)};
+sub expected
+{
+	my ($name) = @_;
+	return sprintf(qq{CASE WHEN %1\$s LIKE 'json-%%' THEN ($json_value)::text ELSE $text_value END}, $name);
+}
+
+# Text and jsonb secrets and application rows under the KEK of $version.
+sub write_data
+{
+	my ($version) = @_;
+	my $tv = sprintf($text_value, 'n');
+	my $jv = sprintf($json_value, 'n');
+	$node->safe_psql(
+		'upgraded', qq{
+SELECT secretenv.secret_create(n, $tv, 'provider-$version', 'text secret on KEK $version')
+FROM (SELECT 'text-$version-' || i AS n FROM generate_series(1, 12) i) s;
+SELECT secretenv.secret_create(n, $jv)
+FROM (SELECT 'json-$version-' || i AS n FROM generate_series(1, 4) i) s;
+INSERT INTO app.tokens (id, name, env)
+SELECT id, n, secretenv.secret_encrypt($tv, id, n)
+FROM (SELECT gen_random_uuid() AS id, 'app-$version-' || i AS n FROM generate_series(1, 6) i) s;
+INSERT INTO app.tokens (id, name, env)
+SELECT id, n, secretenv.secret_encrypt($jv, id, n)
+FROM (SELECT gen_random_uuid() AS id, 'json-app-$version-' || i AS n FROM generate_series(1, 3) i) s;
+INSERT INTO app.text_tokens (id, name, env)
+SELECT id, n, secretenv.secret_encrypt($tv, id, n)
+FROM (SELECT 's-' || md5('$version' || i) AS id, 'text-id-$version-' || i AS n FROM generate_series(1, 3) i) s;
+});
+	return;
+}
+
+###########################################################################
+# 1.0 with data on two KEK versions.
+$node->safe_psql(
+	'upgraded', q{
+CREATE EXTENSION secretenv VERSION '1.0';
+CREATE SCHEMA app;
+CREATE TABLE app.tokens (id uuid PRIMARY KEY, name text NOT NULL, env secretenv.envelope NOT NULL);
+CREATE TABLE app.text_tokens (id text PRIMARY KEY, name text NOT NULL, env secretenv.envelope NOT NULL);
+});
+is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
+	'1.0', 'database "upgraded" starts on secretenv 1.0');
+write_data(1);
+ok(configure_rotation_keys($node, $pass2, $pass1, 'upgraded'),
+	'KEK version 2 current, version 1 previous');
+write_data(2);
+
+my $versions_sql = q{
+SELECT string_agg(v, ',' ORDER BY v) FROM (
+	SELECT 'secrets:' || kek_version || ':' || count(*) AS v FROM secretenv.secrets GROUP BY kek_version
+	UNION ALL SELECT 'tokens:' || (env).kek_version || ':' || count(*) FROM app.tokens GROUP BY (env).kek_version
+	UNION ALL SELECT 'text_tokens:' || (env).kek_version || ':' || count(*) FROM app.text_tokens GROUP BY (env).kek_version) s};
+is($node->safe_psql('upgraded', $versions_sql),
+	'secrets:1:16,secrets:2:16,text_tokens:1:3,text_tokens:2:3,tokens:1:9,tokens:2:9',
+	'rows on KEK versions 1 and 2 in the store and in both application tables');
+
+my $bytes_sql = q{
+SELECT md5(string_agg(r, ',' ORDER BY r)) FROM (
+	SELECT concat_ws('|', secret_id, secret_name, encode(encrypted_value, 'hex'), encode(wrapped_dek, 'hex'),
+					 kek_version, masked_value, provider, description, created_at, created_by,
+					 last_updated_at, last_updated_by) AS r FROM secretenv.secrets
+	UNION ALL SELECT concat_ws('|', id, name, env) FROM app.tokens
+	UNION ALL SELECT concat_ws('|', id, name, env) FROM app.text_tokens) s};
+my $bytes_before = $node->safe_psql('upgraded', $bytes_sql);
+my $snapshot_10 = catalog_snapshot($node, 'upgraded');
+
+###########################################################################
+# The upgrade, and a fresh 1.1 install beside it.
+$node->safe_psql('upgraded', 'ALTER EXTENSION secretenv UPDATE');
+is($node->safe_psql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
+	'1.1', 'ALTER EXTENSION secretenv UPDATE brings it to 1.1');
+$node->safe_psql('fresh', 'CREATE EXTENSION secretenv');
+is($node->safe_psql('fresh', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
+	'1.1', 'CREATE EXTENSION secretenv installs 1.1 by default');
+
+my $upgraded = catalog_snapshot($node, 'upgraded');
+my $fresh = catalog_snapshot($node, 'fresh');
+
+# The snapshot covers every member of the extension: one line per member.
+my $members_sql = q{
+SELECT count(*) FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'secretenv' AND d.deptype = 'e'};
+my $nmembers = $node->safe_psql('fresh', $members_sql);
+cmp_ok($nmembers, '>', 0, 'the fresh install has extension members');
+is(scalar(grep { /^member / } split /\n/, $fresh), $nmembers,
+	"the snapshot lists each of the $nmembers members of the fresh install");
+is(scalar(grep { /^member / } split /\n/, $upgraded),
+	$node->safe_psql('upgraded', $members_sql),
+	'the snapshot lists each member of the upgraded install');
+
+# It is able to tell versions apart: 1.0 differs from 1.1 at least in its version.
+like(catalog_diff($snapshot_10, $fresh), qr/^- extension \| version = 1\.0$/m,
+	'the snapshot of 1.0 differs from a fresh 1.1 install');
+
+my $diff = catalog_diff($upgraded, $fresh);
+ok($diff eq '', 'the upgraded catalog is identical to a fresh 1.1 install')
+  or diag("catalog differences ('-' only after the upgrade, '+' only in the fresh install):\n$diff");
+
+###########################################################################
+# Every row of the upgraded database decrypts to what was written.
+is($node->safe_psql('upgraded', $bytes_sql), $bytes_before,
+	'the upgrade left every stored row byte for byte');
+is($node->safe_psql('upgraded', $versions_sql),
+	'secrets:1:16,secrets:2:16,text_tokens:1:3,text_tokens:2:3,tokens:1:9,tokens:2:9',
+	'rows still on KEK versions 1 and 2 after the upgrade');
+
+my $exp = expected('d.secret_name');
+is($node->safe_psql('upgraded',
+		qq{SELECT count(*), count(*) FILTER (WHERE d.value = $exp) FROM secretenv.decrypted_secrets d}),
+	'32|32', 'decrypted_secrets: every secret decrypts to its value');
+is($node->safe_psql('upgraded',
+		qq{SELECT count(*), count(*) FILTER (WHERE secretenv.secret_get(d.secret_name) = $exp) FROM secretenv.secrets d}),
+	'32|32', 'secret_get: every secret decrypts to its value');
+$exp = expected('t.name');
+is($node->safe_psql('upgraded',
+		qq{SELECT count(*), count(*) FILTER (WHERE secretenv.secret_decrypt(t.env, t.id, t.name) = $exp),
+				  count(*) FILTER (WHERE secretenv.secret_decrypt((t.env).encrypted_value, (t.env).wrapped_dek,
+																  (t.env).kek_version, t.id, t.name) = $exp)
+		   FROM app.tokens t}),
+	'18|18|18', 'application table (uuid ids): every row decrypts with secret_decrypt');
+is($node->safe_psql('upgraded',
+		qq{SELECT count(*), count(*) FILTER (WHERE secretenv.secret_decrypt(t.env, t.id, t.name) = $exp)
+		   FROM app.text_tokens t}),
+	'6|6', 'application table (text ids): every row decrypts with secret_decrypt');
+is($node->safe_psql('upgraded', 'SELECT count(*) FROM secretenv.verify_secrets()'),
+	'0', 'verify_secrets() finds no failing row');
+
+# The upgraded store takes writes as a fresh one does.
+$node->safe_psql(
+	'upgraded', q{
+SELECT secretenv.secret_create('after-upgrade', 'written under 1.1');
+SELECT secretenv.secret_update('text-1-1', 'updated under 1.1');
+});
+is($node->safe_psql('upgraded',
+		q{SELECT secretenv.secret_get('after-upgrade') || '|' || secretenv.secret_get('text-1-1') || '|'
+		  || (SELECT kek_version FROM secretenv.secrets WHERE secret_name = 'text-1-1')}),
+	'written under 1.1|updated under 1.1|2', 'after the upgrade: create and update work, under the current KEK');
+
+unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no backend crashed');
+$node->stop;
+done_testing();
