@@ -21,6 +21,7 @@ OBJS = \
 	src/health.o \
 	src/keyring.o \
 	src/mask_sql.o \
+	src/passphrase_command.o \
 	src/redact.o \
 	src/scrub.o \
 	src/shared.o \
@@ -54,4 +55,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/passphrase_command.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "passphrase_command.h"
 #include "secretenv.h"
 #include "shared.h"
 
@@ -30,6 +31,8 @@ _PG_init(void)
 		return;
 
 	se_engine_init();
+	/* Before the keyring: a preloaded keyring runs the command right away. */
+	se_passphrase_command_init();
 	se_keyring_init();
 	se_cache_init();
 	se_shared_init();
