@@ -70,6 +70,8 @@
 
 static int	passphrase_command_timeout = DEFAULT_TIMEOUT_S;
 
+static void exec_command(const char *command, int out_fd, int null_fd) pg_attribute_noreturn();
+
 /* What the output read so far says about the passphrase. */
 typedef struct OutputState
 {
@@ -194,6 +196,25 @@ kill_command(pid_t pid)
 	(void) kill(-pid, SIGKILL);
 }
 
+/*
+ * Describe an unsuccessful wait status.  Like wait_result_to_str, but into
+ * a caller's buffer: nothing may throw while buf holds part of the output.
+ */
+static void
+describe_exit(int status, char *reason, size_t reasonsize)
+{
+	if (WIFEXITED(status))
+		snprintf(reason, reasonsize, "it exited with exit code %d%s",
+				 WEXITSTATUS(status),
+				 WEXITSTATUS(status) == 127 ? " (command not found)" :
+				 WEXITSTATUS(status) == 126 ? " (command not executable)" : "");
+	else if (WIFSIGNALED(status))
+		snprintf(reason, reasonsize, "it was terminated by signal %d: %s",
+				 WTERMSIG(status), pg_strsignal(WTERMSIG(status)));
+	else
+		snprintf(reason, reasonsize, "it exited with unrecognized status %d", status);
+}
+
 /* Account for one chunk of output; copy the first line into buf. */
 static void
 consume_output(OutputState *st, const char *chunk, size_t n,
@@ -217,8 +238,9 @@ consume_output(OutputState *st, const char *chunk, size_t n,
  * output, NUL-terminated, into buf (at most bufsize - 1 bytes).  On any
  * result other than SE_PASSPHRASE_OK, buf is wiped and reason holds a
  * lower-case clause for an error detail ("it timed out after 30 s and was
- * killed"), never anything the command printed.  Never throws, except
- * out-of-memory while building the command line.
+ * killed"), never anything the command printed.  Never throws once the
+ * command runs (only out-of-memory while building its command line can),
+ * so no ERROR ever unwinds past output left unwiped.
  */
 se_passphrase_result
 se_passphrase_command_run(const char *command, int32 version,
@@ -231,6 +253,7 @@ se_passphrase_command_run(const char *command, int32 version,
 	int			pipefd[2];
 	int			null_fd;
 	pid_t		pid;
+	int			timeout_s = passphrase_command_timeout;
 	int64		deadline;
 	bool		eof = false;
 	bool		timed_out = false;
@@ -268,8 +291,7 @@ se_passphrase_command_run(const char *command, int32 version,
 		return SE_PASSPHRASE_FAILED;
 	}
 
-	/* Nothing buffered in stdio may be written twice, by us and the child. */
-	fflush(NULL);
+	/* The child only execs or _exits: it never flushes our stdio buffers. */
 	pid = fork();
 	if (pid == 0)
 		exec_command(cmdline, pipefd[1], null_fd);
@@ -291,7 +313,7 @@ se_passphrase_command_run(const char *command, int32 version,
 	pfree(cmdline);
 
 	/* Read everything until EOF, the deadline or an interrupt. */
-	deadline = now_ms() + (int64) passphrase_command_timeout * 1000;
+	deadline = now_ms() + (int64) timeout_s * 1000;
 	for (;;)
 	{
 		int64		remaining = deadline - now_ms();
@@ -389,7 +411,7 @@ se_passphrase_command_run(const char *command, int32 version,
 	{
 		result = SE_PASSPHRASE_TIMED_OUT;
 		snprintf(reason, reasonsize, "it timed out after %d s and was killed",
-				 passphrase_command_timeout);
+				 timeout_s);
 	}
 	else if (interrupted)
 	{
@@ -403,12 +425,7 @@ se_passphrase_command_run(const char *command, int32 version,
 		snprintf(reason, reasonsize, "could not wait for it to exit: %s",
 				 strerror(wait_errno));
 	else if (wait_status != 0)
-	{
-		char	   *str = wait_result_to_str(wait_status);
-
-		strlcpy(reason, str, reasonsize);
-		pfree(str);
-	}
+		describe_exit(wait_status, reason, reasonsize);
 	else if (st.nul)
 	{
 		result = SE_PASSPHRASE_BAD_OUTPUT;

@@ -64,7 +64,7 @@ my $closed = write_script('closed.sh', "echo '$pass'\nexec >&-\nsleep 3603.$uniq
 my $nul_first = write_script('nul_first.sh', qq{printf '%s\\000%s\\n' '$pass' '$after_nul'});
 my $nul_later = write_script('nul_later.sh', qq{printf '%s\\n%s\\000\\n' '$pass' '$second'});
 my $long = write_script('long.sh',
-	qq{echo '$pass'\necho '$second'\nseq 1 300000\necho complete > '$marker'});
+	qq{echo '$pass'\necho '$second'\nseq 1 300000\necho "seq exit \$?" > '$marker'});
 my $max_line = write_script('max_line.sh', q{head -c 4096 /dev/zero | tr '\000' b; echo});
 my $too_long = write_script('too_long.sh', q{head -c 4097 /dev/zero | tr '\000' b; echo});
 
@@ -285,8 +285,8 @@ set_command($lazy, $long, '2');
 ($out, $err) = get($lazy,
 	"SELECT secretenv.secret_decrypt('$envelope'::secretenv.envelope, 'id-1', 'n-1')");
 is($out, 'under-the-first-line', 'a long multi-line output: its first line is the passphrase');
-is(-e $marker ? slurp_file($marker) : 'missing', "complete\n",
-	'... and the command ran to its end (read in full, no SIGPIPE)');
+is(-e $marker ? slurp_file($marker) : 'missing', "seq exit 0\n",
+	'... and its 2 MB writer ran to its end with status 0 (read in full, no SIGPIPE)');
 
 set_command($lazy, $max_line, '2');
 ($out, $err) = get($lazy,
