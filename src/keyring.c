@@ -170,7 +170,7 @@ obtain_passphrase(int slot, char *buf, size_t bufsize)
 		char		reason[SE_PASSPHRASE_REASON_LEN];
 		se_passphrase_result result;
 
-		/* A passphrase is at most SE_MAX_PASSPHRASE_LEN bytes, wherever it comes from. */
+		/* At most SE_MAX_PASSPHRASE_LEN bytes, as from the GUCs. */
 		result = se_passphrase_command_run(config.command, config.version[slot],
 										   buf, Min(bufsize, SE_MAX_PASSPHRASE_LEN + 1),
 										   reason, sizeof(reason));
