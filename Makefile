@@ -23,6 +23,7 @@ OBJS = \
 	src/key_health_worker.o \
 	src/keyring.o \
 	src/mask_sql.o \
+	src/passphrase_command.o \
 	src/redact.o \
 	src/scrub.o \
 	src/shared.o \
@@ -56,4 +57,8 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
+<<<<<<< HEAD
 $(OBJS): src/secretenv.h src/shared.h src/key_health.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+=======
+$(OBJS): src/secretenv.h src/shared.h src/passphrase_command.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+>>>>>>> passcmd

@@ -40,10 +40,10 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "port.h"
-#include "storage/fd.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
+#include "passphrase_command.h"
 #include "secretenv.h"
 
 /*
@@ -135,8 +135,9 @@ typedef enum KekFailure
 static uint64 derivations = 0;
 static int	derivations_pid = 0;
 
-/* Wait status of the last failed passphrase command (-1: could not run). */
-static int	last_command_status = 0;
+/* How and why the last passphrase command failed (never its output). */
+static se_passphrase_result last_command_result = SE_PASSPHRASE_OK;
+static char last_command_failure[SE_PASSPHRASE_REASON_LEN];
 
 static bool
 command_configured(void)
@@ -160,74 +161,25 @@ slot_uses_default(int slot)
 	return !command_configured() && (p == NULL || p[0] == '\0');
 }
 
-/*
- * Run the passphrase command for a version and put the first line of its
- * output, without the line end, into buf.  Nothing it prints is ever logged
- * or quoted; on failure only its exit status is kept.
- */
-static bool
-run_passphrase_command(int32 version, char *buf, size_t bufsize)
-{
-	StringInfoData command;
-	FILE	   *pipe;
-	char		rest[256];
-	bool		got_line;
-	int			status;
-
-	initStringInfo(&command);
-	for (const char *p = config.command; *p; p++)
-	{
-		if (p[0] == '%' && p[1] == 'v')
-		{
-			appendStringInfo(&command, "%d", version);
-			p++;
-		}
-		else if (p[0] == '%' && p[1] == '%')
-		{
-			appendStringInfoChar(&command, '%');
-			p++;
-		}
-		else
-			appendStringInfoChar(&command, *p);
-	}
-
-	fflush(NULL);
-	pipe = OpenPipeStream(command.data, "r");
-	pfree(command.data);
-	if (pipe == NULL)
-	{
-		last_command_status = -1;
-		return false;
-	}
-	/* Unbuffered: stdio would leave the passphrase in a buffer freed unwiped. */
-	setvbuf(pipe, NULL, _IONBF, 0);
-	got_line = fgets(buf, bufsize, pipe) != NULL;
-	/* A first line that fills the buffer is too long to be a passphrase. */
-	if (got_line && strchr(buf, '\n') == NULL && strlen(buf) == bufsize - 1)
-		got_line = false;
-	/* Drain the rest, so the command never dies of SIGPIPE. */
-	while (fgets(rest, sizeof(rest), pipe) != NULL)
-		;
-	se_wipe(rest, sizeof(rest));
-	status = ClosePipeStream(pipe);
-
-	if (got_line)
-		buf[strcspn(buf, "\r\n")] = '\0';
-	if (status != 0 || !got_line || buf[0] == '\0')
-	{
-		se_wipe(buf, bufsize);
-		last_command_status = status;
-		return false;
-	}
-	return true;
-}
-
 /* The passphrase of a slot, from the command or the GUCs, into buf. */
 static bool
 obtain_passphrase(int slot, char *buf, size_t bufsize)
 {
 	if (command_configured())
-		return run_passphrase_command(config.version[slot], buf, bufsize);
+	{
+		char		reason[SE_PASSPHRASE_REASON_LEN];
+		se_passphrase_result result;
+
+		/* At most SE_MAX_PASSPHRASE_LEN bytes, as from the GUCs. */
+		result = se_passphrase_command_run(config.command, config.version[slot],
+										   buf, Min(bufsize, SE_MAX_PASSPHRASE_LEN + 1),
+										   reason, sizeof(reason));
+		if (result == SE_PASSPHRASE_OK)
+			return true;
+		last_command_result = result;
+		strlcpy(last_command_failure, reason, sizeof(last_command_failure));
+		return false;
+	}
 	strlcpy(buf, effective_passphrase(slot), bufsize);
 	return true;
 }
@@ -239,10 +191,10 @@ report_kek_failure(int elevel, int32 version, KekFailure failure)
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
 				 errmsg("could not obtain the KEK passphrase of version %d", version),
-				 errdetail("The passphrase command failed: %s.",
-						   last_command_status == -1 ? "it could not be started" :
-						   last_command_status == 0 ? "it printed no passphrase line" :
-						   wait_result_to_str(last_command_status)),
+				 errdetail("The passphrase command failed: %s.", last_command_failure),
+				 last_command_result == SE_PASSPHRASE_TIMED_OUT ?
+				 errhint("Make the command finish within secretenv.kek_passphrase_command_timeout, or raise that setting.") :
+				 last_command_result == SE_PASSPHRASE_INTERRUPTED ? 0 :
 				 errhint("The command must print the passphrase on its first line and exit with status 0.")));
 	else
 		ereport(elevel,

@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "key_health.h"
+#include "passphrase_command.h"
 #include "secretenv.h"
 #include "shared.h"
 
@@ -31,6 +32,8 @@ _PG_init(void)
 		return;
 
 	se_engine_init();
+	/* Before the keyring: a preloaded keyring runs the command right away. */
+	se_passphrase_command_init();
 	se_keyring_init();
 	se_cache_init();
 	se_shared_init();

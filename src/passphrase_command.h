@@ -1,0 +1,30 @@
+/*-------------------------------------------------------------------------
+ *
+ * passphrase_command.h
+ *	  Running secretenv.kek_passphrase_command.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PASSPHRASE_COMMAND_H
+#define PASSPHRASE_COMMAND_H
+
+/* Room for any reason se_passphrase_command_run gives. */
+#define SE_PASSPHRASE_REASON_LEN 256
+
+typedef enum se_passphrase_result
+{
+	SE_PASSPHRASE_OK = 0,
+	SE_PASSPHRASE_FAILED,		/* could not be run, or did not exit with 0 */
+	SE_PASSPHRASE_BAD_OUTPUT,	/* no line, empty, too long, or a NUL byte */
+	SE_PASSPHRASE_TIMED_OUT,	/* outlived the timeout and was killed */
+	SE_PASSPHRASE_INTERRUPTED	/* killed on a cancel or termination request */
+} se_passphrase_result;
+
+extern void se_passphrase_command_init(void);
+extern se_passphrase_result se_passphrase_command_run(const char *command,
+													  int32 version,
+													  char *buf, size_t bufsize,
+													  char *reason,
+													  size_t reasonsize);
+
+#endif							/* PASSPHRASE_COMMAND_H */
