@@ -94,7 +94,7 @@ count_regress() {
 	[ "$bad" -gt 0 ] && { tail -40 "$log"; find "$work/src" -name regression.diffs -exec head -100 {} \; ; }
 	record "$name" "$ok" "$bad"
 }
-as_postgres make -C "$work/src" -s installcheck ISOLATION= TAP_TESTS= >"$logdir/regress.log" 2>&1
+as_postgres make -C "$work/src" -s installcheck REGRESS_TEMP_INSTANCE=1 ISOLATION= TAP_TESTS= >"$logdir/regress.log" 2>&1
 count_regress "$logdir/regress.log" pg_regress
 as_postgres make -C "$work/src" -s installcheck REGRESS= TAP_TESTS= >"$logdir/isolation.log" 2>&1
 count_regress "$logdir/isolation.log" pg_isolation_regress
