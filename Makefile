@@ -60,5 +60,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# pg_buildext builds out of the source tree (VPATH=<source> in build-<version>/),
+# where the compiler needs the object directories to exist.
+ifdef VPATH
+$(shell mkdir -p $(sort $(dir $(OBJS))))
+endif
+
 # PGXS does not track header dependencies.
 $(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
