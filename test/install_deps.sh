@@ -16,6 +16,10 @@ packages=(
 	clang
 	libclang-rt-14-dev
 	gdb
+	debhelper
+	dpkg-dev
+	fakeroot
+	postgresql-server-dev-all
 )
 
 missing=()
