@@ -69,7 +69,8 @@ check "clean copy of the tree" \
 start=$SECONDS
 (cd "$dir/secretenv" && dpkg-buildpackage -us -uc -b) >"$logdir/package-build.log" 2>&1
 build_rc=$?
-deb=$(ls "$dir"/${pkg}_*_*.deb 2>/dev/null | grep -v dbgsym | head -1)
+deb=
+for f in "$dir/${pkg}"_*_*.deb; do [ -f "$f" ] && deb=$f; done
 check "dpkg-buildpackage -us -uc -b builds $(basename "${deb:-$pkg.deb}") ($((SECONDS - start)) s)" \
 	test "$build_rc" -eq 0 -a -n "$deb"
 [ "$build_rc" -eq 0 ] || tail -40 "$logdir/package-build.log"
