@@ -38,11 +38,18 @@ DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
 SHLIB_LINK = -lcrypto
 
-# pg_regress brings its own cluster, preloaded and UTF8 (see test/regress.conf).
+# `make installcheck` follows the PGXS convention: pg_regress runs against the
+# server at PGHOST/PGPORT, which must preload secretenv with the keys of
+# test/regress.conf (the rotation and error tests need both KEK versions).
+# REGRESS_TEMP_INSTANCE=1 makes pg_regress bring its own preloaded cluster
+# instead, as test/run_all.sh does.  The database it creates is UTF8 either way.
 REGRESS = setup primitives errors mask trigger store rotation privileges cache
-REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf \
-	--encoding=UTF8 --no-locale
+REGRESS_OPTS = --encoding=UTF8 --no-locale
+ifdef REGRESS_TEMP_INSTANCE
+REGRESS_OPTS += --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf
+endif
 
+# The isolation specs and the TAP tests always bring their own clusters.
 ISOLATION = cache_invalidation rotation_concurrency concurrent_writes
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
@@ -56,9 +63,12 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# pg_buildext builds out of the source tree (VPATH=<source> in build-<version>/),
+# where the compiler needs the object directories to exist.
+ifdef VPATH
+$(shell mkdir -p $(sort $(dir $(OBJS))))
+endif
+
 # PGXS does not track header dependencies.
-<<<<<<< HEAD
-$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
-=======
-$(OBJS): src/secretenv.h src/shared.h src/passphrase_command.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
->>>>>>> passcmd
+$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/passphrase_command.h \
+	src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

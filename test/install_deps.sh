@@ -18,6 +18,10 @@ packages=(
 	libclang-rt-14-dev
 	gdb
 	procps
+	debhelper
+	dpkg-dev
+	fakeroot
+	postgresql-server-dev-all
 )
 
 missing=()

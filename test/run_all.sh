@@ -3,7 +3,8 @@
 # packages it needs, build with -Werror, install, then run the crypto unit
 # tests (plain and under ASan+UBSan), a short fuzz run, pg_regress,
 # pg_isolation_regress and the TAP tests, each on its own throwaway
-# cluster run by the postgres user.  The last line is "N passed, N failed".
+# cluster run by the postgres user; then check META.json, and build, install,
+# test and remove the Debian package.  The last line is "N passed, N failed".
 #
 # Usage (as root):  bash test/run_all.sh
 # Environment:      SECRETENV_VECTORS    directory of MLflow vector files
@@ -94,7 +95,7 @@ count_regress() {
 	[ "$bad" -gt 0 ] && { tail -40 "$log"; find "$work/src" -name regression.diffs -exec head -100 {} \; ; }
 	record "$name" "$ok" "$bad"
 }
-as_postgres make -C "$work/src" -s installcheck ISOLATION= TAP_TESTS= >"$logdir/regress.log" 2>&1
+as_postgres make -C "$work/src" -s installcheck REGRESS_TEMP_INSTANCE=1 ISOLATION= TAP_TESTS= >"$logdir/regress.log" 2>&1
 count_regress "$logdir/regress.log" pg_regress
 as_postgres make -C "$work/src" -s installcheck REGRESS= TAP_TESTS= >"$logdir/isolation.log" 2>&1
 count_regress "$logdir/isolation.log" pg_isolation_regress
@@ -110,6 +111,28 @@ if [ "$bad" -gt 0 ]; then
 	for f in "$work"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done
 fi
 record tap "$ok" "$bad"
+
+# META.json against PGXN Meta Spec 1.0.0 and the tree; one count per check.
+python3 "$top/test/meta_check.py" "$top" >"$logdir/meta.log" 2>&1
+line=$(grep -E '^meta: [0-9]+ passed, [0-9]+ failed' "$logdir/meta.log" | tail -1)
+if [ -n "$line" ]; then
+	grep '^not ok' "$logdir/meta.log"
+	record meta "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
+else
+	cat "$logdir/meta.log"; record meta 0 1
+fi
+
+# The Debian package, last: installing it replaces the files `make install`
+# put into the system PostgreSQL, and removing it deletes them, so they are
+# installed again at the end.  See test/package.sh.
+bash "$top/test/package.sh" "$top" "$logdir" >"$logdir/package-summary.log" 2>&1
+cat "$logdir/package-summary.log"
+line=$(grep -E '^package: [0-9]+ passed, [0-9]+ failed' "$logdir/package-summary.log" | tail -1)
+if [ -n "$line" ]; then
+	record package "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
+else
+	record package 0 1
+fi
 
 echo "logs: $logdir"
 echo "$passed passed, $failed failed"
