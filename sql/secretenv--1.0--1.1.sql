@@ -174,6 +174,8 @@ BEGIN
 	END LOOP;
 END
 $squatting$;
+
+/*
  * Key health per database (key_inventory) and a status() that shows it and
  * never calls a rotation complete while a version's KEK does not open it.
  */
