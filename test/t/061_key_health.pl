@@ -79,12 +79,20 @@ for my $first (
 	[ 'status()', 'SELECT secretenv.status()' ],
 	[ 'verify_secrets()', 'SELECT count(*) FROM secretenv.verify_secrets()' ],
 	[ 'secret_create()', "SELECT secretenv.secret_create('new_row', 'new-value') IS NOT NULL" ],
+	[ 'secret_encrypt()', "SELECT secretenv.secret_encrypt('x', 'id', 'name') IS NOT NULL" ],
 	[ 'secret_decrypt()', "SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name) FROM secretenv.secrets WHERE secret_name = 'json_1'" ])
 {
 	($out, $err) = run($first->[1]);
 	like($err, $warning, "a backend whose first secretenv call is $first->[0] warns");
 }
-$node->safe_psql('postgres', "SELECT secretenv.secret_delete('new_row')");
+# Fail closed: the KEK of version 1 does not open version-1 rows, so nothing
+# new is written under it (a row written now would be lost once the right
+# passphrase is back).
+($out, $err) = run("SELECT secretenv.secret_create('new_row', 'new-value')");
+like($err, qr/ERROR:  22S02: refusing to encrypt under the KEK of version 1/,
+	'wrong passphrase: secret_create is refused with 22S02');
+is($node->safe_psql('postgres', "SELECT count(*) FROM secretenv.secrets WHERE secret_name = 'new_row'"),
+	'0', 'wrong passphrase: nothing was written');
 
 ($out, $err) = run("SELECT secretenv.status()->'versions'");
 is($out,
