@@ -166,9 +166,13 @@ extern size_t se_mask_utf8(const char *s, size_t len, char *out);
 /*
  * Secure memory for long-lived key material: page-aligned, locked in RAM
  * where the OS allows (mlock), excluded from core dumps (MADV_DONTDUMP),
- * wiped on free.  *locked reports whether mlock succeeded.
+ * wiped on free.  *locked reports whether mlock succeeded.  Allocations are
+ * locked again in a forked child (locks are not inherited by fork), and
+ * se_secure_memory_locked says whether every live secure allocation is
+ * locked in the calling process (1; also when there is none) or not (0).
  */
 extern void *se_secure_alloc(size_t len, int *locked);
 extern void se_secure_free(void *ptr, size_t len);
+extern int	se_secure_memory_locked(void);
 
 #endif							/* SE_CRYPTO_H */
