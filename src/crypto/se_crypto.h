@@ -100,6 +100,16 @@ extern se_status se_key_fingerprint(const uint8_t *keys, size_t len,
 									uint8_t out[SE_FINGERPRINT_LEN]);
 
 /*
+ * A 16-byte keyed tag (HMAC-SHA256 under key, truncated) of domain || data:
+ * identifies a secret input, such as a passphrase, to whoever holds the key
+ * and to nobody else.
+ */
+#define SE_IDENTITY_TAG_LEN 16
+extern se_status se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
+								 const uint8_t *data, size_t len,
+								 uint8_t out[SE_IDENTITY_TAG_LEN]);
+
+/*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the
  * buffer; se_build_aad returns SE_ERR_AAD when secret_id contains '|'.
  */
