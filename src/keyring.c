@@ -9,11 +9,11 @@
  * so that old rows stay readable and can be rotated while the server is up.
  *
  * Derivation protocol.  A KEK costs 600 000 PBKDF2 iterations, so it is
- * derived once per process per (salt, passphrase, version) and kept in a
- * page of secure memory (locked, excluded from core dumps, wiped on reuse).
- * The assign hooks of the key GUCs only record the new configuration and
- * bump a generation counter; a slot whose generation is stale is re-derived
- * on its next use, unless the configuration it was derived from is in fact
+ * derived once per process per (version, salt, passphrase source) and kept
+ * in secure memory (locked, excluded from core dumps, wiped on reuse).  The
+ * assign hooks of the key GUCs only record the new configuration and bump a
+ * generation counter; a slot whose generation is stale is re-derived on its
+ * next use, unless the configuration it was derived from is in fact
  * unchanged (a reload that rewrote the same values) or the other slot holds
  * the same KEK (the previous KEK becoming current).
  *
@@ -21,6 +21,27 @@
  * and again whenever a reload changes them, so every backend forked later
  * inherits ready KEKs and no connection pays for PBKDF2.  Without preload
  * each backend derives on first use.
+ *
+ * Passphrases only in secure memory.  guc.c keeps a setting's value in
+ * ordinary malloc'd strings, copies it into every parallel query's shared
+ * memory, and never wipes it.  So the check hook of a passphrase setting
+ * moves the passphrase into secure memory and hands guc.c a placeholder
+ * instead: "secretenv-placeholder:" and the hex of a keyed tag of the
+ * passphrase (HMAC-SHA256 under a random key drawn once per postmaster, or
+ * per backend without preload, and kept in secure memory).  Equal
+ * passphrases give equal placeholders in every process forked from one
+ * postmaster; a placeholder tells nothing to anyone without that key.  What
+ * guc.c stores, reports on reload and serializes for parallel workers is
+ * the placeholder.  A passphrase in secure memory is kept while a setting
+ * refers to it (guc.c always runs the check hook before assigning a value,
+ * so an assign hook may forget what no setting refers to any more).
+ *
+ * Parallel workers.  A worker restores its leader's settings, placeholders
+ * included, and must not run the passphrase command nor PBKDF2 (DESIGN
+ * §7a): it looks for a KEK of the leader's (version, salt, source) among
+ * those it inherited from the postmaster, and raises an ERROR if there is
+ * none (no preload, or a leader whose configuration differs from the
+ * postmaster's).
  *
  * Passphrases come from the GUCs or, better for production, from
  * secretenv.kek_passphrase_command: a command run by the server (like
@@ -37,6 +58,7 @@
 
 #include <limits.h>
 
+#include "access/parallel.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "port.h"
@@ -56,6 +78,21 @@
 #define SE_MAX_PASSPHRASE_LEN 4096
 #define SE_MIN_RECOMMENDED_PASSPHRASE_LEN 32
 
+/* What guc.c holds instead of a passphrase: prefix, then hex of a tag. */
+#define PLACEHOLDER_PREFIX "secretenv-placeholder:"
+#define PLACEHOLDER_PREFIX_LEN (sizeof(PLACEHOLDER_PREFIX) - 1)
+#define PLACEHOLDER_LEN (PLACEHOLDER_PREFIX_LEN + 2 * SE_IDENTITY_TAG_LEN)
+
+/* Domains of the identity tags: a passphrase, or a passphrase command. */
+#define TAG_PASSPHRASE 'p'
+#define TAG_COMMAND 'c'
+
+/*
+ * Passphrases kept in secure memory: the two that the settings refer to,
+ * and room for those a reload validates before it assigns them.
+ */
+#define KEPT_PASSPHRASES 4
+
 #define SLOT_CURRENT 0
 #define SLOT_PREVIOUS 1
 #define NUM_SLOTS 2
@@ -72,7 +109,8 @@ static char *kek_passphrase_command_guc = NULL;
  * The configuration as the assign hooks last saw it.  guc.c stores the new
  * value into the variable only after the assign hook returns, so the hooks
  * keep their own copy; derivation reads this, never the variables.  The
- * string pointers are guc.c's, valid until the next assignment.
+ * string pointers are guc.c's, valid until the next assignment; a
+ * passphrase is an empty string or a placeholder, never the passphrase.
  */
 typedef struct KeyConfig
 {
@@ -87,27 +125,45 @@ static KeyConfig config;
 /* Bumped whenever a key GUC takes a different value. */
 static uint64 config_generation = 1;
 
+/* A passphrase that a setting refers to by its placeholder. */
+typedef struct KeptPassphrase
+{
+	bool		used;
+	uint8_t		tag[SE_IDENTITY_TAG_LEN];
+	char		bytes[SE_MAX_PASSPHRASE_LEN + 1];
+} KeptPassphrase;
+
 /*
- * Long-lived secrets: the derived KEKs and the passphrase each was derived
- * from (kept to recognise an unchanged configuration after a reload).  One
- * secure page, allocated once per postmaster or backend.
+ * Long-lived secrets, in one secure allocation made by se_keyring_init
+ * (so no hook ever needs to allocate it): the derived KEKs, the key of the
+ * placeholders' tags, the passphrases, and the buffer a passphrase
+ * command's output is read into.  That buffer is wiped after each use; an
+ * ERROR thrown while the command runs leaves its content here, in locked
+ * and undumped memory, until the next use wipes it.
  */
 typedef struct SecureKeys
 {
 	uint8_t		kek[NUM_SLOTS][SE_KEY_LEN];
-	char		passphrase[NUM_SLOTS][SE_MAX_PASSPHRASE_LEN + 1];
+	uint8_t		tag_key[SE_KEY_LEN];
+	char		command_output[SE_MAX_PASSPHRASE_LEN + 2];
+	KeptPassphrase kept[KEPT_PASSPHRASES];
 } SecureKeys;
 
+/*
+ * A slot's KEK and what it was derived from: version, salt and the tag of
+ * its source (the passphrase, or the command line when a command is
+ * configured).  Never the passphrase itself.
+ */
 typedef struct SlotState
 {
 	bool		derived;		/* kek[] holds a KEK for the fields below */
 	int32		version;
 	char		salt[NAMEDATALEN * 4];
+	uint8_t		source[SE_IDENTITY_TAG_LEN];
 	uint64		generation;		/* config_generation when last validated */
 } SlotState;
 
 static SecureKeys *secure_keys = NULL;
-static int	secure_keys_locked = 0;
 static SlotState slots[NUM_SLOTS];
 
 /* Set once _PG_init has defined every GUC. */
@@ -124,7 +180,9 @@ typedef enum KekFailure
 {
 	KEK_OK,
 	KEK_COMMAND_FAILED,
-	KEK_DERIVATION_FAILED
+	KEK_DERIVATION_FAILED,
+	KEK_NOT_INHERITED,			/* parallel worker: no inherited KEK matches */
+	KEK_PASSPHRASE_FORGOTTEN	/* no kept passphrase for the placeholder */
 } KekFailure;
 
 /*
@@ -145,14 +203,6 @@ command_configured(void)
 	return config.command != NULL && config.command[0] != '\0';
 }
 
-static const char *
-effective_passphrase(int slot)
-{
-	const char *p = config.passphrase[slot];
-
-	return (p == NULL || p[0] == '\0') ? SE_DEVELOPMENT_PASSPHRASE : p;
-}
-
 static bool
 slot_uses_default(int slot)
 {
@@ -161,27 +211,170 @@ slot_uses_default(int slot)
 	return !command_configured() && (p == NULL || p[0] == '\0');
 }
 
-/* The passphrase of a slot, from the command or the GUCs, into buf. */
+/*
+ * Run the passphrase command for a version (passphrase_command.c) into buf;
+ * on failure keep the reason for the error report.
+ */
 static bool
-obtain_passphrase(int slot, char *buf, size_t bufsize)
+run_passphrase_command(int32 version, char *buf, size_t bufsize)
 {
-	if (command_configured())
-	{
-		char		reason[SE_PASSPHRASE_REASON_LEN];
-		se_passphrase_result result;
+	char		reason[SE_PASSPHRASE_REASON_LEN];
+	se_passphrase_result result;
 
-		/* At most SE_MAX_PASSPHRASE_LEN bytes, as from the GUCs. */
-		result = se_passphrase_command_run(config.command, config.version[slot],
-										   buf, Min(bufsize, SE_MAX_PASSPHRASE_LEN + 1),
-										   reason, sizeof(reason));
-		if (result == SE_PASSPHRASE_OK)
-			return true;
-		last_command_result = result;
-		strlcpy(last_command_failure, reason, sizeof(last_command_failure));
+	/* At most SE_MAX_PASSPHRASE_LEN bytes, as from the GUCs. */
+	result = se_passphrase_command_run(config.command, version,
+									   buf, Min(bufsize, SE_MAX_PASSPHRASE_LEN + 1),
+									   reason, sizeof(reason));
+	if (result == SE_PASSPHRASE_OK)
+		return true;
+	last_command_result = result;
+	strlcpy(last_command_failure, reason, sizeof(last_command_failure));
+	return false;
+}
+
+/* Is this string one of our placeholders (prefix, then lower-case hex)? */
+static bool
+is_placeholder(const char *value)
+{
+	if (value == NULL || strlen(value) != PLACEHOLDER_LEN ||
+		strncmp(value, PLACEHOLDER_PREFIX, PLACEHOLDER_PREFIX_LEN) != 0)
 		return false;
-	}
-	strlcpy(buf, effective_passphrase(slot), bufsize);
+	for (const char *p = value + PLACEHOLDER_PREFIX_LEN; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return false;
 	return true;
+}
+
+static void
+placeholder_tag(const char *placeholder, uint8_t tag[SE_IDENTITY_TAG_LEN])
+{
+	const char *hex = placeholder + PLACEHOLDER_PREFIX_LEN;
+
+	for (int i = 0; i < SE_IDENTITY_TAG_LEN; i++)
+	{
+		int			hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
+		int			lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0' : hex[2 * i + 1] - 'a' + 10;
+
+		tag[i] = (uint8_t) (hi << 4 | lo);
+	}
+}
+
+static bool
+identity_tag(uint8_t domain, const char *value, uint8_t tag[SE_IDENTITY_TAG_LEN])
+{
+	return secure_keys != NULL &&
+		se_identity_tag(secure_keys->tag_key, domain, (const uint8_t *) value,
+						strlen(value), tag) == SE_OK;
+}
+
+/* The kept passphrase with this tag, or NULL. */
+static KeptPassphrase *
+find_kept(const uint8_t tag[SE_IDENTITY_TAG_LEN])
+{
+	if (secure_keys == NULL)
+		return NULL;
+	for (int i = 0; i < KEPT_PASSPHRASES; i++)
+	{
+		KeptPassphrase *k = &secure_keys->kept[i];
+
+		if (k->used && memcmp(k->tag, tag, SE_IDENTITY_TAG_LEN) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+/* The kept passphrase a slot's setting refers to, or NULL. */
+static const KeptPassphrase *
+kept_for_setting(int slot)
+{
+	uint8_t		tag[SE_IDENTITY_TAG_LEN];
+
+	if (!is_placeholder(config.passphrase[slot]))
+		return NULL;
+	placeholder_tag(config.passphrase[slot], tag);
+	return find_kept(tag);
+}
+
+/* Does a passphrase setting in force refer to this kept passphrase? */
+static bool
+kept_in_use(const KeptPassphrase *k)
+{
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
+		uint8_t		tag[SE_IDENTITY_TAG_LEN];
+
+		if (!is_placeholder(config.passphrase[slot]))
+			continue;
+		placeholder_tag(config.passphrase[slot], tag);
+		if (memcmp(k->tag, tag, SE_IDENTITY_TAG_LEN) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Keep a passphrase under its tag.  The settings in force refer to at most
+ * NUM_SLOTS entries, so a free or forgettable one always exists.
+ */
+static bool
+keep_passphrase(const uint8_t tag[SE_IDENTITY_TAG_LEN], const char *value)
+{
+	KeptPassphrase *target = find_kept(tag);
+
+	if (target != NULL)
+		return true;
+	for (int i = 0; i < KEPT_PASSPHRASES && target == NULL; i++)
+		if (!secure_keys->kept[i].used)
+			target = &secure_keys->kept[i];
+	for (int i = 0; i < KEPT_PASSPHRASES && target == NULL; i++)
+		if (!kept_in_use(&secure_keys->kept[i]))
+			target = &secure_keys->kept[i];
+	if (target == NULL)
+		return false;
+	se_wipe(target, sizeof(KeptPassphrase));
+	memcpy(target->tag, tag, SE_IDENTITY_TAG_LEN);
+	strlcpy(target->bytes, value, sizeof(target->bytes));
+	target->used = true;
+	return true;
+}
+
+/* Wipe every kept passphrase that no setting in force refers to. */
+static void
+forget_unused_passphrases(void)
+{
+	if (secure_keys == NULL)
+		return;
+	for (int i = 0; i < KEPT_PASSPHRASES; i++)
+		if (secure_keys->kept[i].used && !kept_in_use(&secure_keys->kept[i]))
+			se_wipe(&secure_keys->kept[i], sizeof(KeptPassphrase));
+}
+
+/*
+ * What a slot's KEK is derived from, as a tag: the command line when a
+ * command is configured (its output is the passphrase), else the
+ * passphrase setting's placeholder, else the development passphrase.
+ */
+static bool
+slot_source(int slot, uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	const char *p = config.passphrase[slot];
+
+	if (command_configured())
+		return identity_tag(TAG_COMMAND, config.command, source);
+	if (p == NULL || p[0] == '\0')
+		return identity_tag(TAG_PASSPHRASE, SE_DEVELOPMENT_PASSPHRASE, source);
+	if (!is_placeholder(p))
+		return false;
+	placeholder_tag(p, source);
+	return true;
+}
+
+static bool
+slot_holds(const SlotState *s, int32 version, const char *salt,
+		   const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	return s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
+		memcmp(s->source, source, SE_IDENTITY_TAG_LEN) == 0;
 }
 
 static void
@@ -196,86 +389,121 @@ report_kek_failure(int elevel, int32 version, KekFailure failure)
 				 errhint("Make the command finish within secretenv.kek_passphrase_command_timeout, or raise that setting.") :
 				 last_command_result == SE_PASSPHRASE_INTERRUPTED ? 0 :
 				 errhint("The command must print the passphrase on its first line and exit with status 0.")));
+	else if (failure == KEK_NOT_INHERITED)
+		ereport(elevel,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("parallel worker has no KEK of version %d", version),
+				 errdetail("A parallel worker never runs the passphrase command nor derives a KEK; none of the KEKs it inherited from the postmaster matches its leader's key settings."),
+				 errhint("Add secretenv to shared_preload_libraries and restart the server, or run this query without parallel workers (max_parallel_workers_per_gather = 0).")));
+	else if (failure == KEK_PASSPHRASE_FORGOTTEN)
+		ereport(elevel,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the passphrase of KEK version %d is not available in this process", version),
+				 errhint("Reload the server configuration.")));
 	else
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
 				 errmsg("could not derive the KEK of version %d", version)));
 }
 
-static void
-ensure_secure_keys(void)
+/*
+ * Derive a slot's KEK: obtain the passphrase (run the command, or find the
+ * kept passphrase), then PBKDF2.  The slot's fields change only on success;
+ * kek[] is marked not derived before it is overwritten, so "derived" never
+ * describes a half-written or wiped KEK.
+ */
+static KekFailure
+derive_slot(int slot, int32 version, const char *salt,
+			const uint8_t source[SE_IDENTITY_TAG_LEN])
 {
-	if (secure_keys != NULL)
-		return;
-	secure_keys = se_secure_alloc(sizeof(SecureKeys), &secure_keys_locked);
-	if (secure_keys == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not allocate secure memory for key material")));
+	SlotState  *s = &slots[slot];
+	char	   *output = secure_keys->command_output;
+	const char *pass;
+	se_status	status;
+
+	se_wipe(output, sizeof(secure_keys->command_output));
+	if (command_configured())
+	{
+		if (!run_passphrase_command(version, output,
+									sizeof(secure_keys->command_output)))
+			return KEK_COMMAND_FAILED;
+		pass = output;
+	}
+	else if (config.passphrase[slot] == NULL || config.passphrase[slot][0] == '\0')
+		pass = SE_DEVELOPMENT_PASSPHRASE;
+	else
+	{
+		KeptPassphrase *kept = find_kept(source);
+
+		if (kept == NULL)
+			return KEK_PASSPHRASE_FORGOTTEN;
+		pass = kept->bytes;
+	}
+
+	s->derived = false;
+	if (derivations_pid != MyProcPid)
+	{
+		derivations_pid = MyProcPid;
+		derivations = 0;
+	}
+	derivations++;
+	status = se_derive_kek((const uint8_t *) pass, strlen(pass),
+						   (const uint8_t *) salt, strlen(salt),
+						   (uint32_t) version, secure_keys->kek[slot]);
+	se_wipe(output, sizeof(secure_keys->command_output));
+	if (status != SE_OK)
+	{
+		se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
+		return KEK_DERIVATION_FAILED;
+	}
+	s->version = version;
+	strlcpy(s->salt, salt, sizeof(s->salt));
+	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
+	s->derived = true;
+	s->generation = config_generation;
+	return KEK_OK;
 }
 
 /*
- * Bring a slot up to date with the configuration.  Never throws (except
- * out-of-memory in ensure_secure_keys); the caller decides whether a
- * failure is an ERROR.
+ * Bring a slot up to date with the configuration.  Never throws; the
+ * caller decides whether a failure is an ERROR.  In a parallel worker only
+ * inherited KEKs are used.
  */
 static KekFailure
 refresh_slot(int slot)
 {
 	SlotState  *s = &slots[slot];
+	SlotState  *other = &slots[1 - slot];
 	const char *salt = config.salt ? config.salt : SE_DEFAULT_SALT;
 	int32		version = config.version[slot];
-	int			other = 1 - slot;
-	char		pass[SE_MAX_PASSPHRASE_LEN + 2];
-	KekFailure	result = KEK_OK;
+	uint8_t		source[SE_IDENTITY_TAG_LEN];
 
 	if (s->generation == config_generation && s->derived)
 		return KEK_OK;
+	if (secure_keys == NULL || !slot_source(slot, source))
+		return KEK_DERIVATION_FAILED;
 
-	ensure_secure_keys();
-	if (!obtain_passphrase(slot, pass, sizeof(pass)))
-		return KEK_COMMAND_FAILED;
-
-	if (s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
-		strcmp(secure_keys->passphrase[slot], pass) == 0)
+	if (slot_holds(s, version, salt, source))
 	{
 		/* A reload that left this KEK's inputs alone costs nothing. */
+		s->generation = config_generation;
+		return KEK_OK;
 	}
-	else if (slots[other].derived && slots[other].version == version &&
-			 strcmp(slots[other].salt, salt) == 0 &&
-			 strcmp(secure_keys->passphrase[other], pass) == 0)
+	if (slot_holds(other, version, salt, source))
 	{
 		/* The previous KEK became current, or vice versa: no PBKDF2. */
-		memcpy(secure_keys->kek[slot], secure_keys->kek[other], SE_KEY_LEN);
-	}
-	else
-	{
 		s->derived = false;
-		if (derivations_pid != MyProcPid)
-		{
-			derivations_pid = MyProcPid;
-			derivations = 0;
-		}
-		derivations++;
-		if (se_derive_kek((const uint8_t *) pass, strlen(pass),
-						  (const uint8_t *) salt, strlen(salt),
-						  (uint32_t) version, secure_keys->kek[slot]) != SE_OK)
-		{
-			se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
-			result = KEK_DERIVATION_FAILED;
-		}
-	}
-
-	if (result == KEK_OK)
-	{
-		strlcpy(secure_keys->passphrase[slot], pass, SE_MAX_PASSPHRASE_LEN + 1);
-		strlcpy(s->salt, salt, sizeof(s->salt));
+		memcpy(secure_keys->kek[slot], secure_keys->kek[1 - slot], SE_KEY_LEN);
 		s->version = version;
+		strlcpy(s->salt, salt, sizeof(s->salt));
+		memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
 		s->derived = true;
 		s->generation = config_generation;
+		return KEK_OK;
 	}
-	se_wipe(pass, sizeof(pass));
-	return result;
+	if (IsParallelWorker())
+		return KEK_NOT_INHERITED;
+	return derive_slot(slot, version, salt, source);
 }
 
 /*
@@ -332,15 +560,60 @@ strings_differ(const char *a, const char *b)
 	return strcmp(a ? a : "", b ? b : "") != 0;
 }
 
+/*
+ * Move a passphrase into secure memory and give guc.c its placeholder in
+ * its place.  This may run for validation only (no assignment follows), so
+ * it changes nothing but the kept passphrases.  A value that is refused is
+ * wiped first: guc.c quotes a refused value in its error message.
+ */
 static bool
 check_passphrase(char **newval, void **extra, GucSource source)
 {
-	if (*newval && strlen(*newval) > SE_MAX_PASSPHRASE_LEN)
+	char	   *value = *newval;
+	size_t		len;
+	uint8_t		tag[SE_IDENTITY_TAG_LEN];
+	char	   *placeholder;
+
+	if (value == NULL || value[0] == '\0')
+		return true;
+	len = strlen(value);
+	if (is_placeholder(value))
 	{
+		/* Only a parallel worker restores its leader's placeholders. */
+		if (InitializingParallelWorker)
+			return true;
+		se_wipe(value, len);
+		GUC_check_errdetail("A KEK passphrase must not have the form of a secretenv placeholder.");
+		return false;
+	}
+	if (len > SE_MAX_PASSPHRASE_LEN)
+	{
+		se_wipe(value, len);
 		GUC_check_errdetail("A KEK passphrase may be at most %d bytes long.",
 							SE_MAX_PASSPHRASE_LEN);
 		return false;
 	}
+	if (!identity_tag(TAG_PASSPHRASE, value, tag) || !keep_passphrase(tag, value))
+	{
+		se_wipe(value, len);
+		GUC_check_errcode(ERRCODE_INTERNAL_ERROR);
+		GUC_check_errdetail("The passphrase could not be moved into secure memory.");
+		return false;
+	}
+	/* guc.c frees setting strings with free(): malloc, not palloc. */
+	placeholder = malloc(PLACEHOLDER_LEN + 1);
+	if (placeholder == NULL)
+	{
+		se_wipe(value, len);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	memcpy(placeholder, PLACEHOLDER_PREFIX, PLACEHOLDER_PREFIX_LEN);
+	for (int i = 0; i < SE_IDENTITY_TAG_LEN; i++)
+		snprintf(placeholder + PLACEHOLDER_PREFIX_LEN + 2 * i, 3, "%02x", tag[i]);
+	se_wipe(value, len);
+	free(value);
+	*newval = placeholder;
 	return true;
 }
 
@@ -351,6 +624,7 @@ assign_passphrase(const char *newval, void *extra)
 
 	/* Always take the new pointer: guc.c frees the old string, equal or not. */
 	config.passphrase[SLOT_CURRENT] = newval;
+	forget_unused_passphrases();
 	if (changed)
 		config_changed();
 }
@@ -362,6 +636,7 @@ assign_previous_passphrase(const char *newval, void *extra)
 
 	/* Always take the new pointer: guc.c frees the old string, equal or not. */
 	config.passphrase[SLOT_PREVIOUS] = newval;
+	forget_unused_passphrases();
 	if (changed)
 		config_changed();
 }
@@ -438,10 +713,39 @@ show_previous_passphrase(void)
 	return "********";
 }
 
+/*
+ * The secure memory of the keyring and the key of the placeholders, once
+ * per process that loads the library (inherited by children of a
+ * preloading postmaster), before any check hook can need them.
+ */
+static void
+init_secure_keys(void)
+{
+	SecureKeys *fresh;
+
+	if (secure_keys != NULL)
+		return;
+	fresh = se_secure_alloc(sizeof(SecureKeys), NULL);
+	if (fresh == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not allocate secure memory for key material")));
+	if (se_random_bytes(fresh->tag_key, SE_KEY_LEN) != SE_OK)
+	{
+		se_secure_free(fresh, sizeof(SecureKeys));
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("could not generate random bytes for the passphrase placeholders")));
+	}
+	secure_keys = fresh;
+}
+
 void
 se_keyring_init(void)
 {
 	const char *visible;
+
+	init_secure_keys();
 
 	/*
 	 * Without preload, postgresql.conf's value sat in a placeholder GUC that
@@ -546,7 +850,10 @@ slot_for_version(int32 version)
 static void
 warn_about_configuration(void)
 {
-	if (warned_generation == config_generation)
+	const KeptPassphrase *current;
+
+	/* A worker's warnings would repeat its leader's. */
+	if (warned_generation == config_generation || IsParallelWorker())
 		return;
 	warned_generation = config_generation;
 
@@ -563,7 +870,8 @@ warn_about_configuration(void)
 				(errmsg("secretenv is using its built-in development passphrase"),
 				 errdetail("secretenv.kek_passphrase is not set, so secrets are encrypted under a publicly known key."),
 				 errhint("Set secretenv.kek_passphrase in postgresql.conf, then rotate existing secrets with secretenv.secret_rotate_all().")));
-	else if (strlen(config.passphrase[SLOT_CURRENT]) < SE_MIN_RECOMMENDED_PASSPHRASE_LEN)
+	else if ((current = kept_for_setting(SLOT_CURRENT)) != NULL &&
+			 strlen(current->bytes) < SE_MIN_RECOMMENDED_PASSPHRASE_LEN)
 		ereport(WARNING,
 				(errmsg("secretenv.kek_passphrase is shorter than %d characters",
 						SE_MIN_RECOMMENDED_PASSPHRASE_LEN),
@@ -681,7 +989,7 @@ secret_key_config(PG_FUNCTION_ARGS)
 					 config.version[SLOT_PREVIOUS] > 0 ?
 					 (slot_uses_default(SLOT_PREVIOUS) ? "true" : "false") : "null",
 					 preloaded ? "true" : "false",
-					 secure_keys_locked ? "true" : "false",
+					 se_secure_memory_locked() ? "true" : "false",
 					 derivations_pid == MyProcPid ? derivations : 0);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

@@ -13,6 +13,11 @@
  * when an administrator reuses a passphrase, so a wrapped DEK of one
  * version never opens under another.
  *
+ * se_identity_tag is a keyed tag (HMAC-SHA256) that tells inputs apart
+ * without revealing them: equal inputs under one key give equal tags, and
+ * without the key a tag says nothing about its input, not even a guess's
+ * worth (an unkeyed hash of a passphrase could be attacked offline).
+ *
  *-------------------------------------------------------------------------
  */
 #include <limits.h>
@@ -20,7 +25,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include "se_crypto.h"
 
@@ -64,5 +71,45 @@ se_derive_kek(const uint8_t *pass, size_t passlen,
 		se_wipe(kek, SE_KEY_LEN);
 		return SE_ERR_OPENSSL;
 	}
+	return SE_OK;
+}
+
+se_status
+se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
+				const uint8_t *data, size_t len,
+				uint8_t out[SE_IDENTITY_TAG_LEN])
+{
+	EVP_MAC    *mac;
+	EVP_MAC_CTX *ctx = NULL;
+	OSSL_PARAM	params[2];
+	uint8_t		full[32];
+	size_t		fulllen = 0;
+	int			ok;
+
+	ERR_clear_error();
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (mac != NULL)
+		ctx = EVP_MAC_CTX_new(mac);
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+												 (char *) "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	/* The domain byte keeps tags of different kinds of input apart. */
+	ok = ctx != NULL &&
+		EVP_MAC_init(ctx, key, SE_KEY_LEN, params) == 1 &&
+		EVP_MAC_update(ctx, &domain, 1) == 1 &&
+		(len == 0 || EVP_MAC_update(ctx, data, len) == 1) &&
+		EVP_MAC_final(ctx, full, &fulllen, sizeof(full)) == 1 &&
+		fulllen == sizeof(full);
+	/* EVP_MAC_CTX_free cleanses the keyed state. */
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(mac);
+	if (!ok)
+	{
+		ERR_clear_error();
+		se_wipe(full, sizeof(full));
+		return SE_ERR_OPENSSL;
+	}
+	memcpy(out, full, SE_IDENTITY_TAG_LEN);
+	se_wipe(full, sizeof(full));
 	return SE_OK;
 }

@@ -102,6 +102,16 @@ extern se_status se_kek_fingerprint(const uint8_t kek[SE_KEY_LEN],
 									uint8_t out[SE_KEK_FINGERPRINT_LEN]);
 
 /*
+ * A 16-byte keyed tag (HMAC-SHA256 under key, truncated) of domain || data:
+ * identifies a secret input, such as a passphrase, to whoever holds the key
+ * and to nobody else.
+ */
+#define SE_IDENTITY_TAG_LEN 16
+extern se_status se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
+								 const uint8_t *data, size_t len,
+								 uint8_t out[SE_IDENTITY_TAG_LEN]);
+
+/*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the
  * buffer; se_build_aad returns SE_ERR_AAD when secret_id contains '|'.
  */
@@ -168,9 +178,13 @@ extern size_t se_mask_utf8(const char *s, size_t len, char *out);
 /*
  * Secure memory for long-lived key material: page-aligned, locked in RAM
  * where the OS allows (mlock), excluded from core dumps (MADV_DONTDUMP),
- * wiped on free.  *locked reports whether mlock succeeded.
+ * wiped on free.  *locked reports whether mlock succeeded.  Allocations are
+ * locked again in a forked child (locks are not inherited by fork), and
+ * se_secure_memory_locked says whether every live secure allocation is
+ * locked in the calling process (1; also when there is none) or not (0).
  */
 extern void *se_secure_alloc(size_t len, int *locked);
 extern void se_secure_free(void *ptr, size_t len);
+extern int	se_secure_memory_locked(void);
 
 #endif							/* SE_CRYPTO_H */

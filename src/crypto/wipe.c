@@ -6,9 +6,9 @@
  * A plain memset before free is dead code to an optimising compiler and is
  * routinely removed; OPENSSL_cleanse is written so that it is not.
  *
- * Long-lived key material (the KEKs derived at startup, the cache's bucket
- * keys) lives in pages of its own, obtained with mmap rather than malloc so
- * that:
+ * Long-lived key material (the KEKs derived at startup, the passphrases
+ * they come from, the cache's bucket keys, the random pool) lives in pages
+ * of its own, obtained with mmap rather than malloc so that:
  *	- mlock can keep them out of swap without locking unrelated heap data,
  *	  and munlock on free cannot unlock a neighbour's page;
  *	- MADV_DONTDUMP (Linux; MADV_NOCORE on the BSDs) keeps them out of core
@@ -18,15 +18,43 @@
  * mlock may fail (RLIMIT_MEMLOCK, containers); that is reported to the
  * caller, not treated as an error, since the keys are still usable.
  *
+ * Fork.  A forked child inherits the mappings and their MADV_DONTDUMP
+ * advice (the kernel copies a mapping's flags, VM_DONTDUMP included), but
+ * not their memory locks: POSIX and Linux both say locks are not inherited
+ * across fork.  PostgreSQL forks every backend from the postmaster, which
+ * holds the KEKs it derived at start, so every secure allocation is kept in
+ * a registry and a pthread_atfork child handler locks them all again in the
+ * child.  Whether every secure page is locked is then known per process
+ * (se_secure_memory_locked), which is what a report of "key memory locked"
+ * must mean: the parent's mlock result says nothing about a child.
+ *
  *-------------------------------------------------------------------------
  */
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "se_crypto.h"
+
+/*
+ * One live secure allocation.  The registry holds addresses and lengths
+ * only, never contents, so it lives in ordinary memory.  Not thread-safe,
+ * like the rest of the core.
+ */
+typedef struct SecureRegion
+{
+	struct SecureRegion *next;
+	void	   *ptr;
+	size_t		maplen;
+	int			locked;			/* mlock succeeded in this process */
+} SecureRegion;
+
+static SecureRegion *regions = NULL;
+static int	atfork_registered = 0;
 
 void
 se_wipe(void *ptr, size_t len)
@@ -50,10 +78,24 @@ secure_mapping_len(size_t len)
 	return (len + pagesz - 1) / pagesz * pagesz;
 }
 
+/*
+ * In a forked child: the locks of the parent are gone, take them again.
+ * Called by fork() in the child before it returns; mlock is
+ * async-signal-safe in practice (a plain system call) and allocates
+ * nothing.
+ */
+static void
+relock_in_child(void)
+{
+	for (SecureRegion *r = regions; r != NULL; r = r->next)
+		r->locked = mlock(r->ptr, r->maplen) == 0;
+}
+
 void *
 se_secure_alloc(size_t len, int *locked)
 {
 	size_t		maplen = secure_mapping_len(len);
+	SecureRegion *region;
 	void	   *ptr;
 
 	if (locked != NULL)
@@ -61,11 +103,29 @@ se_secure_alloc(size_t len, int *locked)
 	if (maplen == 0)
 		return NULL;
 
+	/*
+	 * Register the child handler before the first allocation, so that no
+	 * secure page can exist without it.  Failing that, refuse: a caller
+	 * could not know that its pages are unlocked in children.
+	 */
+	if (!atfork_registered)
+	{
+		if (pthread_atfork(NULL, NULL, relock_in_child) != 0)
+			return NULL;
+		atfork_registered = 1;
+	}
+	region = malloc(sizeof(SecureRegion));
+	if (region == NULL)
+		return NULL;
+
 	/* Anonymous mappings are zero-filled by the kernel. */
 	ptr = mmap(NULL, maplen, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (ptr == MAP_FAILED)
+	{
+		free(region);
 		return NULL;
+	}
 
 	/*
 	 * Exclusion from core dumps is best effort, like mlock: an old kernel
@@ -77,8 +137,13 @@ se_secure_alloc(size_t len, int *locked)
 	(void) madvise(ptr, maplen, MADV_NOCORE);
 #endif
 
-	if (mlock(ptr, maplen) == 0 && locked != NULL)
-		*locked = 1;
+	region->ptr = ptr;
+	region->maplen = maplen;
+	region->locked = mlock(ptr, maplen) == 0;
+	region->next = regions;
+	regions = region;
+	if (locked != NULL)
+		*locked = region->locked;
 	return ptr;
 }
 
@@ -86,6 +151,7 @@ void
 se_secure_free(void *ptr, size_t len)
 {
 	size_t		maplen = secure_mapping_len(len);
+	SecureRegion **link;
 
 	if (ptr == NULL || maplen == 0)
 		return;
@@ -94,4 +160,25 @@ se_secure_free(void *ptr, size_t len)
 	/* Fails harmlessly when the pages were never locked. */
 	(void) munlock(ptr, maplen);
 	(void) munmap(ptr, maplen);
+
+	for (link = &regions; *link != NULL; link = &(*link)->next)
+	{
+		if ((*link)->ptr == ptr)
+		{
+			SecureRegion *gone = *link;
+
+			*link = gone->next;
+			free(gone);
+			break;
+		}
+	}
+}
+
+int
+se_secure_memory_locked(void)
+{
+	for (SecureRegion *r = regions; r != NULL; r = r->next)
+		if (!r->locked)
+			return 0;
+	return 1;
 }

@@ -14,6 +14,7 @@
 # Knobs (environment):
 #   BENCH_ROWS         rows for the encrypt/decrypt scans     (200000; quick 20000)
 #   BENCH_ROTATE_ROWS  rows in secretenv.secrets for rotation (1000000; quick 100000)
+#   BENCH_PAR_ROWS     rows for the parallel decrypt scan    (400000; quick 40000)
 #   BENCH_RUNS         interleaved runs; medians are reported (3)
 #   BENCH_SECS         duration of each pgbench run, seconds  (10; quick 5)
 #   BENCH_QUICK=1      smoke mode: the smaller quick defaults above
@@ -37,7 +38,10 @@
 #     state, same machine load) and the median over runs is reported, as is
 #     the median of each per-row cost.
 #   - Parallel query and JIT are off: the figures are per-row costs of one
-#     backend, not of how many workers the planner happens to start.
+#     backend, not of how many workers the planner happens to start.  One
+#     row is the exception and says so: secret_decrypt over BENCH_PAR_ROWS
+#     rows with two parallel workers (forced, and checked to launch) against
+#     the same scan without workers.
 #     fsync is off: the clusters are throwaway and disk flush latency is not
 #     what is measured (WAL is still written and full-page writes are on).
 #   - pgbench (connections, secret_get) reports transactions per second.  A
@@ -53,17 +57,19 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	rows=${BENCH_ROWS:-20000}
 	rotate_rows=${BENCH_ROTATE_ROWS:-100000}
+	par_rows=${BENCH_PAR_ROWS:-40000}
 	secs=${BENCH_SECS:-5}
 else
 	rows=${BENCH_ROWS:-200000}
 	rotate_rows=${BENCH_ROTATE_ROWS:-1000000}
+	par_rows=${BENCH_PAR_ROWS:-400000}
 	secs=${BENCH_SECS:-10}
 fi
 runs=${BENCH_RUNS:-3}
 out=${BENCH_OUT:-/tmp/secretenv-bench.md}
 get_secrets=1000				# secrets that pgbench's secret_get picks from
 
-for n in "$rows" "$rotate_rows" "$runs" "$secs"; do
+for n in "$rows" "$rotate_rows" "$par_rows" "$runs" "$secs"; do
 	case $n in '' | *[!0-9]* | 0) echo "bench: knobs must be positive integers" >&2; exit 2 ;; esac
 done
 if [ "$rows" -lt 1000 ]; then
@@ -375,6 +381,42 @@ for ((run = 1; run <= runs; run++)); do
 done
 
 # --------------------------------------------------------------------------
+# 1b. secret_decrypt over BENCH_PAR_ROWS rows with two parallel workers (and
+#     the leader) vs none.  The workers use the KEKs they inherited from the
+#     postmaster: no passphrase command, no PBKDF2 in them.
+# --------------------------------------------------------------------------
+log "loading $par_rows rows for the parallel decrypt"
+sql "$main" <<SQL
+CREATE TABLE bench.tp AS
+SELECT id, name, (e).encrypted_value AS ev, (e).wrapped_dek AS wd, (e).kek_version AS kv
+FROM (SELECT id, name, secretenv.secret_encrypt(v, id, name) AS e
+	  FROM (SELECT gen_random_uuid() AS id, 'bench/par-' || i AS name,
+				   'sk-live-' || left(md5(i::text) || md5((-i)::text), 43) AS v
+			FROM generate_series(1, $par_rows) AS i) s
+	  OFFSET 0) x;
+ALTER TABLE bench.tp SET (parallel_workers = 2);
+VACUUM (FREEZE, ANALYZE) bench.tp;
+SQL
+par_on="SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2"
+par_off="SET max_parallel_workers_per_gather = 0"
+par_query="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM bench.tp"
+par_warm="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM (SELECT * FROM bench.tp LIMIT 100) s"
+# The figure means nothing unless the plan really ran two workers.
+launched=$(sql "$main" -c "$par_on" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $par_query" |
+	sed -n 's/.*Workers Launched: \([0-9]*\).*/\1/p')
+if [ "$launched" != 2 ]; then
+	echo "bench: the parallel decrypt launched ${launched:-no} workers, not 2" >&2
+	exit 1
+fi
+for ((run = 1; run <= runs; run++)); do
+	log "parallel decrypt run $run/$runs"
+	for v in $(rotated "$run" serial parallel); do
+		if [ "$v" = parallel ]; then set=$par_on; else set=$par_off; fi
+		sql "$main" -c "$set" -c "SELECT bench.measure('parallel', '$v', $run, $par_rows, \$q\$$par_query\$q\$, \$q\$$par_warm\$q\$)" >/dev/null
+	done
+done
+
+# --------------------------------------------------------------------------
 # 2. New connection + first decrypt vs new connection + SELECT 1, with and
 #    without preload.  The decrypt reads one stored envelope given as
 #    literals, so the only table work is secretenv's own (its once-per-backend
@@ -573,7 +615,7 @@ sql "$main" -c "INSERT INTO bench.results VALUES ('openssl', 'gcm64', 1, 1, $gcm
 pg_version=$(sql "$main" -c "SHOW server_version")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
-params="secretenv $commit; N = $rows rows (51-byte values), rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)"
+params="secretenv $commit; N = $rows rows (51-byte values), parallel decrypt over $par_rows rows, rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)"
 openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
 
 # One row per reported figure: value and baseline are medians of value/units;
@@ -588,6 +630,7 @@ WITH per AS (
 	(2, 'secret_decrypt', 'decrypt', 'secret_decrypt', 'pgp_sym_decrypt', 'pgp_sym_decrypt', 'us', NULL),
 	(3, 'secret_decrypt', 'decrypt', 'secret_decrypt', 'scan', 'scan floor: octet_length(ev)', 'us', NULL),
 	(4, 'decrypt_iv', 'decrypt', 'decrypt_iv', 'scan', 'scan floor: octet_length(ev)', 'us', NULL),
+	(4.5, 'secret_decrypt, 2 parallel workers', 'parallel', 'parallel', 'serial', 'no parallel workers', 'us', 0.6),
 	(5, 'secret_encrypt', 'encrypt', 'secret_encrypt', 'encrypt_iv', 'encrypt_iv (AES-CBC)', 'us', 2.0),
 	(6, 'secret_encrypt', 'encrypt', 'secret_encrypt', 'pgp_sym_encrypt', 'pgp_sym_encrypt', 'us', NULL),
 	(7, 'secret_rotate_all()', 'rotate', 'rotate', 'update', 'UPDATE without crypto', 'us', 1.5),

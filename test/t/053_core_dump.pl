@@ -6,15 +6,28 @@
 # 1. Core dumps.  A backend that holds derived KEKs (current and previous;
 #    a decrypt has just run) and the postmaster that derived them are
 #    dumped with gdb's gcore, which honours MADV_DONTDUMP (the "dd" VmFlag
-#    of /proc/PID/smaps).  The KEK bytes, computed independently in Python
-#    (PBKDF2-HMAC-SHA256, salt || be32(version), 600 000), must not be in
-#    either core.  Controls prove the search finds what is there: the
-#    passphrase string (ordinary GUC memory) and the row's wrapped DEK (a
-#    buffer the backend just read) are found in the same core, and a second
-#    core taken with gdb's "set dump-excluded-mappings on" (which ignores
-#    MADV_DONTDUMP) does contain both KEKs: they are in memory, and the
-#    search would find them if they were dumped.  If gcore
-#    cannot attach here (no ptrace), that part is skipped, saying why.
+#    of /proc/PID/smaps).  Two key sources, as the README's security model
+#    states them:
+#    a. passphrases as settings in postgresql.conf: the KEK bytes, computed
+#       independently in Python (PBKDF2-HMAC-SHA256, salt || be32(version),
+#       600 000), are in neither core; the settings' own strings hold
+#       placeholders (found in the cores).  Freed, unwiped copies of the
+#       passphrases that PostgreSQL's configuration file reader leaves in
+#       the heap may or may not be in the cores: that is counted and shown,
+#       not asserted either way (the README says so).
+#    b. the passphrase command: neither the passphrases nor the KEKs are in
+#       the core of the backend or of the postmaster.
+#    Controls prove the search finds what is there: the row's wrapped DEK
+#    (a buffer the backend just read) is found in the same core, and a
+#    second core taken with gdb's "set dump-excluded-mappings on" (which
+#    ignores MADV_DONTDUMP) does contain both KEKs: they are in memory, and
+#    the search would find them if they were dumped.  If gcore cannot
+#    attach here (no ptrace), that part is skipped, saying why.
+#
+# 1c. Locks per process: key_config()'s key_memory_locked in a backend is
+#    true exactly when every secure mapping of that backend (the "dd"
+#    mappings of its /proc/PID/smaps) is locked ("lo"), although fork did
+#    not carry the postmaster's locks over.
 #
 # 2. Memory growth.  10 000 failing decrypts (wrong AAD) in one session,
 #    caught one by one, then 500 failing top-level statements: neither
@@ -105,12 +118,28 @@ is(sq("SELECT secretenv.status()->>'preloaded'"),
 ###########################################################################
 # 1. Core dumps
 ###########################################################################
-sub smaps_dontdump
+# VmFlags of the anonymous MADV_DONTDUMP mappings of a process: secure
+# memory.  (The kernel's own [vvar] mappings are "dd" too; they have a name.)
+sub secure_mapping_flags
 {
 	my ($p) = @_;
 	my $smaps = eval { slurp_file("/proc/$p/smaps") } // '';
-	my $n = () = $smaps =~ /^VmFlags:.*\bdd\b/mg;
-	return $n;
+	my @flags;
+	for my $block (split /^(?=[0-9a-f]+-[0-9a-f]+ )/m, $smaps)
+	{
+		my ($header) = $block =~ /^(.*)$/m;
+		my ($vmflags) = $block =~ /^VmFlags:(.*)$/m;
+		next unless defined $vmflags && $vmflags =~ /\bdd\b/;
+		next unless $header =~ /^\S+ \S+ \S+ \S+ 0\s*$/;    # no path, no [name]
+		push @flags, $vmflags;
+	}
+	return @flags;
+}
+
+sub smaps_dontdump
+{
+	my ($p) = @_;
+	return scalar secure_mapping_flags($p);
 }
 
 sub take_core
@@ -150,56 +179,86 @@ sub found
 	return index($$core, $bytes) >= 0 ? 1 : 0;
 }
 
-SKIP:
+sub occurrences
 {
-	my $gcore = `command -v gcore 2>/dev/null`;
-	skip 'gcore (gdb) is not installed', 10 unless $gcore;
-	my ($file, $msg) = take_core($pid);
-	skip "gcore cannot attach to a backend here (ptrace not permitted?): $msg", 10
-	  unless $file;
+	my ($core, $bytes) = @_;
+	my ($n, $at) = (0, -1);
+	$n++ while ($at = index($$core, $bytes, $at + 1)) >= 0;
+	return $n;
+}
 
-	my $dd = smaps_dontdump($pid);
-	cmp_ok($dd, '>=', 1,
-		'backend: a mapping is marked MADV_DONTDUMP ("dd" in /proc/PID/smaps)');
-
-	my $core = slurp_file($file);
-	diag(sprintf('backend core: %d bytes, %d dontdump mapping(s)', length($core), $dd));
-	ok(found(\$core, $pass2), 'control: the passphrase string (GUC memory) IS in the backend core');
-	ok(found(\$core, pack('H*', $wrapped_hex)),
-		'control: the wrapped DEK the backend just read IS in the backend core');
-	is(found(\$core, pack('H*', $kek{2})), 0, 'the current KEK (v2) is NOT in the backend core');
-	is(found(\$core, pack('H*', $kek{1})), 0, 'the previous KEK (v1) is NOT in the backend core');
-	undef $core;
-	unlink $file;
-
-	($file, $msg) = take_full_core($pid);
-	if ($file)
+# One assertion on the passphrases in a core, by key source.
+sub passphrase_check
+{
+	my ($core, $where, $from_command) = @_;
+	my $copies = occurrences($core, $pass1) + occurrences($core, $pass2);
+	if ($from_command)
 	{
-		$core = slurp_file($file);
-		ok(found(\$core, pack('H*', $kek{2})) && found(\$core, pack('H*', $kek{1})),
-			'control: a core that ignores MADV_DONTDUMP DOES contain both KEKs');
-		undef $core;
-		unlink $file;
+		is($copies, 0, "$where: no passphrase in the core");
 	}
 	else
 	{
-		pass("control core with dump-excluded-mappings not available: $msg");
+		like($$core, qr/secretenv-placeholder:[0-9a-f]{32}/,
+			"$where: the passphrase settings hold placeholders");
+		diag("$where: $copies freed copies of the passphrases left by the configuration file reader");
 	}
-
-	# The postmaster derived the KEKs and keeps them for future backends.
-	my ($pmpid) = slurp_file($node->data_dir . '/postmaster.pid') =~ /^(\d+)/;
-	($file, $msg) = take_core($pmpid);
-	skip "gcore cannot attach to the postmaster: $msg", 4 unless $file;
-	cmp_ok(smaps_dontdump($pmpid), '>=', 1,
-		'postmaster: a mapping is marked MADV_DONTDUMP');
-	$core = slurp_file($file);
-	diag(sprintf('postmaster core: %d bytes', length($core)));
-	ok(found(\$core, $pass2), 'control: the passphrase string IS in the postmaster core');
-	is(found(\$core, pack('H*', $kek{2})), 0, 'the current KEK is NOT in the postmaster core');
-	is(found(\$core, pack('H*', $kek{1})), 0, 'the previous KEK is NOT in the postmaster core');
-	undef $core;
-	unlink $file;
 }
+
+my $gcore = `command -v gcore 2>/dev/null`;
+
+# The cores of backend $bpid and of the postmaster, 10 assertions.
+sub check_cores
+{
+	my ($label, $bpid, $wrapped, $from_command) = @_;
+  SKIP:
+	{
+		skip 'gcore (gdb) is not installed', 10 unless $gcore;
+		my ($file, $msg) = take_core($bpid);
+		skip "gcore cannot attach to a backend here (ptrace not permitted?): $msg", 10
+		  unless $file;
+
+		my $dd = smaps_dontdump($bpid);
+		cmp_ok($dd, '>=', 1,
+			"$label, backend: a mapping is marked MADV_DONTDUMP (\"dd\" in /proc/PID/smaps)");
+		my $core = slurp_file($file);
+		diag(sprintf('%s, backend core: %d bytes, %d dontdump mapping(s)', $label, length($core), $dd));
+		ok(found(\$core, pack('H*', $wrapped)),
+			"$label, control: the wrapped DEK the backend just read IS in the backend core");
+		is(found(\$core, pack('H*', $kek{2})), 0, "$label: the current KEK (v2) is NOT in the backend core");
+		is(found(\$core, pack('H*', $kek{1})), 0, "$label: the previous KEK (v1) is NOT in the backend core");
+		passphrase_check(\$core, "$label, backend", $from_command);
+		undef $core;
+		unlink $file;
+
+	  SKIP:
+		{
+			($file, $msg) = take_full_core($bpid);
+			skip "control core with dump-excluded-mappings not available: $msg", 1 unless $file;
+			$core = slurp_file($file);
+			ok(found(\$core, pack('H*', $kek{2})) && found(\$core, pack('H*', $kek{1})),
+				"$label, control: a core that ignores MADV_DONTDUMP DOES contain both KEKs");
+			undef $core;
+			unlink $file;
+		}
+
+		# The postmaster derived the KEKs and keeps them for future backends.
+		my ($pmpid) = slurp_file($node->data_dir . '/postmaster.pid') =~ /^(\d+)/;
+		($file, $msg) = take_core($pmpid);
+		skip "gcore cannot attach to the postmaster: $msg", 4 unless $file;
+		cmp_ok(smaps_dontdump($pmpid), '>=', 1,
+			"$label, postmaster: a mapping is marked MADV_DONTDUMP");
+		$core = slurp_file($file);
+		diag(sprintf('%s, postmaster core: %d bytes', $label, length($core)));
+		is(found(\$core, pack('H*', $kek{2})), 0, "$label: the current KEK is NOT in the postmaster core");
+		is(found(\$core, pack('H*', $kek{1})), 0, "$label: the previous KEK is NOT in the postmaster core");
+		passphrase_check(\$core, "$label, postmaster", $from_command);
+		undef $core;
+		unlink $file;
+	}
+	return;
+}
+
+check_cores('settings', $pid, $wrapped_hex, 0);
 is(sq("SELECT secretenv.secret_get('v2_row')"),
 	'value-under-v2', 'the dumped backend carries on');
 
@@ -272,6 +331,48 @@ cmp_ok($rss1 - $rss0, '<', 2048, 'resident set grows < 2 MB over 12 000 caught f
 cmp_ok($ctx2 - $ctx1, '<', 256 * 1024,
 	'memory contexts grow < 256 kB over 500 failed statements');
 cmp_ok($rss2 - $rss1, '<', 2048, 'resident set grows < 2 MB over 500 failed statements');
+
+$s->quit;
+
+###########################################################################
+# 1b. The passphrase command; 1c. locks per process
+###########################################################################
+# postgresql.conf must not hold the passphrases at all: rewrite it without them.
+my $conf = $node->data_dir . '/postgresql.conf';
+my $conf_text = slurp_file($conf);
+$conf_text =~ s/^secretenv\.kek_(previous_)?passphrase\s*=.*\n//mg;
+my $command = "$tmp/passphrase.sh";
+PostgreSQL::Test::Utils::append_to_file($command,
+	"#!/bin/sh\ncase \"\$1\" in 1) echo '$pass1' ;; 2) echo '$pass2' ;; *) exit 1 ;; esac\n");
+chmod 0700, $command or die "chmod: $!";
+open(my $fh, '>', $conf) or die "open $conf: $!";
+print $fh $conf_text, "secretenv.kek_passphrase_command = '$command %v'\n";
+close $fh;
+unlike(slurp_file($conf), qr/\Q$pass1\E|\Q$pass2\E/, 'postgresql.conf holds no passphrase now');
+$node->restart;
+
+$s = $node->background_psql('postgres', on_error_stop => 0);
+$pid = sq('SELECT pg_backend_pid()');
+is( sq(
+		"SELECT string_agg(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name), ',' ORDER BY secret_name) FROM secretenv.secrets"
+	),
+	'value-under-v1,value-under-v2',
+	'command: the session decrypts under both KEKs');
+check_cores('command', $pid, $wrapped_hex, 1);
+
+# Every secure mapping of the backend: how many, and whether all are locked.
+sub secure_mappings
+{
+	my ($p) = @_;
+	my @flags = secure_mapping_flags($p);
+	return (scalar @flags, (grep { !/\blo\b/ } @flags) ? 'false' : 'true');
+}
+my ($n_secure, $truth) = secure_mappings($pid);
+cmp_ok($n_secure, '>=', 1, 'backend: it has secure mappings');
+is(sq("SELECT secretenv.key_config()->>'key_memory_locked'"),
+	$truth, "backend: key_memory_locked is what /proc/PID/smaps says of its $n_secure secure mapping(s) ($truth)");
+diag("RLIMIT_MEMLOCK of the backend: "
+	  . join(' ', grep { /locked memory/ } split /\n/, slurp_file("/proc/$pid/limits")));
 
 $s->quit;
 $node->stop;

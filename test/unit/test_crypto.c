@@ -15,7 +15,7 @@
  * vector (KEK derivation, decryption, byte-exact deterministic seals,
  * rotation, rejections, masks), and properties: round trips, fresh
  * nonces, rejection of every bit flip and truncation, masks of arbitrary
- * bytes, secure memory.  One line per group, then "unit: N passed, M
+ * bytes, secure memory (and its locks after a fork).  One line per group, then "unit: N passed, M
  * failed"; the exit status is non-zero when any check failed.
  *
  * Builds with no PostgreSQL header, against libcrypto only.
@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,6 +40,18 @@
 #endif
 #ifndef SE_DEFAULT_VECTORS
 #define SE_DEFAULT_VECTORS "../../../shared/vectors/mlflow"
+#endif
+
+/* AddressSanitizer's mlock does not lock, so lock checks cannot hold there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
 #endif
 
 #define MLFLOW_SALT "mlflow-secrets-kek-v1-2025"
@@ -1527,6 +1540,193 @@ test_secure_memory(void)
 		   nlocked, sizeof(sizes) / sizeof(sizes[0]));
 }
 
+/*
+ * The VmFlags of the mapping that holds p, from /proc/self/smaps: *lo is
+ * whether its pages are locked ("lo"), *dd whether it is excluded from core
+ * dumps ("dd").  The kernel splits a mapping wherever mlock or madvise
+ * change part of it, so the flags of the mapping are those of every page
+ * in it.  Returns 0 when the mapping or its flags were not found.
+ */
+static int
+vma_flags(const void *p, int *lo, int *dd)
+{
+	FILE	   *f = fopen("/proc/self/smaps", "r");
+	char		line[512];
+	int			inside = 0;
+	int			found = 0;
+
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		unsigned long start,
+					end;
+
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' '))
+			inside = (uintptr_t) p >= start && (uintptr_t) p < end;
+		else if (inside && strncmp(line, "VmFlags:", 8) == 0)
+		{
+			*lo = strstr(line, " lo") != NULL;
+			*dd = strstr(line, " dd") != NULL;
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* Does the locked report equal what the kernel says of every region? */
+static int
+report_is_true(void *const *ptrs, int n)
+{
+	int			all = 1;
+
+	for (int i = 0; i < n; i++)
+	{
+		int			lo = 0,
+					dd = 0;
+
+		if (!vma_flags(ptrs[i], &lo, &dd))
+			return 0;
+		all = all && lo;
+	}
+	return se_secure_memory_locked() == all;
+}
+
+/*
+ * Child side of the fork test: one byte per finding, written to fd.
+ *	[0] the report equals the kernel's truth after fork
+ *	[1] the inherited region is locked in the child
+ *	[2] the inherited region is still MADV_DONTDUMP in the child
+ *	[3] with RLIMIT_MEMLOCK 0, a new region's lock state is reported truly
+ *	[4] ... and the report is false if that region could not be locked
+ *	[5] in a grandchild forked then, the report is true again of it
+ *	[6] once that region is freed, it no longer counts in the report
+ */
+static void
+secure_fork_child(void *inherited, int fd)
+{
+	unsigned char r[7];
+	struct rlimit none = {0, 0};
+	void	   *ptrs[2];
+	void	   *fresh;
+	int			lo = 0,
+				dd = 0;
+	int			fresh_locked = -1;
+	pid_t		pid;
+	int			status;
+
+	ptrs[0] = inherited;
+	r[0] = report_is_true(ptrs, 1);
+	r[1] = vma_flags(inherited, &lo, &dd) && lo;
+	r[2] = dd;
+
+	/* Without CAP_IPC_LOCK, a zero limit makes the next mlock fail. */
+	(void) setrlimit(RLIMIT_MEMLOCK, &none);
+	fresh = se_secure_alloc(1, &fresh_locked);
+	ptrs[1] = fresh;
+	r[3] = fresh != NULL && report_is_true(ptrs, 2);
+	r[4] = fresh != NULL && (fresh_locked == 1 || se_secure_memory_locked() == 0);
+
+	pid = fork();
+	if (pid == 0)
+		_exit(report_is_true(ptrs, 2) ? 0 : 1);
+	r[5] = pid > 0 && waitpid(pid, &status, 0) == pid &&
+		WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	se_secure_free(fresh, 1);
+	r[6] = report_is_true(ptrs, 1);
+	_exit(write(fd, r, sizeof(r)) == (ssize_t) sizeof(r) ? 0 : 1);
+}
+
+/*
+ * mlock is not inherited by fork: the registry locks every secure region
+ * again in the child, and the report of the calling process is the truth
+ * as /proc/self/smaps tells it, whether locking succeeded or not.
+ */
+static void
+test_secure_memory_fork(void)
+{
+	if (UNDER_ASAN)
+	{
+		/* AddressSanitizer's mlock interceptor returns 0 without locking. */
+		printf("note: lock checks after fork skipped under AddressSanitizer\n");
+		return;
+	}
+	void	   *region = se_secure_alloc(3 * 4096, NULL);
+	void	   *ptrs[1];
+	unsigned char r[7];
+	int			fds[2];
+	pid_t		pid;
+	int			status;
+	int			lo = 0,
+				dd = 0;
+
+	check(region != NULL, "secure fork", "allocated");
+	if (region == NULL)
+		return;
+	ptrs[0] = region;
+	check(vma_flags(region, &lo, &dd), "secure fork", "mapping found in /proc/self/smaps");
+	check(dd, "secure fork", "parent: MADV_DONTDUMP (dd) set");
+	check(report_is_true(ptrs, 1), "secure fork", "parent: locked report equals the kernel's");
+	printf("note: secure memory locked in the parent: %s\n", lo ? "yes" : "no");
+
+	memset(r, 0, sizeof(r));
+	check(pipe(fds) == 0, "secure fork", "pipe");
+	pid = fork();
+	if (pid == 0)
+	{
+		close(fds[0]);
+		secure_fork_child(region, fds[1]);
+	}
+	check(pid > 0, "secure fork", "fork");
+	close(fds[1]);
+	check(read(fds[0], r, sizeof(r)) == (ssize_t) sizeof(r), "secure fork", "child findings");
+	close(fds[0]);
+	check(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+		  WEXITSTATUS(status) == 0, "secure fork", "child exits cleanly");
+	check(r[0], "secure fork", "child: locked report equals the kernel's");
+	/* Same limit in the child as in the parent: what locked there locks here. */
+	check(!lo || r[1], "secure fork", "child: the inherited region is locked again");
+	check(r[2], "secure fork", "child: MADV_DONTDUMP is inherited");
+	check(r[3], "secure fork", "child, RLIMIT_MEMLOCK 0: report equals the kernel's");
+	check(r[4], "secure fork", "child, RLIMIT_MEMLOCK 0: an unlocked region makes the report false");
+	check(r[5], "secure fork", "grandchild: report equals the kernel's");
+	check(r[6], "secure fork", "child: a freed region leaves the report");
+	se_secure_free(region, 3 * 4096);
+}
+
+/*
+ * Identity tags: HMAC-SHA256(key, domain || data) truncated to 16 bytes,
+ * known answers computed with Python's hmac module; equal inputs agree,
+ * a different domain, key or input does not.
+ */
+static void
+test_identity_tag(void)
+{
+	uint8_t		key[SE_KEY_LEN];
+	uint8_t		t1[SE_IDENTITY_TAG_LEN];
+	uint8_t		t2[SE_IDENTITY_TAG_LEN];
+	buf			want1 = H("ca8b20c60a0ddb9a87bf292a5f08c6f9");
+	buf			want2 = H("be50ddd42cbf202ab9dcd497caceb3af");
+
+	for (int i = 0; i < SE_KEY_LEN; i++)
+		key[i] = (uint8_t) i;
+	check(se_identity_tag(key, 'p', (const uint8_t *) "passphrase", 10, t1) == SE_OK &&
+		  bytes_eq(t1, sizeof(t1), &want1), "identity tag", "known answer");
+	check(se_identity_tag(key, 'c', NULL, 0, t2) == SE_OK &&
+		  bytes_eq(t2, sizeof(t2), &want2), "identity tag", "known answer, empty input");
+	check(se_identity_tag(key, 'p', (const uint8_t *) "passphrase", 10, t2) == SE_OK &&
+		  memcmp(t1, t2, sizeof(t1)) == 0, "identity tag", "deterministic");
+	check(se_identity_tag(key, 'c', (const uint8_t *) "passphrase", 10, t2) == SE_OK &&
+		  memcmp(t1, t2, sizeof(t1)) != 0, "identity tag", "domain separates");
+	key[0] ^= 1;
+	check(se_identity_tag(key, 'p', (const uint8_t *) "passphrase", 10, t2) == SE_OK &&
+		  memcmp(t1, t2, sizeof(t1)) != 0, "identity tag", "key separates");
+	buf_free(&want1);
+	buf_free(&want2);
+}
+
 static void
 test_api(void)
 {
@@ -1687,6 +1887,7 @@ main(int argc, char **argv)
 	run_group("api", test_api);
 	run_group("gcm known answers", test_gcm_kat);
 	run_group("pbkdf2 known answers", test_pbkdf2);
+	run_group("identity tag", test_identity_tag);
 	run_group("aad", test_aad);
 	run_group("round trip", test_roundtrip);
 	run_group("fresh nonces", test_fresh_nonces);
@@ -1695,6 +1896,7 @@ main(int argc, char **argv)
 	run_group("mask", test_mask);
 	run_group("secure memory", test_secure_memory);
 	run_group("kek fingerprint", test_fingerprint);
+	run_group("secure memory after fork", test_secure_memory_fork);
 	test_vectors(vectors);
 
 	se_aead_free(aead);
