@@ -288,9 +288,15 @@ is($out, 'under-the-first-line', 'a long multi-line output: its first line is th
 is(-e $marker ? slurp_file($marker) : 'missing', "seq exit 0\n",
 	'... and its 2 MB writer ran to its end with status 0 (read in full, no SIGPIPE)');
 
+# A database of its own: the rows of postgres were written under another
+# passphrase, and secretenv refuses to write under a KEK that does not
+# open them (fail closed).
+$lazy->safe_psql('postgres', 'CREATE DATABASE limits');
+$lazy->safe_psql('limits', 'CREATE EXTENSION secretenv');
 set_command($lazy, $max_line, '2');
-($out, $err) = get($lazy,
+my ($rc_limit, $out_limit, $err_limit) = $lazy->psql('limits',
 	"SELECT secretenv.secret_decrypt(secretenv.secret_encrypt('at-the-limit', 'id-2', 'n-2'), 'id-2', 'n-2')");
+($out, $err) = ($out_limit, $err_limit);
 is($out, 'at-the-limit', 'a first line of 4096 bytes is a passphrase');
 
 set_command($lazy, $too_long, '2');
