@@ -15,7 +15,9 @@ CRYPTO_OBJS = \
 OBJS = \
 	$(CRYPTO_OBJS) \
 	src/cache.o \
+	src/drop_guard.o \
 	src/engine.o \
+	src/envelope_memo.o \
 	src/envelope_sql.o \
 	src/errors.o \
 	src/health.o \

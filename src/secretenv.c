@@ -35,5 +35,6 @@ _PG_init(void)
 	se_shared_init();
 	se_writers_init();
 	se_redact_init();
+	se_drop_guard_init();
 	MarkGUCPrefixReserved("secretenv");
 }
