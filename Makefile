@@ -38,7 +38,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
 SHLIB_LINK = -lcrypto
 
 # pg_regress brings its own cluster, preloaded and UTF8 (see test/regress.conf).
-REGRESS = setup primitives errors mask trigger store rotation privileges cache
+REGRESS = setup primitives errors mask trigger store rotation privileges cache guard
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf \
 	--encoding=UTF8 --no-locale
 
