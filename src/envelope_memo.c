@@ -115,6 +115,24 @@ copy_args(EnvelopeMemo *memo, const SeEncryptArgs *args)
 	memcpy(memo->args + args->valuelen + args->idlen, args->name, args->namelen);
 }
 
+/*
+ * Whether a memo may be kept for this call: it must come from an expression,
+ * and the current context must be the query's or one of its descendants, so
+ * that the memo never outlives the call site it points to.
+ */
+static bool
+memo_applies(FmgrInfo *flinfo)
+{
+	if (flinfo->fn_expr == NULL)
+		return false;
+	for (MemoryContext cxt = CurrentMemoryContext; cxt != NULL; cxt = cxt->parent)
+	{
+		if (cxt == flinfo->fn_mcxt)
+			return true;
+	}
+	return false;
+}
+
 /* The memo of this call site in the current row, or NULL. */
 static EnvelopeMemo *
 find_memo(FunctionCallInfo fcinfo)
@@ -144,7 +162,7 @@ se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args, Datum *envelop
 	void	   *caller = fcinfo->flinfo->fn_extra;
 
 	Assert(caller != NULL);
-	if (fcinfo->flinfo->fn_expr == NULL)
+	if (!memo_applies(fcinfo->flinfo))
 		return false;
 	memo = find_memo(fcinfo);
 	if (memo == NULL || list_member_ptr(memo->takers, caller))
@@ -168,7 +186,7 @@ se_memo_store(FunctionCallInfo fcinfo, const SeEncryptArgs *args, Datum envelope
 	FmgrInfo   *flinfo = fcinfo->flinfo;
 	EnvelopeMemo *memo;
 
-	if (flinfo->fn_expr == NULL)
+	if (!memo_applies(flinfo))
 		return;
 
 	memo = find_memo(fcinfo);
