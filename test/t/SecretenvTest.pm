@@ -4,8 +4,9 @@ package SecretenvTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use PostgreSQL::Test::Cluster;
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers);
+our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node psql_err);
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
 # postgresql.conf; reload and wait until new connections see version 2.
@@ -57,6 +58,33 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SQL
 	return;
+}
+
+# A started UTF8 cluster with these lines added to postgresql.conf.
+sub new_secretenv_node
+{
+	my ($name, $conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
+	$node->append_conf('postgresql.conf', $conf);
+	$node->start;
+	return $node;
+}
+
+# Run SQL with psql, stopping at the first error; returns (stdout, stderr),
+# with SQLSTATEs in the messages (VERBOSITY verbose).
+sub psql_err
+{
+	my ($node, $db, $sql, @opts) = @_;
+	my ($out, $err) = ('', '');
+	$node->psql(
+		$db, $sql,
+		stdout        => \$out,
+		stderr        => \$err,
+		on_error_stop => 1,
+		extra_params  => [ '-v', 'VERBOSITY=verbose' ],
+		@opts);
+	return ($out, $err);
 }
 
 1;
