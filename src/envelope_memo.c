@@ -33,8 +33,21 @@
  * only be the same call evaluated with volatile arguments (e.g. an id of
  * gen_random_uuid()): each column would be encrypted for another id, and no
  * row could decrypt.  That is an ERROR at write time rather than silent
- * loss.  Calls that do not come from an expression (no fn_expr) are never
- * remembered.
+ * loss.
+ *
+ * Lifetimes.  A caller is named by its fn_extra (envelope_sql.c's blessed
+ * tuple descriptor, one per FmgrInfo, allocated in fn_mcxt).  A memo is kept
+ * only when the current context is fn_mcxt or one of its descendants (the
+ * executor's per-tuple contexts are children of the query context), so a
+ * memo, and the fn_expr and fn_extra pointers it holds, never outlive the
+ * query whose call site they name.  Calls that do not come from an
+ * expression (no fn_expr) are never remembered.
+ *
+ * What this cannot see: copies evaluated in different plan nodes, which
+ * happens when a query sorts or groups by one column of the expansion (that
+ * column is computed below the Sort, the others above it).  They run in
+ * different contexts and do not share; the README says to use the LATERAL
+ * form, and check_envelope() catches such rows in a table.
  *
  * The memo holds the envelope (ciphertext only) and, to compare arguments,
  * a copy of them; the copy of the plaintext lives no longer than the row's
