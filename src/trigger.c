@@ -34,6 +34,7 @@
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 #include "utils/datum.h"
@@ -63,6 +64,20 @@ column_unchanged(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc desc, int att
 			memcmp(VARDATA_ANY(o), VARDATA_ANY(n), VARSIZE_ANY_EXHDR(o)) == 0;
 	}
 	return datumIsEqual(oldval, newval, att->attbyval, att->attlen);
+}
+
+/* Attribute number of a trigger argument's column; an ERROR if absent. */
+static int
+trigger_column(TriggerData *trigdata, const char *column)
+{
+	int			attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), column);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						column, RelationGetRelationName(trigdata->tg_relation))));
+	return attnum;
 }
 
 /* Refuse any UPDATE that changes one of the columns named in the arguments. */
@@ -96,13 +111,8 @@ secret_forbid_identity_change(PG_FUNCTION_ARGS)
 	for (int i = 0; i < trigger->tgnargs; i++)
 	{
 		const char *column = trigger->tgargs[i];
-		int			attnum = SPI_fnumber(desc, column);
+		int			attnum = trigger_column(trigdata, column);
 
-		if (attnum <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of relation \"%s\" does not exist",
-							column, RelationGetRelationName(trigdata->tg_relation))));
 		if (!column_unchanged(trigdata->tg_trigtuple, trigdata->tg_newtuple, desc, attnum))
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_IDENTITY_CHANGE),
@@ -122,34 +132,21 @@ envelope_type_oid(void)
 						   ObjectIdGetDatum(get_namespace_oid("secretenv", false)));
 }
 
-/* Attribute number of a trigger argument's column; an ERROR if absent. */
-static int
-trigger_column(TriggerData *trigdata, const char *column)
-{
-	int			attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), column);
-
-	if (attnum <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of relation \"%s\" does not exist",
-						column, RelationGetRelationName(trigdata->tg_relation))));
-	return attnum;
-}
-
 /* A column's value as text bytes, for the AAD: uuid canonical, text as is. */
 static void
 aad_part(TriggerData *trigdata, int attnum, Datum value, bool allow_uuid,
 		 char *uuidbuf, const char **out, int *outlen)
 {
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(trigdata->tg_relation), attnum - 1);
+	Oid			type = getBaseType(att->atttypid);
 
-	if (allow_uuid && att->atttypid == UUIDOID)
+	if (allow_uuid && type == UUIDOID)
 	{
 		se_uuid_to_text(DatumGetUUIDP(value), uuidbuf);
 		*out = uuidbuf;
 		*outlen = UUID_TEXT_LEN;
 	}
-	else if (att->atttypid == TEXTOID || att->atttypid == VARCHAROID)
+	else if (type == TEXTOID || type == VARCHAROID)
 	{
 		text	   *t = DatumGetTextPP(value);
 
@@ -171,7 +168,7 @@ bytea_column(TriggerData *trigdata, int attnum, Datum value)
 {
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(trigdata->tg_relation), attnum - 1);
 
-	if (att->atttypid != BYTEAOID)
+	if (getBaseType(att->atttypid) != BYTEAOID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" of relation \"%s\" has type %s",
@@ -267,7 +264,7 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, attnums[2] - 1);
 
-		if (att->atttypid != INT4OID)
+		if (getBaseType(att->atttypid) != INT4OID)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("column \"%s\" of relation \"%s\" has type %s",
