@@ -52,6 +52,16 @@ FROM (SELECT (secretenv.secret_encrypt('same', 'id', 'n')).* FROM generate_serie
 SELECT (a).wrapped_dek <> (b).wrapped_dek AS separate_calls_differ
 FROM (SELECT secretenv.secret_encrypt('same', 'id', 'n') a, secretenv.secret_encrypt('same', 'id', 'n') b) s;
 
+-- In parallel workers, and compiled by JIT where available: the same.
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2; SET jit = on; SET jit_above_cost = 0;
+CREATE TABLE expanded_parallel AS SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src;
+RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
+RESET max_parallel_workers_per_gather; RESET jit; RESET jit_above_cost;
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE opens(encrypted_value, wrapped_dek, kek_version, id::text, name) LIKE 'value-%') AS decrypt
+FROM expanded_parallel;
+
 -- Volatile arguments make the columns disagree: an ERROR, nothing written.
 INSERT INTO expanded SELECT id, name, (secretenv.secret_encrypt(v, gen_random_uuid(), name)).* FROM src;
 SELECT count(*) AS rows_after_error FROM expanded;
