@@ -210,6 +210,10 @@ SET ROLE regress_guard_user;
 SET secretenv.allow_drop_with_secrets = on;
 DROP EXTENSION secretenv;
 RESET ROLE;
+-- ... and only in the session: a setting that would outlive it is refused.
+ALTER ROLE regress_guard_user SET secretenv.allow_drop_with_secrets = on;
+ALTER SYSTEM SET secretenv.allow_drop_with_secrets = on;
+CREATE FUNCTION allow_drop() RETURNS void LANGUAGE sql SET secretenv.allow_drop_with_secrets = on AS 'SELECT';
 DROP ROLE regress_guard_user;
 -- Allowed by a superuser in this session: the drop goes through (rolled back here).
 SET client_min_messages = warning;

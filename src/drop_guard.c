@@ -9,7 +9,8 @@
  * event trigger that the install script creates, runs this function at
  * ddl_command_start of those three commands and refuses while the table
  * holds a row, unless the session has secretenv.allow_drop_with_secrets on
- * (a superuser-only setting, off by default).
+ * (a superuser-only setting, off by default, that only SET or the
+ * connection's options can turn on).
  *
  * Why an event trigger, and why at ddl_command_start:
  *	- it is a catalog object of the database, so it fires in every session,
@@ -55,6 +56,24 @@
 
 static bool allow_drop_with_secrets = false;
 
+/*
+ * The setting lets one session drop what the guard protects, so it may be
+ * turned on only there: by SET (or SET LOCAL) or the connection's options.
+ * From postgresql.conf, ALTER SYSTEM, ALTER DATABASE or ALTER ROLE it would
+ * switch the guard off for good, unnoticed, and is refused.
+ */
+static bool
+check_allow_drop(bool *newval, void **extra, GucSource source)
+{
+	if (*newval && source != PGC_S_SESSION && source != PGC_S_CLIENT)
+	{
+		GUC_check_errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM);
+		GUC_check_errdetail("secretenv.allow_drop_with_secrets may only be turned on in the session that drops, with SET.");
+		return false;
+	}
+	return true;
+}
+
 void
 se_drop_guard_init(void)
 {
@@ -66,8 +85,8 @@ se_drop_guard_init(void)
 							 &allow_drop_with_secrets,
 							 false,
 							 PGC_SUSET,
-							 0,
-							 NULL, NULL, NULL);
+							 GUC_NOT_IN_SAMPLE,
+							 check_allow_drop, NULL, NULL);
 }
 
 static bool
