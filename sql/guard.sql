@@ -66,6 +66,35 @@ FROM expanded_parallel;
 INSERT INTO expanded SELECT id, name, (secretenv.secret_encrypt(v, gen_random_uuid(), name)).* FROM src;
 SELECT count(*) AS rows_after_error FROM expanded;
 
+-- Sorting by one column of the expansion splits it across plan nodes: an
+-- ERROR (0A000), nothing written; sorting by anything else is fine.
+CREATE TABLE sorted (id uuid, name text, encrypted_value bytea, wrapped_dek bytea, kek_version int4);
+EXPLAIN (VERBOSE, COSTS OFF)
+SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src ORDER BY 3;
+INSERT INTO sorted SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src ORDER BY 3;
+INSERT INTO sorted SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src ORDER BY 3, 4;
+INSERT INTO sorted SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src WHERE name = 'name-500' ORDER BY 3;
+SELECT count(*) AS rows_after_errors FROM sorted;
+INSERT INTO sorted SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src ORDER BY name DESC;
+INSERT INTO sorted SELECT DISTINCT ON (id) id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src ORDER BY id;
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE opens(encrypted_value, wrapped_dek, kek_version, id::text, name) LIKE 'value-%') AS decrypt
+FROM sorted;
+-- plpgsql functions whose calls sit at the same places (one shared plan
+-- context in a transaction) are neither confused nor refused.
+CREATE FUNCTION enc_a(v text, i uuid, n text) RETURNS secretenv.envelope LANGUAGE plpgsql AS
+$$ DECLARE e secretenv.envelope; BEGIN e := ROW((secretenv.secret_encrypt(v, i, n)).*); RETURN e; END $$;
+CREATE FUNCTION enc_b(v text, i uuid, n text) RETURNS secretenv.envelope LANGUAGE plpgsql AS
+$$ DECLARE e secretenv.envelope; BEGIN e := ROW((secretenv.secret_encrypt(v, i, n)).*); RETURN e; END $$;
+CREATE FUNCTION enc_c(v text, i uuid, n text) RETURNS secretenv.envelope LANGUAGE plpgsql AS
+$$ DECLARE e secretenv.envelope; BEGIN e := secretenv.secret_encrypt(v, i, n); RETURN e; END $$;
+BEGIN;
+SELECT count(*) FILTER (WHERE secretenv.secret_decrypt(enc_a(v, id, name), id, name) = v) AS a,
+       count(*) FILTER (WHERE secretenv.secret_decrypt(enc_b(v, id, name), id, name) = v) AS b,
+       count(*) FILTER (WHERE secretenv.secret_decrypt(enc_c(v, id, name), id, name) = v) AS c
+FROM src;
+COMMIT;
+
 -- The form the README shows first: one call per row in FROM.
 CREATE TABLE lateral_form (id uuid, name text, encrypted_value bytea, wrapped_dek bytea, kek_version int4);
 INSERT INTO lateral_form SELECT s.id, s.name, e.* FROM src s, LATERAL secretenv.secret_encrypt(s.v, s.id, s.name) e;
