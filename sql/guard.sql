@@ -80,6 +80,14 @@ INSERT INTO sorted SELECT DISTINCT ON (id) id, name, (secretenv.secret_encrypt(v
 SELECT count(*) AS rows,
        count(*) FILTER (WHERE opens(encrypted_value, wrapped_dek, kek_version, id::text, name) LIKE 'value-%') AS decrypt
 FROM sorted;
+-- A view keeps the expansion (without parse locations); its copies agree too,
+-- also when the view is read twice in one query.
+CREATE VIEW encrypted_src AS SELECT id, name, (secretenv.secret_encrypt(v, id, name)).* FROM src;
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE opens(a.encrypted_value, a.wrapped_dek, a.kek_version, a.id::text, a.name) LIKE 'value-%'
+                          AND opens(b.encrypted_value, b.wrapped_dek, b.kek_version, b.id::text, b.name) LIKE 'value-%') AS decrypt
+FROM encrypted_src a JOIN encrypted_src b USING (id, name)
+WHERE a.name NOT IN (SELECT name FROM src GROUP BY name HAVING count(*) > 1);
 -- plpgsql functions whose calls sit at the same places (one shared plan
 -- context in a transaction) are neither confused nor refused.
 CREATE FUNCTION enc_a(v text, i uuid, n text) RETURNS secretenv.envelope LANGUAGE plpgsql AS

@@ -53,7 +53,10 @@
  * while another copy of the site has made envelopes alone, or when a copy
  * that made one alone makes another while its siblings share.  A site whose
  * copies never share (an ordinary call, or calls of different plpgsql
- * functions that happen to sit at the same locations) is never checked.  The
+ * functions that happen to sit at the same locations) is never checked, nor
+ * is a call without a parse location (a view's query is stored without
+ * them, so all its calls would look like one site); the memo still makes
+ * the copies of such a call agree.  The
  * one split this cannot see is a single row whose sorted columns are
  * computed together below the Sort and the rest above it; check_envelope()
  * catches that in a table, and the LATERAL form never splits.
@@ -317,7 +320,7 @@ se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args, Datum *envelop
 		 * never makes two envelopes nobody took; one that does while the
 		 * site has copies in step was split from them by the plan.
 		 */
-		if (caller->made > 0 && !caller->shared)
+		if (site->location >= 0 && caller->made > 0 && !caller->shared)
 		{
 			foreach(lc, site->callers)
 			{
@@ -344,7 +347,7 @@ se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args, Datum *envelop
 	{
 		SiteCaller *other = (SiteCaller *) lfirst(lc);
 
-		if (other != caller && !list_member_ptr(memo->takers, other) &&
+		if (site->location >= 0 && other != caller && !list_member_ptr(memo->takers, other) &&
 			!other->shared && other->made > 0)
 			report_out_of_step();
 	}
