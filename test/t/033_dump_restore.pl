@@ -15,9 +15,6 @@ use warnings;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use FindBin;
-use lib $FindBin::RealBin;
-use SecretenvTest;
 use Test::More;
 use Time::HiRes qw(time);
 
@@ -35,9 +32,32 @@ sub keys_conf
 	  . "secretenv.kek_previous_passphrase = '$previous'\nsecretenv.kek_previous_version = 1\n";
 }
 
+sub psql_err
+{
+	my ($node, $db, $sql) = @_;
+	my ($out, $err) = ('', '');
+	$node->psql(
+		$db, $sql,
+		stdout        => \$out,
+		stderr        => \$err,
+		on_error_stop => 1,
+		extra_params  => [ '-v', 'VERBOSITY=verbose' ]);
+	return ($out, $err);
+}
+
+sub new_node
+{
+	my ($name, $conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
+	$node->append_conf('postgresql.conf', $conf);
+	$node->start;
+	return $node;
+}
+
 # Source: secrets under KEK version 1, then version 2 current with 1 as
 # previous and more secrets, not rotated: the dump holds both versions.
-my $src = new_secretenv_node('source',
+my $src = new_node('source',
 	"shared_preload_libraries = 'secretenv'\n"
 	  . "secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n");
 $src->safe_psql('postgres', 'CREATE DATABASE appdb');
@@ -107,7 +127,7 @@ unlike($plain, qr/\Q$pass1\E|\Q$pass2\E/, 'the dump holds no passphrase');
 
 ###########################################################################
 # Restore into a fresh cluster with the same KEK configuration.
-my $same = new_secretenv_node('same_keys', keys_conf($pass2, $pass1));
+my $same = new_node('same_keys', keys_conf($pass2, $pass1));
 $same->safe_psql('postgres', 'CREATE DATABASE appdb');
 $same->command_ok([ 'pg_restore', '--exit-on-error', '-d', $same->connstr('appdb'), "$tmp/appdb.dump" ],
 	'same keys: pg_restore succeeds');
@@ -152,7 +172,7 @@ is($same->safe_psql('appdb', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 
 ###########################################################################
 # Restore into a cluster with a different passphrase (plain format).
-my $other = new_secretenv_node('other_keys', keys_conf($wrong, $pass1 . '-not'));
+my $other = new_node('other_keys', keys_conf($wrong, $pass1 . '-not'));
 $other->safe_psql('postgres', 'CREATE DATABASE appdb');
 ($out, $err) = ('', '');
 my $ok = IPC::Run::run(
@@ -221,7 +241,7 @@ like($err, qr/ERROR:  22S02:/, 'other keys: rotation under a wrong previous KEK 
 is($other->safe_psql('appdb', $rows_sql), $before, 'other keys: the failed rotation changed nothing');
 
 # Restored with no passphrase at all: the development-passphrase hint.
-my $nokeys = new_secretenv_node('no_keys', "shared_preload_libraries = 'secretenv'\n");
+my $nokeys = new_node('no_keys', "shared_preload_libraries = 'secretenv'\n");
 $nokeys->safe_psql('postgres', 'CREATE DATABASE appdb');
 $nokeys->command_ok([ 'pg_restore', '--exit-on-error', '-d', $nokeys->connstr('appdb'), "$tmp/appdb.dump" ],
 	'no keys: pg_restore succeeds');

@@ -39,11 +39,12 @@ sub write_keys
 	return;
 }
 write_keys("secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n");
-my $conf = "shared_preload_libraries = 'secretenv'\ninclude '$keyfile'\n";
+my $conf = "include '$keyfile'\n";
 
 ###########################################################################
 # The source: an application with its own roles, secrets under two KEKs.
-my $src = new_secretenv_node('source', $conf);
+my $src = new_secretenv_node('source', conf => $conf);
+$src->start;
 $src->safe_psql(
 	'postgres', q{
 CREATE ROLE app_owner NOLOGIN;
@@ -144,7 +145,8 @@ unlike($all_backup, qr/backup-value-|token-value-/, 'no plaintext in the backup'
 
 ###########################################################################
 # Why roles come first: the same restore without them fails.
-my $noroles = new_secretenv_node('no_roles', $conf);
+my $noroles = new_secretenv_node('no_roles', conf => $conf);
+$noroles->start;
 $noroles->command_ok([ 'createdb', '-h', $noroles->host, '-p', $noroles->port, '-E', 'UTF8', 'appdb' ],
 	'without roles: createdb');
 my ($out, $err) = ('', '');
@@ -157,7 +159,8 @@ $noroles->stop;
 ###########################################################################
 # Restore, step by step.
 # 1. A new cluster with the same key configuration (the same key file).
-my $new = new_secretenv_node('restored', $conf);
+my $new = new_secretenv_node('restored', conf => $conf);
+$new->start;
 # 2. Roles first; only the bootstrap superuser already exists.
 ($out, $err) = ('', '');
 $ok = IPC::Run::run([ 'psql', '-X', '-d', $new->connstr('postgres'), '-f', "$backup/roles.sql" ],
@@ -190,7 +193,7 @@ is($new->safe_psql('appdb', 'SELECT count(*) FROM secretenv.decrypted_secrets', 
 is($new->safe_psql('appdb',
 		q{SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'app.tokens'::regclass}),
 	'tokens_check,tokens_identity', 'restored: the application table keeps its triggers');
-($out, $err) = psql_err($new, 'appdb',
+($out, $err) = run_sql($new, 'appdb',
 	q{SET ROLE app_rw; UPDATE app.tokens SET encrypted_value = (SELECT encrypted_value FROM app.tokens WHERE name = 'token 2') WHERE name = 'token 1'});
 like($err, qr/ERROR:  22S03:/, 'restored: check_envelope still refuses a swapped value');
 is($new->safe_psql('appdb', q{SET ROLE app_rw; SELECT secretenv.secret_create('after-restore', 'new-value-0123') IS NOT NULL; SELECT secretenv.secret_get('after-restore')}),

@@ -18,8 +18,9 @@ use lib $FindBin::RealBin;
 use SecretenvTest;
 use Test::More;
 
-my $node = new_secretenv_node('no_preload',
-	"secretenv.kek_passphrase = 'drop-guard-passphrase-0123456789abcdef'\n");
+my $node = new_secretenv_node('no_preload', preload => 0,
+	conf => "secretenv.kek_passphrase = 'drop-guard-passphrase-0123456789abcdef'\n");
+$node->start;
 my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
 $node->safe_psql(
 	'postgres', q{
@@ -40,18 +41,18 @@ for my $case (
 		'SET session_replication_role = replica; DROP EXTENSION secretenv CASCADE' ])
 {
 	# Each psql call is a new session that has not loaded the library.
-	($out, $err) = psql_err($node, 'postgres', $case->[1]);
+	($out, $err) = run_sql($node, 'postgres', $case->[1]);
 	like($err, $refused, "$case->[0]: refused with 2BP01, the count and the setting in the hint");
 }
 is($node->safe_psql('postgres', q{SELECT count(*) FROM secretenv.secrets}), '3', 'every secret is still there');
 
 # A role that may not drop learns nothing from the guard.
-($out, $err) = psql_err($node, 'postgres', 'DROP EXTENSION secretenv', extra_params => [ '-U', 'someone', '-v', 'VERBOSITY=verbose' ]);
+($out, $err) = run_sql($node, 'postgres', 'DROP EXTENSION secretenv', extra_params => [ '-U', 'someone', '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/ERROR:  42501: must be owner of extension secretenv/, 'a non-owner gets the ownership error');
 unlike($err, qr/stored secrets/, '... and no word about stored secrets');
 # Before the library is loaded a SET only makes a placeholder; when the
 # guard loads the library, a non-superuser's value is thrown away.
-($out, $err) = psql_err($node, 'postgres', 'SET secretenv.allow_drop_with_secrets = on; DROP EXTENSION secretenv',
+($out, $err) = run_sql($node, 'postgres', 'SET secretenv.allow_drop_with_secrets = on; DROP EXTENSION secretenv',
 	extra_params => [ '-U', 'someone', '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/WARNING:  42501: permission denied to set parameter "secretenv\.allow_drop_with_secrets"/,
 	'a non-superuser\'s secretenv.allow_drop_with_secrets is refused when the library loads');
@@ -81,7 +82,7 @@ $node->safe_psql('postgres', q{CREATE DATABASE other; });
 $node->safe_psql('other', q{CREATE EXTENSION secretenv; SELECT secretenv.secret_create('x', 'value-x');});
 {
 	local $ENV{PGOPTIONS} = '-c secretenv.allow_drop_with_secrets=on';
-	($out, $err) = psql_err($node, 'other', 'DROP EXTENSION secretenv');
+	($out, $err) = run_sql($node, 'other', 'DROP EXTENSION secretenv');
 }
 is($err =~ /ERROR/ ? $err : '', '', 'with the setting given at connection, DROP EXTENSION goes through');
 is($node->safe_psql('other', q{SELECT count(*) FROM pg_extension WHERE extname = 'secretenv'}), '0',
@@ -89,7 +90,7 @@ is($node->safe_psql('other', q{SELECT count(*) FROM pg_extension WHERE extname =
 
 # An empty table needs no setting.
 $node->safe_psql('other', q{CREATE EXTENSION secretenv});
-($out, $err) = psql_err($node, 'other', 'DROP SCHEMA secretenv CASCADE');
+($out, $err) = run_sql($node, 'other', 'DROP SCHEMA secretenv CASCADE');
 is($node->safe_psql('other', q{SELECT count(*) FROM pg_extension WHERE extname = 'secretenv'}), '0',
 	'with no secret stored, DROP SCHEMA secretenv CASCADE goes through');
 

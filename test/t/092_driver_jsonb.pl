@@ -21,7 +21,8 @@ plan skip_all => "$python with psycopg2 is not available"
   unless -x $python && system($python, '-c', 'import psycopg2') == 0;
 
 my $node = new_secretenv_node('driver',
-	"shared_preload_libraries = 'secretenv'\nsecretenv.kek_passphrase = 'driver-note-passphrase-0123456789abcdef'\n");
+	conf => "secretenv.kek_passphrase = 'driver-note-passphrase-0123456789abcdef'\n");
+$node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 
 my $program = <<'PY';

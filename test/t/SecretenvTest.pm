@@ -6,7 +6,41 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node psql_err);
+our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql);
+
+# A new UTF8 cluster for secretenv tests, not yet started.  Options:
+#   preload => 0|1 (default 1): secretenv in shared_preload_libraries
+#   conf    => text appended to postgresql.conf (key settings and the like)
+#   allows_streaming => passed to init
+sub new_secretenv_node
+{
+	my ($name, %opt) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+
+	$node->init(
+		extra => [ '--encoding=UTF8', '--no-locale' ],
+		allows_streaming => $opt{allows_streaming} // 0);
+	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'secretenv'\n")
+	  if $opt{preload} // 1;
+	$node->append_conf('postgresql.conf', $opt{conf}) if defined $opt{conf};
+	return $node;
+}
+
+# Run SQL in a new connection with verbose errors (SQLSTATEs shown) and
+# without stopping at the first error; returns (stdout, stderr).
+sub run_sql
+{
+	my ($node, $db, $sql, @psql_opts) = @_;
+	my ($out, $err) = ('', '');
+
+	$node->psql(
+		$db, $sql,
+		stdout => \$out,
+		stderr => \$err,
+		extra_params => [ '-v', 'VERBOSITY=verbose' ],
+		@psql_opts);
+	return ($out, $err);
+}
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
 # postgresql.conf; reload and wait until new connections see version 2.
@@ -58,33 +92,6 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 SQL
 	return;
-}
-
-# A started UTF8 cluster with these lines added to postgresql.conf.
-sub new_secretenv_node
-{
-	my ($name, $conf) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-	$node->append_conf('postgresql.conf', $conf);
-	$node->start;
-	return $node;
-}
-
-# Run SQL with psql, stopping at the first error; returns (stdout, stderr),
-# with SQLSTATEs in the messages (VERBOSITY verbose).
-sub psql_err
-{
-	my ($node, $db, $sql, @opts) = @_;
-	my ($out, $err) = ('', '');
-	$node->psql(
-		$db, $sql,
-		stdout        => \$out,
-		stderr        => \$err,
-		on_error_stop => 1,
-		extra_params  => [ '-v', 'VERBOSITY=verbose' ],
-		@opts);
-	return ($out, $err);
 }
 
 1;
