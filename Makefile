@@ -16,7 +16,9 @@ CRYPTO_OBJS = \
 OBJS = \
 	$(CRYPTO_OBJS) \
 	src/cache.o \
+	src/drop_guard.o \
 	src/engine.o \
+	src/envelope_memo.o \
 	src/envelope_sql.o \
 	src/errors.o \
 	src/key_health.o \
@@ -43,7 +45,7 @@ SHLIB_LINK = -lcrypto
 # test/regress.conf (the rotation and error tests need both KEK versions).
 # REGRESS_TEMP_INSTANCE=1 makes pg_regress bring its own preloaded cluster
 # instead, as test/run_all.sh does.  The database it creates is UTF8 either way.
-REGRESS = setup primitives errors mask trigger store rotation privileges cache
+REGRESS = setup primitives errors mask trigger store rotation privileges cache guard
 REGRESS_OPTS = --encoding=UTF8 --no-locale
 ifdef REGRESS_TEMP_INSTANCE
 REGRESS_OPTS += --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf

@@ -326,6 +326,13 @@ LANGUAGE C;
 COMMENT ON FUNCTION secretenv.forbid_identity_change() IS
 	'Row trigger: the columns named in its arguments may never change (they are part of the AAD)';
 
+CREATE FUNCTION secretenv.check_envelope()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_check_envelope'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.check_envelope() IS
+	'Row trigger: refuse a new or changed row whose envelope (columns named in its arguments) does not open';
+
 CREATE FUNCTION secretenv.key_config()
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'secret_key_config'
@@ -349,7 +356,14 @@ CREATE TABLE secretenv.secrets (
 	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	created_by name NOT NULL DEFAULT CURRENT_USER,
 	last_updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	last_updated_by name NOT NULL DEFAULT CURRENT_USER
+	last_updated_by name NOT NULL DEFAULT CURRENT_USER,
+	/*
+	 * 1024 bytes keeps every name well inside a btree entry of the unique
+	 * index (at most about 2700 bytes, less than that for names that do not
+	 * compress); a blank name is always a mistake.  The functions below say
+	 * so with their own SQLSTATEs; this also covers direct writes.
+	 */
+	CONSTRAINT secrets_name_valid CHECK (octet_length(secret_name) <= 1024 AND btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') <> '')
 );
 COMMENT ON TABLE secretenv.secrets IS
 	'Envelope-encrypted secrets; secret_id and secret_name are immutable (they are the AAD)';
@@ -386,6 +400,16 @@ BEGIN
 		RAISE EXCEPTION 'secret name and value must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
 	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
@@ -412,6 +436,16 @@ BEGIN
 	IF secret_name IS NULL OR plaintext IS NULL THEN
 		RAISE EXCEPTION 'secret name and value must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	/* Lock the row first: the AAD needs its id, and a rename cannot happen. */
 	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
@@ -646,6 +680,26 @@ CREATE VIEW secretenv.decrypted_secrets AS
 COMMENT ON VIEW secretenv.decrypted_secrets IS
 	'Plaintext of every stored secret; restricted to secretenv_reader';
 
+/*
+ * DROP EXTENSION secretenv would delete every stored secret without a
+ * word; so would DROP SCHEMA secretenv CASCADE and DROP OWNED BY the owner.
+ * This event trigger refuses them while secretenv.secrets holds rows,
+ * unless a superuser set secretenv.allow_drop_with_secrets in the session.
+ * An event trigger fires in every session, also without preload; ENABLE
+ * ALWAYS keeps it firing under session_replication_role = replica.
+ */
+CREATE FUNCTION secretenv.drop_guard()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'secret_drop_guard'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.drop_guard() IS
+	'Event trigger: refuse to drop secretenv while secretenv.secrets holds secrets';
+
+CREATE EVENT TRIGGER secretenv_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+	EXECUTE FUNCTION secretenv.drop_guard();
+ALTER EVENT TRIGGER secretenv_drop_guard ENABLE ALWAYS;
+
 -------------------------------------------------------------------------------
 -- Privileges: nothing sensitive is executable by PUBLIC
 -------------------------------------------------------------------------------
@@ -695,3 +749,8 @@ GRANT EXECUTE ON FUNCTION
 	TO secretenv_admin;
 
 GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
+
+-- check_envelope answers whether an envelope opens for an id and name: an
+-- oracle on ciphertexts (never a plaintext), so not for PUBLIC.
+GRANT EXECUTE ON FUNCTION secretenv.check_envelope()
+	TO secretenv_reader, secretenv_writer, secretenv_admin;

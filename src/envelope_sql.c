@@ -100,7 +100,11 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 	return result;
 }
 
-/* Result tuple descriptor of secret_encrypt, blessed once per call site. */
+/*
+ * Result tuple descriptor of secret_encrypt, blessed once per call site.
+ * Each FmgrInfo gets its own copy, so fn_extra also names the call for the
+ * memo of envelope_memo.c.
+ */
 static TupleDesc
 envelope_tupdesc(FunctionCallInfo fcinfo)
 {
@@ -119,6 +123,11 @@ envelope_tupdesc(FunctionCallInfo fcinfo)
 	return tupdesc;
 }
 
+/*
+ * Seal one value into a new envelope, unless a sibling copy of this very
+ * call already did for this row: see envelope_memo.c for why the copies of
+ * "(secret_encrypt(...)).*" must return one envelope.
+ */
 static Datum
 encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 				 const char *id, int idlen, const char *name, int namelen)
@@ -126,6 +135,7 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 	int32		version = se_keyring_current_version();
 	const uint8_t *kek;
 	TupleDesc	tupdesc = envelope_tupdesc(fcinfo);
+	SeEncryptArgs args = {pt, ptlen, id, idlen, name, namelen};
 	uint8_t    *aad;
 	size_t		aadlen;
 	bytea	   *value;
@@ -133,12 +143,17 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 	se_status	status;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
+	Datum		result;
 
-	if (ptlen > SE_MAX_PLAINTEXT_LEN)
+	if (ptlen > SE_MAX_SECRET_VALUE_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("secret value is too large"),
-				 errdetail("A secret value may be at most %zu bytes.", SE_MAX_PLAINTEXT_LEN)));
+				 errdetail("A secret value may be at most %zu bytes; this one has %zu.",
+						   SE_MAX_SECRET_VALUE_LEN, ptlen)));
+
+	if (se_memo_fetch(fcinfo, &args, &result))
+		return result;
 
 	se_key_health_check_writable();
 	kek = se_keyring_kek(version);
@@ -158,7 +173,9 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 	values[0] = PointerGetDatum(value);
 	values[1] = PointerGetDatum(wrapped);
 	values[2] = Int32GetDatum(version);
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	result = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+	se_memo_store(fcinfo, &args, result);
+	return result;
 }
 
 /*

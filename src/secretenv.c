@@ -40,5 +40,6 @@ _PG_init(void)
 	se_writers_init();
 	se_key_health_init();
 	se_redact_init();
+	se_drop_guard_init();
 	MarkGUCPrefixReserved("secretenv");
 }

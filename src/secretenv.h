@@ -70,6 +70,28 @@ extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 								const char *id, int idlen,
 								const char *name, int namelen);
 
+/*
+ * The largest plaintext secret_encrypt, secret_create and secret_update
+ * accept (bytes; a jsonb secret counts as its JSON text).  Reads have no
+ * limit of their own: they open whatever was stored.
+ */
+#define SE_MAX_SECRET_VALUE_LEN ((size_t) 1024 * 1024)
+
+/* envelope_memo.c: the columns of one secret_encrypt(...).* agree */
+typedef struct SeEncryptArgs
+{
+	const char *value;
+	size_t		valuelen;
+	const char *id;
+	int			idlen;
+	const char *name;
+	int			namelen;
+} SeEncryptArgs;
+extern bool se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
+						  Datum *envelope);
+extern void se_memo_store(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
+						  Datum envelope);
+
 /* cache.c: per-backend credential cache behind secret_get */
 #define SE_CACHE_MAX_NAME_LEN 127	/* longer names are served uncached */
 extern void se_cache_init(void);
@@ -88,6 +110,9 @@ extern void se_forget_secrets_relid(void);
 extern void se_writers_init(void);
 extern void se_writer_started(void);
 extern bool se_writers_in_flight(void);
+
+/* drop_guard.c: no DROP EXTENSION while secrets are stored */
+extern void se_drop_guard_init(void);
 
 /* redact.c: keeps plaintext-bearing statements out of the server log */
 extern void se_redact_init(void);

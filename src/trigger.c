@@ -1,11 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * trigger.c
- *	  Trigger functions: immutable identity columns, cache invalidation.
+ *	  Trigger functions: immutable identity columns, envelopes that open,
+ *	  cache invalidation.
  *
  * forbid_identity_change() protects the columns a ciphertext's AAD is built
  * from: renaming or re-identifying a row would leave a value that no longer
  * decrypts, so the change is refused whoever makes it.
+ *
+ * check_envelope() is for application tables built on the primitives: a
+ * BEFORE INSERT OR UPDATE row trigger that opens the envelope of the new
+ * row (wrapped DEK, then value under the row's id and name) and refuses the
+ * row if it does not open, so a row that could never be read back is an
+ * error when it is written rather than a loss discovered at the first read.
+ * The plaintext goes to a scratch buffer that is wiped before anything
+ * else happens, and never leaves the function.
  *
  * invalidate_secret_caches() is the statement-level trigger that tells
  * every backend's credential cache about a change of secretenv.secrets: it
@@ -18,8 +27,16 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "catalog/namespace.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/uuid.h"
 #include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
@@ -48,6 +65,20 @@ column_unchanged(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc desc, int att
 			memcmp(VARDATA_ANY(o), VARDATA_ANY(n), VARSIZE_ANY_EXHDR(o)) == 0;
 	}
 	return datumIsEqual(oldval, newval, att->attbyval, att->attlen);
+}
+
+/* Attribute number of a trigger argument's column; an ERROR if absent. */
+static int
+trigger_column(TriggerData *trigdata, const char *column)
+{
+	int			attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), column);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						column, RelationGetRelationName(trigdata->tg_relation))));
+	return attnum;
 }
 
 /* Refuse any UPDATE that changes one of the columns named in the arguments. */
@@ -81,13 +112,8 @@ secret_forbid_identity_change(PG_FUNCTION_ARGS)
 	for (int i = 0; i < trigger->tgnargs; i++)
 	{
 		const char *column = trigger->tgargs[i];
-		int			attnum = SPI_fnumber(desc, column);
+		int			attnum = trigger_column(trigdata, column);
 
-		if (attnum <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("column \"%s\" of relation \"%s\" does not exist",
-							column, RelationGetRelationName(trigdata->tg_relation))));
 		if (!column_unchanged(trigdata->tg_trigtuple, trigdata->tg_newtuple, desc, attnum))
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_IDENTITY_CHANGE),
@@ -97,6 +123,234 @@ secret_forbid_identity_change(PG_FUNCTION_ARGS)
 					 errhint("Create a new secret under the new identity and delete the old one.")));
 	}
 	return PointerGetDatum(trigdata->tg_newtuple);
+}
+
+/* OID of the type secretenv.envelope. */
+static Oid
+envelope_type_oid(void)
+{
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum("envelope"),
+						   ObjectIdGetDatum(get_namespace_oid("secretenv", false)));
+}
+
+/* A column's value as text bytes, for the AAD: uuid canonical, text as is. */
+static void
+aad_part(TriggerData *trigdata, int attnum, Datum value, bool allow_uuid,
+		 char *uuidbuf, const char **out, int *outlen)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(trigdata->tg_relation), attnum - 1);
+	Oid			type = getBaseType(att->atttypid);
+
+	if (allow_uuid && type == UUIDOID)
+	{
+		se_uuid_to_text(DatumGetUUIDP(value), uuidbuf);
+		*out = uuidbuf;
+		*outlen = UUID_TEXT_LEN;
+	}
+	else if (type == TEXTOID || type == VARCHAROID)
+	{
+		text	   *t = DatumGetTextPP(value);
+
+		*out = VARDATA_ANY(t);
+		*outlen = VARSIZE_ANY_EXHDR(t);
+	}
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of relation \"%s\" has type %s",
+						NameStr(att->attname), RelationGetRelationName(trigdata->tg_relation),
+						format_type_be(att->atttypid)),
+				 errdetail(allow_uuid ? "A secret id column must be uuid, text or varchar."
+						   : "A secret name column must be text or varchar.")));
+}
+
+static bytea *
+bytea_column(TriggerData *trigdata, int attnum, Datum value)
+{
+	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(trigdata->tg_relation), attnum - 1);
+
+	if (getBaseType(att->atttypid) != BYTEAOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of relation \"%s\" has type %s",
+						NameStr(att->attname), RelationGetRelationName(trigdata->tg_relation),
+						format_type_be(att->atttypid)),
+				 errdetail("An encrypted value or wrapped DEK column must be bytea.")));
+	return DatumGetByteaPP(value);
+}
+
+/*
+ * Refuse a new or changed row whose envelope does not open.
+ *
+ * Arguments: encrypted_value, wrapped_dek, kek_version, id and name columns
+ * (five), or an envelope column, id and name (three).  A row with NULL in
+ * any of them has no envelope to open and is accepted; declare the columns
+ * NOT NULL to forbid that.  An UPDATE that leaves all of them unchanged is
+ * not re-checked: the row was checked when they were written, and re-opening
+ * it would make unrelated updates fail while a KEK is missing.
+ */
+PG_FUNCTION_INFO_V1(secret_check_envelope);
+Datum
+secret_check_envelope(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	HeapTuple	newtuple;
+	TupleDesc	desc;
+	int			attnums[5];
+	int			nattrs;
+	Datum		values[5];
+	bool		isnull;
+	bytea	   *value;
+	bytea	   *wrapped;
+	int32		version;
+	char		idbuf[UUID_TEXT_LEN];
+	const char *id;
+	int			idlen;
+	const char *name;
+	int			namelen;
+	uint8_t    *aad;
+	size_t		aadlen;
+	size_t		valuelen;
+	size_t		ptlen;
+	uint8_t    *pt;
+	se_status	status;
+	bool		utf8_ok;
+	const char *relname;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("check_envelope() was not called by the trigger manager")));
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) || TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("check_envelope() must be a BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger")));
+
+	trigger = trigdata->tg_trigger;
+	if (trigger->tgnargs != 5 && trigger->tgnargs != 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("check_envelope() needs the names of the envelope, id and name columns"),
+				 errhint("Pass five column names (encrypted value, wrapped DEK, KEK version, id, name) or three (envelope, id, name), e.g. EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version', 'id', 'name').")));
+
+	newtuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_newtuple
+		: trigdata->tg_trigtuple;
+	desc = RelationGetDescr(trigdata->tg_relation);
+	relname = RelationGetRelationName(trigdata->tg_relation);
+	nattrs = trigger->tgnargs;
+	for (int i = 0; i < nattrs; i++)
+		attnums[i] = trigger_column(trigdata, trigger->tgargs[i]);
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		bool		changed = false;
+
+		for (int i = 0; i < nattrs && !changed; i++)
+			changed = !column_unchanged(trigdata->tg_trigtuple, newtuple, desc, attnums[i]);
+		if (!changed)
+			return PointerGetDatum(newtuple);
+	}
+
+	for (int i = 0; i < nattrs; i++)
+	{
+		values[i] = heap_getattr(newtuple, attnums[i], desc, &isnull);
+		if (isnull)
+			return PointerGetDatum(newtuple);
+	}
+
+	if (nattrs == 5)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnums[2] - 1);
+
+		if (getBaseType(att->atttypid) != INT4OID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of relation \"%s\" has type %s",
+							NameStr(att->attname), relname, format_type_be(att->atttypid)),
+					 errdetail("A KEK version column must be int4.")));
+		value = bytea_column(trigdata, attnums[0], values[0]);
+		wrapped = bytea_column(trigdata, attnums[1], values[1]);
+		version = DatumGetInt32(values[2]);
+		aad_part(trigdata, attnums[3], values[3], true, idbuf, &id, &idlen);
+		aad_part(trigdata, attnums[4], values[4], false, NULL, &name, &namelen);
+	}
+	else
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, attnums[0] - 1);
+		HeapTupleHeader env;
+		bool		fieldnull[3];
+		Datum		fields[3];
+
+		if (att->atttypid != envelope_type_oid())
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of relation \"%s\" has type %s",
+							NameStr(att->attname), relname, format_type_be(att->atttypid)),
+					 errdetail("With three arguments the first column must be secretenv.envelope.")));
+		env = DatumGetHeapTupleHeader(values[0]);
+		for (int i = 0; i < 3; i++)
+		{
+			fields[i] = GetAttributeByNum(env, i + 1, &fieldnull[i]);
+			if (fieldnull[i])
+				return PointerGetDatum(newtuple);
+		}
+		value = DatumGetByteaPP(fields[0]);
+		wrapped = DatumGetByteaPP(fields[1]);
+		version = DatumGetInt32(fields[2]);
+		aad_part(trigdata, attnums[1], values[1], true, idbuf, &id, &idlen);
+		aad_part(trigdata, attnums[2], values[2], false, NULL, &name, &namelen);
+	}
+
+	se_check_version_argument(version);
+	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
+	valuelen = VARSIZE_ANY_EXHDR(value);
+	ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
+	pt = palloc(Max(ptlen, 1));
+	status = se_envelope_open(se_engine(), se_keyring_kek(version),
+							  (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),
+							  aad, aadlen,
+							  (const uint8_t *) VARDATA_ANY(value), valuelen, pt);
+	utf8_ok = status == SE_OK && pg_verify_mbstr(PG_UTF8, (const char *) pt, (int) ptlen, true);
+	se_wipe(pt, ptlen);
+	pfree(pt);
+	pfree(aad);
+
+	switch (status)
+	{
+		case SE_OK:
+			if (!utf8_ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						 errmsg("new row of relation \"%s\" holds a value that is not valid UTF-8 text", relname)));
+			break;
+		case SE_ERR_LENGTH:
+			ereport(ERROR,
+					(errcode(ERRCODE_SECRETENV_MALFORMED_ENVELOPE),
+					 errmsg("new row of relation \"%s\" holds a malformed envelope", relname),
+					 errdetail("A wrapped DEK is exactly %d bytes and an encrypted value at least %d bytes.",
+							   SE_WRAPPED_DEK_LEN, SE_SEAL_OVERHEAD)));
+			break;
+		case SE_ERR_UNWRAP:
+			ereport(ERROR,
+					(errcode(ERRCODE_SECRETENV_KEK_MISMATCH),
+					 errmsg("new row of relation \"%s\" holds an envelope that does not open: wrong KEK or corrupted wrapped DEK", relname),
+					 errdetail("The wrapped DEK does not open under the KEK of version %d.", version),
+					 errhint("Store the encrypted value, wrapped DEK and KEK version of one secret_encrypt call: ... FROM src, LATERAL secretenv.secret_encrypt(value, id, name) e.")));
+			break;
+		case SE_ERR_OPEN:
+			ereport(ERROR,
+					(errcode(ERRCODE_SECRETENV_VALUE_MISMATCH),
+					 errmsg("new row of relation \"%s\" holds an envelope that does not open: AAD mismatch or tampered value", relname),
+					 errdetail("The encrypted value does not open under its DEK with this row's id and name."),
+					 errhint("Store the encrypted value, wrapped DEK and KEK version of one secret_encrypt call made with this row's id and name.")));
+			break;
+		default:
+			se_report_crypto_failure(status, version, "check envelope");
+	}
+	return PointerGetDatum(newtuple);
 }
 
 /* Queue a relcache invalidation so every backend drops its cached secrets. */
