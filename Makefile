@@ -22,6 +22,9 @@ OBJS = \
 	src/keyring.o \
 	src/mask_sql.o \
 	src/redact.o \
+	src/redact_log.o \
+	src/redact_scrub.o \
+	src/redact_stats.o \
 	src/scrub.o \
 	src/shared.o \
 	src/secretenv.o \
@@ -54,4 +57,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/redact.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

@@ -96,7 +96,8 @@ extern void se_health_check_once(void);
 /* keyring.c, for health.c: which key configuration is in force */
 extern bool se_keyring_fingerprint(uint8_t out[SE_FINGERPRINT_LEN]);
 
-/* redact.c: keeps plaintext-bearing statements out of the server log */
+/* redact.c: keeps plaintext-bearing statements out of every channel */
 extern void se_redact_init(void);
+extern void se_redact_note_plaintext(void);
 
 #endif							/* SECRETENV_H */
