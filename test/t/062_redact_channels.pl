@@ -143,6 +143,13 @@ for my $case (@cases)
 	is($err, '', 'PREPARE/EXECUTE: succeeds');
 }
 
+# Control: the same kind of statement with redaction switched off for it
+# reaches every channel below, so the counts of 0 are not for want of
+# logging or tracking.
+my $control = 'ctl' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+$node->safe_psql('postgres',
+	"SET secretenv.redact_logs = off;\nDO \$\$BEGIN PERFORM secretenv.secret_create('c_ctl', '$control'); END\$\$;");
+
 # Unrelated statements: logged, audited and tracked verbatim.
 $node->safe_psql('postgres',
 	"SELECT 'unrelated-select-62'; DO \$\$BEGIN PERFORM 'unrelated-do-62'; END\$\$;");
@@ -294,6 +301,7 @@ for my $name (sort keys %channel)
 	my $pp = () = $text =~ /\Q$passphrase\E/g;
 	push @found, "passphrase x$pp" if $pp;
 	is(join(', ', @found), '', "$name: 0 occurrences of the " . scalar(keys %pt) . ' plaintexts and the passphrase');
+	like($text, qr/\Q$control\E/, "$name: the control plaintext, sent with redaction off, is there");
 }
 
 for my $format ('stderr log', 'csvlog', 'jsonlog')
