@@ -43,7 +43,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "common/hashfn.h"
 #include "executor/executor.h"
 #include "lib/ilist.h"
@@ -75,8 +74,13 @@ typedef struct LiveText
 
 static dlist_head live_texts = DLIST_STATIC_INIT(live_texts);
 
-/* The message and text whose pg_stat_activity entry was last looked at. */
-static TimestampTz activity_checked_at = 0;
+/*
+ * The entry's change count and the text when the entry was last looked
+ * at: every write to the entry (pgstat_report_activity reporting a new
+ * text among them) bumps the count, so a text reported since is never
+ * missed, and a statement's nested statements cost a comparison.
+ */
+static int	activity_checked_count = -1;
 static const char *activity_checked_text = NULL;
 
 /*
@@ -93,6 +97,9 @@ scrub_activity(void)
 
 	if (beentry == NULL || !pgstat_track_activities || debug_query_string == NULL)
 		return;
+	/* Only a running statement's text is ours to replace (not a Parse's). */
+	if (beentry->st_state != STATE_RUNNING)
+		return;
 
 	scrubbed = se_redact_scrubbed_copy(debug_query_string);
 	len = Min(strlen(scrubbed), pgstat_track_activity_query_size - 1);
@@ -103,22 +110,26 @@ scrub_activity(void)
 	PGSTAT_END_WRITE_ACTIVITY(beentry);
 
 	pfree(scrubbed);
+	activity_checked_count = beentry->st_changecount;
+	activity_checked_text = debug_query_string;
 }
 
 /*
  * Scrub the entry if the current top-level statement's text carries a
- * plaintext; decided once per message and text (the decision changes only
- * when the message passes a plaintext, which scrubs by itself).
+ * plaintext; decided again only when the entry or the text changed (the
+ * decision itself changes only when the message passes a plaintext, which
+ * scrubs by itself).
  */
 static void
 scrub_activity_if_needed(void)
 {
-	TimestampTz now = GetCurrentStatementStartTimestamp();
+	volatile PgBackendStatus *beentry = MyBEEntry;
 
-	if (debug_query_string == NULL ||
-		(activity_checked_at == now && activity_checked_text == debug_query_string))
+	if (beentry == NULL || debug_query_string == NULL ||
+		(activity_checked_count == beentry->st_changecount &&
+		 activity_checked_text == debug_query_string))
 		return;
-	activity_checked_at = now;
+	activity_checked_count = beentry->st_changecount;
 	activity_checked_text = debug_query_string;
 	if (se_redact_carries_plaintext(debug_query_string))
 		scrub_activity();
