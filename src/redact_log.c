@@ -139,7 +139,7 @@ audit_prefix(const char *message)
 
 /*
  * secretenv's own messages never carry secret material.  Its C code is
- * compiled with TEXTDOMAIN "secretenv" (see Makefile); its SQL functions
+ * compiled with TEXTDOMAIN "secretenv" (see secretenv.h); its SQL functions
  * raise only the SQLSTATEs of its own classes.
  */
 static bool
