@@ -42,6 +42,7 @@
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "secretenv.h"
 #include "redact.h"
@@ -51,6 +52,21 @@ static char *redact_functions_string = NULL;
 
 /* The parsed secretenv.redact_functions: NULL-terminated, lower case. */
 static char **redact_functions = NULL;
+
+/*
+ * Whether the client's text of the current message carries a plaintext by
+ * its names: decided once per message (a message of many statements is
+ * asked once per statement and per log record), forgotten with
+ * MessageContext.
+ */
+typedef struct MessageDecision
+{
+	const char *text;
+	bool		carries;
+	MemoryContextCallback callback;
+} MessageDecision;
+
+static MessageDecision *message_decision = NULL;
 
 /* Statement start timestamp of the message that passed a plaintext. */
 static bool plaintext_seen = false;
@@ -174,17 +190,49 @@ se_redact_statement_flagged(void)
 		plaintext_seen_at == GetCurrentStatementStartTimestamp();
 }
 
+static bool
+text_carries_plaintext(const char *sql)
+{
+	return se_redact_mentions_plaintext(sql) || executes_plaintext_statement(sql);
+}
+
+static void
+forget_message_decision(void *arg)
+{
+	if (message_decision == (MessageDecision *) arg)
+		message_decision = NULL;
+}
+
 /*
  * Whether the text sql, run as part of the current message, must be kept
  * out of every channel: by its names, or because the message has passed
- * a plaintext already.
+ * a plaintext already.  Never throws: the log hook asks too.
  */
 bool
 se_redact_carries_plaintext(const char *sql)
 {
-	return se_redact_statement_flagged() ||
-		se_redact_mentions_plaintext(sql) ||
-		executes_plaintext_statement(sql);
+	MessageDecision *decision;
+
+	if (se_redact_statement_flagged())
+		return true;
+	if (sql == NULL)
+		return false;
+	if (sql != debug_query_string || MessageContext == NULL)
+		return text_carries_plaintext(sql);
+
+	if (message_decision != NULL && message_decision->text == sql)
+		return message_decision->carries;
+	decision = MemoryContextAllocExtended(MessageContext, sizeof(MessageDecision),
+										  MCXT_ALLOC_NO_OOM);
+	if (decision == NULL)
+		return text_carries_plaintext(sql);
+	decision->text = sql;
+	decision->carries = text_carries_plaintext(sql);
+	decision->callback.func = forget_message_decision;
+	decision->callback.arg = decision;
+	MemoryContextRegisterResetCallback(MessageContext, &decision->callback);
+	message_decision = decision;
+	return decision->carries;
 }
 
 /*

@@ -21,13 +21,20 @@
  *	  - ExecutorStart and ExecutorEnd hooks: QueryDesc.sourceText, read by
  *		pg_stat_statements and auto_explain at ExecutorEnd and by pgaudit at
  *		ExecutorStart (it is also what parallel workers show);
- *	  - ProcessUtility_hook: the query string.  Every utility statement gets
- *		a private copy, kept in a list while it runs: if the statement
- *		passes a plaintext only while running (a DO block calling a wrapper)
- *		that copy is scrubbed in place before pg_stat_statements stores it
- *		at the end.  A memory context callback unlinks the copy when its
- *		memory goes, so an error unwinding past the hook leaves nothing
- *		dangling.
+ *	  - ProcessUtility_hook: the query string.  A top-level utility statement
+ *		gets the message's private copy of the client's text, one per
+ *		message, in MessageContext: if the statement passes a plaintext only
+ *		while running (a DO block calling a wrapper), that copy is scrubbed
+ *		in place before pg_stat_statements stores it at the end.  A reset
+ *		callback on MessageContext forgets the copy with the message, so an
+ *		error unwinding past the hook leaves nothing dangling.  A nested
+ *		utility statement (dynamic SQL in a function) gets a scrubbed copy
+ *		when its text carries a plaintext, and its own text otherwise.
+ *
+ * Extension scripts are left alone: every statement of a script is parsed
+ * and run with the whole script as its text, which scanning and copying
+ * per statement would make quadratic, and a script carries no plaintext of
+ * the user's.
  *
  * These hooks only see what runs inside them, so secretenv must be loaded
  * after pg_stat_statements (its hooks are then installed later and run
@@ -45,7 +52,7 @@
 
 #include "common/hashfn.h"
 #include "executor/executor.h"
-#include "lib/ilist.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "parser/analyze.h"
 #include "tcop/tcopprot.h"
@@ -62,17 +69,20 @@ static ExecutorStart_hook_type prev_ExecutorStart_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility_hook = NULL;
 
-/* A utility statement's text handed down while the statement runs. */
-typedef struct LiveText
+/*
+ * The current message's copy of the client's text handed to top-level
+ * utility statements; lives in MessageContext, forgotten when it is reset.
+ */
+typedef struct MessageText
 {
-	dlist_node	node;
-	char	   *text;
+	const char *source;
+	char	   *copy;
 	size_t		len;
-	bool		linked;
+	bool		scrubbed;
 	MemoryContextCallback callback;
-} LiveText;
+} MessageText;
 
-static dlist_head live_texts = DLIST_STATIC_INIT(live_texts);
+static MessageText *message_text = NULL;
 
 /*
  * The entry's change count and the text when the entry was last looked
@@ -135,22 +145,100 @@ scrub_activity_if_needed(void)
 		scrub_activity();
 }
 
+/* Redaction applies, and this is not an extension script. */
+static inline bool
+redacting(void)
+{
+	return se_redact_enabled() && !creating_extension;
+}
+
 /*
- * The current message has just passed a plaintext: scrub the texts still
- * handed down and the pg_stat_activity entry.
+ * The current message has just passed a plaintext: scrub the text handed
+ * to its utility statements and the pg_stat_activity entry.
  */
 void
 se_redact_stats_plaintext_seen(void)
 {
-	dlist_iter	iter;
-
-	dlist_foreach(iter, &live_texts)
+	if (message_text != NULL && !message_text->scrubbed)
 	{
-		LiveText   *live = dlist_container(LiveText, node, iter.cur);
-
-		se_redact_scrub_in_place(live->text, live->len);
+		se_redact_scrub_in_place(message_text->copy, message_text->len);
+		message_text->scrubbed = true;
 	}
 	scrub_activity();
+}
+
+static void
+forget_message_text(void *arg)
+{
+	if (message_text == (MessageText *) arg)
+		message_text = NULL;
+}
+
+/*
+ * The current message's copy of the client's text, made once per message;
+ * NULL when text is not the client's text of a message.
+ */
+static MessageText *
+message_copy(const char *text)
+{
+	MessageText *copy;
+
+	if (text != debug_query_string || MessageContext == NULL)
+		return NULL;
+	if (message_text != NULL && message_text->source == text)
+		return message_text;
+
+	copy = MemoryContextAlloc(MessageContext, sizeof(MessageText));
+	copy->source = text;
+	copy->len = strlen(text);
+	copy->copy = MemoryContextAlloc(MessageContext, copy->len + 1);
+	memcpy(copy->copy, text, copy->len + 1);
+	copy->scrubbed = false;
+	copy->callback.func = forget_message_text;
+	copy->callback.arg = copy;
+	MemoryContextRegisterResetCallback(MessageContext, &copy->callback);
+	message_text = copy;
+	return copy;
+}
+
+/*
+ * A scrubbed text of text, for the duration of a hook call: the message's
+ * copy for the client's text (a message of many statements is copied and
+ * scrubbed once), a new copy otherwise.
+ */
+static const char *
+scrubbed_text(const char *text)
+{
+	MessageText *copy = message_copy(text);
+
+	if (copy == NULL)
+		return se_redact_scrubbed_copy(text);
+	if (!copy->scrubbed)
+	{
+		se_redact_scrub_in_place(copy->copy, copy->len);
+		copy->scrubbed = true;
+	}
+	return copy->copy;
+}
+
+/*
+ * The text to hand to the next ProcessUtility hook.  A top-level statement
+ * gets the message's copy of the client's text, scrubbed if it carries a
+ * plaintext, and scrubbed in place later if it passes one while running;
+ * a nested statement gets a scrubbed copy if it carries one, its own text
+ * otherwise.
+ */
+static const char *
+utility_text(const char *queryString, ProcessUtilityContext context)
+{
+	MessageText *copy;
+
+	if (se_redact_carries_plaintext(queryString))
+		return scrubbed_text(queryString);
+	if (context == PROCESS_UTILITY_TOPLEVEL &&
+		(copy = message_copy(queryString)) != NULL)
+		return copy->copy;
+	return queryString;
 }
 
 static void
@@ -158,10 +246,10 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
 	const char *original = pstate->p_sourcetext;
 
-	if (se_redact_enabled() && original != NULL &&
+	if (redacting() && original != NULL &&
 		se_redact_carries_plaintext(original))
 	{
-		char	   *scrubbed = se_redact_scrubbed_copy(original);
+		const char *scrubbed = scrubbed_text(original);
 
 		/* As PostgreSQL computes it, over the scrubbed text. */
 		if (query->utilityStmt != NULL && query->queryId != UINT64CONST(0))
@@ -177,7 +265,7 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		}
 		pstate->p_sourcetext = scrubbed;
 	}
-	if (se_redact_enabled())
+	if (redacting())
 		scrub_activity_if_needed();
 
 	if (prev_post_parse_analyze_hook)
@@ -189,7 +277,7 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 static void
 scrub_query_desc(QueryDesc *queryDesc)
 {
-	if (se_redact_enabled() && queryDesc->sourceText != NULL &&
+	if (redacting() && queryDesc->sourceText != NULL &&
 		se_redact_carries_plaintext(queryDesc->sourceText))
 	{
 		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(queryDesc));
@@ -203,7 +291,7 @@ static void
 redact_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
 	scrub_query_desc(queryDesc);
-	if (se_redact_enabled())
+	if (redacting())
 		scrub_activity_if_needed();
 
 	if (prev_ExecutorStart_hook)
@@ -228,17 +316,6 @@ redact_ExecutorEnd(QueryDesc *queryDesc)
 		standard_ExecutorEnd(queryDesc);
 }
 
-static void
-forget_live_text(void *arg)
-{
-	LiveText   *live = (LiveText *) arg;
-
-	if (live->linked)
-	{
-		dlist_delete(&live->node);
-		live->linked = false;
-	}
-}
 
 static void
 redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
@@ -246,22 +323,9 @@ redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					  ParamListInfo params, QueryEnvironment *queryEnv,
 					  DestReceiver *dest, QueryCompletion *qc)
 {
-	LiveText   *live = NULL;
-
-	if (se_redact_enabled() && queryString != NULL)
+	if (redacting() && queryString != NULL)
 	{
-		live = palloc(sizeof(LiveText));
-		live->len = strlen(queryString);
-		live->text = palloc(live->len + 1);
-		memcpy(live->text, queryString, live->len + 1);
-		if (se_redact_carries_plaintext(queryString))
-			se_redact_scrub_in_place(live->text, live->len);
-		live->linked = true;
-		dlist_push_head(&live_texts, &live->node);
-		live->callback.func = forget_live_text;
-		live->callback.arg = live;
-		MemoryContextRegisterResetCallback(CurrentMemoryContext, &live->callback);
-		queryString = live->text;
+		queryString = utility_text(queryString, context);
 		scrub_activity_if_needed();
 	}
 
@@ -271,9 +335,6 @@ redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
-
-	if (live != NULL)
-		forget_live_text(live);
 }
 
 /*
