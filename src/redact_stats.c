@@ -111,8 +111,13 @@ scrub_activity(void)
 	if (beentry->st_state != STATE_RUNNING)
 		return;
 
-	scrubbed = se_redact_scrubbed_copy(debug_query_string);
-	len = Min(strlen(scrubbed), pgstat_track_activity_query_size - 1);
+	/*
+	 * Only the part that fits is kept, so only that part is scrubbed: a
+	 * constant cut at the end reads as unterminated and is overwritten.
+	 */
+	len = strnlen(debug_query_string, pgstat_track_activity_query_size - 1);
+	scrubbed = pnstrdup(debug_query_string, len);
+	se_redact_scrub_in_place(scrubbed, len);
 
 	PGSTAT_BEGIN_WRITE_ACTIVITY(beentry);
 	memcpy((char *) beentry->st_activity_raw, scrubbed, len);
@@ -273,18 +278,37 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 	pstate->p_sourcetext = original;
 }
 
-/* Give queryDesc a scrubbed text that lives as long as it does. */
+/*
+ * Give queryDesc a scrubbed text that lives as long as it does.  Only its
+ * own statement is copied and scrubbed, at its own offset, with spaces
+ * before it: the statement location stays valid for pg_stat_statements,
+ * and a message of many statements is not copied whole for each.
+ */
 static void
 scrub_query_desc(QueryDesc *queryDesc)
 {
-	if (redacting() && queryDesc->sourceText != NULL &&
-		se_redact_carries_plaintext(queryDesc->sourceText))
-	{
-		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(queryDesc));
+	const char *source = queryDesc->sourceText;
+	PlannedStmt *stmt = queryDesc->plannedstmt;
+	size_t		start = 0;
+	size_t		end;
+	char	   *copy;
 
-		queryDesc->sourceText = se_redact_scrubbed_copy(queryDesc->sourceText);
-		MemoryContextSwitchTo(old);
+	if (!redacting() || source == NULL || !se_redact_carries_plaintext(source))
+		return;
+
+	end = strlen(source);
+	if (stmt != NULL && stmt->stmt_location >= 0 && stmt->stmt_location <= end)
+	{
+		start = stmt->stmt_location;
+		if (stmt->stmt_len > 0 && start + stmt->stmt_len <= end)
+			end = start + stmt->stmt_len;
 	}
+	copy = MemoryContextAlloc(GetMemoryChunkContext(queryDesc), end + 1);
+	memset(copy, ' ', start);
+	memcpy(copy + start, source + start, end - start);
+	copy[end] = '\0';
+	se_redact_scrub_in_place(copy + start, end - start);
+	queryDesc->sourceText = copy;
 }
 
 static void
