@@ -217,7 +217,8 @@ se_redact_carries_plaintext(const char *sql)
 		return true;
 	if (sql == NULL)
 		return false;
-	if (sql != debug_query_string || MessageContext == NULL)
+	/* The log hook may run in a critical section, where nothing allocates. */
+	if (sql != debug_query_string || MessageContext == NULL || CritSectionCount > 0)
 		return text_carries_plaintext(sql);
 
 	if (message_decision != NULL && message_decision->text == sql)
