@@ -18,6 +18,8 @@
  *		entry; for a utility statement also the query id, which PostgreSQL
  *		computes as a hash of its text and which would otherwise let a
  *		short plaintext be guessed from pg_stat_statements.queryid;
+ *	  - planner_hook: the query string, which pg_stat_statements stores when
+ *		it tracks planning and has no entry for the statement yet;
  *	  - ExecutorStart and ExecutorEnd hooks: QueryDesc.sourceText, read by
  *		pg_stat_statements and auto_explain at ExecutorEnd and by pgaudit at
  *		ExecutorStart (it is also what parallel workers show);
@@ -54,6 +56,7 @@
 #include "executor/executor.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
+#include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
@@ -65,6 +68,7 @@
 #include "redact.h"
 
 static post_parse_analyze_hook_type prev_post_parse_analyze_hook = NULL;
+static planner_hook_type prev_planner_hook = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility_hook = NULL;
@@ -278,6 +282,19 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 	pstate->p_sourcetext = original;
 }
 
+static PlannedStmt *
+redact_planner(Query *parse, const char *query_string, int cursorOptions,
+			   ParamListInfo boundParams)
+{
+	if (redacting() && query_string != NULL &&
+		se_redact_carries_plaintext(query_string))
+		query_string = scrubbed_text(query_string);
+
+	if (prev_planner_hook)
+		return prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+	return standard_planner(parse, query_string, cursorOptions, boundParams);
+}
+
 /*
  * Give queryDesc a scrubbed text that lives as long as it does.  Only its
  * own statement is copied and scrubbed, at its own offset, with spaces
@@ -407,6 +424,8 @@ se_redact_stats_init(void)
 {
 	prev_post_parse_analyze_hook = post_parse_analyze_hook;
 	post_parse_analyze_hook = redact_post_parse_analyze;
+	prev_planner_hook = planner_hook;
+	planner_hook = redact_planner;
 	prev_ExecutorStart_hook = ExecutorStart_hook;
 	ExecutorStart_hook = redact_ExecutorStart;
 	prev_ExecutorEnd_hook = ExecutorEnd_hook;

@@ -10,7 +10,8 @@
 # log_min_duration_statement = 0, log_parameter_max_length[_on_error] = -1,
 # log_min_error_statement; pgaudit.log = 'all' with log_parameter,
 # log_relation, log_rows and an audit role (OBJECT lines);
-# pg_stat_statements.track = all with track_utility; auto_explain with
+# pg_stat_statements.track = all with track_utility and track_planning;
+# auto_explain with
 # log_min_duration = 0, log_analyze, log_verbose, log_nested_statements.
 # secretenv is driven through psql literals, a DO block, CREATE TABLE AS,
 # COPY (SELECT ...) TO STDOUT, EXPLAIN ANALYZE, PREPARE/EXECUTE, pgbench -M
@@ -63,6 +64,7 @@ pgaudit.log_rows = on
 pgaudit.role = 'auditor'
 pg_stat_statements.track = all
 pg_stat_statements.track_utility = on
+pg_stat_statements.track_planning = on
 pg_stat_statements.save = on
 auto_explain.log_min_duration = 0
 auto_explain.log_analyze = on
@@ -111,6 +113,9 @@ my @cases = (
 	[ 'wrapper_listed', "SELECT app_store_key('w_lit', '%s')", '' ],
 	[ 'wrapper_listed_do', "DO \$\$BEGIN PERFORM app_store_key('w_do', '%s'); END\$\$", '' ],
 	[ 'comment', "SELECT secretenv.secret_create('c_comment', 'v') /* %s */", '' ],
+	# No constant: pg_stat_statements keeps no normalised entry from the
+	# parse, and stores the text it is given when planning.
+	[ 'comment_no_constant', "SELECT secretenv.secret_mask(current_user::text) -- %s", '' ],
 	[ 'error_after', "SELECT secretenv.secret_create('c_err', '%s'), 1/0", '22012' ],
 	[ 'error_duplicate', "SELECT secretenv.secret_create('c_lit', '%s')", '23505' ],
 	[ 'error_in_do', "DO \$\$BEGIN PERFORM secretenv.secret_create('c_doerr', '%s'); PERFORM 1/0; END\$\$", '22012' ],
