@@ -44,8 +44,9 @@
  *
  * The backend's pg_stat_activity entry is overwritten with the scrubbed
  * text as soon as the statement is known to carry a plaintext: after parse
- * analysis when its text says so, at ExecutorStart (the extended protocol
- * reports the text only when executing), or when it passes the plaintext.
+ * analysis when its text says so, when the executor starts or runs (the
+ * extended protocol reports the text only at Execute, after the executor
+ * started at Bind), or when it passes the plaintext.
  * The entry keeps that text while the session is idle.
  *
  *-------------------------------------------------------------------------
@@ -70,6 +71,7 @@
 static post_parse_analyze_hook_type prev_post_parse_analyze_hook = NULL;
 static planner_hook_type prev_planner_hook = NULL;
 static ExecutorStart_hook_type prev_ExecutorStart_hook = NULL;
+static ExecutorRun_hook_type prev_ExecutorRun_hook = NULL;
 static ExecutorEnd_hook_type prev_ExecutorEnd_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility_hook = NULL;
 
@@ -341,6 +343,23 @@ redact_ExecutorStart(QueryDesc *queryDesc, int eflags)
 		standard_ExecutorStart(queryDesc, eflags);
 }
 
+/*
+ * The extended protocol starts the executor at Bind and reports the text
+ * only at Execute, which runs it: the entry is checked again here.
+ */
+static void
+redact_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+				   bool execute_once)
+{
+	if (redacting())
+		scrub_activity_if_needed();
+
+	if (prev_ExecutorRun_hook)
+		prev_ExecutorRun_hook(queryDesc, direction, count, execute_once);
+	else
+		standard_ExecutorRun(queryDesc, direction, count, execute_once);
+}
+
 static void
 redact_ExecutorEnd(QueryDesc *queryDesc)
 {
@@ -428,6 +447,8 @@ se_redact_stats_init(void)
 	planner_hook = redact_planner;
 	prev_ExecutorStart_hook = ExecutorStart_hook;
 	ExecutorStart_hook = redact_ExecutorStart;
+	prev_ExecutorRun_hook = ExecutorRun_hook;
+	ExecutorRun_hook = redact_ExecutorRun;
 	prev_ExecutorEnd_hook = ExecutorEnd_hook;
 	ExecutorEnd_hook = redact_ExecutorEnd;
 	prev_ProcessUtility_hook = ProcessUtility_hook;
