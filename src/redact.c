@@ -12,8 +12,9 @@
  *
  *	  - its text names a secretenv function that takes a plaintext
  *		(secret_create, secret_update, secret_encrypt, secret_mask), a
- *		passphrase setting, or a function listed in secretenv.redact_functions
- *		(an application's wrapper of those), case-insensitively;
+ *		passphrase setting, or a name listed in secretenv.redact_names (an
+ *		application's function wrapping those, or the table whose trigger
+ *		does), case-insensitively;
  *	  - it is a SQL-level EXECUTE of a prepared statement whose text does;
  *	  - or it has passed a plaintext to secretenv: the C functions that take
  *		one call se_redact_note_plaintext(), which marks the statement from
@@ -31,7 +32,7 @@
  * secretenv.  What PostgreSQL and pgaudit log before any function runs
  * (log_statement's line and its parameters, pgaudit's line of the
  * top-level statement) is recognised by name only, which is what
- * secretenv.redact_functions is for: see the README's security model.
+ * secretenv.redact_names is for: see the README's security model.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,10 +49,10 @@
 #include "redact.h"
 
 static bool redact_logs = true;
-static char *redact_functions_string = NULL;
+static char *redact_names_string = NULL;
 
-/* The parsed secretenv.redact_functions: NULL-terminated, lower case. */
-static char **redact_functions = NULL;
+/* The parsed secretenv.redact_names: NULL-terminated, lower case. */
+static char **redact_names = NULL;
 
 /*
  * Whether the client's text of the current message carries a plaintext by
@@ -128,8 +129,8 @@ se_redact_mentions_plaintext(const char *s)
 			(c == 'k' && pg_strncasecmp(p, "kek_", 4) == 0 && marker_at(p)))
 			return true;
 	}
-	for (int i = 0; redact_functions != NULL && redact_functions[i] != NULL; i++)
-		if (contains_ci(s, redact_functions[i]))
+	for (int i = 0; redact_names != NULL && redact_names[i] != NULL; i++)
+		if (contains_ci(s, redact_names[i]))
 			return true;
 	return false;
 }
@@ -255,12 +256,12 @@ se_redact_note_plaintext(void)
 }
 
 /*
- * secretenv.redact_functions: a comma-separated list of function names,
- * each made of identifier characters.  Parsed here, installed by the assign
+ * secretenv.redact_names: a comma-separated list of names (of functions,
+ * tables, views), each made of identifier characters.  Parsed here, installed by the assign
  * hook, as GUC check hooks must not throw.
  */
 static bool
-check_redact_functions(char **newval, void **extra, GucSource source)
+check_redact_names(char **newval, void **extra, GucSource source)
 {
 	const char *raw = *newval;
 	int			count = 1;
@@ -298,7 +299,7 @@ check_redact_functions(char **newval, void **extra, GucSource source)
 		{
 			if (comma != NULL || n > 0)
 			{
-				GUC_check_errdetail("The list contains an empty function name.");
+				GUC_check_errdetail("The list contains an empty name.");
 				free(names);
 				return false;
 			}
@@ -309,7 +310,7 @@ check_redact_functions(char **newval, void **extra, GucSource source)
 			{
 				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
 				{
-					GUC_check_errdetail("Function names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
+					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
 					free(names);
 					return false;
 				}
@@ -317,7 +318,7 @@ check_redact_functions(char **newval, void **extra, GucSource source)
 			}
 			if (end - item >= NAMEDATALEN)
 			{
-				GUC_check_errdetail("A function name is longer than %d bytes.", NAMEDATALEN - 1);
+				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
 				free(names);
 				return false;
 			}
@@ -331,9 +332,9 @@ check_redact_functions(char **newval, void **extra, GucSource source)
 }
 
 static void
-assign_redact_functions(const char *newval, void *extra)
+assign_redact_names(const char *newval, void *extra)
 {
-	redact_functions = (char **) extra;
+	redact_names = (char **) extra;
 }
 
 void
@@ -347,14 +348,14 @@ se_redact_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
-	DefineCustomStringVariable("secretenv.redact_functions",
-							   "Names of further functions whose presence marks a statement as carrying a plaintext.",
-							   "Comma-separated function names without schema, such as application functions that wrap secret_create.",
-							   &redact_functions_string,
+	DefineCustomStringVariable("secretenv.redact_names",
+							   "Further names whose presence marks a statement as carrying a plaintext.",
+							   "Comma-separated names without schema: application functions that wrap secret_create and the like, tables whose triggers call them.",
+							   &redact_names_string,
 							   "",
 							   PGC_SUSET,
 							   GUC_LIST_INPUT,
-							   check_redact_functions, assign_redact_functions, NULL);
+							   check_redact_names, assign_redact_names, NULL);
 
 	se_redact_log_init();
 	se_redact_stats_init();

@@ -17,7 +17,7 @@
 #     "extended query with parameters" CONTEXT of errors);
 # covering create, update, encrypt, mask, a failing decrypt, a statement
 # that errors after a secret_create in the same query, and an application
-# function wrapping secret_create that is listed in secretenv.redact_functions
+# function wrapping secret_create that is listed in secretenv.redact_names
 # (an unlisted one is test 063's; the other channels are test 062's).  Then every plaintext
 # (and the passphrase) is counted in the log: 0 each.  An unrelated statement
 # and an unrelated bind parameter are logged verbatim.
@@ -56,7 +56,7 @@ log_min_error_statement = debug1
 log_parameter_max_length = -1
 log_parameter_max_length_on_error = -1
 log_connections = on
-secretenv.redact_functions = 'app_keep_secret'
+secretenv.redact_names = 'app_keep_secret'
 });
 $node->start;
 $node->safe_psql(

@@ -16,10 +16,11 @@
 # secretenv is driven through psql literals, a DO block, CREATE TABLE AS,
 # COPY (SELECT ...) TO STDOUT, EXPLAIN ANALYZE, PREPARE/EXECUTE, pgbench -M
 # extended binds, statements that fail after passing a plaintext, a
-# passphrase in a rejected SET, and an application wrapper function listed
-# in secretenv.redact_functions.  Each plaintext is distinct and random;
-# each is counted in every channel: 0.  Unrelated statements of the same
-# run are still logged and tracked verbatim.
+# passphrase in a rejected SET, an application wrapper function and a
+# table whose trigger encrypts, both listed in secretenv.redact_names.
+# Each plaintext is distinct and random; each is counted in every channel:
+# 0.  Unrelated statements of the same run are still logged and tracked
+# verbatim.
 use strict;
 use warnings;
 
@@ -44,7 +45,7 @@ $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'pg_stat_statements, pgaudit, auto_explain, secretenv'
 secretenv.kek_passphrase = '$passphrase'
-secretenv.redact_functions = 'app_store_key'
+secretenv.redact_names = 'app_store_key, app_creds'
 logging_collector = on
 log_destination = 'stderr,csvlog,jsonlog'
 log_directory = 'log'
@@ -90,6 +91,15 @@ GRANT SELECT, INSERT ON app_keys TO auditor;
 GRANT EXECUTE ON FUNCTION secretenv.secret_encrypt(text, text, text) TO auditor;
 CREATE FUNCTION app_store_key(n text, v text) RETURNS uuid
 	LANGUAGE plpgsql AS $$ BEGIN RETURN secretenv.secret_create(n, v); END $$;
+CREATE TABLE app_creds (id text PRIMARY KEY, plain text, env secretenv.envelope);
+CREATE FUNCTION app_creds_seal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	NEW.env := secretenv.secret_encrypt(NEW.plain, NEW.id, 'cred');
+	NEW.plain := NULL;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER app_creds_seal BEFORE INSERT ON app_creds
+	FOR EACH ROW EXECUTE FUNCTION app_creds_seal();
 SELECT pg_stat_statements_reset();
 });
 
@@ -112,6 +122,7 @@ my @cases = (
 	[ 'select_into', "SELECT secretenv.secret_encrypt('%s', 'c3', 'n') AS env INTO TEMP tmp_keys", '' ],
 	[ 'wrapper_listed', "SELECT app_store_key('w_lit', '%s')", '' ],
 	[ 'wrapper_listed_do', "DO \$\$BEGIN PERFORM app_store_key('w_do', '%s'); END\$\$", '' ],
+	[ 'trigger_listed_table', "INSERT INTO app_creds (id, plain) VALUES ('t1', '%s')", '' ],
 	[ 'comment', "SELECT secretenv.secret_create('c_comment', 'v') /* %s */", '' ],
 	# No constant: pg_stat_statements keeps no normalised entry from the
 	# parse, and stores the text it is given when planning.

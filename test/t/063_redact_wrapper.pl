@@ -1,7 +1,7 @@
 # Copyright (c) secretenv contributors
 #
 # A user function that wraps secret_create under another name, and is NOT
-# listed in secretenv.redact_functions (issue 13).  Its text names no
+# listed in secretenv.redact_names (issue 13).  Its text names no
 # secretenv function, so only the execution-time mark can tell: from the
 # moment the plaintext reaches secretenv, the statement is redacted.
 #
@@ -19,7 +19,7 @@
 # are logged at ExecutorStart, a DO block before it runs), and an error
 # raised before the call (while planning, say).  The test checks that these,
 # and only these, hold the plaintext; listing the wrapper in
-# secretenv.redact_functions (test 062) removes them too.
+# secretenv.redact_names (test 062) removes them too.
 use strict;
 use warnings;
 

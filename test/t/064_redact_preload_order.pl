@@ -6,7 +6,7 @@
 # Listed after secretenv, pg_stat_statements stores the text secretenv has
 # not scrubbed: the postmaster warns at start, and this test shows why.
 # Listed before (by name or by path), there is no warning and the text is
-# scrubbed.  Also: secretenv.redact_functions parsing and privileges.
+# scrubbed.  Also: secretenv.redact_names parsing and privileges.
 use strict;
 use warnings;
 
@@ -59,7 +59,7 @@ like(
 	'right order: pg_stat_statements holds the scrubbed text');
 
 ###########################################################################
-# secretenv.redact_functions
+# secretenv.redact_names
 ###########################################################################
 my %bad = (
 	'store key' => 'a name with a space',
@@ -70,21 +70,21 @@ my %bad = (
 for my $value (sort keys %bad)
 {
 	my ($rc, $out, $err) = $node->psql('postgres',
-		"SET secretenv.redact_functions = '$value'",
+		"SET secretenv.redact_names = '$value'",
 		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	like($err, qr/ERROR:  22023: invalid value for parameter "secretenv.redact_functions"/,
-		"redact_functions refuses $bad{$value} (22023)");
+	like($err, qr/ERROR:  22023: invalid value for parameter "secretenv.redact_names"/,
+		"redact_names refuses $bad{$value} (22023)");
 }
 is( $node->safe_psql(
 		'postgres',
-		"SET secretenv.redact_functions = 'Store_Key, put_secret'; SHOW secretenv.redact_functions"),
+		"SET secretenv.redact_names = 'Store_Key, put_secret'; SHOW secretenv.redact_names"),
 	'Store_Key, put_secret',
-	'redact_functions accepts a list of names');
+	'redact_names accepts a list of names');
 $node->safe_psql('postgres', 'CREATE ROLE plain LOGIN');
 my ($rc, $out, $err) = $node->psql('postgres',
-	"SET secretenv.redact_functions = ''",
+	"SET secretenv.redact_names = ''",
 	extra_params => [ '-U', 'plain', '-v', 'VERBOSITY=verbose' ]);
-like($err, qr/ERROR:  42501:/, 'redact_functions is superuser-only (42501)');
+like($err, qr/ERROR:  42501:/, 'redact_names is superuser-only (42501)');
 ($rc, $out, $err) = $node->psql('postgres',
 	'SET secretenv.redact_logs = off',
 	extra_params => [ '-U', 'plain', '-v', 'VERBOSITY=verbose' ]);
@@ -94,11 +94,11 @@ like($err, qr/ERROR:  42501:/, 'redact_logs is superuser-only (42501)');
 my $pt3 = 'ord' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
 $node->safe_psql(
 	'postgres', qq{
-ALTER SYSTEM SET secretenv.redact_functions = 'put_secret';
+ALTER SYSTEM SET secretenv.redact_names = 'put_secret';
 ALTER SYSTEM SET log_statement = 'all';
 SELECT pg_reload_conf();
 });
-$node->poll_query_until('postgres', 'SHOW secretenv.redact_functions', 'put_secret');
+$node->poll_query_until('postgres', 'SHOW secretenv.redact_names', 'put_secret');
 $offset = -s $node->logfile;
 $node->safe_psql('postgres', "SELECT 'PUT_SECRET', '$pt3'");
 my $tail = substr(slurp_file($node->logfile), $offset);
