@@ -6,7 +6,7 @@
 # moment the plaintext reaches secretenv, the statement is redacted.
 #
 # Covered, and checked here: pg_stat_activity (idle afterwards),
-# pg_stat_statements (a DO block and CREATE TABLE AS, whose texts were
+# pg_stat_statements (a DO block, CREATE TABLE AS and CALL, whose texts were
 # handed down before the call and are scrubbed in place after it), every
 # log record emitted after the call (errors and their STATEMENT/CONTEXT
 # lines, duration lines, auto_explain plans, pgaudit lines logged at the
@@ -64,6 +64,8 @@ CREATE EXTENSION secretenv;
 CREATE EXTENSION pg_stat_statements;
 CREATE FUNCTION app_put(n text, v text) RETURNS uuid
 	LANGUAGE plpgsql AS $$ BEGIN RETURN secretenv.secret_create(n, v); END $$;
+CREATE PROCEDURE app_put_proc(n text, v text)
+	LANGUAGE plpgsql AS $$ BEGIN PERFORM secretenv.secret_create(n, v); END $$;
 CREATE FUNCTION app_put_checked(n text, v text) RETURNS uuid
 	LANGUAGE plpgsql AS $$
 BEGIN
@@ -81,6 +83,7 @@ my @cases = (
 	[ 'error_inside', "SELECT app_put_checked('w_chk', '%s')", 'P0001' ],
 	[ 'do_block', "DO \$\$BEGIN PERFORM app_put('w_do', '%s'); END\$\$", '' ],
 	[ 'ctas', "CREATE TABLE w_ctas AS SELECT app_put('w_ctas', '%s') AS id", '' ],
+	[ 'call', "CALL app_put_proc('w_call', '%s')", '' ],
 );
 for my $case (@cases)
 {
@@ -131,6 +134,8 @@ like($pgss, qr/^DO \$\$BEGIN PERFORM app_put\('\*+', '\*+'\); END\$\$$/m,
 	'pg_stat_statements: the DO block was scrubbed after the call');
 like($pgss, qr/^CREATE TABLE w_ctas AS SELECT app_put\('\*+', '\*+'\) AS id$/m,
 	'pg_stat_statements: CREATE TABLE AS was scrubbed after the call');
+like($pgss, qr/^CALL app_put_proc\('\*+', '\*+'\)$/m,
+	'pg_stat_statements: CALL was scrubbed after the call');
 for my $label (sort keys %pt)
 {
 	unlike($pgss, qr/\Q$pt{$label}\E/, "pg_stat_statements: no plaintext of $label");
