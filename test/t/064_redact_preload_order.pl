@@ -4,7 +4,8 @@
 # be listed before secretenv: the library loaded later installs its hooks
 # later, so they run first and hand pg_stat_statements a scrubbed text.
 # Listed after secretenv, pg_stat_statements stores the text secretenv has
-# not scrubbed: the postmaster warns at start, and this test shows why.
+# not scrubbed: the postmaster warns at start, and this test shows why
+# (while pgaudit, whose lines go through the log hook, may come anywhere).
 # Listed before (by name or by path), there is no warning and the text is
 # scrubbed.  Also: secretenv.redact_names parsing and privileges.
 use strict;
@@ -21,6 +22,8 @@ $node->append_conf(
 shared_preload_libraries = 'secretenv, pgaudit, pg_stat_statements'
 secretenv.kek_passphrase = 'PP-order-2d8e-quarry-kek-passphrase-4a6b'
 pg_stat_statements.track_utility = on
+pgaudit.log = 'read, function'
+pgaudit.log_parameter = on
 });
 $node->start;
 $node->safe_psql('postgres',
@@ -41,6 +44,12 @@ $node->safe_psql('postgres',
 	"DO \$\$BEGIN PERFORM secretenv.secret_create('o1', '$pt1'); END\$\$");
 like($node->safe_psql('postgres', 'SELECT query FROM pg_stat_statements'),
 	qr/\Q$pt1\E/, 'wrong order: pg_stat_statements holds the plaintext, as warned');
+# pgaudit, also loaded after secretenv, is redacted all the same: its lines
+# go through the log hook whatever the order.
+$log = slurp_file($node->logfile);
+like($log, qr/AUDIT: SESSION,\d+,\d+,FUNCTION,DO,,,\[secretenv: redacted\]/,
+	'pgaudit loaded after secretenv: its lines are redacted');
+unlike($log, qr/\Q$pt1\E/, 'pgaudit loaded after secretenv: no plaintext in the log');
 
 # Listed before secretenv, also as a path with a suffix: no warning, scrubbed.
 $node->stop;
