@@ -5,7 +5,8 @@
 # later, so they run first and hand pg_stat_statements a scrubbed text.
 # Listed after secretenv, pg_stat_statements stores the text secretenv has
 # not scrubbed: the postmaster warns at start, and this test shows why
-# (while pgaudit, whose lines go through the log hook, may come anywhere).
+# (while pgaudit and auto_explain, whose lines go through the log hook, may
+# come anywhere).
 # Listed before (by name or by path), there is no warning and the text is
 # scrubbed.  Also: secretenv.redact_names parsing and privileges.
 use strict;
@@ -19,11 +20,14 @@ my $node = PostgreSQL::Test::Cluster->new('order');
 $node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
 $node->append_conf(
 	'postgresql.conf', q{
-shared_preload_libraries = 'secretenv, pgaudit, pg_stat_statements'
+shared_preload_libraries = 'secretenv, pgaudit, auto_explain, pg_stat_statements'
 secretenv.kek_passphrase = 'PP-order-2d8e-quarry-kek-passphrase-4a6b'
 pg_stat_statements.track_utility = on
 pgaudit.log = 'read, function'
 pgaudit.log_parameter = on
+auto_explain.log_min_duration = 0
+auto_explain.log_verbose = on
+auto_explain.log_nested_statements = on
 });
 $node->start;
 $node->safe_psql('postgres',
@@ -44,17 +48,19 @@ $node->safe_psql('postgres',
 	"DO \$\$BEGIN PERFORM secretenv.secret_create('o1', '$pt1'); END\$\$");
 like($node->safe_psql('postgres', 'SELECT query FROM pg_stat_statements'),
 	qr/\Q$pt1\E/, 'wrong order: pg_stat_statements holds the plaintext, as warned');
-# pgaudit, also loaded after secretenv, is redacted all the same: its lines
-# go through the log hook whatever the order.
+# pgaudit and auto_explain, also loaded after secretenv, are redacted all
+# the same: their lines go through the log hook whatever the order.
 $log = slurp_file($node->logfile);
 like($log, qr/AUDIT: SESSION,\d+,\d+,FUNCTION,DO,,,\[secretenv: redacted\]/,
 	'pgaudit loaded after secretenv: its lines are redacted');
-unlike($log, qr/\Q$pt1\E/, 'pgaudit loaded after secretenv: no plaintext in the log');
+like($log, qr/duration: [0-9.]+ ms  plan: \[secretenv: redacted\]/,
+	'auto_explain loaded after secretenv: its plans are redacted');
+unlike($log, qr/\Q$pt1\E/, 'pgaudit and auto_explain loaded after secretenv: no plaintext in the log');
 
 # Listed before secretenv, also as a path with a suffix: no warning, scrubbed.
 $node->stop;
 $node->adjust_conf('postgresql.conf', 'shared_preload_libraries',
-	q{'$libdir/pg_stat_statements.so, pgaudit, secretenv'});
+	q{'$libdir/pg_stat_statements.so, pgaudit, auto_explain, secretenv'});
 my $offset = -s $node->logfile;
 $node->start;
 my $pt2 = 'ord' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
