@@ -257,8 +257,8 @@ se_redact_note_plaintext(void)
 
 /*
  * secretenv.redact_names: a comma-separated list of names (of functions,
- * tables, views), each made of identifier characters.  Parsed here, installed by the assign
- * hook, as GUC check hooks must not throw.
+ * tables, views), each made of identifier characters.  Parsed here,
+ * installed by the assign hook, as GUC check hooks must not throw.
  */
 static bool
 check_redact_names(char **newval, void **extra, GucSource source)
