@@ -27,6 +27,9 @@ OBJS = \
 	src/mask_sql.o \
 	src/passphrase_command.o \
 	src/redact.o \
+	src/redact_log.o \
+	src/redact_scrub.o \
+	src/redact_stats.o \
 	src/scrub.o \
 	src/shared.o \
 	src/secretenv.o \
@@ -72,5 +75,5 @@ $(shell mkdir -p $(sort $(dir $(OBJS))))
 endif
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/passphrase_command.h \
+$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/passphrase_command.h src/redact.h \
 	src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

@@ -217,6 +217,9 @@ secret_encrypt_text_uuid(PG_FUNCTION_ARGS)
 	char		id[UUID_TEXT_LEN];
 	text	   *name = PG_GETARG_TEXT_PP(2);
 
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
+
 	se_uuid_to_text(PG_GETARG_UUID_P(1), id);
 	return encrypt_envelope(fcinfo, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
 							id, UUID_TEXT_LEN,
@@ -232,6 +235,9 @@ secret_encrypt_text_text(PG_FUNCTION_ARGS)
 	text	   *id = PG_GETARG_TEXT_PP(1);
 	text	   *name = PG_GETARG_TEXT_PP(2);
 
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
+
 	return encrypt_envelope(fcinfo, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
 							VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id),
 							VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
@@ -245,6 +251,9 @@ secret_encrypt_jsonb_uuid(PG_FUNCTION_ARGS)
 	char		id[UUID_TEXT_LEN];
 	text	   *name = PG_GETARG_TEXT_PP(2);
 
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
+
 	se_uuid_to_text(PG_GETARG_UUID_P(1), id);
 	return encrypt_jsonb(fcinfo, id, UUID_TEXT_LEN,
 						 VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
@@ -257,6 +266,9 @@ secret_encrypt_jsonb_text(PG_FUNCTION_ARGS)
 {
 	text	   *id = PG_GETARG_TEXT_PP(1);
 	text	   *name = PG_GETARG_TEXT_PP(2);
+
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
 
 	return encrypt_jsonb(fcinfo, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id),
 						 VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));

@@ -56,6 +56,9 @@ secret_mask_text(PG_FUNCTION_ARGS)
 {
 	text	   *value = se_text_arg_scrubbed(fcinfo, 0);
 
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
+
 	PG_RETURN_TEXT_P(mask_bytes(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
 }
 
@@ -71,6 +74,9 @@ secret_mask_jsonb(PG_FUNCTION_ARGS)
 	JsonbValue	v;
 	JsonbValue	masked;
 	JsonbValue *result = NULL;
+
+	/* The plaintext has reached secretenv: mark the statement for redaction. */
+	se_redact_note_plaintext();
 
 	if ((Pointer) jb != DatumGetPointer(PG_GETARG_DATUM(0)))
 		se_wipe_at_reset(jb, VARSIZE(jb));

@@ -1,52 +1,83 @@
 /*-------------------------------------------------------------------------
  *
  * redact.c
- *	  Keep plaintext and passphrases out of the server log.
+ *	  Which statements carry a plaintext: the settings and the decision.
  *
  * A plaintext reaches the server as SQL text or as a bind parameter, and
- * PostgreSQL logs both: log_statement, log_min_duration_statement, the
- * STATEMENT line of an error (log_min_error_statement) and the
- * "parameters: $1 = ..." DETAIL of the extended protocol.  This
- * emit_log_hook rewrites those records when the statement they belong to
- * names a secretenv function that takes a plaintext (secret_create,
- * secret_update, secret_encrypt, secret_mask) or a passphrase setting:
+ * several channels keep statement text: the server log (core statement
+ * logging, error STATEMENT/CONTEXT/DETAIL lines, pgaudit, auto_explain),
+ * pg_stat_activity and pg_stat_statements.  With secretenv.redact_logs on,
+ * redact_log.c and redact_stats.c keep the plaintext out of all of them for
+ * every statement this file says carries one.  A statement carries one when
  *
- *	  - a statement-logging record keeps its prefix ("statement", "execute
- *		<name>", "duration: ... ms") and loses the SQL text;
- *	  - its DETAIL (bind parameters, or the PREPARE text of an EXECUTE) and
- *		any CONTEXT are replaced by the marker;
- *	  - the STATEMENT line of any record is suppressed;
- *	  - every record of such a statement loses its CONTEXT, which may quote
- *		the SQL or the bind parameters (log_parameter_max_length_on_error);
- *	  - errors raised inside it by other code (a jsonb parser quoting its
- *		input) lose their DETAIL; secretenv's own errors, which never carry
- *		secret material, keep theirs.
+ *	  - its text names a secretenv function that takes a plaintext
+ *		(secret_create, secret_update, secret_encrypt, secret_mask), a
+ *		passphrase setting, or a name listed in secretenv.redact_names (an
+ *		application's function wrapping those, or the table whose trigger
+ *		does), case-insensitively;
+ *	  - it is a SQL-level EXECUTE of a prepared statement whose text does;
+ *	  - or it has passed a plaintext to secretenv: the C functions that take
+ *		one call se_redact_note_plaintext(), which marks the statement from
+ *		then on, whatever its text says (a wrapper under another name).
  *
- * A record that quotes the value of a passphrase setting (the postmaster's
- * 'parameter ... changed to ...' on reload, a rejected value) keeps the
- * setting's name and loses the value.  Everything else in the log is
- * untouched.  The statement is recognised by
- * name in its text (case-insensitively), so a user function wrapping
- * secret_create under another name is not recognised: see the README.
+ * "The statement" is the client message being processed: PostgreSQL sets
+ * the statement start timestamp once per simple Query or extended-protocol
+ * message and keeps it for everything nested inside, so the mark is the
+ * timestamp of the message that passed the plaintext.  Records emitted
+ * after that message (the next statement's) are not marked; records of
+ * the same message after the call (its errors, its duration line, plans
+ * and audit lines logged at its end) are.
+ *
+ * The mark can only cover what happens after the plaintext reached
+ * secretenv.  What PostgreSQL and pgaudit log before any function runs
+ * (log_statement's line and its parameters, pgaudit's line of the
+ * top-level statement) is recognised by name only, which is what
+ * secretenv.redact_names is for: see the README's security model.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "commands/prepare.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
-#include "utils/elog.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "secretenv.h"
-
-#define REDACTED_MARKER "[secretenv: redacted]"
+#include "redact.h"
 
 static bool redact_logs = true;
-static emit_log_hook_type prev_emit_log_hook = NULL;
+static char *redact_names_string = NULL;
 
-/* Names whose presence marks a statement as carrying a plaintext. */
+/* The parsed secretenv.redact_names: NULL-terminated, lower case. */
+static char **redact_names = NULL;
+
+/*
+ * Whether the client's text of the current message carries a plaintext by
+ * its names: decided once per message (a message of many statements is
+ * asked once per statement and per log record), forgotten with
+ * MessageContext.
+ */
+typedef struct MessageDecision
+{
+	const char *text;
+	bool		carries;
+	MemoryContextCallback callback;
+} MessageDecision;
+
+static MessageDecision *message_decision = NULL;
+
+/* Statement start timestamp of the message that passed a plaintext. */
+static bool plaintext_seen = false;
+static TimestampTz plaintext_seen_at = 0;
+
+/*
+ * Names whose presence marks a statement as carrying a plaintext.  Each
+ * starts with one of the two stems below, which the scan looks for first:
+ * the check runs for every statement, and must cost next to nothing.
+ */
 static const char *const plaintext_markers[] = {
 	"secret_create",
 	"secret_update",
@@ -57,32 +88,49 @@ static const char *const plaintext_markers[] = {
 	NULL
 };
 
-/* Settings whose values must never be logged. */
-static const char *const secret_settings[] = {
-	"secretenv.kek_passphrase",
-	"secretenv.kek_previous_passphrase",
-	"secretenv.kek_passphrase_command",
-	NULL
-};
+bool
+se_redact_enabled(void)
+{
+	return redact_logs;
+}
 
 static bool
 contains_ci(const char *haystack, const char *needle)
 {
 	size_t		n = strlen(needle);
+	char		first = pg_tolower((unsigned char) needle[0]);
 
 	for (const char *p = haystack; *p; p++)
-		if (pg_strncasecmp(p, needle, n) == 0)
+		if (pg_tolower((unsigned char) *p) == first &&
+			pg_strncasecmp(p, needle, n) == 0)
 			return true;
 	return false;
 }
 
 static bool
-mentions_plaintext(const char *s)
+marker_at(const char *p)
+{
+	for (int i = 0; plaintext_markers[i] != NULL; i++)
+		if (pg_strncasecmp(p, plaintext_markers[i], strlen(plaintext_markers[i])) == 0)
+			return true;
+	return false;
+}
+
+bool
+se_redact_mentions_plaintext(const char *s)
 {
 	if (s == NULL)
 		return false;
-	for (int i = 0; plaintext_markers[i] != NULL; i++)
-		if (contains_ci(s, plaintext_markers[i]))
+	for (const char *p = s; *p; p++)
+	{
+		char		c = *p | 0x20;	/* ASCII letters to lower case */
+
+		if ((c == 's' && pg_strncasecmp(p, "secret_", 7) == 0 && marker_at(p)) ||
+			(c == 'k' && pg_strncasecmp(p, "kek_", 4) == 0 && marker_at(p)))
+			return true;
+	}
+	for (int i = 0; redact_names != NULL && redact_names[i] != NULL; i++)
+		if (contains_ci(s, redact_names[i]))
 			return true;
 	return false;
 }
@@ -101,7 +149,8 @@ executes_plaintext_statement(const char *sql)
 		int			len = 0;
 		PreparedStatement *prepared;
 
-		if (pg_strncasecmp(p, "execute", 7) != 0 || !isspace((unsigned char) p[7]))
+		if ((*p | 0x20) != 'e' || pg_strncasecmp(p, "execute", 7) != 0 ||
+			!isspace((unsigned char) p[7]))
 			continue;
 		p += 7;
 		while (isspace((unsigned char) *p))
@@ -125,7 +174,8 @@ executes_plaintext_statement(const char *sql)
 		if (len == 0)
 			continue;
 		prepared = FetchPreparedStatement(name, false);
-		if (prepared != NULL && mentions_plaintext(prepared->plansource->query_string))
+		if (prepared != NULL &&
+			se_redact_mentions_plaintext(prepared->plansource->query_string))
 			return true;
 		if (*p == '\0')
 			break;
@@ -133,164 +183,182 @@ executes_plaintext_statement(const char *sql)
 	return false;
 }
 
-/*
- * The part of a statement-logging message to keep: "statement: ",
- * "execute <name>: ", "duration: 1.234 ms  statement: " and the like,
- * i.e. everything up to the last ": " before the SQL text.  NULL if the
- * message is not one of PostgreSQL's statement-logging messages.
- */
-static char *
-statement_log_prefix(const char *message)
+/* Whether the client message being processed has passed a plaintext. */
+bool
+se_redact_statement_flagged(void)
 {
-	static const char *const named_kinds[] = {"execute ", "parse ", "bind ", NULL};
-	const char *text_start = NULL;
-
-	if (strncmp(message, "statement: ", 11) == 0)
-		text_start = message + 11;
-	else if (strncmp(message, "duration: ", 10) == 0)
-	{
-		/* "duration: 1.2 ms  statement: SQL" or "...  execute <name>: SQL" */
-		const char *kind = strstr(message, "  ");
-		const char *colon = kind ? strstr(kind, ": ") : NULL;
-
-		if (colon != NULL)
-			text_start = colon + 2;
-	}
-	else
-	{
-		/* "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL" */
-		for (int i = 0; named_kinds[i] != NULL; i++)
-			if (strncmp(message, named_kinds[i], strlen(named_kinds[i])) == 0)
-			{
-				const char *colon = strstr(message + strlen(named_kinds[i]), ": ");
-
-				if (colon != NULL)
-					text_start = colon + 2;
-				break;
-			}
-	}
-	if (text_start == NULL)
-		return NULL;
-	return pnstrdup(message, text_start - message);
+	return plaintext_seen &&
+		plaintext_seen_at == GetCurrentStatementStartTimestamp();
 }
 
-/*
- * secretenv's own messages never carry secret material.  Its C code is
- * compiled with TEXTDOMAIN "secretenv" (see Makefile); its SQL functions
- * raise only the SQLSTATEs of its own classes.
- */
 static bool
-is_secretenv_error(const ErrorData *edata)
+text_carries_plaintext(const char *sql)
 {
-	return (edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
-		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED;
-}
-
-/*
- * The postmaster logs 'parameter "X" changed to "value"' on reload, and
- * the GUC machinery quotes rejected values: keep the setting's name, drop
- * its value.  Returns whether the record named a secret setting.
- */
-static bool
-redact_setting_value(ErrorData *edata)
-{
-	for (int i = 0; secret_settings[i] != NULL; i++)
-	{
-		char	   *quoted = psprintf("\"%s\"", secret_settings[i]);
-		char	   *at = edata->message ? strstr(edata->message, quoted) : NULL;
-
-		/* Only a message that goes on to quote something quotes the value. */
-		if (at != NULL && strchr(at + strlen(quoted), '"') != NULL)
-		{
-			edata->message = psprintf("%.*s %s",
-									  (int) (at - edata->message + strlen(quoted)),
-									  edata->message, REDACTED_MARKER);
-			if (edata->detail)
-				edata->detail = pstrdup(REDACTED_MARKER);
-			return true;
-		}
-	}
-	return false;
+	return se_redact_mentions_plaintext(sql) || executes_plaintext_statement(sql);
 }
 
 static void
-redact_record(ErrorData *edata)
+forget_message_decision(void *arg)
 {
-	char	   *prefix;
-	bool		statement_record;
-
-	if (!(mentions_plaintext(debug_query_string) ||
-		  mentions_plaintext(edata->message) ||
-		  mentions_plaintext(edata->detail) ||
-		  executes_plaintext_statement(debug_query_string)))
-		return;
-
-	edata->hide_stmt = true;
-	if (redact_setting_value(edata))
-		return;
-
-	/* A CONTEXT may quote the SQL or the bind parameters of the statement. */
-	if (edata->context)
-		edata->context = pstrdup(REDACTED_MARKER);
-	if (edata->internalquery)
-		edata->internalquery = pstrdup(REDACTED_MARKER);
-
-	prefix = edata->message ? statement_log_prefix(edata->message) : NULL;
-	statement_record = prefix != NULL && edata->elevel == LOG;
-	if (statement_record)
-		edata->message = psprintf("%s%s", prefix, REDACTED_MARKER);
-	else if (edata->elevel == LOG && mentions_plaintext(edata->message))
-	{
-		/* A log line of unknown shape that quotes such a statement: fail closed. */
-		edata->message = pstrdup(REDACTED_MARKER);
-		statement_record = true;
-	}
-
-	/*
-	 * Input functions quote what they could not parse in the message itself
-	 * ('invalid input syntax for type integer: "..."'): keep the message up
-	 * to the first quote.
-	 */
-	if (!statement_record && !is_secretenv_error(edata) && edata->message &&
-		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
-	{
-		const char *quote = strchr(edata->message, '"');
-
-		if (quote != NULL)
-			edata->message = psprintf("%.*s%s", (int) (quote - edata->message),
-									  edata->message, REDACTED_MARKER);
-	}
-
-	if (statement_record || !is_secretenv_error(edata))
-	{
-		if (edata->detail)
-			edata->detail = pstrdup(REDACTED_MARKER);
-		if (edata->detail_log)
-			edata->detail_log = pstrdup(REDACTED_MARKER);
-	}
+	if (message_decision == (MessageDecision *) arg)
+		message_decision = NULL;
 }
 
-static void
-secretenv_emit_log_hook(ErrorData *edata)
+/*
+ * Whether the text sql, run as part of the current message, must be kept
+ * out of every channel: by its names, or because the message has passed
+ * a plaintext already.  Never throws: the log hook asks too.
+ */
+bool
+se_redact_carries_plaintext(const char *sql)
 {
+	MessageDecision *decision;
+
+	if (se_redact_statement_flagged())
+		return true;
+	if (sql == NULL)
+		return false;
+	/* The log hook may run in a critical section, where nothing allocates. */
+	if (sql != debug_query_string || MessageContext == NULL || CritSectionCount > 0)
+		return text_carries_plaintext(sql);
+
+	if (message_decision != NULL && message_decision->text == sql)
+		return message_decision->carries;
+	decision = MemoryContextAllocExtended(MessageContext, sizeof(MessageDecision),
+										  MCXT_ALLOC_NO_OOM);
+	if (decision == NULL)
+		return text_carries_plaintext(sql);
+	decision->text = sql;
+	decision->carries = text_carries_plaintext(sql);
+	decision->callback.func = forget_message_decision;
+	decision->callback.arg = decision;
+	MemoryContextRegisterResetCallback(MessageContext, &decision->callback);
+	message_decision = decision;
+	return decision->carries;
+}
+
+/*
+ * Called by every SQL-callable function that takes a plaintext, before it
+ * looks at it.  Cheap when the message is marked already (a bulk INSERT
+ * calls it once per row).
+ */
+void
+se_redact_note_plaintext(void)
+{
+	TimestampTz now = GetCurrentStatementStartTimestamp();
+
+	if (plaintext_seen && plaintext_seen_at == now)
+		return;
+	plaintext_seen = true;
+	plaintext_seen_at = now;
 	if (redact_logs)
-		redact_record(edata);
-	if (prev_emit_log_hook)
-		prev_emit_log_hook(edata);
+		se_redact_stats_plaintext_seen();
+}
+
+/*
+ * secretenv.redact_names: a comma-separated list of names (of functions,
+ * tables, views), each made of identifier characters.  Parsed here,
+ * installed by the assign hook, as GUC check hooks must not throw.
+ */
+static bool
+check_redact_names(char **newval, void **extra, GucSource source)
+{
+	const char *raw = *newval;
+	int			count = 1;
+	char	  **names;
+	char	   *strings;
+	int			n = 0;
+
+	for (const char *p = raw; *p; p++)
+		if (*p == ',')
+			count++;
+	/* One block: the pointer array, then the strings; freed by guc.c. */
+	names = malloc(sizeof(char *) * (count + 1) + strlen(raw) + 1);
+	if (names == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	strings = (char *) (names + count + 1);
+	strcpy(strings, raw);
+
+	for (char *item = strings; item != NULL;)
+	{
+		char	   *comma = strchr(item, ',');
+		char	   *end;
+
+		if (comma)
+			*comma = '\0';
+		while (isspace((unsigned char) *item))
+			item++;
+		end = item + strlen(item);
+		while (end > item && isspace((unsigned char) end[-1]))
+			*--end = '\0';
+		if (*item == '\0')
+		{
+			if (comma != NULL || n > 0)
+			{
+				GUC_check_errdetail("The list contains an empty name.");
+				free(names);
+				return false;
+			}
+		}
+		else
+		{
+			for (char *c = item; *c; c++)
+			{
+				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
+				{
+					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
+					free(names);
+					return false;
+				}
+				*c = pg_tolower((unsigned char) *c);
+			}
+			if (end - item >= NAMEDATALEN)
+			{
+				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
+				free(names);
+				return false;
+			}
+			names[n++] = item;
+		}
+		item = comma ? comma + 1 : NULL;
+	}
+	names[n] = NULL;
+	*extra = names;
+	return true;
+}
+
+static void
+assign_redact_names(const char *newval, void *extra)
+{
+	redact_names = (char **) extra;
 }
 
 void
 se_redact_init(void)
 {
 	DefineCustomBoolVariable("secretenv.redact_logs",
-							 "Keeps statements that pass plaintext to secretenv out of the server log.",
-							 "Statement text, bind parameters and STATEMENT lines of such statements are replaced by a marker.",
+							 "Keeps statements that pass plaintext to secretenv out of the server log, pg_stat_activity and pg_stat_statements.",
+							 "Statement text, bind parameters and STATEMENT lines of such statements are replaced by a marker; the texts kept by pg_stat_activity and pg_stat_statements have their values overwritten.",
 							 &redact_logs,
 							 true,
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomStringVariable("secretenv.redact_names",
+							   "Further names whose presence marks a statement as carrying a plaintext.",
+							   "Comma-separated names without schema: application functions that wrap secret_create and the like, tables whose triggers call them.",
+							   &redact_names_string,
+							   "",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   check_redact_names, assign_redact_names, NULL);
 
-	prev_emit_log_hook = emit_log_hook;
-	emit_log_hook = secretenv_emit_log_hook;
+	se_redact_log_init();
+	se_redact_stats_init();
+	if (process_shared_preload_libraries_in_progress)
+		se_redact_check_preload_order();
 }

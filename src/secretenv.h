@@ -114,7 +114,8 @@ extern bool se_writers_in_flight(void);
 /* drop_guard.c: no DROP EXTENSION while secrets are stored */
 extern void se_drop_guard_init(void);
 
-/* redact.c: keeps plaintext-bearing statements out of the server log */
+/* redact.c: keeps plaintext-bearing statements out of every channel */
 extern void se_redact_init(void);
+extern void se_redact_note_plaintext(void);
 
 #endif							/* SECRETENV_H */

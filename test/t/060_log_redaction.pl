@@ -1,7 +1,7 @@
 
 # Copyright (c) secretenv contributors
 #
-# Secrets never reach the server log (issue 8, DESIGN §4b).
+# Secrets never reach the server log (issue 8, DESIGN §4b; issue 13, §7c).
 #
 # Every statement-logging knob is turned up (log_statement = 'all',
 # log_min_duration_statement = 0, log_duration, log_min_messages and
@@ -15,8 +15,10 @@
 #   - pgbench -M extended and -M prepared: real Bind messages, so the
 #     plaintext is a $n parameter ("parameters: $1 = ..." DETAIL, and the
 #     "extended query with parameters" CONTEXT of errors);
-# covering create, update, encrypt, mask, a failing decrypt, and a statement
-# that errors after a secret_create in the same query.  Then every plaintext
+# covering create, update, encrypt, mask, a failing decrypt, a statement
+# that errors after a secret_create in the same query, and an application
+# function wrapping secret_create that is listed in secretenv.redact_names
+# (an unlisted one is test 063's; the other channels are test 062's).  Then every plaintext
 # (and the passphrase) is counted in the log: 0 each.  An unrelated statement
 # and an unrelated bind parameter are logged verbatim.
 use strict;
@@ -54,6 +56,7 @@ log_min_error_statement = debug1
 log_parameter_max_length = -1
 log_parameter_max_length_on_error = -1
 log_connections = on
+secretenv.redact_names = 'app_keep_secret'
 });
 $node->start;
 $node->safe_psql(
@@ -63,6 +66,8 @@ CREATE TABLE app_secrets (id text PRIMARY KEY, name text, env secretenv.envelope
 CREATE TRIGGER app_identity BEFORE UPDATE ON app_secrets FOR EACH ROW
 	EXECUTE FUNCTION secretenv.forbid_identity_change('id', 'name');
 INSERT INTO app_secrets VALUES ('app-1', 'first', NULL);
+CREATE FUNCTION app_keep_secret(n text, v text) RETURNS uuid
+	LANGUAGE plpgsql AS $$ BEGIN RETURN secretenv.secret_create(n, v); END $$;
 });
 
 my $log_offset = -s $node->logfile;
@@ -108,6 +113,10 @@ my @literal = (
 	[ 'do_block', "DO \$\$BEGIN PERFORM secretenv.secret_create('lit_do', '%s'); END\$\$", '' ],
 	[ 'multi_statement', "SELECT 1 \\; SELECT secretenv.secret_create('lit_multi', '%s')", '' ],
 	[ 'in_transaction', "BEGIN; SELECT secretenv.secret_create('lit_tx', '%s'); SELECT 1/0; ROLLBACK;", qr/22012/ ],
+	[ 'wrapper', "SELECT app_keep_secret('lit_wrap', '%s')", '' ],
+	[ 'wrapper_upper', "SELECT APP_KEEP_SECRET('lit_wrap_up', '%s')", '' ],
+	[ 'wrapper_then_div0', "SELECT app_keep_secret('lit_wrap0', '%s'), 1/0", qr/22012/ ],
+	[ 'wrapper_duplicate', "SELECT app_keep_secret('lit_wrap', '%s')", qr/23505/ ],
 );
 
 my %outcome;
@@ -259,6 +268,8 @@ for my $mode (qw(extended prepared))
 		"SELECT (secretenv.secret_encrypt(:value, 'pgb-id', 'pgb-name')).kek_version;\n");
 	pgbench_run($mode, "pgb_${mode}_mask",
 		"SELECT secretenv.secret_mask(:value::text);\n");
+	pgbench_run($mode, "pgb_${mode}_wrapper",
+		"\\set n random(1, 2000000000)\nSELECT app_keep_secret('pgbw_$mode' || :n, :value);\n");
 	pgbench_run($mode, "pgb_${mode}_unrelated",
 		"SELECT 'unrelated-marker-43', :harmless::text;\n");
 	pgbench_run($mode, "pgb_${mode}_failing_decrypt",
