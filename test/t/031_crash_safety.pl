@@ -169,7 +169,8 @@ WHERE application_name = 'rotator' AND state = 'active'
 	else
 	{
 		$node->stop('immediate');
-		pass("$label: server stopped with -m immediate");
+		ok(!-f $node->data_dir . '/postmaster.pid',
+			"$label: server stopped with -m immediate (no postmaster.pid left)");
 	}
 	$h->finish;
 	$crash_points++;
