@@ -15,6 +15,7 @@ CRYPTO_OBJS = \
 OBJS = \
 	$(CRYPTO_OBJS) \
 	src/cache.o \
+	src/coherence.o \
 	src/engine.o \
 	src/envelope_sql.o \
 	src/errors.o \
@@ -24,8 +25,8 @@ OBJS = \
 	src/redact.o \
 	src/scrub.o \
 	src/shared.o \
+	src/secret_get.o \
 	src/secretenv.o \
-	src/store.o \
 	src/trigger.o \
 	src/verify.o \
 	src/writers.o
@@ -54,4 +55,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/cache.h src/coherence.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

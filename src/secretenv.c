@@ -15,6 +15,8 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "cache.h"
+#include "coherence.h"
 #include "secretenv.h"
 #include "shared.h"
 
@@ -32,6 +34,7 @@ _PG_init(void)
 	se_engine_init();
 	se_keyring_init();
 	se_cache_init();
+	se_coherence_init();
 	se_shared_init();
 	se_writers_init();
 	se_redact_init();

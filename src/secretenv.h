@@ -70,20 +70,11 @@ extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 								const char *id, int idlen,
 								const char *name, int namelen);
 
-/* cache.c: per-backend credential cache behind secret_get */
-#define SE_CACHE_MAX_NAME_LEN 127	/* longer names are served uncached */
-extern void se_cache_init(void);
-extern void se_cache_clear_all(void);
-extern bool se_cache_enabled(void);
-extern text *se_cache_lookup(const char *name, int namelen);
-extern void se_cache_insert(const char *name, int namelen,
-							const char *pt, size_t ptlen);
-
-/* store.c: the managed table secretenv.secrets */
+/* coherence.c: the OID of secretenv.secrets (see coherence.h for the rest) */
 extern Oid	se_secrets_relid(void);
-extern Oid	se_secrets_relid_cached(void);
+
+/* secret_get.c: the read path of secretenv.secrets */
 extern Oid	se_secrets_owner(Oid relid);
-extern void se_forget_secrets_relid(void);
 
 /* writers.c: transactions that changed secretenv.secrets, cluster-wide */
 extern void se_writers_init(void);

@@ -1,0 +1,267 @@
+/*-------------------------------------------------------------------------
+ *
+ * coherence.c
+ *	  Credential cache coherence: what may be cached, when it is dropped.
+ *
+ * The rule (DESIGN 7b).  A secret_get never returns a value older than the
+ * newest version of the row committed before its statement began (READ
+ * COMMITTED), nor other than what its transaction's snapshot sees
+ * (REPEATABLE READ), nor a row the caller's own read would not return.
+ *
+ * What may be cached.  Only a row version read with the caller's snapshot
+ * that is also visible to a fresh snapshot taken after the read
+ * (se_coherence_row_is_latest): the newest committed version at that
+ * moment.  Only unique names are cached, so that version is the only one of
+ * its name any newer snapshot can see until a later commit changes it.  A
+ * value read under an older snapshot is returned but never cached, so it
+ * cannot outlive its transaction.  Entries are keyed by the user id the
+ * read was checked as (cache.c), so a role switch on one connection
+ * (SET ROLE, SET SESSION AUTHORIZATION, a pooler) never meets another
+ * role's entry; privileges are checked on every call, hit or miss.
+ *
+ * When it must be dropped.  Every committed change of secretenv.secrets
+ * queues a relcache invalidation of the table (trigger.c: a statement
+ * trigger, and a row trigger that fires only under logical replication
+ * apply, which runs no statement triggers).  The relcache callback below
+ * drops the whole cache for an invalidation of the table, for a reset
+ * (InvalidOid: sinval queue overflow, which may have lost one), and for any
+ * relation while the table's OID is not known (a lookup in progress must
+ * not lose an invalidation).  Changes of roles and memberships (which
+ * row-level security policies and BYPASSRLS depend on), a new key
+ * configuration, and the abort of a transaction that filled entries drop
+ * it too.  Each drop bumps a generation counter.
+ *
+ * Ordering against commit visibility.  A committing writer becomes visible
+ * (ProcArrayEndTransaction) before it sends its invalidations
+ * (AtEOXact_Inval).  writers.c counts writers in shared memory: "started"
+ * in the trigger, before the commit can be visible, "finished" after the
+ * invalidations went out.  A call begins (se_coherence_begin) by reading
+ * finished, then started, and only then AcceptInvalidationMessages.  Take a
+ * writer W visible before the call's statement began:
+ *	- if the read of finished counted W, W's invalidation was queued before
+ *	  it and the AcceptInvalidationMessages that follows processes it;
+ *	- if not, started (read later, and W started before it was visible)
+ *	  exceeds finished: started >= finished + 1 always holds for a writer
+ *	  counted in one and not the other, since every finish follows its
+ *	  start.  The call neither serves nor fills.
+ * Reading the counters after AcceptInvalidationMessages instead would let W
+ * send its invalidation between the two and finish: counters equal, the
+ * invalidation unseen, the old value served.
+ *
+ * Ordering of a fill against invalidations arriving mid-read.  Let the
+ * fill's freshness check take its fresh snapshot at time L, and W commit a
+ * newer version.  If W was visible at L the check fails.  Otherwise W's
+ * invalidation is sent after L.  se_coherence_may_fill runs right before
+ * the insert (nothing between them reads a catalog or takes a lock, so no
+ * invalidation can be processed there) and requires: the generation is the
+ * one sampled before the read (no relevant invalidation was processed
+ * since, not even one the callback met while the table's OID was not yet
+ * known), and no writer in flight (finished, then started).  So either W's
+ * invalidation was processed during the read (generation changed: no
+ * fill), or W is in flight (no fill), or W had not started (it becomes
+ * visible later, and the next call's begin handles it as above), or W
+ * finished but its invalidation is still queued for this backend: the next
+ * call's AcceptInvalidationMessages drops the entry before any lookup.
+ *
+ * Where the cache is not used at all.
+ *	- SERIALIZABLE: the read must take its SSI predicate lock on the table.
+ *	- A hot standby (RecoveryInProgress): replay makes a commit visible
+ *	  (ExpireTreeKnownAssignedTransactionIds) before it processes the
+ *	  commit's invalidations, and no writer counter covers the startup
+ *	  process.  Rather than reason about replay progress, the simplest
+ *	  correct rule: a standby reads the table on every call.  After
+ *	  promotion the primary's rules apply.
+ *	- Without shared_preload_libraries there are no writer counters.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "cache.h"
+#include "coherence.h"
+#include "secretenv.h"
+#include "shared.h"
+
+/* Bumped by every invalidation that drops the cache. */
+static uint64 generation = 1;
+
+/* OID of secretenv.secrets, InvalidOid while not known. */
+static Oid	secrets_relid = InvalidOid;
+
+static uint64 seen_key_generation = 0;
+static bool filled_in_xact = false;
+
+/* Test-only injection point (README, "Testing"): see se_coherence_may_fill. */
+static int	test_fill_pause_lock = 0;
+
+static void
+drop_cache(void)
+{
+	generation++;
+	se_cache_invalidate();
+}
+
+/* OID of secretenv.secrets, or InvalidOid if it does not exist (yet). */
+Oid
+se_secrets_relid(void)
+{
+	if (!OidIsValid(secrets_relid))
+	{
+		Oid			nsp = get_namespace_oid("secretenv", true);
+
+		if (OidIsValid(nsp))
+			secrets_relid = get_relname_relid("secrets", nsp);
+	}
+	return secrets_relid;
+}
+
+/*
+ * Relcache callback.  An invalidation of the table, a reset, or any
+ * invalidation while the OID is unknown (a lookup may be in progress)
+ * drops the cache; the OID is looked up again after the first two, in case
+ * the table was dropped and re-created.
+ */
+static void
+relcache_changed(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == secrets_relid)
+		secrets_relid = InvalidOid;
+	else if (OidIsValid(secrets_relid))
+		return;
+	drop_cache();
+}
+
+/* Roles and memberships: policies and BYPASSRLS depend on them. */
+static void
+roles_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	drop_cache();
+}
+
+/* Entries filled by a transaction that aborts may hold its own writes. */
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		if (filled_in_xact)
+			drop_cache();
+		filled_in_xact = false;
+	}
+	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+			 event == XACT_EVENT_PREPARE)
+		filled_in_xact = false;
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && filled_in_xact)
+		drop_cache();
+}
+
+/*
+ * Start of a secret_get call, before anything reads the table: returns
+ * whether this call may serve from (and fill) the cache.  Always processes
+ * pending invalidations.  The order is the argument of the header comment:
+ * writer counters first, then AcceptInvalidationMessages.
+ */
+bool
+se_coherence_begin(void)
+{
+	bool		usable;
+	uint64		keys;
+
+	usable = se_cache_enabled() &&
+		!IsolationIsSerializable() &&
+		!RecoveryInProgress() &&
+		!se_writers_in_flight();
+	AcceptInvalidationMessages();
+
+	keys = se_keyring_generation();
+	if (keys != seen_key_generation)
+	{
+		seen_key_generation = keys;
+		drop_cache();
+	}
+	return usable;
+}
+
+/* Sampled before the read; se_coherence_may_fill compares. */
+uint64
+se_coherence_ticket(void)
+{
+	return generation;
+}
+
+/*
+ * Whether the row version at tid, which the caller's snapshot returned, is
+ * also visible to a fresh snapshot: then it is the newest committed version
+ * (or this transaction's own, which a writer-in-flight check excludes).
+ * slot is any slot of rel; its contents are replaced.
+ */
+bool
+se_coherence_row_is_latest(Relation rel, ItemPointer tid, TupleTableSlot *slot)
+{
+	ItemPointerData probe = *tid;
+
+	return table_tuple_fetch_row_version(rel, &probe, GetLatestSnapshot(), slot);
+}
+
+/*
+ * Right before an insert: no invalidation processed since the ticket and
+ * no writer in flight.  Nothing may read a catalog or take a lock between
+ * this and the insert.
+ */
+bool
+se_coherence_may_fill(uint64 ticket)
+{
+	if (test_fill_pause_lock != 0)
+	{
+		/*
+		 * Test-only: wait until the test releases the advisory lock, then
+		 * process invalidations, as any catalog access or lock in this window
+		 * would.  Isolation specs use it to deliver a commit's invalidation
+		 * between the read and the insert.
+		 */
+		DirectFunctionCall1(pg_advisory_lock_int8, Int64GetDatum(test_fill_pause_lock));
+		DirectFunctionCall1(pg_advisory_unlock_int8, Int64GetDatum(test_fill_pause_lock));
+		AcceptInvalidationMessages();
+	}
+	if (se_writers_in_flight() || generation != ticket)
+		return false;
+	filled_in_xact = true;
+	return true;
+}
+
+void
+se_coherence_init(void)
+{
+	DefineCustomIntVariable("secretenv.test_fill_pause_lock",
+							"Test only: advisory lock a cache fill waits for between its read and its insert; 0 disables.",
+							"Used by the isolation tests to pin down the invalidation races.",
+							&test_fill_pause_lock,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+
+	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, roles_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, roles_changed, (Datum) 0);
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+}
