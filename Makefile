@@ -41,7 +41,7 @@ REGRESS = setup primitives errors mask trigger store rotation privileges cache
 REGRESS_OPTS = --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress.conf \
 	--encoding=UTF8 --no-locale
 
-ISOLATION = cache_invalidation rotation_concurrency concurrent_writes
+ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 

@@ -103,8 +103,44 @@ static Oid	secrets_relid = InvalidOid;
 static uint64 seen_key_generation = 0;
 static bool filled_in_xact = false;
 
-/* Test-only injection point (README, "Testing"): see se_coherence_may_fill. */
-static int	test_fill_pause_lock = 0;
+/*
+ * Test-only injection points (README, "Testing"): with test_pause_at set
+ * and test_pause_lock non-zero, the backend waits at that point until the
+ * test releases that advisory lock.  A lock wait, unlike a sleep, is what
+ * the isolation tester sees as "blocked", so a spec can run other sessions'
+ * steps exactly there.
+ */
+typedef enum TestPausePoint
+{
+	PAUSE_NONE,
+	PAUSE_BEGIN,				/* se_coherence_begin, between counters and
+								 * AcceptInvalidationMessages */
+	PAUSE_FILL,					/* se_coherence_may_fill, between the read and
+								 * the insert */
+	PAUSE_COMMIT				/* a writer's commit, visible but its
+								 * invalidations not yet sent */
+} TestPausePoint;
+
+static const struct config_enum_entry pause_points[] = {
+	{"none", PAUSE_NONE, false},
+	{"begin", PAUSE_BEGIN, false},
+	{"fill", PAUSE_FILL, false},
+	{"commit", PAUSE_COMMIT, false},
+	{NULL, 0, false}
+};
+
+static int	test_pause_at = PAUSE_NONE;
+static int	test_pause_lock = 0;
+
+static bool
+test_pause(TestPausePoint point)
+{
+	if (test_pause_at != point || test_pause_lock == 0)
+		return false;
+	DirectFunctionCall1(pg_advisory_lock_int8, Int64GetDatum(test_pause_lock));
+	DirectFunctionCall1(pg_advisory_unlock_int8, Int64GetDatum(test_pause_lock));
+	return true;
+}
 
 static void
 drop_cache(void)
@@ -162,7 +198,12 @@ xact_callback(XactEvent event, void *arg)
 	}
 	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 			 event == XACT_EVENT_PREPARE)
+	{
 		filled_in_xact = false;
+		/* Commit callbacks run after ProcArrayEndTransaction, before AtEOXact_Inval. */
+		if (event == XACT_EVENT_COMMIT && se_writer_counted())
+			test_pause(PAUSE_COMMIT);
+	}
 }
 
 static void
@@ -189,6 +230,7 @@ se_coherence_begin(void)
 		!IsolationIsSerializable() &&
 		!RecoveryInProgress() &&
 		!se_writers_in_flight();
+	test_pause(PAUSE_BEGIN);
 	AcceptInvalidationMessages();
 
 	keys = se_keyring_generation();
@@ -229,18 +271,12 @@ se_coherence_row_is_latest(Relation rel, ItemPointer tid, TupleTableSlot *slot)
 bool
 se_coherence_may_fill(uint64 ticket)
 {
-	if (test_fill_pause_lock != 0)
-	{
-		/*
-		 * Test-only: wait until the test releases the advisory lock, then
-		 * process invalidations, as any catalog access or lock in this window
-		 * would.  Isolation specs use it to deliver a commit's invalidation
-		 * between the read and the insert.
-		 */
-		DirectFunctionCall1(pg_advisory_lock_int8, Int64GetDatum(test_fill_pause_lock));
-		DirectFunctionCall1(pg_advisory_unlock_int8, Int64GetDatum(test_fill_pause_lock));
+	/*
+	 * Test-only: after the pause, process invalidations, as a catalog
+	 * access or a lock in this window would (none happens here today).
+	 */
+	if (test_pause(PAUSE_FILL))
 		AcceptInvalidationMessages();
-	}
 	if (se_writers_in_flight() || generation != ticket)
 		return false;
 	filled_in_xact = true;
@@ -250,10 +286,18 @@ se_coherence_may_fill(uint64 ticket)
 void
 se_coherence_init(void)
 {
-	DefineCustomIntVariable("secretenv.test_fill_pause_lock",
-							"Test only: advisory lock a cache fill waits for between its read and its insert; 0 disables.",
-							"Used by the isolation tests to pin down the invalidation races.",
-							&test_fill_pause_lock,
+	DefineCustomEnumVariable("secretenv.test_pause_at",
+							 "Test only: the point where a backend waits for secretenv.test_pause_lock.",
+							 "none, begin, fill or commit; used by the isolation tests.",
+							 &test_pause_at,
+							 PAUSE_NONE, pause_points,
+							 PGC_SUSET,
+							 GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("secretenv.test_pause_lock",
+							"Test only: advisory lock key the pause of secretenv.test_pause_at waits for; 0 disables.",
+							NULL,
+							&test_pause_lock,
 							0, 0, INT_MAX,
 							PGC_SUSET,
 							GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,

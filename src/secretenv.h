@@ -80,6 +80,7 @@ extern Oid	se_secrets_owner(Oid relid);
 extern void se_writers_init(void);
 extern void se_writer_started(void);
 extern bool se_writers_in_flight(void);
+extern bool se_writer_counted(void);
 
 /* health.c: does the configured KEK open existing rows? */
 extern void se_health_check_once(void);

@@ -10,11 +10,14 @@
  * could still hit the old value in its cache.
  *
  * To close the gap, every transaction that changes the table counts itself
- * in shared memory: "started" when its statement trigger fires (before it
+ * in shared memory: "started" when its invalidation trigger fires (before it
  * can commit), "finished" from a resource-release callback of the
  * AFTER_LOCKS phase, which runs after AtEOXact_Inval on commit and abort
  * alike.  While started != finished some writer may be in the gap, and
  * secret_get neither serves nor fills the cache.
+ *
+ * Readers must read finished before started, and both before
+ * AcceptInvalidationMessages: coherence.c states why.
  *
  * The counters live in shared memory (shared.c), so they exist only when
  * secretenv is in shared_preload_libraries; without preload the cache is
@@ -61,6 +64,13 @@ se_writer_started(void)
 		return;
 	pg_atomic_fetch_add_u64(&sh->writers_started, 1);
 	counted_in_this_xact = true;
+}
+
+/* Whether this transaction counted itself as a writer. */
+bool
+se_writer_counted(void)
+{
+	return counted_in_this_xact;
 }
 
 /*
