@@ -63,14 +63,31 @@
  * finished but its invalidation is still queued for this backend: the next
  * call's AcceptInvalidationMessages drops the entry before any lookup.
  *
+ * A hot standby.  Replay makes a commit visible
+ * (ExpireTreeKnownAssignedTransactionIds in the commit record's redo)
+ * before it sends the commit's invalidations (later in the same redo), and
+ * no writer counter covers the startup process.  But replay publishes, under
+ * its info_lck spinlock, replayEndRecPtr (the end of the record about to be
+ * replayed, set before its redo) and lastReplayedEndRecPtr (set after its
+ * redo).  A call on a standby reads the first, then the second, then
+ * AcceptInvalidationMessages, and may use the cache only if replayed >=
+ * replaying.  Take a commit record C visible before the statement began;
+ * its redo began before that.  If C's redo had finished when replayed was
+ * read, replayed >= end(C) and C's invalidations were sent before, so they
+ * are processed next.  If not, C's redo was in progress from before the
+ * read of replaying until the read of replayed, so replaying = end(C) >
+ * replayed: the call reads the table.  Replay that is idle or between
+ * records lets the cache work; a record in redo makes calls read the table.
+ * Fills need nothing more than on a primary: the fresh-snapshot check and
+ * the generation cover a replayed commit exactly as a local one.
+ *
+ * Memory ordering: the atomics and barrier of se_writers_in_flight, and
+ * the spinlocks of the replay pointers, order those reads before
+ * AcceptInvalidationMessages' unlocked look at its hasMessages flag, which
+ * the sender set (under SInvalWriteLock) before finishing.
+ *
  * Where the cache is not used at all.
  *	- SERIALIZABLE: the read must take its SSI predicate lock on the table.
- *	- A hot standby (RecoveryInProgress): replay makes a commit visible
- *	  (ExpireTreeKnownAssignedTransactionIds) before it processes the
- *	  commit's invalidations, and no writer counter covers the startup
- *	  process.  Rather than reason about replay progress, the simplest
- *	  correct rule: a standby reads the table on every call.  After
- *	  promotion the primary's rules apply.
  *	- Without shared_preload_libraries there are no writer counters.
  *
  *-------------------------------------------------------------------------
@@ -80,6 +97,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "utils/fmgrprotos.h"
@@ -215,6 +233,19 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
+ * On a standby: whether no WAL record was in redo between the two reads
+ * (replaying first, then replayed; each read takes replay's spinlock).
+ */
+static bool
+replay_between_records(void)
+{
+	XLogRecPtr	replaying = GetCurrentReplayRecPtr(NULL);
+	XLogRecPtr	replayed = GetXLogReplayRecPtr(NULL);
+
+	return replayed >= replaying;
+}
+
+/*
  * Start of a secret_get call, before anything reads the table: returns
  * whether this call may serve from (and fill) the cache.  Always processes
  * pending invalidations.  The order is the argument of the header comment:
@@ -228,8 +259,8 @@ se_coherence_begin(void)
 
 	usable = se_cache_enabled() &&
 		!IsolationIsSerializable() &&
-		!RecoveryInProgress() &&
-		!se_writers_in_flight();
+		!se_writers_in_flight() &&
+		(!RecoveryInProgress() || replay_between_records());
 	test_pause(PAUSE_BEGIN);
 	AcceptInvalidationMessages();
 
