@@ -28,12 +28,15 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/resowner.h"
 
 #include "secretenv.h"
 #include "shared.h"
 
 static bool counted_in_this_xact = false;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* After the transaction's invalidations went out, it no longer counts. */
 static void
@@ -47,11 +50,40 @@ writers_release_callback(ResourceReleasePhase phase, bool isCommit,
 	}
 }
 
+/*
+ * COMMIT PREPARED makes another transaction's changes visible
+ * (ProcArrayRemove) before it sends that transaction's invalidations, and
+ * no trigger fires in it.  It counts as a writer of its own, whatever the
+ * prepared transaction changed: from before it starts until after its own
+ * transaction ends (the release callback above).
+ */
+static void
+writers_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		se_writer_started();
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
 void
 se_writers_init(void)
 {
-	if (process_shared_preload_libraries_in_progress)
-		RegisterResourceReleaseCallback(writers_release_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	RegisterResourceReleaseCallback(writers_release_callback, NULL);
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = writers_ProcessUtility;
 }
 
 /* Count this transaction as a writer of secretenv.secrets (once). */
