@@ -5,8 +5,9 @@
  *
  * Entries map (user id, name) to a plaintext sealed with AES-256-GCM, the
  * AAD being the (user id, name) key itself, under a time-bucket key.  The
- * store knows no table and no transaction: coherence.c decides what may be
- * stored and when everything must be dropped.
+ * store knows no table and no snapshot: coherence.c decides what may be
+ * stored and when everything must be dropped.  (It watches transaction ends
+ * only to re-arm its timers after error recovery cancelled them.)
  *
  * Buckets and lifetime.  Time, read from CLOCK_MONOTONIC (so that setting
  * the wall clock neither extends nor cuts a lifetime), is cut into buckets
@@ -23,7 +24,9 @@
  * overwrites that key and marks the slot dead.  Entries under a dead key
  * are unreadable from that instant; their memory is freed later by
  * ordinary code (the next operation, or cache_stats()).  With no key left
- * no timeout is armed: the timer stops when the cache is empty.
+ * no timeout is armed: the timer stops when the cache is empty.  Error
+ * recovery cancels every timeout of the backend; rearm_timers() puts them
+ * back (see there).
  *
  * Racing the handler.  The handler touches nothing but a slot's key bytes
  * and its live flag (volatile, with a compiler barrier between the two),
@@ -52,9 +55,12 @@
 #include <limits.h>
 #include <time.h>
 
+#include "access/xact.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "port/atomics.h"
+#include "tcop/utility.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -128,6 +134,8 @@ static volatile uint64 timer_purges = 0;	/* keys wiped by the handler */
 /* Set by the assign hooks: free every entry at the next operation. */
 static bool settings_changed = false;
 
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
 static int64
 monotonic_us(void)
 {
@@ -188,6 +196,30 @@ retire_slot(int slot)
 		wipe_slot_key(slot);
 }
 
+/*
+ * Arm the timeout of every live key whose timeout is not active, and wipe
+ * keys already past their end.  PostgreSQL's error recovery cancels all
+ * timeouts (disable_all_timeouts), so this runs on every cache operation,
+ * at transaction abort, and after every transaction control statement (the
+ * ROLLBACK that ends a failed transaction block): an error never leaves a
+ * key alive past its end in an idle backend.
+ */
+static void
+rearm_timers(int64 now)
+{
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+	{
+		if (!slot_live[i] || slot_timeout[i] == MAX_TIMEOUTS ||
+			get_timeout_active(slot_timeout[i]))
+			continue;
+		if (slot_end_us[i] <= now)
+			wipe_slot_key(i);
+		else
+			enable_timeout_after(slot_timeout[i],
+								 (int) ((slot_end_us[i] - now + 999) / 1000));
+	}
+}
+
 static bool
 entry_readable(CacheEntry *entry)
 {
@@ -233,6 +265,7 @@ maintain(int64 now)
 	for (int i = 0; i < NUM_KEY_SLOTS; i++)
 		if (slot_live[i] && slot_end_us[i] <= now)
 			retire_slot(i);
+	rearm_timers(now);
 
 	while (!dlist_is_empty(&fill_list))
 	{
@@ -547,6 +580,29 @@ assign_cache_settings(int newval, void *extra)
 	settings_changed = true;
 }
 
+static void
+cache_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT && bucket_keys != NULL)
+		rearm_timers(monotonic_us());
+}
+
+static void
+cache_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (IsA(pstmt->utilityStmt, TransactionStmt) && bucket_keys != NULL)
+		rearm_timers(monotonic_us());
+}
+
 void
 se_cache_init(void)
 {
@@ -567,6 +623,10 @@ se_cache_init(void)
 							PGC_SUSET,
 							0,
 							NULL, assign_cache_settings, NULL);
+
+	RegisterXactCallback(cache_xact_callback, NULL);
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = cache_ProcessUtility;
 }
 
 /* Wipe every entry and bucket key of this backend's cache. */
