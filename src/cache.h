@@ -5,8 +5,9 @@
  *
  * A store of (user id, name) -> plaintext, sealed under random time-bucket
  * keys, bounded in size and age.  It knows nothing of secretenv.secrets nor
- * of when a value may be kept: that is coherence.h's business, which is
- * the only caller of the invalidation entry points below.
+ * of when a value may be kept or must be dropped: that is coherence.c's
+ * business (it calls se_cache_invalidate), and secret_get.c asks it before
+ * every lookup and insert.
  *
  *-------------------------------------------------------------------------
  */
