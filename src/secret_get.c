@@ -5,7 +5,8 @@
  *
  * The read path.  Privileges are checked first, on every call, for the
  * calling user exactly as a SELECT of the columns secret_get reads would
- * check them.  Then the credential cache may answer (coherence.h says when;
+ * check them (their outcome remembered per user until an invalidation, see
+ * check_access).  Then the credential cache may answer (coherence.h says when;
  * entries are keyed by the calling user).  Otherwise the row is read with
  * the caller's snapshot:
  *	- without row-level security for the caller, directly through the
@@ -195,6 +196,50 @@ check_read_privileges(Oid relid, Oid userid)
 	}
 }
 
+/*
+ * The outcome of the privilege and row-level security checks for one user,
+ * remembered while nothing they depend on can have changed: every change
+ * of the table's pg_class row (its ACL, owner, RLS flags) or of a column's
+ * ACL sends a relcache invalidation of the table, and role attributes and
+ * memberships have syscache callbacks; coherence.c bumps its generation for
+ * all of them.  Failures are never remembered.  row_security is a plain
+ * setting and is looked at on every call.
+ */
+typedef struct AccessMemo
+{
+	Oid			userid;
+	Oid			relid;
+	uint64		generation;
+	bool		rls;			/* the caller's policies apply */
+} AccessMemo;
+
+static AccessMemo access_memo = {InvalidOid, InvalidOid, 0, false};
+
+/* Check the caller may read the table; returns whether its policies apply. */
+static bool
+check_access(Oid relid, Oid userid)
+{
+	uint64		generation = se_coherence_ticket();
+
+	if (access_memo.userid == userid && access_memo.relid == relid &&
+		access_memo.generation == generation)
+	{
+		/* Refused like a SELECT when policies apply and row_security is off. */
+		if (access_memo.rls && !row_security)
+			(void) check_enable_rls(relid, InvalidOid, false);
+		return access_memo.rls;
+	}
+
+	access_memo.userid = InvalidOid;
+	check_read_privileges(relid, userid);
+	access_memo.rls = check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED;
+	/* Sampled before the checks: an invalidation they processed forces a redo. */
+	access_memo.generation = generation;
+	access_memo.relid = relid;
+	access_memo.userid = userid;
+	return access_memo.rls;
+}
+
 static void
 report_missing(text *name)
 {
@@ -333,8 +378,7 @@ secret_get(PG_FUNCTION_ARGS)
 				 errmsg("relation \"secretenv.secrets\" does not exist")));
 
 	/* Hit or miss, the caller must be allowed to read the row itself. */
-	check_read_privileges(relid, userid);
-	rls = check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED;
+	rls = check_access(relid, userid);
 
 	if (may_serve)
 	{

@@ -24,6 +24,9 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE app_a LOGIN IN ROLE secretenv_reader;
 	CREATE ROLE app_b LOGIN IN ROLE secretenv_reader;
 	CREATE ROLE app_c LOGIN;
+	-- app_c may call secret_get but has no privilege on the table.
+	GRANT USAGE ON SCHEMA secretenv TO app_c;
+	GRANT EXECUTE ON FUNCTION secretenv.secret_get(text) TO app_c;
 	CREATE ROLE team_x;
 	GRANT team_x TO app_a;
 	SELECT secretenv.secret_create('app_a/one', 'value-a-one');
@@ -121,6 +124,23 @@ is(get('app_a/one'), 'value-a-one', 'RLS off: app_b reads any secret');
 $s->query_safe('RESET ROLE');
 $s->query_safe('SET ROLE app_c');
 is(get('app_a/one'), 'ERR:42501', 'and app_c still has no privilege');
+
+# Privileges granted and revoked elsewhere take effect at the next call,
+# cached value or not.
+$node->safe_psql('postgres', 'GRANT SELECT ON secretenv.secrets TO app_c');
+is(get('app_a/one'), 'value-a-one', 'after GRANT SELECT: app_c reads');
+is(get('app_a/one'), 'value-a-one', 'twice');
+$node->safe_psql('postgres', 'REVOKE SELECT ON secretenv.secrets FROM app_c');
+is(get('app_a/one'), 'ERR:42501', 'after REVOKE SELECT: 42501');
+$node->safe_psql('postgres', 'GRANT SELECT (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version) ON secretenv.secrets TO app_c');
+is(get('app_a/one'), 'value-a-one', 'column privileges on the columns read suffice');
+$node->safe_psql('postgres', 'REVOKE SELECT (wrapped_dek) ON secretenv.secrets FROM app_c');
+is(get('app_a/one'), 'ERR:42501', 'one of them revoked: 42501');
+$s->query_safe('RESET ROLE');
+$s->query_safe('SET ROLE app_b');
+is(get('app_a/one'), 'value-a-one', 'app_b reads');
+$node->safe_psql('postgres', 'REVOKE secretenv_reader FROM app_b');
+is(get('app_a/one'), 'ERR:42501', 'after REVOKE secretenv_reader FROM app_b: 42501');
 
 $s->quit;
 $node->stop;
