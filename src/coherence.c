@@ -46,7 +46,19 @@
  *	  start.  The call neither serves nor fills.
  * Reading the counters after AcceptInvalidationMessages instead would let W
  * send its invalidation between the two and finish: counters equal, the
- * invalidation unseen, the old value served.
+ * invalidation unseen, the old value served.  (COMMIT PREPARED, which makes
+ * another transaction visible and fires no trigger, counts as a writer of
+ * its own: writers.c.)
+ *
+ * Why a hit is right.  An entry holds the newest committed version V as of
+ * its fill, and survives only while no newer version became visible before
+ * a call began (by the above).  So a hit returns V when V is the newest
+ * version committed before the call, hence before its statement, began:
+ * right for READ COMMITTED.  Under REPEATABLE READ, the transaction's
+ * snapshot S was taken before the call; V was committed before the fill,
+ * and the fill was either before S (then S sees V, or a newer version that
+ * would have dropped the entry) or in this transaction (then it read V with
+ * S): either way S sees V.
  *
  * Ordering of a fill against invalidations arriving mid-read.  Let the
  * fill's freshness check take its fresh snapshot at time L, and W commit a
