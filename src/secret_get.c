@@ -161,7 +161,7 @@ refresh_layout(Relation rel)
 		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
 		bool		usable = is_name_index(index, layout.attnum[COL_NAME], name_collation);
 
-		index_close(index, AccessShareLock);
+		index_close(index, NoLock);
 		if (usable)
 		{
 			layout.indexoid = lfirst_oid(lc);
@@ -361,6 +361,7 @@ secret_get(PG_FUNCTION_ARGS)
 	bool		may_serve;
 	bool		rls;
 	bool		fresh = false;
+	bool		pushed_snapshot = false;
 	Oid			relid;
 	Relation	rel;
 	TupleTableSlot *slot;
@@ -387,6 +388,12 @@ secret_get(PG_FUNCTION_ARGS)
 			PG_RETURN_TEXT_P(result);
 	}
 
+	/* The caller's snapshot; a top-level call without one gets the transaction's. */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed_snapshot = true;
+	}
 	ticket = se_coherence_ticket();
 	rel = table_open(relid, AccessShareLock);
 	refresh_layout(rel);
@@ -403,6 +410,8 @@ secret_get(PG_FUNCTION_ARGS)
 		fresh = se_coherence_row_is_latest(rel, &tid, slot);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(rel, NoLock);
+	if (pushed_snapshot)
+		PopActiveSnapshot();
 
 	if (fresh && se_coherence_may_fill(ticket))
 		se_cache_insert(userid, namep, namelen,
