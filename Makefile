@@ -16,6 +16,7 @@ CRYPTO_OBJS = \
 OBJS = \
 	$(CRYPTO_OBJS) \
 	src/cache.o \
+	src/coherence.o \
 	src/drop_guard.o \
 	src/engine.o \
 	src/envelope_memo.o \
@@ -32,8 +33,8 @@ OBJS = \
 	src/redact_stats.o \
 	src/scrub.o \
 	src/shared.o \
+	src/secret_get.o \
 	src/secretenv.o \
-	src/store.o \
 	src/trigger.o \
 	src/verify.o \
 	src/writers.o
@@ -55,7 +56,7 @@ REGRESS_OPTS += --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress
 endif
 
 # The isolation specs and the TAP tests always bring their own clusters.
-ISOLATION = cache_invalidation rotation_concurrency concurrent_writes
+ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 
@@ -75,5 +76,5 @@ $(shell mkdir -p $(sort $(dir $(OBJS))))
 endif
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/key_health.h src/passphrase_command.h src/redact.h \
-	src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): src/secretenv.h src/shared.h src/cache.h src/coherence.h src/key_health.h \
+	src/passphrase_command.h src/redact.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h

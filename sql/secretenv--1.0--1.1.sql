@@ -367,3 +367,17 @@ CREATE EVENT TRIGGER secretenv_drop_guard ON ddl_command_start
 ALTER EVENT TRIGGER secretenv_drop_guard ENABLE ALWAYS;
 
 REVOKE ALL ON FUNCTION secretenv.drop_guard() FROM PUBLIC;
+-- Credential cache coherence on logical-replication subscribers (issue 12).
+COMMENT ON FUNCTION secretenv.invalidate_secret_caches() IS
+	'Trigger: drop every backend''s cached secrets when secretenv.secrets changes';
+
+/*
+ * Logical replication apply runs no statement triggers: on a subscriber of
+ * secretenv.secrets this row trigger, enabled for replica sessions only
+ * (apply workers), is what invalidates the caches.  Ordinary sessions do
+ * not fire it, so it costs a primary nothing per row.
+ */
+CREATE TRIGGER secrets_invalidate_caches_on_apply
+	BEFORE INSERT OR UPDATE OR DELETE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.invalidate_secret_caches();
+ALTER TABLE secretenv.secrets ENABLE REPLICA TRIGGER secrets_invalidate_caches_on_apply;

@@ -561,12 +561,23 @@ RETURNS trigger
 AS 'MODULE_PATHNAME', 'secret_invalidate_caches'
 LANGUAGE C;
 COMMENT ON FUNCTION secretenv.invalidate_secret_caches() IS
-	'Statement trigger: drop every backend''s cached secrets when secretenv.secrets changes';
+	'Trigger: drop every backend''s cached secrets when secretenv.secrets changes';
 
 CREATE TRIGGER secrets_invalidate_caches
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON secretenv.secrets
 	FOR EACH STATEMENT EXECUTE FUNCTION secretenv.invalidate_secret_caches();
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_invalidate_caches;
+
+/*
+ * Logical replication apply runs no statement triggers: on a subscriber of
+ * secretenv.secrets this row trigger, enabled for replica sessions only
+ * (apply workers), is what invalidates the caches.  Ordinary sessions do
+ * not fire it, so it costs a primary nothing per row.
+ */
+CREATE TRIGGER secrets_invalidate_caches_on_apply
+	BEFORE INSERT OR UPDATE OR DELETE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.invalidate_secret_caches();
+ALTER TABLE secretenv.secrets ENABLE REPLICA TRIGGER secrets_invalidate_caches_on_apply;
 
 CREATE FUNCTION secretenv.secret_rotate_all()
 RETURNS bigint

@@ -1,73 +1,102 @@
 /*-------------------------------------------------------------------------
  *
  * cache.c
- *	  Per-backend credential cache behind secret_get().
+ *	  The sealed per-backend credential store behind secret_get().
  *
- * Entries map a secret name to its plaintext, sealed with AES-256-GCM
- * (AAD = the name) under a time-bucket key.  Time is cut into buckets of
- * secretenv.cache_ttl seconds; a bucket key is drawn from the CSPRNG when
- * its bucket first needs one, never derived from anything, and at most two
- * exist: the current bucket's and the previous bucket's.  An entry lives at
- * most cache_ttl seconds, so once a bucket is two buckets old none of its
- * entries is alive and its key is wiped: from then on its entries cannot be
- * decrypted even from a full memory dump.
+ * Entries map (user id, name) to a plaintext sealed with AES-256-GCM, the
+ * AAD being the (user id, name) key itself, under a time-bucket key.  The
+ * store knows no table and no snapshot: coherence.c decides what may be
+ * stored and when everything must be dropped.  (It watches transaction ends
+ * only to re-arm its timers after error recovery cancelled them.)
  *
- * Idle purge.  A periodic timer (SIGALRM) wipes expired entries and keys
- * even when the backend runs no query.  The timer handler runs in signal
- * context, so it only overwrites memory and counters, never allocates or
- * frees, and does nothing if it interrupted the cache itself (cache_busy);
- * then the pending purge runs when the interrupted operation ends.  Memory
- * of purged entries is released on the next ordinary cache operation.
+ * Buckets and lifetime.  Time, read from CLOCK_MONOTONIC (so that setting
+ * the wall clock neither extends nor cuts a lifetime), is cut into buckets
+ * of cache_ttl / 2.  A bucket key is drawn from the CSPRNG when its bucket
+ * first seals an entry, never derived from anything, and lives until the
+ * end of the bucket after its own: at most two keys exist, the current
+ * bucket's and the previous one's.  An entry lives exactly as long as the
+ * key that sealed it, so between cache_ttl / 2 and cache_ttl seconds, and
+ * an entry whose key is gone cannot be decrypted even from a full memory
+ * dump.  Entries carry no expiry of their own.
  *
- * Invalidation.  A statement trigger on secretenv.secrets queues a relcache
- * invalidation of the table; every backend's relcache callback clears its
- * cache when the change commits.  A key configuration change (reload) or a
- * TTL change also clears it, and so does the abort of a transaction that
- * filled entries.  Which values may be cached at all is secret_get.c's
- * decision (only the latest committed version of a row).
+ * Idle purge, the least work that keeps that property.  Each key slot has
+ * a one-shot timeout (SIGALRM) armed for its key's end; its handler only
+ * overwrites that key and marks the slot dead.  Entries under a dead key
+ * are unreadable from that instant; their memory is freed later by
+ * ordinary code (the next operation, or cache_stats()).  With no key left
+ * no timeout is armed: the timer stops when the cache is empty.  Error
+ * recovery cancels every timeout of the backend; rearm_timers() puts them
+ * back (see there).
+ *
+ * Racing the handler.  The handler touches nothing but a slot's key bytes
+ * and its live flag (volatile, with a compiler barrier between the two),
+ * so it may interrupt any ordinary code at any point:
+ *	- an open that races a wipe fails authentication, and the entry is
+ *	  dropped as a miss; one that completed before the wipe returns what was
+ *	  a live entry when the lookup began;
+ *	- a seal that races a wipe is detected by re-reading the slot's live
+ *	  flag and serial after sealing, and nothing is stored;
+ *	- a slot is (re)filled only with its timeout disabled, so a handler can
+ *	  never wipe half a new key and leave it marked live.
+ *
+ * Nothing an ERROR can leave stuck.  There is no busy flag.  After the
+ * first use has created the store, lookup and insert never raise an ERROR:
+ * memory comes from MCXT_ALLOC_NO_OOM allocations and a hash table whose
+ * allocator returns NULL (HASH_ENTER_NULL), crypto returns status codes,
+ * and every list or table change is a complete step.  So callbacks that run
+ * on abort (coherence.c's) or an assign hook never meet a half-done
+ * operation.  The assign hooks do only what the handler does (wipe keys)
+ * and leave the freeing of entries to the next operation.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <limits.h>
-#include <signal.h>
+#include <time.h>
 
 #include "access/xact.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "port/atomics.h"
+#include "tcop/utility.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/jsonb.h"
-#include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/timeout.h"
-#include "utils/timestamp.h"
 
+#include "cache.h"
 #include "secretenv.h"
 
-#define NUM_BUCKET_KEYS 2
+#define NUM_KEY_SLOTS 2
 
 /* GUC variables */
 static int	cache_ttl = 60;
 static int	cache_max_entries = 1000;
 
+typedef struct CacheKey
+{
+	Oid			userid;			/* whose read filled it */
+	char		name[SE_CACHE_MAX_NAME_LEN + 1];	/* NUL-padded */
+} CacheKey;
+
 typedef struct CacheEntry
 {
-	char		name[SE_CACHE_MAX_NAME_LEN + 1];	/* hash key, NUL-padded */
+	CacheKey	key;			/* hash key; also the AAD */
 	dlist_node	lru_node;		/* most recently used at the head */
-	dlist_node	fill_node;		/* fill order = expiry order */
-	TimestampTz expires_at;
-	int64		bucket;			/* bucket whose key sealed the value */
-	bool		purged;			/* wiped by the timer; memory not yet freed */
+	dlist_node	fill_node;		/* fill order = key order */
+	int			slot;			/* key slot that sealed it ... */
+	uint64		key_serial;		/* ... while it held this key */
 	uint8_t    *sealed;			/* nonce || ciphertext || tag */
 	size_t		sealed_len;
 } CacheEntry;
 
 typedef struct BucketKeys
 {
-	uint8_t		key[NUM_BUCKET_KEYS][SE_KEY_LEN];
+	uint8_t		key[NUM_KEY_SLOTS][SE_KEY_LEN];
 } BucketKeys;
 
 typedef struct CacheCounters
@@ -76,7 +105,6 @@ typedef struct CacheCounters
 	uint64		misses;
 	uint64		evictions;
 	uint64		expirations;
-	uint64		timer_purges;
 	uint64		invalidations;
 } CacheCounters;
 
@@ -84,246 +112,233 @@ static MemoryContext cache_context = NULL;
 static HTAB *cache_table = NULL;
 static dlist_head lru_list = DLIST_STATIC_INIT(lru_list);
 static dlist_head fill_list = DLIST_STATIC_INIT(fill_list);
+static int	num_entries = 0;
 
-/* Bucket keys live in secure memory; slot i serves bucket key_bucket[i]. */
+/*
+ * Key slots.  bucket_keys (secure memory) and slot_live are shared with the
+ * timeout handlers; the rest is written by ordinary code only.
+ */
 static BucketKeys *bucket_keys = NULL;
 static int	bucket_keys_locked = 0;
-static int64 key_bucket[NUM_BUCKET_KEYS] = {-1, -1};
-static volatile int live_keys = 0;
-static volatile int live_entries = 0;
-static volatile int purged_entries = 0;	/* wiped, memory not yet freed */
+static volatile sig_atomic_t slot_live[NUM_KEY_SLOTS];
+static uint64 slot_serial[NUM_KEY_SLOTS];
+static int64 slot_bucket[NUM_KEY_SLOTS];
+static int64 slot_end_us[NUM_KEY_SLOTS];	/* monotonic end of the key */
+static int64 slot_bucket_us[NUM_KEY_SLOTS]; /* bucket length it was made for */
+static TimeoutId slot_timeout[NUM_KEY_SLOTS] = {MAX_TIMEOUTS, MAX_TIMEOUTS};
+static uint64 next_serial = 1;
 
 static CacheCounters counters;
-static volatile sig_atomic_t cache_busy = false;
-static volatile sig_atomic_t purge_pending = false;
-static TimeoutId purge_timeout = MAX_TIMEOUTS;
+static volatile uint64 timer_purges = 0;	/* keys wiped by the handler */
 
-static uint64 seen_key_generation = 0;
-static bool filled_in_xact = false;
+/* Set by the assign hooks: free every entry at the next operation. */
+static bool settings_changed = false;
+
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 static int64
-bucket_of(TimestampTz t)
+monotonic_us(void)
 {
-	return (int64) (t / ((int64) cache_ttl * USECS_PER_SEC));
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		elog(ERROR, "clock_gettime(CLOCK_MONOTONIC) failed: %m");
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int
-key_slot_of(int64 bucket)
+static int64
+bucket_len_us(void)
 {
-	for (int i = 0; i < NUM_BUCKET_KEYS; i++)
-		if (key_bucket[i] == bucket)
-			return i;
-	return -1;
-}
-
-static void
-wipe_key_slot(int slot)
-{
-	if (key_bucket[slot] < 0)
-		return;
-	se_wipe(bucket_keys->key[slot], SE_KEY_LEN);
-	key_bucket[slot] = -1;
-	live_keys--;
+	return (int64) cache_ttl * 1000000 / 2;
 }
 
 /*
- * Wipe everything expired at time now: entry ciphertexts past their expiry
- * and keys of buckets no live entry can use.  Overwrites only, so it is
- * safe in the timer's signal handler; returns the number of entries wiped.
+ * Wipe a key: overwrite it, then mark the slot dead.  Safe in the handler
+ * and against it (both only ever write the same zeroes and false).
  */
-static int
-wipe_expired(TimestampTz now)
+static void
+wipe_slot_key(int slot)
 {
-	dlist_iter	iter;
-	int			wiped = 0;
-	int64		current = bucket_of(now);
-	bool		key_in_use[NUM_BUCKET_KEYS] = {false, false};
+	se_wipe(bucket_keys->key[slot], SE_KEY_LEN);
+	pg_compiler_barrier();
+	slot_live[slot] = false;
+}
 
-	dlist_foreach(iter, &fill_list)
-	{
-		CacheEntry *entry = dlist_container(CacheEntry, fill_node, iter.cur);
-		int			slot;
-
-		if (entry->purged)
-			continue;
-		if (entry->expires_at <= now)
-		{
-			se_wipe(entry->sealed, entry->sealed_len);
-			entry->purged = true;
-			live_entries--;
-			purged_entries++;
-			wiped++;
-			continue;
-		}
-		slot = key_slot_of(entry->bucket);
-		if (slot >= 0)
-			key_in_use[slot] = true;
-	}
-
-	for (int i = 0; i < NUM_BUCKET_KEYS; i++)
-		if (key_bucket[i] >= 0 &&
-			(key_bucket[i] < current - 1 || (!key_in_use[i] && key_bucket[i] != current)))
-			wipe_key_slot(i);
-	return wiped;
+/* Timeout handlers: signal context, so wipe and count, nothing else. */
+static void
+purge_slot(int slot)
+{
+	if (bucket_keys == NULL || !slot_live[slot])
+		return;
+	wipe_slot_key(slot);
+	timer_purges++;
 }
 
 static void
-purge_timer_handler(void)
+purge_slot0(void)
 {
-	int			wiped;
-
-	if (cache_busy)
-	{
-		purge_pending = true;
-		return;
-	}
-	wiped = wipe_expired(GetCurrentTimestamp());
-	counters.expirations += wiped;
-	if (wiped > 0)
-		counters.timer_purges++;
+	purge_slot(0);
 }
 
-/* Release the memory of an entry; its ciphertext is wiped first. */
+static void
+purge_slot1(void)
+{
+	purge_slot(1);
+}
+
+/* Ordinary code: wipe a key with its timeout disarmed first. */
+static void
+retire_slot(int slot)
+{
+	if (slot_timeout[slot] != MAX_TIMEOUTS && get_timeout_active(slot_timeout[slot]))
+		disable_timeout(slot_timeout[slot], false);
+	if (slot_live[slot])
+		wipe_slot_key(slot);
+}
+
+/*
+ * Arm the timeout of every live key whose timeout is not active, and wipe
+ * keys already past their end.  PostgreSQL's error recovery cancels all
+ * timeouts (disable_all_timeouts), so this runs on every cache operation,
+ * at transaction abort, and after every transaction control statement (the
+ * ROLLBACK that ends a failed transaction block): an error never leaves a
+ * key alive past its end in an idle backend.
+ */
+static void
+rearm_timers(int64 now)
+{
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+	{
+		if (!slot_live[i] || slot_timeout[i] == MAX_TIMEOUTS ||
+			get_timeout_active(slot_timeout[i]))
+			continue;
+		if (slot_end_us[i] <= now)
+			wipe_slot_key(i);
+		else
+			enable_timeout_after(slot_timeout[i],
+								 (int) ((slot_end_us[i] - now + 999) / 1000));
+	}
+}
+
+static bool
+entry_readable(CacheEntry *entry)
+{
+	return slot_live[entry->slot] && slot_serial[entry->slot] == entry->key_serial;
+}
+
+/* Release an entry: its ciphertext is wiped, then its memory freed. */
 static void
 remove_entry(CacheEntry *entry)
 {
-	if (entry->purged)
-		purged_entries--;
-	else
-	{
-		se_wipe(entry->sealed, entry->sealed_len);
-		live_entries--;
-	}
+	se_wipe(entry->sealed, entry->sealed_len);
 	pfree(entry->sealed);
 	dlist_delete(&entry->lru_node);
 	dlist_delete(&entry->fill_node);
-	hash_search(cache_table, entry->name, HASH_REMOVE, NULL);
-}
-
-/*
- * Free the memory of entries the timer already wiped.  Expiry follows fill
- * order, so they are at the head of the fill list.
- */
-static void
-sweep_purged(void)
-{
-	while (purged_entries > 0 && !dlist_is_empty(&fill_list))
-	{
-		CacheEntry *entry = dlist_container(CacheEntry, fill_node,
-											dlist_head_node(&fill_list));
-
-		if (!entry->purged)
-			break;
-		remove_entry(entry);
-	}
+	hash_search(cache_table, &entry->key, HASH_REMOVE, NULL);
+	num_entries--;
 }
 
 static void
-clear_all(void)
+remove_all_entries(void)
 {
 	dlist_mutable_iter iter;
 
 	dlist_foreach_modify(iter, &fill_list)
 		remove_entry(dlist_container(CacheEntry, fill_node, iter.cur));
-	for (int i = 0; i < NUM_BUCKET_KEYS; i++)
-		wipe_key_slot(i);
 }
 
+/*
+ * Bring the store up to date with time and settings: retire keys past
+ * their end (the timer may be late, or not fired yet), then free the
+ * entries under dead keys.  Those are at the head of the fill list: keys
+ * are made in fill order and die in that order.
+ */
 static void
-begin_operation(void)
+maintain(int64 now)
 {
-	cache_busy = true;
-}
-
-static void
-end_operation(void)
-{
-	cache_busy = false;
-	if (purge_pending)
+	if (settings_changed)
 	{
-		purge_pending = false;
-		purge_timer_handler();
+		settings_changed = false;
+		for (int i = 0; i < NUM_KEY_SLOTS; i++)
+			retire_slot(i);
+	}
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		if (slot_live[i] && slot_end_us[i] <= now)
+			retire_slot(i);
+	rearm_timers(now);
+
+	while (!dlist_is_empty(&fill_list))
+	{
+		CacheEntry *entry = dlist_container(CacheEntry, fill_node,
+											dlist_head_node(&fill_list));
+
+		if (entry_readable(entry))
+			break;
+		remove_entry(entry);
+		counters.expirations++;
 	}
 }
 
-static void
-stop_timer_if_empty(void)
+static int
+live_key_count(void)
 {
-	if (live_entries == 0 && live_keys == 0 && purge_timeout != MAX_TIMEOUTS &&
-		get_timeout_active(purge_timeout))
-		disable_timeout(purge_timeout, false);
+	int			n = 0;
+
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		if (slot_live[i])
+			n++;
+	return n;
 }
 
-void
-se_cache_clear_all(void)
+static void *
+cache_hash_alloc(Size size)
 {
-	if (cache_table == NULL)
-		return;
-	begin_operation();
-	clear_all();
-	end_operation();
-	stop_timer_if_empty();
+	return MemoryContextAllocExtended(cache_context, size, MCXT_ALLOC_NO_OOM);
 }
 
-/* Clear when the key configuration changed since the cache was filled. */
-static void
-check_key_generation(void)
-{
-	uint64		generation = se_keyring_generation();
-
-	if (generation != seen_key_generation)
-	{
-		seen_key_generation = generation;
-		if (live_entries > 0)
-			counters.invalidations++;
-		clear_all();
-	}
-}
-
+/*
+ * Create the store on first use.  This may raise an ERROR (out of memory);
+ * each piece is made once, so a failed attempt is simply retried.
+ */
 static void
 ensure_cache(void)
 {
-	HASHCTL		ctl;
-
-	if (cache_table != NULL)
-		return;
-
-	cache_context = AllocSetContextCreate(TopMemoryContext,
-										  "secretenv credential cache",
-										  ALLOCSET_DEFAULT_SIZES);
-	ctl.keysize = SE_CACHE_MAX_NAME_LEN + 1;
-	ctl.entrysize = sizeof(CacheEntry);
-	ctl.hcxt = cache_context;
-	cache_table = hash_create("secretenv cache entries", 256, &ctl,
-							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-
-	bucket_keys = se_secure_alloc(sizeof(BucketKeys), &bucket_keys_locked);
+	if (cache_context == NULL)
+		cache_context = AllocSetContextCreate(TopMemoryContext,
+											  "secretenv credential cache",
+											  ALLOCSET_DEFAULT_SIZES);
 	if (bucket_keys == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not allocate secure memory for the credential cache")));
-
+	{
+		bucket_keys = se_secure_alloc(sizeof(BucketKeys), &bucket_keys_locked);
+		if (bucket_keys == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not allocate secure memory for the credential cache")));
+	}
 	/* Timeouts are per backend: InitPostgres resets them after fork. */
-	purge_timeout = RegisterTimeout(USER_TIMEOUT, purge_timer_handler);
-	seen_key_generation = se_keyring_generation();
+	if (slot_timeout[0] == MAX_TIMEOUTS)
+		slot_timeout[0] = RegisterTimeout(USER_TIMEOUT, purge_slot0);
+	if (slot_timeout[1] == MAX_TIMEOUTS)
+		slot_timeout[1] = RegisterTimeout(USER_TIMEOUT, purge_slot1);
+	if (cache_table == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(CacheKey);
+		ctl.entrysize = sizeof(CacheEntry);
+		ctl.hcxt = cache_context;
+		ctl.alloc = cache_hash_alloc;
+		cache_table = hash_create("secretenv cache entries", 256, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT | HASH_ALLOC);
+	}
 }
 
 static void
-ensure_timer(TimestampTz now)
+make_key(Oid userid, const char *name, int namelen, CacheKey *key)
 {
-	int			period_ms = Max(1000, cache_ttl * 100);
-
-	if (!get_timeout_active(purge_timeout))
-		enable_timeout_every(purge_timeout,
-							 TimestampTzPlusMilliseconds(now, period_ms),
-							 period_ms);
-}
-
-static void
-name_key(const char *name, int namelen, char *key)
-{
-	memset(key, 0, SE_CACHE_MAX_NAME_LEN + 1);
-	memcpy(key, name, namelen);
+	memset(key, 0, sizeof(CacheKey));
+	key->userid = userid;
+	memcpy(key->name, name, namelen);
 }
 
 bool
@@ -333,195 +348,206 @@ se_cache_enabled(void)
 }
 
 /*
- * Look a name up.  On a hit returns the plaintext as a text datum
- * allocated in the caller's memory context.
+ * Look a (user, name) up.  On a hit returns the plaintext as a text datum
+ * allocated in the caller's memory context; NULL on a miss.
  */
 text *
-se_cache_lookup(const char *name, int namelen)
+se_cache_lookup(Oid userid, const char *name, int namelen)
 {
-	char		key[SE_CACHE_MAX_NAME_LEN + 1];
+	CacheKey	key;
 	CacheEntry *entry;
-	TimestampTz now;
-	text	   *result = NULL;
+	text	   *result;
+	size_t		ptlen;
 	int			slot;
-	se_status	status;
 
-	if (!se_cache_enabled() || namelen > SE_CACHE_MAX_NAME_LEN)
-		return NULL;
-	ensure_cache();
-	now = GetCurrentTimestamp();
-
-	begin_operation();
-	check_key_generation();
-	sweep_purged();
-	name_key(name, namelen, key);
-	entry = hash_search(cache_table, key, HASH_FIND, NULL);
-	if (entry != NULL && entry->expires_at <= now)
+	if (cache_table == NULL || !se_cache_enabled() || namelen > SE_CACHE_MAX_NAME_LEN)
 	{
-		remove_entry(entry);
-		counters.expirations++;
-		entry = NULL;
-	}
-	if (entry != NULL && (slot = key_slot_of(entry->bucket)) < 0)
-	{
-		/* Its bucket key is already gone: the entry is unreadable. */
-		remove_entry(entry);
-		counters.expirations++;
-		entry = NULL;
-	}
-	if (entry != NULL)
-	{
-		size_t		ptlen = entry->sealed_len - SE_SEAL_OVERHEAD;
-
-		result = (text *) palloc(VARHDRSZ + ptlen);
-		status = se_aead_open(se_engine(), bucket_keys->key[slot],
-							  (const uint8_t *) key, namelen,
-							  entry->sealed, entry->sealed_len,
-							  (uint8_t *) VARDATA(result));
-		if (status == SE_OK)
-		{
-			SET_VARSIZE(result, VARHDRSZ + ptlen);
-			dlist_move_head(&lru_list, &entry->lru_node);
-			counters.hits++;
-		}
-		else
-		{
-			/* Cannot happen unless memory was corrupted: drop the entry. */
-			pfree(result);
-			result = NULL;
-			remove_entry(entry);
-		}
-	}
-	if (result == NULL)
 		counters.misses++;
-	end_operation();
+		return NULL;
+	}
+	maintain(monotonic_us());
+
+	make_key(userid, name, namelen, &key);
+	entry = hash_search(cache_table, &key, HASH_FIND, NULL);
+	if (entry != NULL && !entry_readable(entry))
+	{
+		/* Its key died after maintain() ran. */
+		remove_entry(entry);
+		counters.expirations++;
+		entry = NULL;
+	}
+	if (entry == NULL)
+	{
+		counters.misses++;
+		return NULL;
+	}
+
+	slot = entry->slot;
+	ptlen = entry->sealed_len - SE_SEAL_OVERHEAD;
+	result = MemoryContextAllocExtended(CurrentMemoryContext, VARHDRSZ + ptlen,
+										MCXT_ALLOC_NO_OOM);
+	if (result == NULL)
+	{
+		counters.misses++;
+		return NULL;
+	}
+	if (se_aead_open(se_engine(), bucket_keys->key[slot],
+					 (const uint8_t *) &key, sizeof(CacheKey),
+					 entry->sealed, entry->sealed_len,
+					 (uint8_t *) VARDATA(result)) != SE_OK)
+	{
+		/* The timer wiped its key during the open: the entry is dead. */
+		pfree(result);
+		remove_entry(entry);
+		counters.expirations++;
+		counters.misses++;
+		return NULL;
+	}
+	SET_VARSIZE(result, VARHDRSZ + ptlen);
+	dlist_move_head(&lru_list, &entry->lru_node);
+	counters.hits++;
 	return result;
 }
 
-/* Key slot for sealing at time now, creating the bucket key if needed. */
+/*
+ * Slot of the current bucket's key, made if needed; -1 when no key can be
+ * had (CSPRNG failure).  A slot is refilled only with its timeout disarmed
+ * (retire_slot), and armed again once the new key is complete and live.
+ */
 static int
-key_slot_for_fill(TimestampTz now)
+key_slot_for_fill(int64 now)
 {
-	int64		current = bucket_of(now);
-	int			slot = key_slot_of(current);
+	int64		len = bucket_len_us();
+	int64		bucket = now / len;
+	int			slot = -1;
 
-	if (slot >= 0)
-		return slot;
-
-	/* Drop keys older than the previous bucket, then take a free slot. */
-	for (int i = 0; i < NUM_BUCKET_KEYS; i++)
-		if (key_bucket[i] >= 0 && key_bucket[i] < current - 1)
-			wipe_key_slot(i);
-	for (int i = 0; i < NUM_BUCKET_KEYS; i++)
-		if (key_bucket[i] < 0)
-		{
-			if (se_random_bytes(bucket_keys->key[i], SE_KEY_LEN) != SE_OK)
-				return -1;
-			key_bucket[i] = current;
-			live_keys++;
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		if (slot_live[i] && slot_bucket[i] == bucket && slot_bucket_us[i] == len)
 			return i;
+
+	/* maintain() retired keys past their end: a free slot exists. */
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		if (!slot_live[i])
+		{
+			slot = i;
+			break;
 		}
-	return -1;
+	if (slot < 0)
+	{
+		/* Both keys are of buckets older than the current one: keep the newer. */
+		slot = slot_bucket[0] < slot_bucket[1] ? 0 : 1;
+	}
+	retire_slot(slot);
+	if (se_random_bytes(bucket_keys->key[slot], SE_KEY_LEN) != SE_OK)
+	{
+		se_wipe(bucket_keys->key[slot], SE_KEY_LEN);
+		return -1;
+	}
+	slot_serial[slot] = next_serial++;
+	slot_bucket[slot] = bucket;
+	slot_bucket_us[slot] = len;
+	slot_end_us[slot] = (bucket + 2) * len;
+	pg_compiler_barrier();
+	slot_live[slot] = true;
+	enable_timeout_after(slot_timeout[slot],
+						 (int) ((slot_end_us[slot] - now + 999) / 1000));
+	return slot;
 }
 
 /*
- * Cache a plaintext under a name.  Failure to cache (no key, name too long)
- * is silent: the cache is an optimisation.
+ * Store a plaintext under (user, name).  Failing to store (no memory, no
+ * key, name too long, key wiped meanwhile) is silent: the cache is an
+ * optimisation.
  */
 void
-se_cache_insert(const char *name, int namelen, const char *pt, size_t ptlen)
+se_cache_insert(Oid userid, const char *name, int namelen, const char *pt, size_t ptlen)
 {
-	char		key[SE_CACHE_MAX_NAME_LEN + 1];
+	CacheKey	key;
 	CacheEntry *entry;
 	bool		found;
-	TimestampTz now;
+	int64		now;
 	int			slot;
+	uint64		serial;
 	uint8_t    *sealed;
+	size_t		sealed_len = ptlen + SE_SEAL_OVERHEAD;
 
 	if (!se_cache_enabled() || namelen > SE_CACHE_MAX_NAME_LEN)
 		return;
 	ensure_cache();
-	now = GetCurrentTimestamp();
+	now = monotonic_us();
+	maintain(now);
 
-	begin_operation();
-	check_key_generation();
 	slot = key_slot_for_fill(now);
 	if (slot < 0)
-	{
-		end_operation();
 		return;
-	}
+	serial = slot_serial[slot];
 
-	sealed = MemoryContextAlloc(cache_context, ptlen + SE_SEAL_OVERHEAD);
-	name_key(name, namelen, key);
-	if (se_aead_seal(se_engine(), bucket_keys->key[slot], (const uint8_t *) key,
-					 namelen, (const uint8_t *) pt, ptlen, sealed) != SE_OK)
+	sealed = MemoryContextAllocExtended(cache_context, sealed_len, MCXT_ALLOC_NO_OOM);
+	if (sealed == NULL)
+		return;
+	make_key(userid, name, namelen, &key);
+	if (se_aead_seal(se_engine(), bucket_keys->key[slot],
+					 (const uint8_t *) &key, sizeof(CacheKey),
+					 (const uint8_t *) pt, ptlen, sealed) != SE_OK)
 	{
+		se_wipe(sealed, sealed_len);
 		pfree(sealed);
-		end_operation();
+		return;
+	}
+	pg_compiler_barrier();
+	if (!slot_live[slot] || slot_serial[slot] != serial)
+	{
+		/* The timer wiped the key while we sealed: nothing to keep. */
+		se_wipe(sealed, sealed_len);
+		pfree(sealed);
 		return;
 	}
 
-	entry = hash_search(cache_table, key, HASH_FIND, NULL);
+	entry = hash_search(cache_table, &key, HASH_FIND, NULL);
 	if (entry != NULL)
 		remove_entry(entry);
-	while (live_entries >= cache_max_entries && !dlist_is_empty(&lru_list))
+	while (num_entries >= cache_max_entries && !dlist_is_empty(&lru_list))
 	{
 		remove_entry(dlist_container(CacheEntry, lru_node, dlist_tail_node(&lru_list)));
 		counters.evictions++;
 	}
 
-	entry = hash_search(cache_table, key, HASH_ENTER, &found);
-	entry->expires_at = now + (TimestampTz) cache_ttl * USECS_PER_SEC;
-	entry->bucket = bucket_of(now);
-	entry->purged = false;
+	entry = hash_search(cache_table, &key, HASH_ENTER_NULL, &found);
+	if (entry == NULL)
+	{
+		se_wipe(sealed, sealed_len);
+		pfree(sealed);
+		return;
+	}
+	entry->slot = slot;
+	entry->key_serial = serial;
 	entry->sealed = sealed;
-	entry->sealed_len = ptlen + SE_SEAL_OVERHEAD;
+	entry->sealed_len = sealed_len;
 	dlist_push_head(&lru_list, &entry->lru_node);
 	dlist_push_tail(&fill_list, &entry->fill_node);
-	live_entries++;
-	filled_in_xact = true;
-	end_operation();
-
-	ensure_timer(now);
+	num_entries++;
 }
 
-/* Relcache callback: a committed change to secretenv.secrets, or a reset. */
-static void
-relcache_changed(Datum arg, Oid relid)
+/* Drop every entry and key of this backend's cache. */
+void
+se_cache_clear_all(void)
 {
-	if (relid != InvalidOid && relid != se_secrets_relid_cached())
-		return;
-	se_forget_secrets_relid();
 	if (cache_table == NULL)
 		return;
-	if (live_entries > 0)
+	remove_all_entries();
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		retire_slot(i);
+}
+
+/* The same, counted as an invalidation when there was something to drop. */
+void
+se_cache_invalidate(void)
+{
+	if (cache_table == NULL)
+		return;
+	if (num_entries > 0)
 		counters.invalidations++;
-	begin_operation();
-	clear_all();
-	end_operation();
-}
-
-/* Entries filled by a transaction that aborts may hold its uncommitted data. */
-static void
-xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		if (filled_in_xact)
-			se_cache_clear_all();
-		filled_in_xact = false;
-	}
-	else if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-		filled_in_xact = false;
-}
-
-static void
-subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-				 SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB && filled_in_xact)
-		se_cache_clear_all();
+	se_cache_clear_all();
 }
 
 static bool
@@ -537,19 +563,51 @@ check_cache_ttl(int *newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * A TTL or size change: entries sealed under the old TTL's buckets are not
+ * kept.  Only the keys are wiped here (what the timer handler does, safe at
+ * any point); the entries, unreadable from now on, are freed by the next
+ * operation.
+ */
 static void
 assign_cache_settings(int newval, void *extra)
 {
-	/* Entries sealed under the old TTL's buckets are not worth keeping. */
-	if (cache_table != NULL && !cache_busy)
-		clear_all();
+	if (bucket_keys == NULL)
+		return;
+	for (int i = 0; i < NUM_KEY_SLOTS; i++)
+		if (slot_live[i])
+			wipe_slot_key(i);
+	settings_changed = true;
+}
+
+static void
+cache_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT && bucket_keys != NULL)
+		rearm_timers(monotonic_us());
+}
+
+static void
+cache_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context,
+					 ParamListInfo params, QueryEnvironment *queryEnv,
+					 DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+	if (IsA(pstmt->utilityStmt, TransactionStmt) && bucket_keys != NULL)
+		rearm_timers(monotonic_us());
 }
 
 void
 se_cache_init(void)
 {
 	DefineCustomIntVariable("secretenv.cache_ttl",
-							"Seconds a decrypted secret stays in a backend's credential cache.",
+							"Seconds a decrypted secret stays at most in a backend's credential cache.",
 							"Between 10 and 300.",
 							&cache_ttl,
 							60, 0, INT_MAX,
@@ -566,9 +624,9 @@ se_cache_init(void)
 							0,
 							NULL, assign_cache_settings, NULL);
 
-	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
-	RegisterXactCallback(xact_callback, NULL);
-	RegisterSubXactCallback(subxact_callback, NULL);
+	RegisterXactCallback(cache_xact_callback, NULL);
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = cache_ProcessUtility;
 }
 
 /* Wipe every entry and bucket key of this backend's cache. */
@@ -587,12 +645,9 @@ secret_cache_stats(PG_FUNCTION_ARGS)
 {
 	char	   *json;
 
+	/* Entries under keys the timer wiped are gone: free and count them. */
 	if (cache_table != NULL)
-	{
-		begin_operation();
-		sweep_purged();
-		end_operation();
-	}
+		maintain(monotonic_us());
 	json = psprintf("{\"ttl_seconds\": %d, \"max_entries\": %d, "
 					"\"hits\": " UINT64_FORMAT ", \"misses\": " UINT64_FORMAT ", "
 					"\"evictions\": " UINT64_FORMAT ", \"expirations\": " UINT64_FORMAT ", "
@@ -600,7 +655,7 @@ secret_cache_stats(PG_FUNCTION_ARGS)
 					"\"live_entries\": %d, \"live_bucket_keys\": %d}",
 					cache_ttl, cache_max_entries,
 					counters.hits, counters.misses, counters.evictions,
-					counters.expirations, counters.timer_purges,
-					counters.invalidations, live_entries, live_keys);
+					counters.expirations, (uint64) timer_purges,
+					counters.invalidations, num_entries, live_key_count());
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }

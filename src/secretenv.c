@@ -15,6 +15,8 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "cache.h"
+#include "coherence.h"
 #include "key_health.h"
 #include "passphrase_command.h"
 #include "secretenv.h"
@@ -36,6 +38,7 @@ _PG_init(void)
 	se_passphrase_command_init();
 	se_keyring_init();
 	se_cache_init();
+	se_coherence_init();
 	se_shared_init();
 	se_writers_init();
 	se_key_health_init();

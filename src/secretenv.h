@@ -92,24 +92,14 @@ extern bool se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
 extern void se_memo_store(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
 						  Datum envelope);
 
-/* cache.c: per-backend credential cache behind secret_get */
-#define SE_CACHE_MAX_NAME_LEN 127	/* longer names are served uncached */
-extern void se_cache_init(void);
-extern void se_cache_clear_all(void);
-extern bool se_cache_enabled(void);
-extern text *se_cache_lookup(const char *name, int namelen);
-extern void se_cache_insert(const char *name, int namelen,
-							const char *pt, size_t ptlen);
-
-/* store.c: the managed table secretenv.secrets */
+/* coherence.c: the OID of secretenv.secrets (see coherence.h for the rest) */
 extern Oid	se_secrets_relid(void);
-extern Oid	se_secrets_relid_cached(void);
-extern void se_forget_secrets_relid(void);
 
 /* writers.c: transactions that changed secretenv.secrets, cluster-wide */
 extern void se_writers_init(void);
 extern void se_writer_started(void);
 extern bool se_writers_in_flight(void);
+extern bool se_writer_counted(void);
 
 /* drop_guard.c: no DROP EXTENSION while secrets are stored */
 extern void se_drop_guard_init(void);

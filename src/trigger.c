@@ -16,11 +16,14 @@
  * The plaintext goes to a scratch buffer that is wiped before anything
  * else happens, and never leaves the function.
  *
- * invalidate_secret_caches() is the statement-level trigger that tells
- * every backend's credential cache about a change of secretenv.secrets: it
- * queues a relcache invalidation of the table, which each backend receives
- * (and its relcache callback acts on) once the change commits, and counts
- * the transaction as a writer in flight until then (see writers.c).
+ * invalidate_secret_caches() tells every backend's credential cache about
+ * a change of secretenv.secrets: it queues a relcache invalidation of the
+ * table, which each backend receives (and its relcache callback acts on)
+ * once the change commits, and counts the transaction as a writer in flight
+ * until then (see writers.c and coherence.c).  It runs as a statement
+ * trigger for ordinary writes, and as a BEFORE ROW trigger enabled for
+ * replica sessions only, because logical replication apply fires no
+ * statement triggers: on a subscriber the row trigger is what invalidates.
  *
  *-------------------------------------------------------------------------
  */
@@ -353,7 +356,10 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	return PointerGetDatum(newtuple);
 }
 
-/* Queue a relcache invalidation so every backend drops its cached secrets. */
+/*
+ * Queue a relcache invalidation so every backend drops its cached secrets;
+ * as a row trigger, let the row through unchanged.
+ */
 PG_FUNCTION_INFO_V1(secret_invalidate_caches);
 Datum
 secret_invalidate_caches(PG_FUNCTION_ARGS)
@@ -367,5 +373,8 @@ secret_invalidate_caches(PG_FUNCTION_ARGS)
 	se_writer_started();
 	se_key_health_table_changed();
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+							   trigdata->tg_newtuple : trigdata->tg_trigtuple);
 	return PointerGetDatum(NULL);
 }

@@ -10,11 +10,14 @@
  * could still hit the old value in its cache.
  *
  * To close the gap, every transaction that changes the table counts itself
- * in shared memory: "started" when its statement trigger fires (before it
+ * in shared memory: "started" when its invalidation trigger fires (before it
  * can commit), "finished" from a resource-release callback of the
  * AFTER_LOCKS phase, which runs after AtEOXact_Inval on commit and abort
  * alike.  While started != finished some writer may be in the gap, and
  * secret_get neither serves nor fills the cache.
+ *
+ * Readers must read finished before started, and both before
+ * AcceptInvalidationMessages: coherence.c states why.
  *
  * The counters live in shared memory (shared.c), so they exist only when
  * secretenv is in shared_preload_libraries; without preload the cache is
@@ -25,12 +28,15 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/resowner.h"
 
 #include "secretenv.h"
 #include "shared.h"
 
 static bool counted_in_this_xact = false;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* After the transaction's invalidations went out, it no longer counts. */
 static void
@@ -44,11 +50,40 @@ writers_release_callback(ResourceReleasePhase phase, bool isCommit,
 	}
 }
 
+/*
+ * COMMIT PREPARED makes another transaction's changes visible
+ * (ProcArrayRemove) before it sends that transaction's invalidations, and
+ * no trigger fires in it.  It counts as a writer of its own, whatever the
+ * prepared transaction changed: from before it starts until after its own
+ * transaction ends (the release callback above).
+ */
+static void
+writers_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (IsA(parsetree, TransactionStmt) &&
+		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		se_writer_started();
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
 void
 se_writers_init(void)
 {
-	if (process_shared_preload_libraries_in_progress)
-		RegisterResourceReleaseCallback(writers_release_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	RegisterResourceReleaseCallback(writers_release_callback, NULL);
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = writers_ProcessUtility;
 }
 
 /* Count this transaction as a writer of secretenv.secrets (once). */
@@ -61,6 +96,13 @@ se_writer_started(void)
 		return;
 	pg_atomic_fetch_add_u64(&sh->writers_started, 1);
 	counted_in_this_xact = true;
+}
+
+/* Whether this transaction counted itself as a writer. */
+bool
+se_writer_counted(void)
+{
+	return counted_in_this_xact;
 }
 
 /*

@@ -515,6 +515,28 @@ for ((run = 1; run <= runs; run++)); do
 		plain="$main:$work/plain.sql"
 done
 
+# The same with row-level security on, for a role the policy applies to
+# (the superuser bypasses it): its clients start as that role through
+# PGOPTIONS' role setting.  Both sides evaluate the same policy on a read
+# from the table; a cache hit is keyed by that role.
+sql "$main" <<'SQL'
+CREATE ROLE bench_rls IN ROLE secretenv_reader;
+CREATE POLICY bench_rls_policy ON secretenv.secrets FOR SELECT TO bench_rls
+	USING (secret_name LIKE 'get-%');
+ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
+SQL
+for ((run = 1; run <= runs; run++)); do
+	log "secret_get with row-level security run $run/$runs"
+	alternate tps get_rls "$run" \
+		rls_cached="$main:$work/get.sql:-c role=bench_rls" \
+		rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
+		rls_plain="$main:$work/plain.sql:-c role=bench_rls"
+done
+sql "$main" <<'SQL'
+ALTER TABLE secretenv.secrets DISABLE ROW LEVEL SECURITY;
+DROP POLICY bench_rls_policy ON secretenv.secrets;
+SQL
+
 # --------------------------------------------------------------------------
 # 4. secret_rotate_all() over BENCH_ROTATE_ROWS rows vs the same UPDATE
 #    without crypto.
@@ -638,8 +660,10 @@ WITH per AS (
 	(9, 'connect + first decrypt, no preload', 'connect', 'nopre_decrypt', 'nopre_select1', 'connect + SELECT 1', 'ms', NULL),
 	(10, 'connect + first decrypt, preload, rotation-size store', 'connect', 'big_decrypt', 'big_select1', 'connect + SELECT 1', 'ms', NULL),
 	(11, 'secret_get, cached', 'get', 'cached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
-	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', NULL),
-	(13, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
+	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
+	(13, 'secret_get, cached, row-level security', 'get_rls', 'rls_cached', 'rls_plain', 'indexed SELECT, same policy', 'tps', 1.0),
+	(14, 'secret_get, uncached, row-level security', 'get_rls', 'rls_uncached', 'rls_plain', 'indexed SELECT, same policy', 'tps', NULL),
+	(15, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
 		(SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM per p

@@ -148,8 +148,8 @@ is($same->safe_psql('appdb',
 # The identity triggers came through the dump and are in force.
 is($same->safe_psql('appdb',
 		q{SELECT tgname || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal ORDER BY 1}),
-	"secrets_identity_immutable:A\nsecrets_invalidate_caches:A",
-	'same keys: the extension\'s triggers exist, enabled ALWAYS');
+	"secrets_identity_immutable:A\nsecrets_invalidate_caches:A\nsecrets_invalidate_caches_on_apply:R",
+	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA)');
 my ($out, $err);
 for my $case (
 	[ 'rename', q{UPDATE secretenv.secrets SET secret_name = secret_name || '-renamed' WHERE secret_name = 'dump-1'} ],
