@@ -516,6 +516,35 @@ for ((run = 1; run <= runs; run++)); do
 done
 
 # --------------------------------------------------------------------------
+# 3b. secret_get under row-level security (issue 16): the connection runs as
+#     bench_app (PGOPTIONS -c role=..., given by the superuser at connect
+#     time), a reader whose one policy shows it the 1000 get- secrets, so
+#     every read applies that policy: cached and uncached secret_get against
+#     the same indexed SELECT under the same policy.  RLS is switched off
+#     again afterwards; it never binds the superuser the other sections use.
+# --------------------------------------------------------------------------
+sql "$main" <<'SQL'
+CREATE ROLE bench_app NOLOGIN IN ROLE secretenv_reader;
+ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY bench_app ON secretenv.secrets TO bench_app USING (starts_with(secret_name, 'get-'));
+SQL
+if [ "$(sql "$main" -c "SET ROLE bench_app; SELECT count(*) FROM secretenv.secrets")" != "$get_secrets" ]; then
+	echo "bench: the row-level security policy does not show bench_app its $get_secrets secrets" >&2
+	exit 1
+fi
+for ((run = 1; run <= runs; run++)); do
+	log "secret_get under row-level security run $run/$runs"
+	alternate tps get_rls "$run" \
+		cached="$main:$work/get.sql:-c role=bench_app" \
+		uncached="$main:$work/get.sql:-c role=bench_app -c secretenv.cache_max_entries=0" \
+		plain="$main:$work/plain.sql:-c role=bench_app"
+done
+sql "$main" <<'SQL'
+DROP POLICY bench_app ON secretenv.secrets;
+ALTER TABLE secretenv.secrets DISABLE ROW LEVEL SECURITY;
+SQL
+
+# --------------------------------------------------------------------------
 # 4. secret_rotate_all() over BENCH_ROTATE_ROWS rows vs the same UPDATE
 #    without crypto.
 #
@@ -639,6 +668,8 @@ WITH per AS (
 	(10, 'connect + first decrypt, preload, rotation-size store', 'connect', 'big_decrypt', 'big_select1', 'connect + SELECT 1', 'ms', NULL),
 	(11, 'secret_get, cached', 'get', 'cached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
 	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', NULL),
+	(12.1, 'secret_get, cached, row-level security on', 'get_rls', 'cached', 'plain', 'indexed SELECT of the ciphertext, same policy', 'tps', 1.0),
+	(12.2, 'secret_get, uncached, row-level security on', 'get_rls', 'uncached', 'plain', 'indexed SELECT of the ciphertext, same policy', 'tps', NULL),
 	(13, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
