@@ -385,8 +385,9 @@ REVOKE ALL ON FUNCTION secretenv.drop_guard() FROM PUBLIC;
  * owner and superusers, hence the SECURITY DEFINER rotation functions
  * (nothing to check: they rewrap what opened) and the restore of a dump
  * (which must load rows whose KEK is not configured yet).  Such a role can
- * destroy every row anyway and can disable this trigger.  The trigger is
- * not ENABLE ALWAYS: only superusers can set session_replication_role.
+ * destroy every row anyway and can disable this trigger.  ENABLE ALWAYS,
+ * like the store's other triggers, so it fires whatever
+ * session_replication_role says.
  * Rows stored under 1.0 are not re-checked (verify_secrets() does that).
  */
 CREATE TRIGGER secrets_check_envelope
@@ -395,6 +396,7 @@ CREATE TRIGGER secrets_check_envelope
 	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secrets'::pg_catalog.regclass, 'TRUNCATE'))
 	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
 											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
 
 /*
  * secret_create, secret_update and secret_delete run with the caller's

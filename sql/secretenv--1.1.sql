@@ -393,8 +393,9 @@ ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
  * owner and superusers, hence the SECURITY DEFINER rotation functions
  * (nothing to check: they rewrap what opened) and the restore of a dump
  * (which must load rows whose KEK is not configured yet).  Such a role can
- * destroy every row anyway and can disable this trigger.  The trigger is
- * not ENABLE ALWAYS: only superusers can set session_replication_role.
+ * destroy every row anyway and can disable this trigger.  ENABLE ALWAYS,
+ * like the store's other triggers, so it fires whatever
+ * session_replication_role says.
  */
 CREATE TRIGGER secrets_check_envelope
 	BEFORE INSERT OR UPDATE OF encrypted_value, wrapped_dek, kek_version ON secretenv.secrets
@@ -402,6 +403,7 @@ CREATE TRIGGER secrets_check_envelope
 	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secrets'::pg_catalog.regclass, 'TRUNCATE'))
 	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
 											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
 
 /*
  * The managed store is written through these functions.  Text and jsonb

@@ -148,7 +148,7 @@ is($same->safe_psql('appdb',
 # The identity triggers came through the dump and are in force.
 is($same->safe_psql('appdb',
 		q{SELECT tgname || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal ORDER BY 1}),
-	"secrets_identity_immutable:A\nsecrets_invalidate_caches:A",
+	"secrets_check_envelope:A\nsecrets_identity_immutable:A\nsecrets_invalidate_caches:A",
 	'same keys: the extension\'s triggers exist, enabled ALWAYS');
 my ($out, $err);
 for my $case (
