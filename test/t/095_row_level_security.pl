@@ -217,6 +217,20 @@ SELECT secretenv.secret_get('app_a/db');
 	}
 }
 
+# The README's single policy keyed on current_user, for roles named like
+# their prefix, in place of the two.
+$node->safe_psql('postgres', q{
+DROP POLICY app_a ON secretenv.secrets;
+DROP POLICY app_b ON secretenv.secrets;
+CREATE POLICY per_role ON secretenv.secrets TO secretenv_reader, secretenv_writer
+	USING (starts_with(secret_name, current_user || '/'));
+});
+for my $me ('app_a', 'app_b')
+{
+	($out, $err) = as_role($me, q{SELECT string_agg(secret_name, ',' ORDER BY 1) FROM secretenv.decrypted_secrets});
+	is($out, "$me/api,$me/db", "one policy on current_user: $me sees its own secrets only");
+}
+
 # pg_dump leaves out the policies and the RLS switch of the extension's
 # table (PostgreSQL 15 dumps an extension member's ACL, not its policies):
 # the README's runbook says to re-apply them after a restore.
