@@ -39,6 +39,7 @@ INSERT INTO surface VALUES
   ('masked view', $$SELECT count(*) FROM secretenv.masked_secrets$$),
   ('decrypted view', $$SELECT count(*) FROM secretenv.decrypted_secrets$$),
   ('table select', $$SELECT count(*) FROM secretenv.secrets$$),
+  ('table ciphertext', $$SELECT count(encrypted_value) + count(wrapped_dek) FROM secretenv.secrets$$),
   ('table update', $$UPDATE secretenv.secrets SET description = 'x'$$),
   ('cache clear', $$SELECT secretenv.cache_clear()$$);
 GRANT SELECT ON surface TO PUBLIC;

@@ -381,3 +381,69 @@ CREATE TRIGGER secrets_invalidate_caches_on_apply
 	BEFORE INSERT OR UPDATE OR DELETE ON secretenv.secrets
 	FOR EACH ROW EXECUTE FUNCTION secretenv.invalidate_secret_caches();
 ALTER TABLE secretenv.secrets ENABLE REPLICA TRIGGER secrets_invalidate_caches_on_apply;
+
+-------------------------------------------------------------------------------
+-- Row-level security on secretenv.secrets applies on every path (DESIGN §7f)
+-------------------------------------------------------------------------------
+
+/*
+ * Row-level security (DESIGN §7f) applies only to the role a statement runs
+ * as, so the write functions run with the caller's rights and
+ * secretenv_writer holds INSERT, UPDATE and DELETE on this table (the
+ * columns those functions write, no more).  That also lets a writer write
+ * the envelope columns directly, and a row whose envelope does not open
+ * would fail every read of it, stop secret_rotate_all() and make the key
+ * health check report that the KEK does not open its version.  So every
+ * such write is opened and refused if it does not open (check_envelope:
+ * 22S01 to 22S04), except by roles that may TRUNCATE the table: its
+ * owner and superusers, hence the SECURITY DEFINER rotation functions
+ * (nothing to check: they rewrap what opened) and the restore of a dump
+ * (which must load rows whose KEK is not configured yet).  Such a role can
+ * destroy every row anyway and can disable this trigger.  ENABLE ALWAYS,
+ * like the store's other triggers, so it fires whatever
+ * session_replication_role says.
+ * Rows stored under 1.0 are not re-checked (verify_secrets() does that).
+ */
+CREATE TRIGGER secrets_check_envelope
+	BEFORE INSERT OR UPDATE OF encrypted_value, wrapped_dek, kek_version ON secretenv.secrets
+	FOR EACH ROW
+	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secrets'::pg_catalog.regclass, 'TRUNCATE'))
+	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
+											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
+
+/*
+ * secret_create, secret_update and secret_delete run with the caller's
+ * rights, so that the caller's policies apply to them exactly as to its own
+ * statements; a SECURITY DEFINER function runs as the table's owner, a
+ * superuser, for whom row-level security never applies.  The search_path
+ * stays pinned.
+ */
+ALTER FUNCTION secretenv.secret_create(text, text, text, text) SECURITY INVOKER;
+ALTER FUNCTION secretenv.secret_create(text, jsonb, text, text) SECURITY INVOKER;
+ALTER FUNCTION secretenv.secret_update(text, text) SECURITY INVOKER;
+ALTER FUNCTION secretenv.secret_update(text, jsonb) SECURITY INVOKER;
+ALTER FUNCTION secretenv.secret_delete(text) SECURITY INVOKER;
+
+/* The views read the table with the querying role's rights and policies. */
+ALTER VIEW secretenv.masked_secrets SET (security_invoker = true);
+ALTER VIEW secretenv.decrypted_secrets SET (security_invoker = true);
+
+-- The table privileges behind the security_invoker views and the
+-- SECURITY INVOKER write functions: masked_secrets' columns, never
+-- encrypted_value or wrapped_dek; a writer inserts and updates only the
+-- columns secret_create and secret_update write.
+GRANT SELECT (secret_id, secret_name, masked_value, kek_version, provider, description,
+			  created_at, created_by, last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer, secretenv_admin;
+GRANT INSERT (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version, masked_value,
+			  provider, description, created_by, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT UPDATE (encrypted_value, wrapped_dek, kek_version, masked_value,
+			  last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT DELETE ON secretenv.secrets TO secretenv_writer;
+GRANT EXECUTE ON FUNCTION
+	secretenv.insert_secret(text, text, jsonb, text, text),
+	secretenv.replace_secret_value(text, text, jsonb)
+	TO secretenv_writer;

@@ -381,10 +381,48 @@ CREATE TRIGGER secrets_identity_immutable
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
 
 /*
- * The managed store is written only through these functions.  Text and
- * jsonb values share the two internal functions below: a jsonb secret is
+ * Row-level security (DESIGN §7f) applies only to the role a statement runs
+ * as, so the write functions below run with the caller's rights and
+ * secretenv_writer holds INSERT, UPDATE and DELETE on this table (the
+ * columns those functions write, no more).  That also lets a writer write
+ * the envelope columns directly, and a row whose envelope does not open
+ * would fail every read of it, stop secret_rotate_all() and make the key
+ * health check report that the KEK does not open its version.  So every
+ * such write is opened and refused if it does not open (check_envelope:
+ * 22S01 to 22S04), except by roles that may TRUNCATE the table: its
+ * owner and superusers, hence the SECURITY DEFINER rotation functions
+ * (nothing to check: they rewrap what opened) and the restore of a dump
+ * (which must load rows whose KEK is not configured yet).  Such a role can
+ * destroy every row anyway and can disable this trigger.  ENABLE ALWAYS,
+ * like the store's other triggers, so it fires whatever
+ * session_replication_role says.
+ */
+CREATE TRIGGER secrets_check_envelope
+	BEFORE INSERT OR UPDATE OF encrypted_value, wrapped_dek, kek_version ON secretenv.secrets
+	FOR EACH ROW
+	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secrets'::pg_catalog.regclass, 'TRUNCATE'))
+	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
+											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
+
+/*
+ * The managed store is written through these functions.  Text and jsonb
+ * values share the two internal functions below: a jsonb secret is
  * encrypted as its text form, which is exactly what secret_encrypt(jsonb)
  * produces.
+ *
+ * secret_create, secret_update and secret_delete run with the caller's
+ * rights (SECURITY INVOKER), so that row-level security on
+ * secretenv.secrets applies to them exactly as to the caller's own
+ * statements: a row the caller's policies hide is absent (P0002 from
+ * secret_update, false from secret_delete) and an INSERT policy's WITH
+ * CHECK refuses a new row (42501).  A SECURITY DEFINER function would run
+ * as the table's owner, a superuser, for whom row-level security never
+ * applies, and PostgreSQL offers a definer function no way back to its
+ * caller's policies (SET ROLE is refused inside it).  What this costs:
+ * secretenv_writer holds the table privileges these functions use (see
+ * the grants at the end), and the trigger above keeps direct writes of
+ * envelopes honest.  The search_path stays pinned all the same.
  */
 CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
 										provider text, description text)
@@ -475,7 +513,7 @@ CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
 										description text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
 								   provider, description)
@@ -488,7 +526,7 @@ CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
 										description text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
 								   provider, description)
@@ -499,7 +537,7 @@ COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text) IS
 CREATE FUNCTION secretenv.secret_update(secret_name text, value text)
 RETURNS void
 LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)))
 $$;
@@ -509,7 +547,7 @@ COMMENT ON FUNCTION secretenv.secret_update(text, text) IS
 CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb)
 RETURNS void
 LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value))
 $$;
@@ -519,7 +557,7 @@ COMMENT ON FUNCTION secretenv.secret_update(text, jsonb) IS
 CREATE FUNCTION secretenv.secret_delete(secret_name text)
 RETURNS boolean
 LANGUAGE sql VOLATILE STRICT
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH d AS (
 		DELETE FROM secretenv.secrets WHERE secret_name = secret_delete.secret_name
@@ -675,14 +713,20 @@ $$;
 COMMENT ON FUNCTION secretenv.status() IS
 	'Key versions, default-passphrase use, preload, rows and key health per version and per database, cache counters; never key material';
 
-CREATE VIEW secretenv.masked_secrets AS
+/*
+ * Both views run with the rights of the role that queries them
+ * (security_invoker), so its table privileges and row-level security
+ * policies apply; an ordinary view would read the table as its owner, a
+ * superuser, for whom row-level security never applies.
+ */
+CREATE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
 		   created_at, created_by, last_updated_at, last_updated_by
 	FROM secretenv.secrets;
 COMMENT ON VIEW secretenv.masked_secrets IS
 	'Secrets without ciphertext or plaintext: the stored mask only, never decrypted';
 
-CREATE VIEW secretenv.decrypted_secrets AS
+CREATE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name,
 		   secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version,
 									secret_id, secret_name) AS value,
@@ -760,6 +804,27 @@ GRANT EXECUTE ON FUNCTION
 	TO secretenv_admin;
 
 GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
+
+-- The table privileges behind the security_invoker views and the
+-- SECURITY INVOKER write functions (row-level security, DESIGN §7f):
+-- masked_secrets' columns, never encrypted_value or wrapped_dek; a writer
+-- inserts and updates only the columns secret_create and secret_update
+-- write (not provider, description or created_at after the fact), and its
+-- envelopes are checked by the trigger secrets_check_envelope.
+GRANT SELECT (secret_id, secret_name, masked_value, kek_version, provider, description,
+			  created_at, created_by, last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer, secretenv_admin;
+GRANT INSERT (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version, masked_value,
+			  provider, description, created_by, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT UPDATE (encrypted_value, wrapped_dek, kek_version, masked_value,
+			  last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT DELETE ON secretenv.secrets TO secretenv_writer;
+GRANT EXECUTE ON FUNCTION
+	secretenv.insert_secret(text, text, jsonb, text, text),
+	secretenv.replace_secret_value(text, text, jsonb)
+	TO secretenv_writer;
 
 -- check_envelope answers whether an envelope opens for an id and name: an
 -- oracle on ciphertexts (never a plaintext), so not for PUBLIC.

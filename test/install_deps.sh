@@ -22,6 +22,7 @@ packages=(
 	dpkg-dev
 	fakeroot
 	postgresql-server-dev-all
+	pgbouncer
 )
 
 missing=()

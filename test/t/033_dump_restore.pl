@@ -148,7 +148,10 @@ is($same->safe_psql('appdb',
 # The identity triggers came through the dump and are in force.
 is($same->safe_psql('appdb',
 		q{SELECT tgname || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal ORDER BY 1}),
-	"secrets_identity_immutable:A\nsecrets_invalidate_caches:A\nsecrets_invalidate_caches_on_apply:R",
+	"secrets_check_envelope:A
+secrets_identity_immutable:A
+secrets_invalidate_caches:A
+secrets_invalidate_caches_on_apply:R",
 	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA)');
 my ($out, $err);
 for my $case (

@@ -239,12 +239,17 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 	}
 
 	# Internal and trigger functions are not executable by the attackers.
+	# insert_secret and replace_secret_value run with the caller's rights
+	# (so that row-level security applies, issue 16) and are called by
+	# secret_create and secret_update: a writer may execute them, no one else.
 	for my $atk (sort keys %role_of)
 	{
 		is($node->safe_psql('postgres', qq{
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
-  AND p.proname IN ('insert_secret', 'replace_secret_value', 'invalidate_secret_caches')
+  AND (p.proname = 'invalidate_secret_caches'
+	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
+		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),
 			'0', "$mode: $atk cannot execute the internal functions");
 	}
