@@ -14,8 +14,7 @@
 # row although the admin's own policies show it none.  One connection that
 # switches roles (SET ROLE, SET SESSION AUTHORIZATION) never returns the
 # other role's value: with the credential cache off (the table paths), and
-# with it on, where the rule belongs to the cache (issue 12) and the
-# assertions are marked TODO until that branch is merged.
+# with it on (entries keyed by role, every hit re-checked).
 use strict;
 use warnings;
 
@@ -182,13 +181,12 @@ is($out, $value{'app_a/db'}, 'app_a: its secret still reads after the rotation')
 
 # One connection, switching roles.  First with the cache off: the table
 # paths alone.  Then with the cache on (the default), where app_a's second
-# read is a cache hit (checked with cache_stats()) and whether app_b may be
-# served that entry is the cache's rule (issue 12): those assertions are
-# marked TODO until the cache branch is merged.
-for my $cache ([ 'cache off', 'SET secretenv.cache_max_entries = 0;', 'f', 0 ],
-	[ 'cache on', '', 't', 1 ])
+# read is a cache hit (checked with cache_stats()) and app_b must still not
+# be served that entry.
+for my $cache ([ 'cache off', 'SET secretenv.cache_max_entries = 0;', 'f' ],
+	[ 'cache on', '', 't' ])
 {
-	my ($label, $setting, $hit, $cache_dependent) = @$cache;
+	my ($label, $setting, $hit) = @$cache;
 	for my $switch ([ 'SET ROLE', 'SET ROLE %s', 'RESET ROLE' ],
 		[ 'SET SESSION AUTHORIZATION', 'SET SESSION AUTHORIZATION %s', 'RESET SESSION AUTHORIZATION' ])
 	{
@@ -206,14 +204,8 @@ SELECT secretenv.secret_get('app_a/db');
 		my @rows = split /\n/, $out;
 		is(join("\n", @rows[ 0 .. 2 ]), "$value{'app_a/db'}\n$value{'app_a/db'}\n$hit",
 			"$label, $how: app_a reads app_a/db twice" . ($hit eq 't' ? ', the second time from the cache' : ''));
-	  TODO:
-		{
-			local $TODO = $cache_dependent
-			  ? 'cache-dependent (issue 12): a hit must apply the caller\'s row-level security'
-			  : undef;
-			is(scalar(@rows), 3, "$label, $how: then app_b, on the same connection, gets no value for app_a/db");
+				is(scalar(@rows), 3, "$label, $how: then app_b, on the same connection, gets no value for app_a/db");
 			is(error_of($err, 'app_a/db'), $absent, "$label, $how: ... but P0002 \"does not exist\"");
-		}
 	}
 }
 

@@ -21,9 +21,7 @@
 #
 # In each, app_b never gets app_a's secret (P0002, as for an absent one),
 # right after app_a read it on the same backend, and app_a still reads it
-# afterwards.  Whether a cache hit may be served to the other role is the
-# cache's rule (issue 12): the cache-on assertions are TODO until that
-# branch is merged.  PgBouncer runs as this test's user on a free port,
+# afterwards, with the credential cache on and off.  PgBouncer runs as this test's user on a free port,
 # bounded by the test's timeout, and is stopped at the end.
 use strict;
 use warnings;
@@ -133,9 +131,9 @@ sub error_of
 }
 my $absent = qq{ERROR:  P0002: secret "<name>" does not exist};
 
-for my $case ([ 'shared', 1, 1, 't' ], [ 'nocache', 1, 0, 'f' ], [ 'direct', 0, 0, 't' ])
+for my $case ([ 'shared', 1, 't' ], [ 'nocache', 1, 'f' ], [ 'direct', 0, 't' ])
 {
-	my ($db, $same_backend, $cache_dependent, $hit) = @$case;
+	my ($db, $same_backend, $hit) = @$case;
 	my %set_role = map { $_ => ($same_backend ? "SET LOCAL ROLE $_;" : '') } ('app_a', 'app_b');
 
 	# app_a reads its secret twice (the second read is a cache hit when the
@@ -179,14 +177,8 @@ COMMIT;
 	{
 		isnt($b_pid, $a_pid, "$db: app_b has a server connection of its own");
 	}
-  TODO:
-	{
-		local $TODO = $cache_dependent
-		  ? 'cache-dependent (issue 12): a hit must apply the caller\'s row-level security'
-		  : undef;
 		is(scalar(@b_rest), 0, "$db: app_b gets no value for app_a/db");
 		is(error_of($err, 'app_a/db'), $absent, "$db: ... but P0002 \"does not exist\"");
-	}
 
 	# app_a, on the same server connection again, still reads its secret.
 	($out, $err) = through_bouncer('app_a', $db, $a_sql);
