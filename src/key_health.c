@@ -46,6 +46,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -130,12 +131,19 @@ static bool table_changed_in_xact = false;
 	"SELECT s.wrapped_dek FROM secretenv.secrets s " \
 	"WHERE s.kek_version OPERATOR(pg_catalog.=) $1 LIMIT 1"
 
-/* OID of secretenv.secrets in this database, found without search_path. */
+/*
+ * OID of secretenv.secrets in this database, found without search_path, or
+ * InvalidOid when the extension is not installed here: a look-alike table
+ * in a schema of that name is none of our business.
+ */
 static Oid
 secrets_relid(void)
 {
-	Oid			nsp = get_namespace_oid("secretenv", true);
+	Oid			nsp;
 
+	if (!OidIsValid(get_extension_oid("secretenv", true)))
+		return InvalidOid;
+	nsp = get_namespace_oid("secretenv", true);
 	return OidIsValid(nsp) ? get_relname_relid("secrets", nsp) : InvalidOid;
 }
 
