@@ -15,29 +15,29 @@ CRYPTO_OBJS = \
 	src/crypto/wipe.o
 OBJS = \
 	$(CRYPTO_OBJS) \
+	src/aead_engine.o \
 	src/cache.o \
 	src/coherence.o \
+	src/crypto_errors.o \
 	src/drop_guard.o \
-	src/engine.o \
 	src/envelope_memo.o \
 	src/envelope_sql.o \
-	src/errors.o \
 	src/key_health.o \
 	src/key_health_worker.o \
+	src/key_status_sql.o \
 	src/keyring.o \
 	src/mask_sql.o \
 	src/passphrase_command.o \
+	src/plaintext_wipe.o \
 	src/redact.o \
 	src/redact_log.o \
 	src/redact_scrub.o \
 	src/redact_stats.o \
-	src/scrub.o \
-	src/shared.o \
 	src/secret_get.o \
 	src/secretenv.o \
 	src/trigger.o \
 	src/verify.o \
-	src/writers.o
+	src/writer_counters.o
 
 # Every released version's full script and the upgrade scripts between them.
 DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.0--1.1.sql
@@ -76,5 +76,4 @@ $(shell mkdir -p $(sort $(dir $(OBJS))))
 endif
 
 # PGXS does not track header dependencies.
-$(OBJS): src/secretenv.h src/shared.h src/cache.h src/coherence.h src/key_health.h \
-	src/passphrase_command.h src/redact.h src/crypto/se_crypto.h src/crypto/se_crypto_internal.h
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(wildcard $(srcdir)/src/crypto/*.h)

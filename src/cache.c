@@ -68,7 +68,9 @@
 #include "utils/memutils.h"
 #include "utils/timeout.h"
 
+#include "aead_engine.h"
 #include "cache.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 #define NUM_KEY_SLOTS 2

@@ -14,8 +14,6 @@
 #ifndef SECRETENV_CACHE_H
 #define SECRETENV_CACHE_H
 
-#include "postgres.h"
-
 #define SE_CACHE_MAX_NAME_LEN 127	/* longer names are served uncached */
 
 extern void se_cache_init(void);

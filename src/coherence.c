@@ -121,8 +121,9 @@
 
 #include "cache.h"
 #include "coherence.h"
+#include "keyring.h"
 #include "secretenv.h"
-#include "shared.h"
+#include "writer_counters.h"
 
 /* Bumped by every invalidation that drops the cache. */
 static uint64 generation = 1;

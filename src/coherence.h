@@ -20,12 +20,12 @@
 #ifndef SECRETENV_COHERENCE_H
 #define SECRETENV_COHERENCE_H
 
-#include "postgres.h"
 
 #include "executor/tuptable.h"
 #include "storage/itemptr.h"
 #include "utils/relcache.h"
 
+extern Oid	se_secrets_relid(void);
 extern void se_coherence_init(void);
 extern bool se_coherence_begin(void);
 extern uint64 se_coherence_ticket(void);

@@ -52,6 +52,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "drop_guard.h"
 #include "secretenv.h"
 
 static bool allow_drop_with_secrets = false;

@@ -75,6 +75,8 @@
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
+#include "envelope_memo.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 /*

@@ -60,7 +60,11 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "aead_engine.h"
+#include "crypto_errors.h"
 #include "key_health.h"
+#include "keyring.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 #define HEALTH_MAX_DATABASES 64

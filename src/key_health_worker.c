@@ -41,6 +41,7 @@
 #include "utils/snapmgr.h"
 
 #include "key_health.h"
+#include "keyring.h"
 #include "secretenv.h"
 
 /* Never check one database more often than this. */

@@ -65,7 +65,9 @@
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
+#include "keyring.h"
 #include "passphrase_command.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 /*

@@ -16,6 +16,9 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "plaintext_wipe.h"
+#include "redact.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 #define HIDDEN_VALUE "***"

@@ -54,6 +54,7 @@
 #include "utils/guc.h"
 
 #include "passphrase_command.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 #define DEFAULT_TIMEOUT_S 30

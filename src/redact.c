@@ -45,8 +45,8 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "secretenv.h"
 #include "redact.h"
+#include "secretenv.h"
 
 static bool redact_logs = true;
 static char *redact_names_string = NULL;

@@ -16,7 +16,9 @@
 
 #define SE_REDACTED_MARKER "[secretenv: redacted]"
 
-/* redact.c */
+/* redact.c: the module's init, the mark of a plaintext passed to secretenv, the verdicts */
+extern void se_redact_init(void);
+extern void se_redact_note_plaintext(void);
 extern bool se_redact_enabled(void);
 extern bool se_redact_mentions_plaintext(const char *s);
 extern bool se_redact_carries_plaintext(const char *sql);

@@ -37,8 +37,8 @@
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 
-#include "secretenv.h"
 #include "redact.h"
+#include "secretenv.h"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 

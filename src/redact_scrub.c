@@ -31,6 +31,7 @@
 #include "parser/parser.h"
 
 #include "redact.h"
+#include "secretenv.h"
 
 static inline bool
 ident_start(unsigned char c)

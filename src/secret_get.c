@@ -53,6 +53,7 @@
 
 #include "cache.h"
 #include "coherence.h"
+#include "envelope_sql.h"
 #include "key_health.h"
 #include "secretenv.h"
 

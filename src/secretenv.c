@@ -15,12 +15,16 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "aead_engine.h"
 #include "cache.h"
 #include "coherence.h"
+#include "drop_guard.h"
 #include "key_health.h"
+#include "keyring.h"
 #include "passphrase_command.h"
+#include "redact.h"
 #include "secretenv.h"
-#include "shared.h"
+#include "writer_counters.h"
 
 PG_MODULE_MAGIC;
 
@@ -39,7 +43,6 @@ _PG_init(void)
 	se_keyring_init();
 	se_cache_init();
 	se_coherence_init();
-	se_shared_init();
 	se_writers_init();
 	se_key_health_init();
 	se_redact_init();

@@ -1,19 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * secretenv.h
- *	  Declarations shared by the PostgreSQL layer of secretenv.
+ *	  What every file of secretenv's PostgreSQL layer shares: its message
+ *	  text domain and the SQLSTATEs of its own failure classes.
  *
- * The cryptographic core (src/crypto) knows nothing of PostgreSQL; the
- * files declared here are the fmgr glue, configuration, cache and triggers
- * on top of it.
+ * Each area declares its functions in a header of its own (keyring.h,
+ * envelope_sql.h, key_health.h, cache.h, ...); the cryptographic core
+ * (src/crypto, se_crypto.h) knows nothing of PostgreSQL.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef SECRETENV_H
 #define SECRETENV_H
-
-#include "fmgr.h"
-#include "se_crypto.h"
 
 /*
  * Messages raised by secretenv's C code carry their own text domain, which
@@ -33,79 +31,5 @@
 #define ERRCODE_SECRETENV_VALUE_MISMATCH		MAKE_SQLSTATE('2','2','S','0','3')
 #define ERRCODE_SECRETENV_KEK_NOT_CONFIGURED	MAKE_SQLSTATE('2','2','S','0','4')
 #define ERRCODE_SECRETENV_IDENTITY_CHANGE		MAKE_SQLSTATE('2','3','S','0','1')
-
-/* keyring.c: KEK configuration, derivation and lookup */
-extern void se_keyring_init(void);
-extern int32 se_keyring_current_version(void);
-extern int32 se_keyring_previous_version(void);
-extern bool se_keyring_has_version(int32 version);
-extern const uint8_t *se_keyring_kek(int32 version);
-extern bool se_keyring_using_default(int32 version);
-extern uint64 se_keyring_generation(void);
-extern const uint8_t *se_keyring_kek_if_available(int32 version);
-
-/* engine.c: the backend's reusable AES-256-GCM engine */
-extern void se_engine_init(void);
-extern se_aead *se_engine(void);
-
-/* scrub.c: wipe plaintext copies when their memory context is reset */
-extern void se_wipe_at_reset(void *ptr, size_t len);
-extern text *se_text_arg_scrubbed(FunctionCallInfo fcinfo, int argno);
-
-/* errors.c: mapping core status codes to ereport */
-extern void se_report_crypto_failure(se_status status, int32 kek_version,
-									 const char *what) pg_attribute_noreturn();
-extern void se_check_version_argument(int32 version);
-
-/* envelope_sql.c: envelope primitives shared with the managed store */
-#define UUID_TEXT_LEN 36
-struct pg_uuid_t;
-extern void se_uuid_to_text(const struct pg_uuid_t *uuid, char *out);
-extern uint8_t *se_build_aad_from_text(const char *id, int idlen,
-									   const char *name, int namelen,
-									   size_t *aadlen);
-extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
-								const uint8_t *wrapped, size_t wrappedlen,
-								int32 kek_version,
-								const char *id, int idlen,
-								const char *name, int namelen);
-
-/*
- * The largest plaintext secret_encrypt, secret_create and secret_update
- * accept (bytes; a jsonb secret counts as its JSON text).  Reads have no
- * limit of their own: they open whatever was stored.
- */
-#define SE_MAX_SECRET_VALUE_LEN ((size_t) 1024 * 1024)
-
-/* envelope_memo.c: the columns of one secret_encrypt(...).* agree */
-typedef struct SeEncryptArgs
-{
-	const char *value;
-	size_t		valuelen;
-	const char *id;
-	int			idlen;
-	const char *name;
-	int			namelen;
-} SeEncryptArgs;
-extern bool se_memo_fetch(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
-						  Datum *envelope);
-extern void se_memo_store(FunctionCallInfo fcinfo, const SeEncryptArgs *args,
-						  Datum envelope);
-
-/* coherence.c: the OID of secretenv.secrets (see coherence.h for the rest) */
-extern Oid	se_secrets_relid(void);
-
-/* writers.c: transactions that changed secretenv.secrets, cluster-wide */
-extern void se_writers_init(void);
-extern void se_writer_started(void);
-extern bool se_writers_in_flight(void);
-extern bool se_writer_counted(void);
-
-/* drop_guard.c: no DROP EXTENSION while secrets are stored */
-extern void se_drop_guard_init(void);
-
-/* redact.c: keeps plaintext-bearing statements out of every channel */
-extern void se_redact_init(void);
-extern void se_redact_note_plaintext(void);
 
 #endif							/* SECRETENV_H */

@@ -44,8 +44,14 @@
 #include "utils/inval.h"
 #include "utils/rel.h"
 
+#include "aead_engine.h"
+#include "crypto_errors.h"
+#include "envelope_sql.h"
 #include "key_health.h"
+#include "keyring.h"
+#include "se_crypto.h"
 #include "secretenv.h"
+#include "writer_counters.h"
 
 static bool
 column_unchanged(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc desc, int attnum)

@@ -18,7 +18,12 @@
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
+#include "aead_engine.h"
+#include "crypto_errors.h"
+#include "envelope_sql.h"
 #include "key_health.h"
+#include "keyring.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 #define VERIFY_BATCH 1000

@@ -57,7 +57,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	rows=${BENCH_ROWS:-20000}
 	rotate_rows=${BENCH_ROTATE_ROWS:-100000}
-	par_rows=${BENCH_PAR_ROWS:-40000}
+	par_rows=${BENCH_PAR_ROWS:-400000}
 	secs=${BENCH_SECS:-5}
 else
 	rows=${BENCH_ROWS:-200000}

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * errors.c
+ * crypto_errors.c
  *	  Map the cryptographic core's status codes to PostgreSQL errors.
  *
  * The core returns codes and cleans up after itself; only this layer raises
@@ -12,6 +12,9 @@
  */
 #include "postgres.h"
 
+#include "crypto_errors.h"
+#include "keyring.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 /* The HINT for a KEK that does not open a wrapped DEK. */

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * engine.c
+ * aead_engine.c
  *	  The backend's reusable AES-256-GCM engine.
  *
  * Creating an OpenSSL cipher context per call would allocate and free on
@@ -16,6 +16,8 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 
+#include "aead_engine.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 static se_aead *engine = NULL;

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * writers.c
+ * writer_counters.c
  *	  Shared counters of transactions that changed secretenv.secrets.
  *
  * The credential cache relies on relcache invalidations, which a committing
@@ -19,7 +19,7 @@
  * Readers must read finished before started, and both before
  * AcceptInvalidationMessages: coherence.c states why.
  *
- * The counters live in shared memory (shared.c), so they exist only when
+ * The counters live in shared memory of their own, which exists only when
  * secretenv is in shared_preload_libraries; without preload the cache is
  * not used.
  *
@@ -29,14 +29,55 @@
 
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/resowner.h"
 
 #include "secretenv.h"
-#include "shared.h"
+#include "writer_counters.h"
+
+typedef struct WriterCounters
+{
+	pg_atomic_uint64 started;
+	pg_atomic_uint64 finished;
+} WriterCounters;
+
+/* NULL without shared_preload_libraries. */
+static WriterCounters *counters = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static bool counted_in_this_xact = false;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+static void
+counters_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WriterCounters)));
+}
+
+static void
+counters_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	counters = ShmemInitStruct("secretenv writer counters", sizeof(WriterCounters), &found);
+	if (!found)
+	{
+		pg_atomic_init_u64(&counters->started, 0);
+		pg_atomic_init_u64(&counters->finished, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
 
 /* After the transaction's invalidations went out, it no longer counts. */
 static void
@@ -45,7 +86,7 @@ writers_release_callback(ResourceReleasePhase phase, bool isCommit,
 {
 	if (phase == RESOURCE_RELEASE_AFTER_LOCKS && isTopLevel && counted_in_this_xact)
 	{
-		pg_atomic_fetch_add_u64(&se_shared()->writers_finished, 1);
+		pg_atomic_fetch_add_u64(&counters->finished, 1);
 		counted_in_this_xact = false;
 	}
 }
@@ -81,6 +122,10 @@ se_writers_init(void)
 {
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = counters_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = counters_shmem_startup;
 	RegisterResourceReleaseCallback(writers_release_callback, NULL);
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = writers_ProcessUtility;
@@ -90,11 +135,9 @@ se_writers_init(void)
 void
 se_writer_started(void)
 {
-	SecretenvShared *sh = se_shared();
-
-	if (sh == NULL || counted_in_this_xact)
+	if (counters == NULL || counted_in_this_xact)
 		return;
-	pg_atomic_fetch_add_u64(&sh->writers_started, 1);
+	pg_atomic_fetch_add_u64(&counters->started, 1);
 	counted_in_this_xact = true;
 }
 
@@ -112,13 +155,12 @@ se_writer_counted(void)
 bool
 se_writers_in_flight(void)
 {
-	SecretenvShared *sh = se_shared();
 	uint64		finished;
 
-	if (sh == NULL)
+	if (counters == NULL)
 		return true;
 	/* Read finished first: a writer counted after it only makes us safer. */
-	finished = pg_atomic_read_u64(&sh->writers_finished);
+	finished = pg_atomic_read_u64(&counters->finished);
 	pg_memory_barrier();
-	return pg_atomic_read_u64(&sh->writers_started) != finished;
+	return pg_atomic_read_u64(&counters->started) != finished;
 }

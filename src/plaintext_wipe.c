@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * scrub.c
+ * plaintext_wipe.c
  *	  Wipe plaintext buffers when their memory context goes away.
  *
  * A palloc'd copy of a secret (a detoasted argument, a serialized jsonb)
@@ -16,6 +16,8 @@
 
 #include "utils/memutils.h"
 
+#include "plaintext_wipe.h"
+#include "se_crypto.h"
 #include "secretenv.h"
 
 typedef struct WipeRequest

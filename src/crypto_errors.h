@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * crypto_errors.h
+ *	  Map the cryptographic core's status codes to PostgreSQL errors.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SECRETENV_CRYPTO_ERRORS_H
+#define SECRETENV_CRYPTO_ERRORS_H
+
+#include "se_crypto.h"
+
+/* crypto_errors.c: ereport after the caller cleaned up; never returns */
+extern void se_report_crypto_failure(se_status status, int32 kek_version,
+									 const char *what) pg_attribute_noreturn();
+extern void se_check_version_argument(int32 version);
+
+#endif							/* SECRETENV_CRYPTO_ERRORS_H */
