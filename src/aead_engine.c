@@ -18,7 +18,7 @@
 
 #include "aead_engine.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static se_aead *engine = NULL;
 

@@ -71,7 +71,7 @@
 #include "aead_engine.h"
 #include "cache.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 #define NUM_KEY_SLOTS 2
 

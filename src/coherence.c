@@ -122,7 +122,7 @@
 #include "cache.h"
 #include "coherence.h"
 #include "keyring.h"
-#include "secretenv.h"
+#include "se_messages.h"
 #include "writer_counters.h"
 
 /* Bumped by every invalidation that drops the cache. */

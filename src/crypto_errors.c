@@ -6,7 +6,7 @@
  * The core returns codes and cleans up after itself; only this layer raises
  * an ERROR, and only after its caller has wiped whatever it held.  Messages
  * say which check failed and never include key bytes, plaintext or a
- * passphrase.  The SQLSTATEs are listed in secretenv.h and the README.
+ * passphrase.  The SQLSTATEs are listed in se_messages.h and the README.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,7 +15,7 @@
 #include "crypto_errors.h"
 #include "keyring.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /* The HINT for a KEK that does not open a wrapped DEK. */
 static int

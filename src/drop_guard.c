@@ -53,7 +53,7 @@
 #include "utils/snapmgr.h"
 
 #include "drop_guard.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static bool allow_drop_with_secrets = false;
 

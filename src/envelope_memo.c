@@ -77,7 +77,7 @@
 
 #include "envelope_memo.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /*
  * One call site of one query, and the calls (FmgrInfos) seen for it.  For

@@ -35,7 +35,7 @@
 #include "plaintext_wipe.h"
 #include "redact.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /* Canonical lower-case text form of a uuid, as uuid_out prints it. */
 void

@@ -65,7 +65,7 @@
 #include "key_health.h"
 #include "keyring.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 #define HEALTH_MAX_DATABASES 64
 #define HEALTH_MAX_VERSIONS 8

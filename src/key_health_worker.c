@@ -42,7 +42,7 @@
 
 #include "key_health.h"
 #include "keyring.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /* Never check one database more often than this. */
 #define MIN_ROUND_INTERVAL_MS 1000

@@ -15,7 +15,7 @@
 #include "crypto_errors.h"
 #include "keyring.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /* Return the version of the current KEK. */
 PG_FUNCTION_INFO_V1(secret_current_kek_version);

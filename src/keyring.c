@@ -68,7 +68,7 @@
 #include "keyring.h"
 #include "passphrase_command.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /*
  * Used when no passphrase is configured.  It is MLflow's development

@@ -19,7 +19,7 @@
 #include "plaintext_wipe.h"
 #include "redact.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 #define HIDDEN_VALUE "***"
 

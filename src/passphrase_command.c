@@ -55,7 +55,7 @@
 
 #include "passphrase_command.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 #define DEFAULT_TIMEOUT_S 30
 #define MAX_TIMEOUT_S 3600

@@ -18,7 +18,7 @@
 
 #include "plaintext_wipe.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 typedef struct WipeRequest
 {

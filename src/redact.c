@@ -46,7 +46,7 @@
 #include "utils/memutils.h"
 
 #include "redact.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static bool redact_logs = true;
 static char *redact_names_string = NULL;

@@ -38,7 +38,7 @@
 #include "utils/elog.h"
 
 #include "redact.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -139,7 +139,7 @@ audit_prefix(const char *message)
 
 /*
  * secretenv's own messages never carry secret material.  Its C code is
- * compiled with TEXTDOMAIN "secretenv" (see secretenv.h); its SQL functions
+ * compiled with TEXTDOMAIN "secretenv" (see se_messages.h); its SQL functions
  * raise only the SQLSTATEs of its own classes.
  */
 static bool

@@ -31,7 +31,7 @@
 #include "parser/parser.h"
 
 #include "redact.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static inline bool
 ident_start(unsigned char c)

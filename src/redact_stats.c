@@ -67,7 +67,7 @@
 #include "utils/varlena.h"
 
 #include "redact.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 static post_parse_analyze_hook_type prev_post_parse_analyze_hook = NULL;
 static planner_hook_type prev_planner_hook = NULL;

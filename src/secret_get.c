@@ -55,7 +55,7 @@
 #include "coherence.h"
 #include "envelope_sql.h"
 #include "key_health.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 /* The columns secret_get reads, in the order of the SPI query below. */
 enum

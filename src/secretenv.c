@@ -23,7 +23,7 @@
 #include "keyring.h"
 #include "passphrase_command.h"
 #include "redact.h"
-#include "secretenv.h"
+#include "se_messages.h"
 #include "writer_counters.h"
 
 PG_MODULE_MAGIC;

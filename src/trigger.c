@@ -50,7 +50,7 @@
 #include "key_health.h"
 #include "keyring.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 #include "writer_counters.h"
 
 static bool

@@ -24,7 +24,7 @@
 #include "key_health.h"
 #include "keyring.h"
 #include "se_crypto.h"
-#include "secretenv.h"
+#include "se_messages.h"
 
 #define VERIFY_BATCH 1000
 

@@ -36,7 +36,7 @@
 #include "tcop/utility.h"
 #include "utils/resowner.h"
 
-#include "secretenv.h"
+#include "se_messages.h"
 #include "writer_counters.h"
 
 typedef struct WriterCounters

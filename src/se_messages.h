@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * secretenv.h
- *	  What every file of secretenv's PostgreSQL layer shares: its message
- *	  text domain and the SQLSTATEs of its own failure classes.
+ * se_messages.h
+ *	  What every message of secretenv's PostgreSQL layer carries: its text
+ *	  domain and the SQLSTATEs of secretenv's own failure classes.
  *
  * Each area declares its functions in a header of its own (keyring.h,
  * envelope_sql.h, key_health.h, cache.h, ...); the cryptographic core
@@ -10,8 +10,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#ifndef SECRETENV_H
-#define SECRETENV_H
+#ifndef SE_MESSAGES_H
+#define SE_MESSAGES_H
 
 /*
  * Messages raised by secretenv's C code carry their own text domain, which
@@ -32,4 +32,4 @@
 #define ERRCODE_SECRETENV_KEK_NOT_CONFIGURED	MAKE_SQLSTATE('2','2','S','0','4')
 #define ERRCODE_SECRETENV_IDENTITY_CHANGE		MAKE_SQLSTATE('2','3','S','0','1')
 
-#endif							/* SECRETENV_H */
+#endif							/* SE_MESSAGES_H */
