@@ -33,7 +33,7 @@
  *
  * Ordering against commit visibility.  A committing writer becomes visible
  * (ProcArrayEndTransaction) before it sends its invalidations
- * (AtEOXact_Inval).  writers.c counts writers in shared memory: "started"
+ * (AtEOXact_Inval).  writer_counters.c counts writers in shared memory: "started"
  * in the trigger, before the commit can be visible, "finished" after the
  * invalidations went out.  A call begins (se_coherence_begin) by reading
  * finished, then started, and only then AcceptInvalidationMessages.  Take a
@@ -48,7 +48,7 @@
  * send its invalidation between the two and finish: counters equal, the
  * invalidation unseen, the old value served.  (COMMIT PREPARED, which makes
  * another transaction visible and fires no trigger, counts as a writer of
- * its own: writers.c.)
+ * its own: writer_counters.c.)
  *
  * Why a hit is right.  An entry holds the newest committed version V as of
  * its fill, and survives only while no newer version became visible before

@@ -20,7 +20,7 @@
  * a change of secretenv.secrets: it queues a relcache invalidation of the
  * table, which each backend receives (and its relcache callback acts on)
  * once the change commits, and counts the transaction as a writer in flight
- * until then (see writers.c and coherence.c).  It runs as a statement
+ * until then (see writer_counters.c and coherence.c).  It runs as a statement
  * trigger for ordinary writes, and as a BEFORE ROW trigger enabled for
  * replica sessions only, because logical replication apply fires no
  * statement triggers: on a subscriber the row trigger is what invalidates.

@@ -4,7 +4,7 @@
 # tests (plain and under ASan+UBSan), a short fuzz run, pg_regress,
 # pg_isolation_regress and the TAP tests, each on its own throwaway
 # cluster run by the postgres user; then check META.json, and build, install,
-# test and remove the Debian package.  The last line is "N passed, N failed".
+# test and remove the Debian package.  The last line is "N passed, N failed, N skipped".
 #
 # Usage (as root):  bash test/run_all.sh
 # Environment:      SECRETENV_VECTORS    directory of MLflow vector files
@@ -35,10 +35,13 @@ echo "MLflow vectors: $SECRETENV_VECTORS"
 
 passed=0
 failed=0
+skipped=0
+# record SUITE PASSED FAILED [SKIPPED]: a skipped check is neither passed nor failed.
 record() {
 	passed=$((passed + $2))
 	failed=$((failed + $3))
-	printf '== %-22s %d passed, %d failed\n' "$1" "$2" "$3"
+	skipped=$((skipped + ${4:-0}))
+	printf '== %-22s %d passed, %d failed, %d skipped\n' "$1" "$2" "$3" "${4:-0}"
 }
 
 logdir=$(mktemp -d /tmp/secretenv-logs.XXXXXX)
@@ -105,12 +108,16 @@ as_postgres make -C "$work/src" -s installcheck REGRESS= ISOLATION= PROVE_FLAGS=
 tap_rc=$?
 ok=$(grep -cE '^ *ok [0-9]+' "$logdir/tap.log")
 bad=$(grep -cE '^ *not ok [0-9]+' "$logdir/tap.log")
+# "ok N # skip ..." is a skipped assertion; a file that skips itself whole
+# ("1..0 # SKIP ...") counts as one skipped check.
+skip=$(( $(grep -ciE '^ *ok [0-9]+ *(- .*)?# skip' "$logdir/tap.log") + $(grep -ciE '^ *1\.\.0 # skip' "$logdir/tap.log") ))
+ok=$((ok - $(grep -ciE '^ *ok [0-9]+ *(- .*)?# skip' "$logdir/tap.log")))
 if [ "$tap_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
 if [ "$bad" -gt 0 ]; then
 	grep -E '^ *not ok|^# |Failed|Dubious' "$logdir/tap.log" | head -60
 	for f in "$work"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done
 fi
-record tap "$ok" "$bad"
+record tap "$ok" "$bad" "$skip"
 
 # META.json against PGXN Meta Spec 1.0.0 and the tree; one count per check.
 python3 "$top/test/meta_check.py" "$top" >"$logdir/meta.log" 2>&1
@@ -135,5 +142,5 @@ else
 fi
 
 echo "logs: $logdir"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
