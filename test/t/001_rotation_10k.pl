@@ -7,12 +7,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $rows = 10_000;
-my $node = PostgreSQL::Test::Cluster->new('rotation');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('rotation', conf => qq{
 include_if_exists = 'keys.conf'
 });
 

@@ -21,11 +21,7 @@ use SecretenvTest;
 my $pass1 = 'tamper-matrix-passphrase-version-1-0123456789';
 my $pass2 = 'tamper-matrix-passphrase-version-2-abcdefghij';
 
-my $node = PostgreSQL::Test::Cluster->new('tamper');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('tamper', conf => qq{
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
 });

@@ -28,11 +28,7 @@ my $pass1 = 'crash-safety-passphrase-version-1-0123456789';
 my $pass2 = 'crash-safety-passphrase-version-2-abcdefghij';
 my $t0 = time;
 
-my $node = PostgreSQL::Test::Cluster->new('crash');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('crash', conf => qq{
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
 restart_after_crash = on

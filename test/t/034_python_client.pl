@@ -38,11 +38,7 @@ sub token
 	return join('', map { $alphabet[ int(rand(@alphabet)) ] } 1 .. $n);
 }
 
-my $node = PostgreSQL::Test::Cluster->new('pyclient');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('pyclient', conf => qq{
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
 log_statement = 'all'

@@ -19,6 +19,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
 my $secs = $ENV{STRESS_SECS} // 40;
@@ -27,10 +30,7 @@ my $writers = 2;
 my $readers = 6;
 my $batch = 500;
 
-my $node = PostgreSQL::Test::Cluster->new('stress');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('stress', conf => qq{
 secretenv.kek_passphrase = 'stress-test-passphrase-0123456789-abcdefgh'
 autovacuum = off
 fsync = off

@@ -10,11 +10,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
-my $node = PostgreSQL::Test::Cluster->new('roles');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('roles', conf => q{
 secretenv.kek_passphrase = 'roles-test-passphrase-0123456789-abcdefgh'
 autovacuum = off
 });

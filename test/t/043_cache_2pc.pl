@@ -9,11 +9,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
-my $node = PostgreSQL::Test::Cluster->new('twophase');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('twophase', conf => q{
 secretenv.kek_passphrase = 'twophase-test-passphrase-0123456789-abcd'
 max_prepared_transactions = 5
 autovacuum = off

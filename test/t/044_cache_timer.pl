@@ -8,12 +8,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(sleep);
 
-my $node = PostgreSQL::Test::Cluster->new('timer');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('timer', conf => q{
 secretenv.kek_passphrase = 'timer-test-passphrase-0123456789-abcdefgh'
 secretenv.cache_ttl = 10
 autovacuum = off

@@ -30,6 +30,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Digest::MD5 qw(md5_hex);
 
 # Distinctive strings: the middle part ("core") is what the log is searched
@@ -62,11 +65,7 @@ sub clean
 	return 1;
 }
 
-my $node = PostgreSQL::Test::Cluster->new('invisible');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('invisible', conf => qq{
 secretenv.kek_passphrase = '$secret{pass1}'
 secretenv.kek_version = 1
 log_statement = 'all'

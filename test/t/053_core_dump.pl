@@ -39,17 +39,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
 my $pass1 = 'coredump-test-passphrase-v1-4e2c8a6f0b3d9e1c7a5f';
 my $pass2 = 'coredump-test-passphrase-v2-8b6d4f2a0c9e7b5d3f1a';
 my $salt = 'secretenv-kek-v1';
 
-my $node = PostgreSQL::Test::Cluster->new('hygiene');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('hygiene', conf => qq{
 shared_buffers = 1MB
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
@@ -80,21 +79,7 @@ is($node->safe_psql('postgres',
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 # The KEKs, computed outside PostgreSQL.
-sub kek_hex
-{
-	my ($pass, $version) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run(
-		[
-			'/usr/bin/python3', '-c',
-			'import hashlib, sys; print(hashlib.pbkdf2_hmac("sha256", sys.argv[1].encode(), sys.argv[2].encode() + int(sys.argv[3]).to_bytes(4, "big"), 600000).hex())',
-			$pass, $salt, $version
-		],
-		'>', \$out, '2>', \$err) or die "python3 failed: $err";
-	chomp $out;
-	return $out;
-}
-my %kek = (1 => kek_hex($pass1, 1), 2 => kek_hex($pass2, 2));
+my %kek = (1 => kek_hex($pass1, $salt, 1), 2 => kek_hex($pass2, $salt, 2));
 like($kek{$_}, qr/^[0-9a-f]{64}$/, "KEK v$_ computed independently") for (1, 2);
 
 my $s = $node->background_psql('postgres', on_error_stop => 0);

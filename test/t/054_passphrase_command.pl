@@ -27,6 +27,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(sleep);
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
@@ -42,18 +45,7 @@ my $leaky = 'LEAKY-OUTPUT-z5n1-of-a-failing-command';
 # The passphrase command: prints the passphrase of version $1 on its first
 # line and something else after it; logs only the version it was asked for;
 # checks that %% arrived as a single %.
-sub write_script
-{
-	my ($name, $body) = @_;
-	my $path = "$tmp/$name";
-	open my $fh, '>', $path or die $!;
-	print $fh "#!/bin/sh\n$body\n";
-	close $fh;
-	chmod 0700, $path;
-	return $path;
-}
-my $good = write_script(
-	'kek_good.sh', qq{
+my $good = write_script($tmp, 'kek_good.sh', qq{
 echo "\$1" >> '$calls'
 [ "\$2" = "100%" ] || exit 7
 case "\$1" in
@@ -63,9 +55,9 @@ case "\$1" in
 esac
 echo '$extra_line'
 });
-my $fail_status = write_script('kek_fail.sh', qq{echo '$leaky'\nexit 4});
-my $fail_silent = write_script('kek_silent.sh', 'exit 0');
-my $fail_empty = write_script('kek_empty.sh', qq{echo ''\necho '$leaky'});
+my $fail_status = write_script($tmp, 'kek_fail.sh', qq{echo '$leaky'\nexit 4});
+my $fail_silent = write_script($tmp, 'kek_silent.sh', 'exit 0');
+my $fail_empty = write_script($tmp, 'kek_empty.sh', qq{echo ''\necho '$leaky'});
 
 sub calls_since
 {
@@ -97,11 +89,7 @@ log_min_messages = debug1
 log_min_error_statement = debug1
 };
 
-my $node = PostgreSQL::Test::Cluster->new('command');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('command', conf => qq{
 secretenv.kek_passphrase_command = '$good %v 100%%'
 secretenv.kek_version = 1
 secretenv_test.generation = 1

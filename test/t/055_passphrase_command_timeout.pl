@@ -32,6 +32,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(sleep);
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
@@ -45,28 +48,18 @@ my $pass = 'TIMEOUT-pass-v1-k3j9-persimmon-kek-5b7d9f1a3c';
 my $after_nul = 'AFTER-NUL-q8r2-must-not-matter';
 my $second = 'SECOND-LINE-m4t6-of-a-long-output';
 
-sub write_script
-{
-	my ($name, $body) = @_;
-	my $path = "$tmp/$name";
-	open my $fh, '>', $path or die $!;
-	print $fh "#!/bin/sh\n$body\n";
-	close $fh;
-	chmod 0700, $path;
-	return $path;
-}
-my $good = write_script('good.sh', qq{[ "\$1" = 1 ] || exit 3\necho '$pass'});
+my $good = write_script($tmp, 'good.sh', qq{[ "\$1" = 1 ] || exit 3\necho '$pass'});
 # The sleep runs as a child of the script's shell: killing the shell alone
 # would leave it behind.
-my $hang = write_script('hang.sh', "sleep 3601.$uniq\necho never");
-my $stubborn = write_script('stubborn.sh', "trap '' TERM\nsleep 3602.$uniq\necho never");
-my $closed = write_script('closed.sh', "echo '$pass'\nexec >&-\nsleep 3603.$uniq");
-my $nul_first = write_script('nul_first.sh', qq{printf '%s\\000%s\\n' '$pass' '$after_nul'});
-my $nul_later = write_script('nul_later.sh', qq{printf '%s\\n%s\\000\\n' '$pass' '$second'});
-my $long = write_script('long.sh',
+my $hang = write_script($tmp, 'hang.sh', "sleep 3601.$uniq\necho never");
+my $stubborn = write_script($tmp, 'stubborn.sh', "trap '' TERM\nsleep 3602.$uniq\necho never");
+my $closed = write_script($tmp, 'closed.sh', "echo '$pass'\nexec >&-\nsleep 3603.$uniq");
+my $nul_first = write_script($tmp, 'nul_first.sh', qq{printf '%s\\000%s\\n' '$pass' '$after_nul'});
+my $nul_later = write_script($tmp, 'nul_later.sh', qq{printf '%s\\n%s\\000\\n' '$pass' '$second'});
+my $long = write_script($tmp, 'long.sh',
 	qq{echo '$pass'\necho '$second'\nseq 1 300000\necho "seq exit \$?" > '$marker'});
-my $max_line = write_script('max_line.sh', q{head -c 4096 /dev/zero | tr '\000' b; echo});
-my $too_long = write_script('too_long.sh', q{head -c 4097 /dev/zero | tr '\000' b; echo});
+my $max_line = write_script($tmp, 'max_line.sh', q{head -c 4096 /dev/zero | tr '\000' b; echo});
+my $too_long = write_script($tmp, 'too_long.sh', q{head -c 4097 /dev/zero | tr '\000' b; echo});
 
 # Processes of the hanging commands still alive.  A killed process may take
 # a moment to go; one that was not killed stays for an hour.
@@ -112,11 +105,7 @@ sub get
 ###########################################################################
 # Preloaded: a hanging command at reload.
 ###########################################################################
-my $pre = PostgreSQL::Test::Cluster->new('preloaded');
-$pre->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$pre->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $pre = new_secretenv_node('preloaded', conf => qq{
 secretenv.kek_passphrase_command_timeout = 2
 secretenv.kek_passphrase_command = '$good %v'
 });

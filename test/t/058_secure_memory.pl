@@ -24,6 +24,9 @@ no warnings 'portable';    # 64-bit addresses from /proc/PID/smaps
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 use Time::HiRes qw(usleep);
 
@@ -34,20 +37,7 @@ my $salt = 'secretenv-kek-v1';
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
 # KEK of a passphrase and version, computed outside PostgreSQL.
-sub kek
-{
-	my ($pass, $version) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run(
-		[
-			'/usr/bin/python3', '-c',
-			'import hashlib, sys; print(hashlib.pbkdf2_hmac("sha256", sys.argv[1].encode(), sys.argv[2].encode() + int(sys.argv[3]).to_bytes(4, "big"), 600000).hex())',
-			$pass, $salt, $version
-		],
-		'>', \$out, '2>', \$err) or die "python3 failed: $err";
-	chomp $out;
-	return pack('H*', $out);
-}
+sub kek { my ($pass, $version) = @_; return pack("H*", kek_hex($pass, $salt, $version)); }
 
 # The bytes of every secure mapping of a process, concatenated.
 sub secure_memory
@@ -85,11 +75,7 @@ sub postmaster_pid
 	return $pid;
 }
 
-my $node = PostgreSQL::Test::Cluster->new('secure');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('secure', conf => qq{
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
 });

@@ -27,6 +27,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
 my $passphrase = 'PP-redact-q8w3-lantern-kek-passphrase-6d1e9b';
@@ -42,11 +45,7 @@ sub plaintext
 }
 sub core { my ($s) = @_; return substr($s, 3, length($s) - 7); }
 
-my $node = PostgreSQL::Test::Cluster->new('redact');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('redact', conf => qq{
 secretenv.kek_passphrase = '$passphrase'
 log_statement = 'all'
 log_min_duration_statement = 0

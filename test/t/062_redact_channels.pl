@@ -27,6 +27,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
 my $passphrase = 'PP-chan-7f3a-harbor-kek-passphrase-91c4e2';
@@ -52,26 +55,12 @@ log_directory = 'log'
 log_filename = 'server.log'
 log_rotation_age = 0
 log_rotation_size = 0
-log_statement = 'all'
-log_min_duration_statement = 0
 log_duration = on
-log_min_error_statement = info
-log_parameter_max_length = -1
-log_parameter_max_length_on_error = -1
-pgaudit.log = 'all'
-pgaudit.log_parameter = on
-pgaudit.log_relation = on
 pgaudit.log_rows = on
 pgaudit.role = 'auditor'
-pg_stat_statements.track = all
-pg_stat_statements.track_utility = on
 pg_stat_statements.track_planning = on
 pg_stat_statements.save = on
-auto_explain.log_min_duration = 0
-auto_explain.log_analyze = on
-auto_explain.log_verbose = on
-auto_explain.log_nested_statements = on
-});
+} . statement_text_settings());
 $node->start;
 
 my $startup = slurp_file($node->data_dir . '/log/server.log');

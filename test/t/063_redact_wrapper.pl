@@ -26,6 +26,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
 my %pt;
@@ -42,21 +45,7 @@ $node->append_conf(
 	'postgresql.conf', q{
 shared_preload_libraries = 'pg_stat_statements, pgaudit, auto_explain, secretenv'
 secretenv.kek_passphrase = 'PP-wrapper-5b1c-meadow-kek-passphrase-0e7d'
-log_statement = 'all'
-log_min_duration_statement = 0
-log_min_error_statement = info
-log_parameter_max_length = -1
-log_parameter_max_length_on_error = -1
-pgaudit.log = 'all'
-pgaudit.log_parameter = on
-pgaudit.log_relation = on
-pg_stat_statements.track = all
-pg_stat_statements.track_utility = on
-auto_explain.log_min_duration = 0
-auto_explain.log_analyze = on
-auto_explain.log_verbose = on
-auto_explain.log_nested_statements = on
-});
+} . statement_text_settings());
 $node->start;
 $node->safe_psql(
 	'postgres', q{

@@ -13,12 +13,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
-my $node = PostgreSQL::Test::Cluster->new('shapes');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('shapes', conf => q{
 secretenv.kek_passphrase = 'PP-shapes-8c2f-lagoon-kek-passphrase-3e9a'
 });
 $node->start;

@@ -15,13 +15,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use IPC::Run;
 
-my $node = PostgreSQL::Test::Cluster->new('activity');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('activity', conf => q{
 secretenv.kek_passphrase = 'PP-activity-6e0d-canyon-kek-passphrase-b81f'
 });
 $node->start;

@@ -24,6 +24,8 @@ use FindBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(sleep);
 
 my $contrib = "$FindBin::RealBin/../../contrib";
@@ -182,11 +184,7 @@ for my $case ([ 8, 124, 'TERM' ], [ 9, 137, 'KILL: it ignores TERM' ])
 ###########################################################################
 # A preloaded server using the scripts.
 ###########################################################################
-my $node = PostgreSQL::Test::Cluster->new('contrib_commands');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'secretenv'
+my $node = new_secretenv_node('contrib_commands', conf => qq{
 secretenv.kek_passphrase_command = 'SECRETENV_KEY_DIR=$keydir $file_cmd %v'
 secretenv.kek_version = 2
 secretenv.kek_previous_version = 1

@@ -4,10 +4,12 @@ package SecretenvTest;
 use strict;
 use warnings;
 use Exporter 'import';
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 
 our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
-  catalog_snapshot catalog_diff);
+  catalog_snapshot catalog_diff write_script kek_hex
+  statement_text_settings);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries
@@ -345,6 +347,58 @@ sub catalog_diff
 	  ((map { "- $_" } grep { !$in_second{$_} } keys %in_first),
 		(map { "+ $_" } grep { !$in_first{$_} } keys %in_second));
 	return join("\n", @diff);
+}
+
+# Write an executable /bin/sh script $name with $body into $dir; returns its path.
+sub write_script
+{
+	my ($dir, $name, $body) = @_;
+	my $path = "$dir/$name";
+	open my $fh, '>', $path or die $!;
+	print $fh "#!/bin/sh\n$body\n";
+	close $fh;
+	chmod 0700, $path;
+	return $path;
+}
+
+# The KEK of a passphrase, salt and version as hex, computed outside
+# PostgreSQL (Python's hashlib), to look for it in memory or files.
+sub kek_hex
+{
+	my ($pass, $salt, $version) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(
+		[
+			'/usr/bin/python3', '-c',
+			'import hashlib, sys; print(hashlib.pbkdf2_hmac("sha256", sys.argv[1].encode(), sys.argv[2].encode() + int(sys.argv[3]).to_bytes(4, "big"), 600000).hex())',
+			$pass, $salt, $version
+		],
+		'>', \$out, '2>', \$err) or die "python3 failed: $err";
+	chomp $out;
+	return $out;
+}
+
+# postgresql.conf lines that turn on every knob that keeps statement text:
+# core statement logging, pgaudit, pg_stat_statements and auto_explain
+# (the redaction tests add their own on top).
+sub statement_text_settings
+{
+	return q{
+log_statement = 'all'
+log_min_duration_statement = 0
+log_min_error_statement = info
+log_parameter_max_length = -1
+log_parameter_max_length_on_error = -1
+pgaudit.log = 'all'
+pgaudit.log_parameter = on
+pgaudit.log_relation = on
+pg_stat_statements.track = all
+pg_stat_statements.track_utility = on
+auto_explain.log_min_duration = 0
+auto_explain.log_analyze = on
+auto_explain.log_verbose = on
+auto_explain.log_nested_statements = on
+};
 }
 
 1;
