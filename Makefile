@@ -20,12 +20,15 @@ OBJS = \
 	src/engine.o \
 	src/envelope_memo.o \
 	src/envelope_sql.o \
+	src/kek_retirement.o \
 	src/errors.o \
 	src/key_health.o \
+	src/key_freshness.o \
 	src/key_health_worker.o \
 	src/keyring.o \
 	src/mask_sql.o \
 	src/passphrase_command.o \
+	src/reencrypt.o \
 	src/redact.o \
 	src/redact_log.o \
 	src/redact_scrub.o \

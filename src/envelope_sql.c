@@ -73,6 +73,7 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 
 	se_key_health_warn_once();
 	se_check_version_argument(kek_version);
+	se_check_not_retired(kek_version);
 	kek = se_keyring_kek(kek_version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
 
@@ -156,6 +157,7 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 		return result;
 
 	se_key_health_check_writable();
+	se_check_current_not_retired();
 	kek = se_keyring_kek(version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
 	value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
@@ -381,6 +383,7 @@ secret_rewrap(PG_FUNCTION_ARGS)
 	se_status	status;
 
 	se_key_health_check_writable();
+	se_check_current_not_retired();
 	se_check_version_argument(old_version);
 	old_kek = se_keyring_kek(old_version);
 	new_kek = se_keyring_kek(new_version);

@@ -35,6 +35,7 @@ _PG_init(void)
 	/* Before the keyring: a preloaded keyring runs the command right away. */
 	se_passphrase_command_init();
 	se_keyring_init();
+	se_retirement_init();
 	se_cache_init();
 	se_shared_init();
 	se_writers_init();

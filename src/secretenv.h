@@ -32,6 +32,7 @@
 #define ERRCODE_SECRETENV_KEK_MISMATCH			MAKE_SQLSTATE('2','2','S','0','2')
 #define ERRCODE_SECRETENV_VALUE_MISMATCH		MAKE_SQLSTATE('2','2','S','0','3')
 #define ERRCODE_SECRETENV_KEK_NOT_CONFIGURED	MAKE_SQLSTATE('2','2','S','0','4')
+#define ERRCODE_SECRETENV_KEK_RETIRED			MAKE_SQLSTATE('2','2','S','0','5')
 #define ERRCODE_SECRETENV_IDENTITY_CHANGE		MAKE_SQLSTATE('2','3','S','0','1')
 
 /* keyring.c: KEK configuration, derivation and lookup */
@@ -113,6 +114,16 @@ extern bool se_writers_in_flight(void);
 
 /* drop_guard.c: no DROP EXTENSION while secrets are stored */
 extern void se_drop_guard_init(void);
+
+/* kek_retirement.c: secretenv.min_kek_version */
+extern void se_retirement_init(void);
+extern int32 se_min_kek_version(void);
+extern bool se_kek_version_retired(int32 version);
+extern void se_check_not_retired(int32 version);
+extern void se_check_current_not_retired(void);
+
+/* key_freshness.c: act on the key settings the server last loaded */
+extern void se_apply_pending_key_settings(void);
 
 /* redact.c: keeps plaintext-bearing statements out of every channel */
 extern void se_redact_init(void);
