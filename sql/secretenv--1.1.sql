@@ -643,7 +643,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 	/* Act on the key settings the server last loaded, not a stale view. */
 	SELECT secretenv.loaded_kek_version();
-	WITH versions AS (
+	/* Once: key_config() reads the settings this session now has. */
+	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
+	versions AS (
 		SELECT c.kek_version, c.n,
 			   secretenv.kek_is_configured(c.kek_version) AS configured,
 			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
@@ -652,7 +654,7 @@ AS $$
 		FROM (SELECT s.kek_version, count(*) AS n
 			  FROM secretenv.secrets s GROUP BY s.kek_version) c
 	)
-	SELECT secretenv.key_config()
+	SELECT (SELECT cfg.c FROM cfg)
 		|| jsonb_build_object(
 			'versions', COALESCE((
 				SELECT jsonb_agg(jsonb_build_object(
@@ -661,14 +663,14 @@ AS $$
 							'kek_configured', v.configured,
 							'kek_opens_sample', v.opens,
 							'retired', v.kek_version OPERATOR(pg_catalog.<)
-									   pg_catalog.current_setting('secretenv.min_kek_version')::int4)
+									   (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg))
 						ORDER BY v.kek_version)
 				FROM versions v), '[]'::jsonb),
 			/* Rows a read refuses (22S05) until they are rotated. */
 			'retired_rows', COALESCE((
 				SELECT sum(v.n) FROM versions v
 				WHERE v.kek_version OPERATOR(pg_catalog.<)
-					  pg_catalog.current_setting('secretenv.min_kek_version')::int4), 0),
+					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
 			/* Complete: every row on the current KEK, and that KEK opens them. */
 			'rotation_complete', NOT EXISTS (
 				SELECT 1 FROM versions v
