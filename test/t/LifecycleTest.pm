@@ -80,9 +80,12 @@ sub hold_row_lock
 	my ($node, $db, $table) = @_;
 	my $session = $node->background_psql($db);
 	$session->query_safe('BEGIN');
-	my $locked = $session->query_safe(qq{
-SELECT count(*) FROM (SELECT 1 FROM $table
-	ORDER BY ctid OFFSET (SELECT count(*) / 2 FROM $table) LIMIT 1 FOR UPDATE) l});
+	# Found first, locked by its ctid alone: FOR UPDATE in the query that
+	# skips the first half would lock every row it skips.
+	my $ctid = $node->safe_psql($db,
+		"SELECT ctid FROM $table ORDER BY ctid OFFSET (SELECT count(*) / 2 FROM $table) LIMIT 1");
+	my $locked = $session->query_safe(
+		"SELECT count(*) FROM (SELECT 1 FROM $table WHERE ctid = '$ctid' FOR UPDATE) l");
 	die "no row locked in $table" unless $locked eq '1';
 	return $session;
 }
@@ -111,12 +114,12 @@ sub secrets_state
 	  ? "COALESCE((SELECT w.value FROM $log_table w WHERE w.secret_name = s.secret_name), 'value-' || substr(s.secret_name, 6))"
 	  : "'value-' || substr(s.secret_name, 6)";
 	my ($out, $err) = ('', '');
-	$node->psql($db, qq{
+	my $ret = $node->psql($db, qq{
 SELECT count(*) || '|' || count(*) FILTER (WHERE s.kek_version = $v) || '|'
 	|| count(*) FILTER (WHERE secretenv.secret_decrypt(s.encrypted_value, s.wrapped_dek, s.kek_version,
 														s.secret_id, s.secret_name) = $expected)
 FROM secretenv.secrets s}, stdout => \$out, stderr => \$err);
-	return $err eq '' ? $out : "error: $err";
+	return $ret == 0 ? $out : "error: $err";
 }
 
 # The row count of a run's final NOTICE, or -1 without one.
