@@ -593,7 +593,10 @@ for ((run = 1; run <= runs; run++)); do
 		if [ "$v" = batched ]; then
 			sql "$main" -c "$warm_decrypt" >/dev/null
 			t0=$(date +%s%N)
-			notices=$(sql "$main" -c "CALL secretenv.secret_rotate(10000)" 2>&1 >/dev/null)
+			# Not through sql(), which keeps stderr only on failure: the NOTICEs are needed.
+			notices=$(as_pg "$pgbin/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$work" -p "$main" -d bench \
+				-c "CALL secretenv.secret_rotate(10000)" 2>&1 >/dev/null) ||
+				{ echo "bench: secret_rotate failed: $notices" >&2; exit 1; }
 			t1=$(date +%s%N)
 			record rotate batched "$run" "$(awk -v a="$t0" -v b="$t1" -v n="$rotate_rows" 'BEGIN { printf "%.6f", (b - a) / 1000 / n }')"
 			longest=$(sed -n 's/.*longest batch \([0-9]*\):\([0-9]*\):\([0-9.]*\).*/\1 \2 \3/p' <<<"$notices" |
