@@ -225,9 +225,7 @@ AS $$
 							'kek_version', v.kek_version,
 							'rows', v.n,
 							'kek_configured', v.configured,
-							'kek_opens_sample', v.opens,
-							'retired', v.kek_version OPERATOR(pg_catalog.<)
-									   (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg))
+							'kek_opens_sample', v.opens)
 						ORDER BY v.kek_version)
 				FROM versions v), '[]'::jsonb),
 			/* Rows a read refuses (22S05) until they are rotated. */

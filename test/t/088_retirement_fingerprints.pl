@@ -63,10 +63,8 @@ is($node->safe_psql('postgres', q{SELECT secretenv.secret_get('new-1')}), 'new-v
 is($node->safe_psql('postgres', q{SELECT string_agg(secret_name || ':' || failed_check, ',' ORDER BY secret_name)
 	FROM secretenv.verify_secrets()}), 'old-1:retired,old-2:retired',
 	'verify_secrets() lists the retired rows');
-is($node->safe_psql('postgres', q{SELECT (s->'retired_rows')::text || ' ' || (s->'min_kek_version')::text || ' '
-	|| (SELECT string_agg((v->>'kek_version') || '=' || (v->>'retired'), ',' ORDER BY v->>'kek_version')
-		FROM jsonb_array_elements(s->'versions') v)
-	FROM secretenv.status() s}), '2 2 1=true,2=false', 'status() counts the retired rows');
+is($node->safe_psql('postgres', q{SELECT (s->'retired_rows')::text || ' ' || (s->'min_kek_version')::text
+	FROM secretenv.status() s}), '2 2', 'status() counts the retired rows');
 
 # Nothing new under a retired current version.
 $node->append_conf('postgresql.conf', "secretenv.min_kek_version = 3\n");
