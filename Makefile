@@ -22,6 +22,8 @@ OBJS = \
 	src/drop_guard.o \
 	src/envelope_memo.o \
 	src/envelope_sql.o \
+	src/kek_retirement.o \
+	src/key_freshness.o \
 	src/key_health.o \
 	src/key_health_worker.o \
 	src/key_status_sql.o \
@@ -29,6 +31,7 @@ OBJS = \
 	src/mask_sql.o \
 	src/passphrase_command.o \
 	src/plaintext_wipe.o \
+	src/reencrypt.o \
 	src/redact.o \
 	src/redact_log.o \
 	src/redact_scrub.o \

@@ -187,12 +187,29 @@ LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION secretenv.key_inventory() IS
 	'Latest key health check of every database that has secretenv (with preload; else this database): rows and KEK state per version';
 
+/*
+ * Rotation, re-encryption and status() first apply a configuration reload
+ * that the server has loaded but this session has not (pg_reload_conf()
+ * returns before any backend applies it), so that they never act on a
+ * stale view of the keys.
+ */
+CREATE FUNCTION secretenv.loaded_kek_version()
+RETURNS int4
+AS 'MODULE_PATHNAME', 'secret_loaded_kek_version'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION secretenv.loaded_kek_version() IS
+	'Apply the key settings the server last loaded to this session, then return the current KEK version';
+
 CREATE OR REPLACE FUNCTION secretenv.status()
 RETURNS jsonb
 LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-	WITH versions AS (
+	/* Act on the key settings the server last loaded, not a stale view. */
+	SELECT secretenv.loaded_kek_version();
+	/* Once: key_config() reads the settings this session now has. */
+	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
+	versions AS (
 		SELECT c.kek_version, c.n,
 			   secretenv.kek_is_configured(c.kek_version) AS configured,
 			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
@@ -201,7 +218,7 @@ AS $$
 		FROM (SELECT s.kek_version, count(*) AS n
 			  FROM secretenv.secrets s GROUP BY s.kek_version) c
 	)
-	SELECT secretenv.key_config()
+	SELECT (SELECT cfg.c FROM cfg)
 		|| jsonb_build_object(
 			'versions', COALESCE((
 				SELECT jsonb_agg(jsonb_build_object(
@@ -211,6 +228,11 @@ AS $$
 							'kek_opens_sample', v.opens)
 						ORDER BY v.kek_version)
 				FROM versions v), '[]'::jsonb),
+			/* Rows a read refuses (22S05) until they are rotated. */
+			'retired_rows', COALESCE((
+				SELECT sum(v.n) FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<)
+					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
 			/* Complete: every row on the current KEK, and that KEK opens them. */
 			'rotation_complete', NOT EXISTS (
 				SELECT 1 FROM versions v
@@ -227,7 +249,7 @@ AS $$
 			'cache', secretenv.cache_stats())
 $$;
 COMMENT ON FUNCTION secretenv.status() IS
-	'Key versions, default-passphrase use, preload, rows and key health per version and per database, cache counters; never key material';
+	'Key versions and fingerprints, default-passphrase use, preload, rows, retirement and key health per version and per database, cache counters; never key material';
 
 REVOKE ALL ON FUNCTION secretenv.key_inventory() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION secretenv.key_inventory() TO secretenv_admin;
@@ -447,3 +469,435 @@ GRANT EXECUTE ON FUNCTION
 	secretenv.insert_secret(text, text, jsonb, text, text),
 	secretenv.replace_secret_value(text, text, jsonb)
 	TO secretenv_writer;
+
+-------------------------------------------------------------------------------
+-- Key lifecycle at scale: batched rotation, re-encryption, retirement
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION secretenv.reencrypt_envelope(encrypted_value bytea, wrapped_dek bytea,
+											 kek_version int4, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_reencrypt_envelope'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION secretenv.reencrypt_envelope(bytea, bytea, int4, uuid, text) IS
+	'Internal to secret_reencrypt: open a value and seal it again under a fresh DEK and the current KEK, inside the server';
+
+/*
+ * A batched run walks the table's blocks in windows of about batch_size
+ * rows (a TID range scan, so a batch never reads the whole table), one
+ * UPDATE and one transaction per window.  The UPDATE re-checks its
+ * condition on the newest version of a row it had to wait for, so a second
+ * run working at the same time waits for the first one's window and then
+ * skips what it did: no row is done twice.  Rows are locked in physical
+ * order, so two runs never deadlock.  A pass ends at the last block the
+ * table had when it began; the run makes passes until one finds nothing
+ * left to change (rows moved or written behind the scan by concurrent
+ * updates are caught by the next pass).  The procedures keep this state
+ * between their COMMITs.
+ */
+CREATE TYPE secretenv.batch_run AS (
+	operation text,
+	tbl regclass,
+	wrapped_dek_column name,
+	kek_version_column name,
+	since timestamptz,
+	batch_size int4,
+	pass int4,
+	table_blocks int8,
+	next_block int8,
+	window_blocks int8,
+	densest_block int8,
+	pass_changed int8,
+	changed int8,
+	batches int8,
+	longest_batch interval,
+	done boolean
+);
+COMMENT ON TYPE secretenv.batch_run IS
+	'Progress of a batched secret_rotate, rotate_table or secret_reencrypt run between its transactions';
+
+/* One window of secret_rotate: runs as the table's owner, like secret_rotate_all. */
+CREATE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
+											   OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
+	UPDATE secretenv.secrets s
+	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
+		kek_version = current_version
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.kek_version OPERATOR(pg_catalog.<>) current_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.rotate_secrets_batch(int8, int8) IS
+	'Internal to secret_rotate: re-wrap the rows of a block range not on the current KEK';
+
+/*
+ * One window of secret_reencrypt, as the table's owner.  A re-encrypted
+ * row is stamped last_updated_at = now(), which is after the cutoff, so a
+ * run that is resumed does not do it again.
+ */
+CREATE FUNCTION secretenv.reencrypt_secrets_batch(since timestamptz, first_block int8, blocks int8,
+												  OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	UPDATE secretenv.secrets s
+	SET (encrypted_value, wrapped_dek, kek_version) =
+			(SELECT e.encrypted_value, e.wrapped_dek, e.kek_version
+			 FROM secretenv.reencrypt_envelope(s.encrypted_value, s.wrapped_dek, s.kek_version,
+											   s.secret_id, s.secret_name) e),
+		last_updated_at = now()
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.last_updated_at OPERATOR(pg_catalog.<) since;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.reencrypt_secrets_batch(timestamptz, int8, int8) IS
+	'Internal to secret_reencrypt: give the rows of a block range encrypted before the cutoff a fresh DEK and ciphertext';
+
+/*
+ * One window of rotate_table.  It runs with the caller's rights on the
+ * table (SECURITY INVOKER): rotating a table needs UPDATE on it.  The
+ * statement is built from the table's catalog names and the column names,
+ * each quoted with %I, with every operator schema-qualified.
+ */
+CREATE FUNCTION secretenv.rotate_table_batch(tbl regclass, wrapped_dek_column name,
+											 kek_version_column name, first_block int8, blocks int8,
+											 OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+	target text;
+BEGIN
+	SELECT format('%I.%I', n.nspname, c.relname) INTO STRICT target
+	FROM pg_catalog.pg_class c
+		 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+	WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+
+	EXECUTE format('SELECT count(*) FROM %s t '
+				   'WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2',
+				   target)
+		INTO seen USING lo, hi;
+
+	EXECUTE format('UPDATE %1$s t SET %2$I = secretenv.secret_rewrap(t.%2$I, t.%3$I), %3$I = $3 '
+				   'WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2 '
+				   '  AND t.%3$I OPERATOR(pg_catalog.<>) $3',
+				   target, wrapped_dek_column, kek_version_column)
+		USING lo, hi, current_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.rotate_table_batch(regclass, name, name, int8, int8) IS
+	'Internal to rotate_table: re-wrap the rows of a block range of an application table not on the current KEK';
+
+/* Check the arguments of a run and describe its first pass. */
+CREATE FUNCTION secretenv.batch_run_start(operation text, tbl regclass, wrapped_dek_column name,
+										  kek_version_column name, since timestamptz,
+										  batch_size int4)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	run secretenv.batch_run;
+	col record;
+BEGIN
+	IF operation IS NULL OR tbl IS NULL
+	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt']) THEN
+		RAISE EXCEPTION 'unknown batched operation'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'batch size must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The given batch size is %s.', COALESCE(batch_size::text, 'NULL'));
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) 'reencrypt'
+	   AND (since IS NULL OR since OPERATOR(pg_catalog.>) now()) THEN
+		RAISE EXCEPTION 're-encryption cutoff must not be null or in the future'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Re-encrypted rows are stamped with the current time; a later cutoff would select them again.',
+				  HINT = 'Pass the time of the suspected compromise, or now().';
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) 'rotate_table' THEN
+		IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl)
+		   OPERATOR(pg_catalog.<>) 'r' THEN
+			RAISE EXCEPTION '"%" is not a table', tbl
+				USING ERRCODE = 'wrong_object_type',
+					  HINT = 'Rotate each partition of a partitioned table separately.';
+		END IF;
+		FOR col IN
+			SELECT v.colname, v.wanted, a.atttypid
+			FROM (VALUES (wrapped_dek_column, 'pg_catalog.bytea'::pg_catalog.regtype),
+						 (kek_version_column, 'pg_catalog.int4'::pg_catalog.regtype)) v(colname, wanted)
+				 LEFT JOIN pg_catalog.pg_attribute a
+					ON a.attrelid OPERATOR(pg_catalog.=) tbl
+				   AND a.attname OPERATOR(pg_catalog.=) v.colname
+				   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+		LOOP
+			IF col.colname IS NULL OR col.atttypid IS NULL THEN
+				RAISE EXCEPTION 'column "%" of relation "%" does not exist', col.colname, tbl
+					USING ERRCODE = 'undefined_column';
+			END IF;
+			IF col.atttypid OPERATOR(pg_catalog.<>) col.wanted THEN
+				RAISE EXCEPTION 'column "%" of relation "%" is of type %', col.colname, tbl,
+								col.atttypid::pg_catalog.regtype
+					USING ERRCODE = 'datatype_mismatch',
+						  DETAIL = format('A wrapped DEK column must be of type bytea and a KEK version column of type integer; this one should be %s.',
+										  col.wanted);
+			END IF;
+		END LOOP;
+	END IF;
+
+	run.operation := operation;
+	run.tbl := tbl;
+	run.wrapped_dek_column := wrapped_dek_column;
+	run.kek_version_column := kek_version_column;
+	run.since := since;
+	run.batch_size := batch_size;
+	run.pass := 1;
+	run.table_blocks := pg_relation_size(tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+	run.next_block := 0;
+	run.window_blocks := 1;
+	/* Rows per block: the table's average to begin with, at least 4. */
+	run.densest_block := greatest(4, (SELECT ceil(c.reltuples OPERATOR(pg_catalog./) c.relpages)::int8
+									   FROM pg_catalog.pg_class c
+									   WHERE c.oid OPERATOR(pg_catalog.=) tbl
+										 AND c.relpages OPERATOR(pg_catalog.>) 0
+										 AND c.reltuples OPERATOR(pg_catalog.>) 0));
+	run.pass_changed := 0;
+	run.changed := 0;
+	run.batches := 0;
+	run.longest_batch := '0'::interval;
+	run.done := false;
+	RETURN run;
+END
+$$;
+COMMENT ON FUNCTION secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4) IS
+	'Internal to the batched procedures: check their arguments and describe the first pass';
+
+/*
+ * Do the next window of a run (the caller commits after it), or end a
+ * pass: the run is done when a whole pass changed nothing.
+ */
+CREATE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r secretenv.batch_run := run;
+	b record;
+	started timestamptz;
+	took interval;
+	verb text := CASE WHEN r.operation OPERATOR(pg_catalog.=) 'reencrypt'
+					  THEN 're-encrypted' ELSE 're-wrapped' END;
+BEGIN
+	IF r.done THEN
+		RETURN r;
+	END IF;
+	IF r.next_block OPERATOR(pg_catalog.>=) r.table_blocks THEN
+		IF r.pass_changed OPERATOR(pg_catalog.=) 0 THEN
+			r.done := true;
+			RAISE NOTICE 'finished: % rows % in % batches over % passes, longest batch %',
+				r.changed, verb, r.batches, r.pass, r.longest_batch;
+			RETURN r;
+		END IF;
+		r.pass := r.pass OPERATOR(pg_catalog.+) 1;
+		r.next_block := 0;
+		r.pass_changed := 0;
+		r.table_blocks := pg_relation_size(r.tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+		RETURN r;
+	END IF;
+
+	started := clock_timestamp();
+	IF r.operation OPERATOR(pg_catalog.=) 'rotate' THEN
+		SELECT * INTO STRICT b FROM secretenv.rotate_secrets_batch(r.next_block, r.window_blocks);
+	ELSIF r.operation OPERATOR(pg_catalog.=) 'reencrypt' THEN
+		SELECT * INTO STRICT b FROM secretenv.reencrypt_secrets_batch(r.since, r.next_block, r.window_blocks);
+	ELSE
+		SELECT * INTO STRICT b FROM secretenv.rotate_table_batch(r.tbl, r.wrapped_dek_column,
+																r.kek_version_column,
+																r.next_block, r.window_blocks);
+	END IF;
+	took := clock_timestamp() OPERATOR(pg_catalog.-) started;
+
+	r.batches := r.batches OPERATOR(pg_catalog.+) 1;
+	r.changed := r.changed OPERATOR(pg_catalog.+) b.changed;
+	r.pass_changed := r.pass_changed OPERATOR(pg_catalog.+) b.changed;
+	r.longest_batch := greatest(r.longest_batch, took);
+	IF b.changed OPERATOR(pg_catalog.>) 0 THEN
+		RAISE NOTICE 'batch %: % rows % in blocks % to % of % (pass %) in %; % rows so far',
+			r.batches, b.changed, verb, r.next_block,
+			least(r.next_block OPERATOR(pg_catalog.+) r.window_blocks, r.table_blocks) OPERATOR(pg_catalog.-) 1,
+			r.table_blocks, r.pass, took, r.changed;
+	END IF;
+
+	/*
+	 * Size the next window for about batch_size rows at the densest
+	 * stretch seen so far, growing at most eightfold per window: a window
+	 * that follows an empty stretch (dead versions left by an earlier pass)
+	 * must not take in a dense one of many times batch_size rows.
+	 */
+	r.densest_block := greatest(r.densest_block,
+								(b.seen OPERATOR(pg_catalog.+) r.window_blocks OPERATOR(pg_catalog.-) 1)
+								OPERATOR(pg_catalog./) r.window_blocks);
+	r.next_block := r.next_block OPERATOR(pg_catalog.+) r.window_blocks;
+	r.window_blocks := greatest(1, least(r.window_blocks OPERATOR(pg_catalog.*) 8,
+										 r.batch_size OPERATOR(pg_catalog./) r.densest_block));
+	RETURN r;
+END
+$$;
+COMMENT ON FUNCTION secretenv.batch_run_step(secretenv.batch_run) IS
+	'Internal to the batched procedures: do the next window of a run, or end a pass';
+
+/*
+ * The procedures commit after every window, so they cannot be SECURITY
+ * DEFINER nor carry a SET clause (PostgreSQL forbids transaction control
+ * in both).  Their bodies therefore contain no operator and no unqualified
+ * name: every step is a call of a schema-qualified function whose own
+ * search_path is pinned.  secret_rotate and secret_reencrypt reach the
+ * table through SECURITY DEFINER windows; rotate_table runs with the
+ * caller's rights throughout.
+ */
+CREATE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL,
+														 NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_rotate(int4) IS
+	'Re-wrap every secret not on the current KEK in batches of about batch_size rows, committing after each; resumable';
+
+CREATE PROCEDURE secretenv.rotate_table(tbl regclass, wrapped_dek_column name DEFAULT 'wrapped_dek',
+										kek_version_column name DEFAULT 'kek_version',
+										batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate_table', tbl, wrapped_dek_column,
+														 kek_version_column, NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.rotate_table(regclass, name, name, int4) IS
+	'Re-wrap every row of an application table not on the current KEK in batches, committing after each; runs with the caller''s rights';
+
+CREATE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('reencrypt', 'secretenv.secrets', NULL, NULL,
+														 since, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_reencrypt(timestamptz, int4) IS
+	'Give every secret last encrypted before since a fresh DEK and ciphertext under the current KEK, in batches; resumable';
+
+REVOKE ALL ON FUNCTION
+	secretenv.loaded_kek_version(),
+	secretenv.reencrypt_envelope(bytea, bytea, int4, uuid, text),
+	secretenv.rotate_secrets_batch(int8, int8),
+	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
+	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
+	secretenv.batch_run_step(secretenv.batch_run)
+	FROM PUBLIC;
+REVOKE ALL ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	secretenv.loaded_kek_version(),
+	secretenv.rotate_secrets_batch(int8, int8),
+	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
+	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
+	secretenv.batch_run_step(secretenv.batch_run)
+	TO secretenv_admin;
+GRANT EXECUTE ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4)
+	TO secretenv_admin;
+
+/* secret_rotate_all acts on the key settings the server last loaded. */
+CREATE OR REPLACE FUNCTION secretenv.secret_rotate_all()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	/* The key settings the server last loaded, not a stale view. */
+	current_version int4 := secretenv.loaded_kek_version();
+	missing text;
+	rotated bigint;
+BEGIN
+	/*
+	 * Name every version that cannot be opened before touching anything;
+	 * the UPDATE would fail on the first such row anyway, but less helpfully.
+	 */
+	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
+	FROM (SELECT DISTINCT kek_version AS v FROM secretenv.secrets
+		  WHERE kek_version <> current_version) old
+	WHERE NOT secretenv.kek_is_configured(v);
+
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
+			USING ERRCODE = '22S04',
+				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
+				  HINT = 'Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK that wrote them, reload, and retry.';
+	END IF;
+
+	/* One statement: all rows are re-wrapped, or none is. */
+	UPDATE secretenv.secrets
+	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
+		kek_version = current_version
+	WHERE kek_version <> current_version;
+	GET DIAGNOSTICS rotated = ROW_COUNT;
+	RETURN rotated;
+END
+$$;

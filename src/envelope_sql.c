@@ -30,6 +30,7 @@
 #include "crypto_errors.h"
 #include "envelope_memo.h"
 #include "envelope_sql.h"
+#include "kek_retirement.h"
 #include "key_health.h"
 #include "keyring.h"
 #include "plaintext_wipe.h"
@@ -81,6 +82,7 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 
 	se_key_health_warn_once();
 	se_check_version_argument(kek_version);
+	se_check_not_retired(kek_version);
 	kek = se_keyring_kek(kek_version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
 
@@ -164,6 +166,7 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 		return result;
 
 	se_key_health_check_writable();
+	se_check_current_not_retired(se_keyring_current_version());
 	kek = se_keyring_kek(version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
 	value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
@@ -389,6 +392,7 @@ secret_rewrap(PG_FUNCTION_ARGS)
 	se_status	status;
 
 	se_key_health_check_writable();
+	se_check_current_not_retired(se_keyring_current_version());
 	se_check_version_argument(old_version);
 	old_kek = se_keyring_kek(old_version);
 	new_kek = se_keyring_kek(new_version);

@@ -65,6 +65,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
+#include "kek_retirement.h"
 #include "keyring.h"
 #include "passphrase_command.h"
 #include "se_crypto.h"
@@ -979,7 +980,31 @@ secret_key_config(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"current_version\": %d, \"previous_version\": %s, "
+	appendStringInfo(&buf, "{\"min_kek_version\": %d, \"kek_fingerprints\": {", se_min_kek_version());
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
+		const uint8_t *kek;
+		uint8_t		fingerprint[SE_KEK_FINGERPRINT_LEN];
+
+		if (config.version[slot] <= 0 ||
+			(slot == SLOT_PREVIOUS && config.version[SLOT_PREVIOUS] == config.version[SLOT_CURRENT]))
+			continue;
+		appendStringInfo(&buf, "%s\"%d\": ", slot == SLOT_CURRENT ? "" : ", ",
+						 config.version[slot]);
+		/* An HMAC of the KEK: comparable across servers, reveals nothing. */
+		kek = se_keyring_kek_if_available(config.version[slot]);
+		if (kek == NULL || se_kek_fingerprint(kek, fingerprint) != SE_OK)
+		{
+			appendStringInfoString(&buf, "null");
+			continue;
+		}
+		appendStringInfoChar(&buf, '"');
+		for (int i = 0; i < SE_KEK_FINGERPRINT_LEN; i++)
+			appendStringInfo(&buf, "%02x", fingerprint[i]);
+		appendStringInfoChar(&buf, '"');
+	}
+	appendStringInfoString(&buf, "}, ");
+	appendStringInfo(&buf, "\"current_version\": %d, \"previous_version\": %s, "
 					 "\"using_default_passphrase\": %s, "
 					 "\"previous_using_default_passphrase\": %s, "
 					 "\"preloaded\": %s, \"key_memory_locked\": %s, "

@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "coherence.h"
 #include "drop_guard.h"
+#include "kek_retirement.h"
 #include "key_health.h"
 #include "keyring.h"
 #include "passphrase_command.h"
@@ -41,6 +42,7 @@ _PG_init(void)
 	/* Before the keyring: a preloaded keyring runs the command right away. */
 	se_passphrase_command_init();
 	se_keyring_init();
+	se_retirement_init();
 	se_cache_init();
 	se_coherence_init();
 	se_writers_init();

@@ -21,6 +21,7 @@
 #include "aead_engine.h"
 #include "crypto_errors.h"
 #include "envelope_sql.h"
+#include "kek_retirement.h"
 #include "key_health.h"
 #include "keyring.h"
 #include "se_crypto.h"
@@ -40,6 +41,9 @@ check_row(const char *id, text *name, int32 version, bytea *value, bytea *wrappe
 	se_status	status;
 	bool		utf8_ok;
 
+	/* Listed even when its KEK would open it: a read would fail (22S05). */
+	if (se_kek_version_retired(version))
+		return "retired";
 	if (!se_keyring_has_version(version))
 		return "no KEK configured for this version";
 

@@ -135,6 +135,22 @@ my %calls = (
 	'secretenv.current_kek_version()' => 'SELECT secretenv.current_kek_version()',
 	'secretenv.cache_clear()' => 'SELECT secretenv.cache_clear()',
 	'secretenv.cache_stats()' => 'SELECT secretenv.cache_stats()',
+	'secretenv.loaded_kek_version()' => 'SELECT secretenv.loaded_kek_version()',
+	'secretenv.secret_rotate(integer)' => 'CALL secretenv.secret_rotate(1)',
+	'secretenv.secret_reencrypt(timestamp with time zone,integer)' =>
+	  "CALL secretenv.secret_reencrypt('-infinity', 1)",
+	'secretenv.rotate_table(regclass,name,name,integer)' =>
+	  "CALL secretenv.rotate_table('secretenv.secrets', 'wrapped_dek', 'kek_version', 1)",
+	'secretenv.rotate_secrets_batch(bigint,bigint)' => 'SELECT * FROM secretenv.rotate_secrets_batch(0, 1000)',
+	'secretenv.reencrypt_secrets_batch(timestamp with time zone,bigint,bigint)' =>
+	  "SELECT * FROM secretenv.reencrypt_secrets_batch('-infinity', 0, 1000)",
+	'secretenv.rotate_table_batch(regclass,name,name,bigint,bigint)' =>
+	  "SELECT * FROM secretenv.rotate_table_batch('secretenv.secrets', 'wrapped_dek', 'kek_version', 0, 1000)",
+	'secretenv.batch_run_start(text,regclass,name,name,timestamp with time zone,integer)' =>
+	  "SELECT secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL, NULL, 1)",
+	'secretenv.batch_run_step(secretenv.batch_run)' =>
+	  "SELECT secretenv.batch_run_step(secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL, NULL, 1))",
+	'secretenv.reencrypt_envelope(bytea,bytea,integer,uuid,text)' => undef,
 	'secretenv.secret_mask(text)' => "SELECT secretenv.secret_mask('atk-value-123456789')",
 	'secretenv.secret_mask(jsonb)' => "SELECT secretenv.secret_mask('{\"k\": \"atk-value\"}'::jsonb)",
 	'secretenv.forbid_identity_change()' => undef,
@@ -247,7 +263,7 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 		is($node->safe_psql('postgres', qq{
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
-  AND (p.proname = 'invalidate_secret_caches'
+   AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),
