@@ -240,12 +240,23 @@ AS $$
 				   OR v.opens IS DISTINCT FROM true),
 			'databases', COALESCE((
 				SELECT jsonb_agg(jsonb_build_object(
-							'database', i.database,
-							'kek_version', i.kek_version,
-							'rows', i.rows,
-							'kek_state', i.kek_state)
-						ORDER BY i.database, i.kek_version)
-				FROM secretenv.key_inventory() i), '[]'::jsonb),
+							'database', d.database,
+							'kek_version', d.kek_version,
+							'rows', d.rows,
+							'kek_state', d.kek_state,
+							'checked_at', d.checked_at)
+						ORDER BY d.database, d.kek_version)
+				FROM (SELECT i.database, i.kek_version, i.rows, i.kek_state, i.checked_at
+					  FROM secretenv.key_inventory() i
+					  WHERE i.database OPERATOR(pg_catalog.<>) current_database()::text
+					  UNION ALL
+					  /* This database as counted now, not at the worker's last visit. */
+					  SELECT current_database()::text, v.kek_version, v.n,
+							 CASE WHEN NOT v.configured THEN 'not configured'
+								  WHEN v.opens THEN 'opens'
+								  ELSE 'does not open' END,
+							 now()
+					  FROM versions v) d), '[]'::jsonb),
 			'cache', secretenv.cache_stats())
 $$;
 COMMENT ON FUNCTION secretenv.status() IS

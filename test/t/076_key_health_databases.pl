@@ -93,6 +93,19 @@ ok( $node->poll_query_until('db_a',
 is($node->safe_psql('db_a',
 		"SELECT string_agg(format('%s:%s:%s', d->>'database', d->>'rows', d->>'kek_state'), ',') FROM jsonb_array_elements(secretenv.status()->'databases') d"),
 	'db_a:4:opens,db_b:3:does not open', 'status() lists both databases');
+
+# status() counts its own database now, not as of the worker's last visit.
+$node->safe_psql('db_a', q{
+SELECT secretenv.secret_create('a_fresh', 'value-a-fresh');
+SELECT string_agg(format('%s:%s', d->>'database', d->>'rows'), ',')
+FROM jsonb_array_elements(secretenv.status()->'databases') d});
+like($node->safe_psql('db_a', q{
+BEGIN;
+SELECT secretenv.secret_create('a_in_xact', 'value-a-in-xact');
+SELECT string_agg(format('%s:%s', d->>'database', d->>'rows'), ',')
+FROM jsonb_array_elements(secretenv.status()->'databases') d;
+ROLLBACK;}),
+	qr/^db_a:6,db_b:3$/m, 'status(): this database\'s rows are counted at the call (6, the worker cannot have seen them)');
 is($node->safe_psql('db_b', "SELECT secretenv.status()->>'rotation_complete'"),
 	'false', 'db_b: status() does not call the rotation complete while version 1 does not open');
 is($node->safe_psql('db_a', "SELECT secretenv.status()->>'rotation_complete'"),
