@@ -111,6 +111,35 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 }
 
 /*
+ * Open an envelope to check it, never to use its plaintext: the plaintext
+ * goes to a scratch buffer that is wiped at once.  Returns the core's
+ * status; *utf8_ok says whether an envelope that opened holds UTF-8 text.
+ * For the envelope trigger and verify_secrets(), which report, not decrypt.
+ */
+se_status
+se_envelope_check(const uint8_t *value, size_t valuelen,
+				  const uint8_t *wrapped, size_t wrappedlen, int32 kek_version,
+				  const char *id, int idlen, const char *name, int namelen,
+				  bool *utf8_ok)
+{
+	size_t		ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
+	uint8_t    *aad;
+	size_t		aadlen;
+	uint8_t    *pt;
+	se_status	status;
+
+	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
+	pt = palloc(Max(ptlen, 1));
+	status = se_envelope_open(se_engine(), se_keyring_kek(kek_version),
+							  wrapped, wrappedlen, aad, aadlen, value, valuelen, pt);
+	*utf8_ok = status == SE_OK && pg_verify_mbstr(PG_UTF8, (const char *) pt, (int) ptlen, true);
+	se_wipe(pt, ptlen);
+	pfree(pt);
+	pfree(aad);
+	return status;
+}
+
+/*
  * Result tuple descriptor of secret_encrypt, blessed once per call site.
  * Each FmgrInfo gets its own copy, so fn_extra also names the call for the
  * memo of envelope_memo.c.

@@ -11,6 +11,8 @@
 
 #include "fmgr.h"
 
+#include "se_crypto.h"
+
 /* envelope_sql.c */
 #define UUID_TEXT_LEN 36
 struct pg_uuid_t;
@@ -23,6 +25,12 @@ extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 								int32 kek_version,
 								const char *id, int idlen,
 								const char *name, int namelen);
+extern se_status se_envelope_check(const uint8_t *value, size_t valuelen,
+								   const uint8_t *wrapped, size_t wrappedlen,
+								   int32 kek_version,
+								   const char *id, int idlen,
+								   const char *name, int namelen,
+								   bool *utf8_ok);
 
 /*
  * The largest plaintext secret_encrypt, secret_create and secret_update

@@ -35,7 +35,6 @@
 #include "catalog/namespace.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
-#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -44,7 +43,6 @@
 #include "utils/inval.h"
 #include "utils/rel.h"
 
-#include "aead_engine.h"
 #include "crypto_errors.h"
 #include "envelope_sql.h"
 #include "key_health.h"
@@ -218,11 +216,6 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	int			idlen;
 	const char *name;
 	int			namelen;
-	uint8_t    *aad;
-	size_t		aadlen;
-	size_t		valuelen;
-	size_t		ptlen;
-	uint8_t    *pt;
 	se_status	status;
 	bool		utf8_ok;
 	const char *relname;
@@ -314,18 +307,9 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	}
 
 	se_check_version_argument(version);
-	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
-	valuelen = VARSIZE_ANY_EXHDR(value);
-	ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
-	pt = palloc(Max(ptlen, 1));
-	status = se_envelope_open(se_engine(), se_keyring_kek(version),
-							  (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),
-							  aad, aadlen,
-							  (const uint8_t *) VARDATA_ANY(value), valuelen, pt);
-	utf8_ok = status == SE_OK && pg_verify_mbstr(PG_UTF8, (const char *) pt, (int) ptlen, true);
-	se_wipe(pt, ptlen);
-	pfree(pt);
-	pfree(aad);
+	status = se_envelope_check((const uint8_t *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							   (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),
+							   version, id, idlen, name, namelen, &utf8_ok);
 
 	switch (status)
 	{

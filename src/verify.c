@@ -14,11 +14,9 @@
 
 #include "executor/spi.h"
 #include "funcapi.h"
-#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
-#include "aead_engine.h"
 #include "crypto_errors.h"
 #include "envelope_sql.h"
 #include "kek_retirement.h"
@@ -33,11 +31,6 @@
 static const char *
 check_row(const char *id, text *name, int32 version, bytea *value, bytea *wrapped)
 {
-	size_t		valuelen = VARSIZE_ANY_EXHDR(value);
-	size_t		ptlen = valuelen > SE_SEAL_OVERHEAD ? valuelen - SE_SEAL_OVERHEAD : 0;
-	uint8_t    *aad;
-	size_t		aadlen;
-	uint8_t    *pt;
 	se_status	status;
 	bool		utf8_ok;
 
@@ -47,17 +40,10 @@ check_row(const char *id, text *name, int32 version, bytea *value, bytea *wrappe
 	if (!se_keyring_has_version(version))
 		return "no KEK configured for this version";
 
-	aad = se_build_aad_from_text(id, UUID_TEXT_LEN, VARDATA_ANY(name),
-								 VARSIZE_ANY_EXHDR(name), &aadlen);
-	pt = palloc(Max(ptlen, 1));
-	status = se_envelope_open(se_engine(), se_keyring_kek(version),
-							  (const uint8_t *) VARDATA_ANY(wrapped),
-							  VARSIZE_ANY_EXHDR(wrapped), aad, aadlen,
-							  (const uint8_t *) VARDATA_ANY(value), valuelen, pt);
-	utf8_ok = status == SE_OK && pg_verify_mbstr(PG_UTF8, (const char *) pt, (int) ptlen, true);
-	se_wipe(pt, ptlen);
-	pfree(pt);
-	pfree(aad);
+	status = se_envelope_check((const uint8_t *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							   (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),
+							   version, id, UUID_TEXT_LEN,
+							   VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name), &utf8_ok);
 
 	switch (status)
 	{
