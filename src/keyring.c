@@ -620,48 +620,52 @@ check_passphrase(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* A slot's passphrase setting (its placeholder) took a value. */
 static void
-assign_passphrase(const char *newval, void *extra)
+assign_slot_passphrase(int slot, const char *newval)
 {
-	bool		changed = strings_differ(config.passphrase[SLOT_CURRENT], newval);
+	bool		changed = strings_differ(config.passphrase[slot], newval);
 
 	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.passphrase[SLOT_CURRENT] = newval;
+	config.passphrase[slot] = newval;
 	forget_unused_passphrases();
 	if (changed)
 		config_changed();
+}
+
+static void
+assign_passphrase(const char *newval, void *extra)
+{
+	assign_slot_passphrase(SLOT_CURRENT, newval);
 }
 
 static void
 assign_previous_passphrase(const char *newval, void *extra)
 {
-	bool		changed = strings_differ(config.passphrase[SLOT_PREVIOUS], newval);
+	assign_slot_passphrase(SLOT_PREVIOUS, newval);
+}
 
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.passphrase[SLOT_PREVIOUS] = newval;
-	forget_unused_passphrases();
-	if (changed)
+/* A slot's version setting took a value. */
+static void
+assign_slot_version(int slot, int newval)
+{
+	if (config.version[slot] != newval)
+	{
+		config.version[slot] = newval;
 		config_changed();
+	}
 }
 
 static void
 assign_version(int newval, void *extra)
 {
-	if (config.version[SLOT_CURRENT] != newval)
-	{
-		config.version[SLOT_CURRENT] = newval;
-		config_changed();
-	}
+	assign_slot_version(SLOT_CURRENT, newval);
 }
 
 static void
 assign_previous_version(int newval, void *extra)
 {
-	if (config.version[SLOT_PREVIOUS] != newval)
-	{
-		config.version[SLOT_PREVIOUS] = newval;
-		config_changed();
-	}
+	assign_slot_version(SLOT_PREVIOUS, newval);
 }
 
 static bool
