@@ -40,8 +40,7 @@ my %pt;
 sub plaintext
 {
 	my ($label) = @_;
-	my $hex = join '', map { sprintf '%04x', int(rand(65536)) } 1 .. 6;
-	return $pt{$label} = "PT-$label-$hex-end";
+	return $pt{$label} = "PT-$label-" . random_hex() . "-end";
 }
 sub core { my ($s) = @_; return substr($s, 3, length($s) - 7); }
 

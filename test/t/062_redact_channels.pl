@@ -38,15 +38,12 @@ my %pt;
 sub plaintext
 {
 	my ($label) = @_;
-	my $hex = join '', map { sprintf '%04x', int(rand(65536)) } 1 .. 6;
-	return $pt{$label} = "pt$hex";
+	return $pt{$label} = "pt" . random_hex();
 }
 
-my $node = PostgreSQL::Test::Cluster->new('channels');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'pg_stat_statements, pgaudit, auto_explain, secretenv'
+my $node = new_secretenv_node('channels',
+	preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
+	conf => qq{
 secretenv.kek_passphrase = '$passphrase'
 secretenv.redact_names = 'app_store_key, app_creds'
 logging_collector = on

@@ -35,15 +35,12 @@ my %pt;
 sub plaintext
 {
 	my ($label) = @_;
-	my $hex = join '', map { sprintf '%04x', int(rand(65536)) } 1 .. 6;
-	return $pt{$label} = "wp$hex";
+	return $pt{$label} = "wp" . random_hex();
 }
 
-my $node = PostgreSQL::Test::Cluster->new('wrapper');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'pg_stat_statements, pgaudit, auto_explain, secretenv'
+my $node = new_secretenv_node('wrapper',
+	preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
+	conf => q{
 secretenv.kek_passphrase = 'PP-wrapper-5b1c-meadow-kek-passphrase-0e7d'
 } . statement_text_settings());
 $node->start;

@@ -9,10 +9,11 @@ use PostgreSQL::Test::Cluster;
 
 our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
   catalog_snapshot catalog_diff write_script kek_hex
-  statement_text_settings);
+  statement_text_settings random_hex);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
-#   preload => 0|1 (default 1): secretenv in shared_preload_libraries
+#   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
+#              a string: the whole shared_preload_libraries list
 #   conf    => text appended to postgresql.conf (key settings and the like)
 #   allows_streaming => passed to init
 sub new_secretenv_node
@@ -23,8 +24,10 @@ sub new_secretenv_node
 	$node->init(
 		extra => [ '--encoding=UTF8', '--no-locale' ],
 		allows_streaming => $opt{allows_streaming} // 0);
-	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'secretenv'\n")
-	  if $opt{preload} // 1;
+	my $preload = $opt{preload} // 1;
+	$preload = 'secretenv' if $preload eq '1';
+	$node->append_conf('postgresql.conf', "shared_preload_libraries = '$preload'\n")
+	  if $preload;
 	$node->append_conf('postgresql.conf', $opt{conf}) if defined $opt{conf};
 	return $node;
 }
@@ -399,6 +402,12 @@ auto_explain.log_analyze = on
 auto_explain.log_verbose = on
 auto_explain.log_nested_statements = on
 };
+}
+
+# 24 random hex digits: distinct plaintexts to look for in logs and views.
+sub random_hex
+{
+	return join '', map { sprintf '%04x', int(rand(65536)) } 1 .. 6;
 }
 
 1;
