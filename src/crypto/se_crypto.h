@@ -57,8 +57,8 @@ extern const char *se_status_string(se_status status);
 extern void se_wipe(void *ptr, size_t len);
 
 /*
- * Reusable AES-256-GCM engine.  Owning one per process avoids allocating an
- * EVP_CIPHER_CTX on every call.  Not thread-safe; PostgreSQL backends are
+ * Reusable AES-256-GCM engine.  Owning one per process avoids allocating a
+ * cipher context on every call.  Not thread-safe; PostgreSQL backends are
  * single-threaded.
  */
 typedef struct se_aead se_aead;
