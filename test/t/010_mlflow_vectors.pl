@@ -51,12 +51,7 @@ my $json_chars = JSON::PP->new->canonical->allow_nonref;    # chars <-> data
 sub load_vectors
 {
 	my ($file) = @_;
-	my $path = "$vector_dir/$file";
-	open(my $fh, '<:raw', $path) or die "could not open $path: $!";
-	local $/;
-	my $text = <$fh>;
-	close($fh);
-	return $json->decode($text);
+	return $json->decode(slurp_file("$vector_dir/$file"));
 }
 
 # An SQL string literal (standard_conforming_strings is on).
@@ -210,34 +205,27 @@ for my $c (@{ $vectors{'rotation.json'}{cases} })
 
 	if ($oldv < 1 || $newv < 1)
 	{
-		# MLflow accepts version 0; secretenv's versions start at 1.
-		if ($oldv < 1)
+		# MLflow accepts version 0; secretenv's versions start at 1.  Each
+		# side: [ version, passphrase, wrapped DEK, what is refused below
+		# version 1 and how it is called, what opens from version 1 ].
+		my @sides = (
+			[ $oldv, $c->{old_passphrase}, $before, "t_rewrap($before, $oldv)",
+				"re-wrap from version $oldv rejected", 'before-rotation envelope decrypts' ],
+			[ $newv, $c->{new_passphrase}, $after, dec_sql($ev, $after, $newv, $id, $sname),
+				"version $newv rejected", "MLflow's re-wrapped DEK decrypts" ]);
+		for my $side (@sides)
 		{
-			my $k = query($pre, "t_rewrap($before, $oldv)");
-			check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: re-wrap from version $oldv rejected (22023)") });
-		}
-		else
-		{
-			my ($cfg) = config_for_single($c->{old_passphrase}, $oldv);
-			if ($cfg)
+			my ($v, $passphrase, $wrapped, $refused_sql, $refused, $opens) = @$side;
+			if ($v < 1)
 			{
-				my $k = query($cfg, dec_sql($ev, $before, $oldv, $id, $sname));
-				check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: before-rotation envelope decrypts with version $oldv") });
+				my $k = query($pre, $refused_sql);
+				check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: $refused (22023)") });
+				next;
 			}
-		}
-		if ($newv < 1)
-		{
-			my $k = query($pre, dec_sql($ev, $after, $newv, $id, $sname));
-			check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: version $newv rejected (22023)") });
-		}
-		else
-		{
-			my ($cfg) = config_for_single($c->{new_passphrase}, $newv);
-			if ($cfg)
-			{
-				my $k = query($cfg, dec_sql($ev, $after, $newv, $id, $sname));
-				check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: MLflow's re-wrapped DEK decrypts with version $newv") });
-			}
+			my ($cfg) = config_for_single($passphrase, $v);
+			next unless $cfg;
+			my $k = query($cfg, dec_sql($ev, $wrapped, $v, $id, $sname));
+			check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: $opens with version $v") });
 		}
 		next;
 	}
@@ -532,68 +520,22 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 # The cluster
 # ---------------------------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('mlflow_vectors');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_salt = '$MLFLOW_SALT'\n"
-	  . "include_if_exists = 'secretenv_keys.conf'\n");
+my $node = new_secretenv_node('mlflow_vectors',
+	keys_file => 1,
+	conf => "secretenv.kek_salt = '$MLFLOW_SALT'\n");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
-install_result_helpers($node);
-$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION t_rewrap(wd text, v int4) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || encode(secretenv.secret_rewrap(decode(wd, 'hex'), v), 'hex');
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_opens(wd text, v int4) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN coalesce(secretenv.kek_opens(decode(wd, 'hex'), v)::text, 'NULL');
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_mask_text(pt text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_mask(pt));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
--- secret_mask of a JSON object text, compared with an expected object.
-CREATE FUNCTION t_mask_obj(pt text, expected text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	m jsonb;
-BEGIN
-	m := secretenv.secret_mask(pt::jsonb);
-	RETURN CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END;
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
--- The mask of a string secret as a jsonb string, compared with expected.
-CREATE FUNCTION t_mask_str_json(pt text, expected text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	m jsonb;
-BEGIN
-	m := to_jsonb(secretenv.secret_mask(pt));
-	RETURN CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END;
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_rotate_all() RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || secretenv.secret_rotate_all();
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-SQL
+# The masks of JSON objects and of string secrets are compared as jsonb
+# with the expected one: 'EQUAL', or 'DIFF:' and the mask.
+my $mask_compared = "(SELECT CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END FROM (SELECT %s AS m) mask)";
+install_result_helpers($node,
+	[ 't_rewrap(wd text, v int4)', "'OK:' || encode(secretenv.secret_rewrap(decode(wd, 'hex'), v), 'hex')" ],
+	[ 't_opens(wd text, v int4)', "coalesce(secretenv.kek_opens(decode(wd, 'hex'), v)::text, 'NULL')" ],
+	[ 't_mask_text(pt text)', "'OK:' || t_hex(secretenv.secret_mask(pt))" ],
+	[ 't_mask_obj(pt text, expected text)', sprintf($mask_compared, 'secretenv.secret_mask(pt::jsonb)') ],
+	[ 't_mask_str_json(pt text, expected text)', sprintf($mask_compared, 'to_jsonb(secretenv.secret_mask(pt))') ],
+	[ 't_rotate_all()', "'OK:' || secretenv.secret_rotate_all()" ]);
 
 # Run one script; returns { key => value }.  Statement errors are counted,
 # not fatal, so one bad case cannot hide the others.
@@ -615,17 +557,6 @@ sub run_script
 	return \%r;
 }
 
-# A postgresql.conf string literal: quotes doubled, backslashes and control
-# characters escaped (the conf lexer reads \\, \n, \ooo ...), UTF-8 bytes.
-sub conf_string
-{
-	my $s = encode_utf8($_[0]);
-	$s =~ s/\\/\\\\/g;
-	$s =~ s/'/''/g;
-	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
-	return "'$s'";
-}
-
 my $generation = 0;
 
 sub apply_config
@@ -640,10 +571,7 @@ sub apply_config
 		  . "secretenv.kek_previous_version = $cfg->{prev}[1]\n";
 	}
 	$conf .= "secretenv_test.generation = $generation\n";
-	my $path = $node->data_dir . '/secretenv_keys.conf';
-	open(my $fh, '>:raw', $path) or die "could not write $path: $!";
-	print $fh $conf;
-	close($fh);
+	write_keys_file($node, $conf);
 	$node->reload;
 
 	my $seen = '';

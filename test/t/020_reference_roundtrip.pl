@@ -90,17 +90,6 @@ sub lit
 
 sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
 
-# A postgresql.conf string literal (quotes doubled, backslashes and control
-# characters escaped, UTF-8 bytes).
-sub conf_string
-{
-	my $s = encode_utf8($_[0]);
-	$s =~ s/\\/\\\\/g;
-	$s =~ s/'/''/g;
-	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
-	return "'$s'";
-}
-
 # Run the reference implementation; JSON lines in, decoded replies out.
 sub reference
 {
@@ -121,10 +110,7 @@ diag(scalar(@selftest) . ' self-test checks against MLflow vectors');
 
 # --- The cluster -----------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('reference_roundtrip');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\ninclude_if_exists = 'secretenv_keys.conf'\n");
+my $node = new_secretenv_node('reference_roundtrip', keys_file => 1);
 
 sub write_keys
 {
@@ -133,13 +119,12 @@ sub write_keys
 	$conf .= "secretenv.kek_salt = " . conf_string($phase->{salt}) . "\n" if $phase->{salt_setting};
 	$conf .= "secretenv.kek_passphrase = " . conf_string($phase->{passphrase}) . "\n"
 	  . "secretenv.kek_version = $phase->{version}\n";
-	my $path = $node->data_dir . '/secretenv_keys.conf';
-	open(my $fh, '>:raw', $path) or die "could not write $path: $!";
-	print $fh $conf;
-	close($fh);
+	write_keys_file($node, $conf);
 }
 
-sub run_sql
+# Run SQL in UTF-8, stopping at the first error; checks that no error came
+# and returns what it printed.
+sub run_checked_sql
 {
 	my ($label, $sql) = @_;
 	my ($out, $err) = ('', '');
@@ -193,7 +178,7 @@ for my $pi (0 .. $#phases)
 		}
 	}
 	$sql .= "SELECT tag, t_hex(id), t_hex(name), encode(ev, 'hex'), encode(wd, 'hex'), v, coalesce(pt_hex, '-') FROM ref_rows ORDER BY tag;\n";
-	my $out = run_sql("$p: secretenv writes " . scalar(@secrets) . ' secrets', $sql);
+	my $out = run_checked_sql("$p: secretenv writes " . scalar(@secrets) . ' secrets', $sql);
 
 	my %row;
 	for my $line (split /\n/, $out)
@@ -290,7 +275,7 @@ for my $pi (0 .. $#phases)
 		}
 	}
 	$sql .= "SELECT 'verify' || chr(9) || count(*) FROM secretenv.verify_secrets();\n";
-	$out = run_sql("$p: secretenv reads the reference's envelopes", $sql);
+	$out = run_checked_sql("$p: secretenv reads the reference's envelopes", $sql);
 	my %res;
 	for my $line (split /\n/, $out)
 	{
