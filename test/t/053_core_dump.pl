@@ -58,13 +58,7 @@ $node->start;
 # A row under each version: v1 first, then make v2 current and v1 previous.
 $node->safe_psql('postgres',
 	"CREATE EXTENSION secretenv; SELECT secretenv.secret_create('v1_row', 'value-under-v1')");
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$pass2'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$pass1'
-secretenv.kek_previous_version = 1
-});
+$node->append_conf('postgresql.conf', kek_settings($pass2, 2, $pass1, 1));
 $node->restart;
 my $wrapped_hex = $node->safe_psql(
 	'postgres', q{

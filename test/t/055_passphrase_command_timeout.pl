@@ -84,13 +84,10 @@ sub set_command
 	$generation++;
 	# The timeout first: a reload assigns settings in file order, and the
 	# preloaded postmaster runs the command as soon as it is assigned.
-	$node->append_conf('postgresql.conf',
+	reload_generation($node,
 		"secretenv.kek_passphrase_command_timeout = '$timeout'\n"
-		  . "secretenv.kek_passphrase_command = '$command %v'\n"
-		  . "secretenv_test.generation = $generation\n");
-	$node->reload;
-	$node->poll_query_until('postgres',
-		"SELECT current_setting('secretenv_test.generation', true) = '$generation'");
+		  . "secretenv.kek_passphrase_command = '$command %v'\n",
+		$generation);
 	return;
 }
 
@@ -164,9 +161,9 @@ is(leftovers(), 0, 'after the failed start no process of the command is left');
 ###########################################################################
 # Not preloaded: the first call of a backend runs the command.
 ###########################################################################
-my $lazy = PostgreSQL::Test::Cluster->new('lazy');
-$lazy->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$lazy->append_conf('postgresql.conf', "secretenv.kek_passphrase_command = '$good %v'\n");
+my $lazy = new_secretenv_node('lazy',
+	preload => 0,
+	conf => "secretenv.kek_passphrase_command = '$good %v'\n");
 $lazy->start;
 $lazy->safe_psql('postgres',
 	"CREATE EXTENSION secretenv; SELECT secretenv.secret_create('lazy', 'lazy-value')");
