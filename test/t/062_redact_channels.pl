@@ -41,9 +41,7 @@ sub plaintext
 	return $pt{$label} = "pt" . random_hex();
 }
 
-my $node = new_secretenv_node('channels',
-	preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
-	conf => qq{
+my $node = new_statement_text_node('channels', qq{
 secretenv.kek_passphrase = '$passphrase'
 secretenv.redact_names = 'app_store_key, app_creds'
 logging_collector = on
@@ -57,7 +55,7 @@ pgaudit.log_rows = on
 pgaudit.role = 'auditor'
 pg_stat_statements.track_planning = on
 pg_stat_statements.save = on
-} . statement_text_settings());
+});
 $node->start;
 
 my $startup = slurp_file($node->data_dir . '/log/server.log');
@@ -119,20 +117,7 @@ my @cases = (
 	[ 'error_ctas', "CREATE TABLE ctas_err AS SELECT secretenv.secret_encrypt('%s', 'bad|id', 'n')", '22023' ],
 	[ 'passphrase_set', "SET secretenv.kek_passphrase = '%s'", '55P02' ],
 );
-for my $case (@cases)
-{
-	my ($label, $template, $sqlstate) = @$case;
-	my ($rc, $out, $err) = $node->psql('postgres', sprintf($template, plaintext($label)),
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	if ($sqlstate)
-	{
-		like($err, qr/ERROR:  $sqlstate:/, "$label: fails with $sqlstate");
-	}
-	else
-	{
-		is($err, '', "$label: succeeds");
-	}
-}
+run_plaintext_cases($node, \&plaintext, @cases);
 
 # SQL-level PREPARE / EXECUTE: the EXECUTE carries the plaintext.
 {
@@ -148,7 +133,7 @@ for my $case (@cases)
 # Control: the same kind of statement with redaction switched off for it
 # reaches every channel below, so the counts of 0 are not for want of
 # logging or tracking.
-my $control = 'ctl' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $control = 'ctl' . random_hex();
 $node->safe_psql('postgres',
 	"SET secretenv.redact_logs = off;\nDO \$\$BEGIN PERFORM secretenv.secret_create('c_ctl', '$control'); END\$\$;");
 
