@@ -556,6 +556,29 @@ test_pbkdf2(void)
 
 
 /*
+ * A buffer for the plaintext that the encrypted value ev seals (empty when
+ * ev is too short to be one).
+ */
+static buf
+plaintext_buf(const buf *ev)
+{
+	return buf_new(ev->len >= SE_SEAL_OVERHEAD ? ev->len - SE_SEAL_OVERHEAD : 0);
+}
+
+/* The number of buffers in an array of a record's fields. */
+#define NFIELDS(bufs) ((int) (sizeof(bufs) / sizeof((bufs)[0])))
+
+/* Free the first n buffers of a record's decoded fields. */
+static void
+free_fields(int n, buf **out)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		buf_free(out[i]);
+}
+
+/*
  * Decode the n consecutive hex fields of a record that start at hex; on
  * failure nothing stays allocated.
  */
@@ -568,10 +591,7 @@ unhex_all(const char *where, int n, char **hex, buf **out)
 	{
 		if (!unhex(hex[i], out[i]))
 		{
-			int			j;
-
-			for (j = 0; j < i; j++)
-				buf_free(out[j]);
+			free_fields(i, out);
 			check(0, where, "hex fields decode");
 			return 0;
 		}
@@ -637,7 +657,7 @@ vec_secret(char **f, int nf)
 	if (!record_begin(&g_secrets, f, nf, 18, 1, "secret record has 18 fields"))
 		return;
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 6, &f[5], bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	/* AAD: se_build_aad must produce aad_hex (or refuse a '|' id). */
@@ -646,7 +666,7 @@ vec_secret(char **f, int nf)
 		  "id|name equals aad_hex");
 
 	/* Decryption under the authoritative AAD. */
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad_given.data,
 						  aad_given.len, ev.data, ev.len, out.data);
 	check(st == SE_OK, name, "se_envelope_open succeeds");
@@ -735,12 +755,7 @@ vec_secret(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&aad_given);
-	buf_free(&pt);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
@@ -761,11 +776,11 @@ vec_alt(char **f, int nf)
 	if (!record_begin(&g_secrets, f, nf, 10, 0, "alt record has 10 fields"))
 		return;
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 5, &f[5], bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad.data, aad.len,
 						  ev.data, ev.len, out.data);
 	check(st == SE_OK && bytes_eq(out.data, out.len, &pt), name,
@@ -773,11 +788,7 @@ vec_alt(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&pt);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 /* Does wrapped open under kek, and if so to dek? */
@@ -811,11 +822,11 @@ vec_rotation(char **f, int nf)
 		return;
 	if (!record_kek(f[2], f[3], f[4], name, old_kek) ||
 		!record_kek(f[5], f[6], f[7], name, new_kek) ||
-		!unhex_all(name, 7, &f[8], bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[8], bufs))
 		return;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 
 	st = unwrap_status(old_kek, &before, dek);
 	check(st == SE_OK && bytes_eq(dek, SE_KEY_LEN, &dek_given), name,
@@ -860,13 +871,7 @@ vec_rotation(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&ev);
-	buf_free(&before);
-	buf_free(&after);
-	buf_free(&dek_given);
-	buf_free(&pt);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
@@ -887,7 +892,7 @@ vec_negative(char **f, int nf)
 	if (!record_begin(&g_negative, f, nf, 12, 1, "negative record has 12 fields"))
 		return;
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 4, &f[5], bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	if (wd.len != SE_WRAPPED_DEK_LEN || ev.len < SE_SEAL_OVERHEAD)
@@ -898,7 +903,7 @@ vec_negative(char **f, int nf)
 		want = SE_ERR_OPEN;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	memset(out.data, 0xA5, out.len);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad.data, aad.len,
 						  ev.data, ev.len, out.data);
@@ -917,10 +922,7 @@ vec_negative(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
