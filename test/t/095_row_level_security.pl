@@ -41,18 +41,12 @@ my %value = (
 $node->safe_psql(
 	'postgres', qq{
 CREATE EXTENSION secretenv;
-CREATE ROLE app_a LOGIN IN ROLE secretenv_reader, secretenv_writer;
-CREATE ROLE app_b LOGIN IN ROLE secretenv_reader, secretenv_writer;
-CREATE ROLE ops LOGIN IN ROLE secretenv_admin;
 SELECT secretenv.secret_create('app_a/db', '$value{'app_a/db'}');
 SELECT secretenv.secret_create('app_a/api', '$value{'app_a/api'}');
 SELECT secretenv.secret_create('app_b/db', '$value{'app_b/db'}');
 SELECT secretenv.secret_create('app_b/api', '{"key": "$value{'app_b/api'}"}'::jsonb);
-ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
--- starts_with, not LIKE 'app_a/%': in LIKE an underscore matches any character.
-CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
-CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
-});
+CREATE ROLE ops LOGIN IN ROLE secretenv_admin;
+} . two_tenants_sql());
 $value{'app_b/api'} = qq({"key": "$value{'app_b/api'}"});
 
 # Run SQL as a login role in a new session; returns (stdout, stderr).

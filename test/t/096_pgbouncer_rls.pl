@@ -49,18 +49,14 @@ my %value = (
 $node->safe_psql(
 	'postgres', qq{
 CREATE EXTENSION secretenv;
-CREATE ROLE app_a LOGIN IN ROLE secretenv_reader, secretenv_writer;
-CREATE ROLE app_b LOGIN IN ROLE secretenv_reader, secretenv_writer;
+SELECT secretenv.secret_create('app_a/db', '$value{'app_a/db'}');
+SELECT secretenv.secret_create('app_b/db', '$value{'app_b/db'}');
+} . two_tenants_sql() . q{
 -- The pool's server users hold nothing themselves (NOINHERIT): every
 -- transaction takes its application's role with SET LOCAL ROLE.
 CREATE ROLE pool_user LOGIN NOINHERIT IN ROLE app_a, app_b;
 CREATE ROLE pool_nocache LOGIN NOINHERIT IN ROLE app_a, app_b;
 ALTER ROLE pool_nocache SET secretenv.cache_max_entries = 0;
-SELECT secretenv.secret_create('app_a/db', '$value{'app_a/db'}');
-SELECT secretenv.secret_create('app_b/db', '$value{'app_b/db'}');
-ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
-CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
-CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
 -- For this test only: each application may see its backend's cache counters.
 GRANT EXECUTE ON FUNCTION secretenv.cache_stats() TO app_a, app_b;
 });

@@ -13,7 +13,8 @@ use Time::HiRes ();
 our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
   catalog_snapshot catalog_diff write_script kek_hex
   statement_text_settings new_statement_text_node random_hex kek_settings conf_string write_keys_file
-  session_query reload_generation secrets_decrypt_counts run_plaintext_cases);
+  session_query reload_generation secrets_decrypt_counts run_plaintext_cases
+  two_tenants_sql);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
@@ -522,6 +523,21 @@ sub new_statement_text_node
 	return new_secretenv_node($name,
 		preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
 		conf => $conf . statement_text_settings());
+}
+
+# SQL for two applications that share secretenv.secrets under row-level
+# security: login roles app_a and app_b, readers and writers, each shown
+# only the secrets whose names start with its own name and '/'.
+sub two_tenants_sql
+{
+	return q{
+CREATE ROLE app_a LOGIN IN ROLE secretenv_reader, secretenv_writer;
+CREATE ROLE app_b LOGIN IN ROLE secretenv_reader, secretenv_writer;
+ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
+-- starts_with, not LIKE 'app_a/%': in LIKE an underscore matches any character.
+CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
+CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
+};
 }
 
 # 24 random hex digits: distinct plaintexts to look for in logs and views.
