@@ -10,11 +10,10 @@ use PostgreSQL::Test::Cluster;
 use Test::More;
 use Time::HiRes ();
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
-  catalog_snapshot catalog_diff write_script kek_hex
-  statement_text_settings new_statement_text_node random_hex kek_settings conf_string write_keys_file
-  session_query reload_generation secrets_decrypt_counts run_plaintext_cases
-  two_tenants_sql);
+our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
+  kek_settings conf_string write_keys_file configure_rotation_keys reload_generation
+  run_sql session_query run_plaintext_cases install_result_helpers secrets_decrypt_counts
+  two_tenants_sql catalog_snapshot catalog_diff write_script kek_hex random_hex);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
