@@ -116,15 +116,6 @@ for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
 }
 ok($up, 'PgBouncer accepts connections') or diag($bouncer_err . slurp_file("$dir/pgbouncer.log"));
 
-# The error lines of a script, psql's location prefix and the name removed.
-sub error_of
-{
-	my ($text, $name) = @_;
-	my @lines = map { s/^psql:[^:]*:\d+: //r } split /\n/, $text;
-	@lines = grep { /^(ERROR|DETAIL|HINT):/ } @lines;
-	s/\Q$name\E/<name>/g for @lines;
-	return join("\n", @lines);
-}
 my $absent = qq{ERROR:  P0002: secret "<name>" does not exist};
 
 for my $case ([ 'shared', 1, 't' ], [ 'nocache', 1, 'f' ], [ 'direct', 0, 't' ])
@@ -173,8 +164,8 @@ COMMIT;
 	{
 		isnt($b_pid, $a_pid, "$db: app_b has a server connection of its own");
 	}
-		is(scalar(@b_rest), 0, "$db: app_b gets no value for app_a/db");
-		is(error_of($err, 'app_a/db'), $absent, "$db: ... but P0002 \"does not exist\"");
+	is(scalar(@b_rest), 0, "$db: app_b gets no value for app_a/db");
+	is(error_lines($err, 'app_a/db'), $absent, "$db: ... but P0002 \"does not exist\"");
 
 	# app_a, on the same server connection again, still reads its secret.
 	($out, $err) = through_bouncer('app_a', $db, $a_sql);

@@ -7,13 +7,14 @@ use Encode qw(encode_utf8);
 use Exporter 'import';
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils ();
 use Test::More;
 use Time::HiRes ();
 
 our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
   kek_settings conf_string write_keys_file configure_rotation_keys reload_generation
-  run_sql session_query run_plaintext_cases install_result_helpers secrets_decrypt_counts
-  two_tenants_sql catalog_snapshot catalog_diff write_script kek_hex random_hex);
+  run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
+  two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
@@ -164,6 +165,37 @@ sub run_plaintext_cases
 		$err{$label} = $err;
 	}
 	return %err;
+}
+
+# Run the pgbench script $script, written to "$dir/$label.sql", twice in
+# one client over protocol $opt{mode} (default extended), with :value bound
+# to $opt{value} and :harmless to $opt{harmless}; check that both
+# transactions ran or, with $opt{fails}, that stderr matches that pattern.
+sub pgbench_check
+{
+	my ($node, $dir, $label, $script, %opt) = @_;
+	my $mode = $opt{mode} // 'extended';
+	my $file = "$dir/$label.sql";
+	my ($out, $err) = ('', '');
+
+	PostgreSQL::Test::Utils::append_to_file($file, $script);
+	IPC::Run::run(
+		[
+			'pgbench', '-n', '-M', $mode, '-c', '1', '-t', '2',
+			'-D', "value=$opt{value}", '-D', "harmless=$opt{harmless}",
+			'-h', $node->host, '-p', $node->port, '-f', $file, 'postgres'
+		],
+		'>', \$out, '2>', \$err);
+	if ($opt{fails})
+	{
+		like($err, $opt{fails}, "pgbench -M $mode $label: fails as intended");
+	}
+	else
+	{
+		like($out, qr/number of transactions actually processed: 2\/2/,
+			"pgbench -M $mode $label: runs") or diag($err);
+	}
+	return;
 }
 
 # Make version 2 the current KEK and keep version 1 as the previous one, in
@@ -537,6 +569,18 @@ ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
 CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
 CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
 };
+}
+
+# The ERROR, DETAIL and HINT lines of psql's stderr $err, without psql's
+# location prefix and with $name replaced by <name>: the same text for a
+# secret hidden by row-level security and for an absent one.
+sub error_lines
+{
+	my ($err, $name) = @_;
+	my @lines = map { s/^psql:[^:]*:\d+: //r } split /\n/, $err;
+	@lines = grep { /^(ERROR|DETAIL|HINT):/ } @lines;
+	s/\Q$name\E/<name>/g for @lines;
+	return join("\n", @lines);
 }
 
 # 24 random hex digits: distinct plaintexts to look for in logs and views.
