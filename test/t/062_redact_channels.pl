@@ -30,7 +30,6 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use SecretenvTest;
-use IPC::Run;
 
 my $passphrase = 'PP-chan-7f3a-harbor-kek-passphrase-91c4e2';
 
@@ -148,25 +147,10 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 sub pgbench_run
 {
 	my ($label, $script, $expect_fail) = @_;
-	my $file = "$tmp/$label.sql";
-	PostgreSQL::Test::Utils::append_to_file($file, $script);
-	my ($out, $err) = ('', '');
-	IPC::Run::run(
-		[
-			'pgbench', '-n', '-M', 'extended', '-c', '1', '-t', '2',
-			'-D', 'value=' . plaintext($label),
-			'-D', 'harmless=unrelated-param-62',
-			'-h', $node->host, '-p', $node->port, '-f', $file, 'postgres'
-		],
-		'>', \$out, '2>', \$err);
-	if ($expect_fail)
-	{
-		like($err, $expect_fail, "pgbench $label: fails as intended");
-	}
-	else
-	{
-		like($out, qr/actually processed: 2\/2/, "pgbench $label: runs") or diag($err);
-	}
+	pgbench_check($node, $tmp, $label, $script,
+		value => plaintext($label),
+		harmless => 'unrelated-param-62',
+		fails => $expect_fail);
 }
 pgbench_run('bind_create',
 	"\\set n random(1, 2000000000)\nSELECT secretenv.secret_create('b' || :n, :value);\n");
