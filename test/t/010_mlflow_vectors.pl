@@ -54,15 +54,6 @@ sub load_vectors
 	return $json->decode(slurp_file("$vector_dir/$file"));
 }
 
-# An SQL string literal (standard_conforming_strings is on).
-sub lit
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
-sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
 sub bool_text { return $_[0] ? 'true' : 'false'; }
 sub effective { return (!defined $_[0] || $_[0] eq '') ? $DEV_PASSPHRASE : $_[0]; }
 
@@ -81,8 +72,8 @@ sub dec_sql
 	my ($ev_sql, $wd_sql, $version, $id, $name, $form) = @_;
 	$form //= ($id =~ $UUID_RE) ? 'uuid' : 'text';
 	return $form eq 'uuid'
-	  ? "t_dec_uuid($ev_sql, $wd_sql, $version, " . lit($id) . "::uuid, " . lit($name) . ")"
-	  : "t_dec_text($ev_sql, $wd_sql, $version, " . lit($id) . ", " . lit($name) . ")";
+	  ? "t_dec_uuid($ev_sql, $wd_sql, $version, " . sql_string($id) . "::uuid, " . sql_string($name) . ")"
+	  : "t_dec_text($ev_sql, $wd_sql, $version, " . sql_string($id) . ", " . sql_string($name) . ")";
 }
 
 # Byte length of a hex string.
@@ -199,7 +190,7 @@ for my $c (@{ $vectors{'rotation.json'}{cases} })
 	my $n = "rotation/$c->{name}";
 	my $pt = lc($c->{plaintext_utf8_hex} // '');
 	my ($ev, $before, $after) =
-	  map { lit(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex_before wrapped_dek_hex_after)};
+	  map { sql_string(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex_before wrapped_dek_hex_after)};
 	my ($id, $sname) = ($c->{secret_id}, $c->{secret_name});
 	my ($oldv, $newv) = ($c->{old_version}, $c->{new_version});
 
@@ -307,7 +298,7 @@ sub add_mask_checks
 	my ($cfg, $n, $pt_sql, $masked, $column) = @_;
 	if (ref $masked eq 'HASH')
 	{
-		my $k = query($cfg, "t_mask_obj($pt_sql, " . lit($json_chars->encode($masked)) . ")");
+		my $k = query($cfg, "t_mask_obj($pt_sql, " . sql_string($json_chars->encode($masked)) . ")");
 		check($cfg, sub { is($_[0]{$k}, 'EQUAL', "$n: secret_mask(jsonb) equals masked") });
 	}
 	elsif (defined $masked)
@@ -319,7 +310,7 @@ sub add_mask_checks
 	{
 		my $stored = $json_chars->decode($column);
 		my $fn = ref $stored eq 'HASH' ? 't_mask_obj' : 't_mask_str_json';
-		my $k = query($cfg, "$fn($pt_sql, " . lit($column) . ")");
+		my $k = query($cfg, "$fn($pt_sql, " . sql_string($column) . ")");
 		check($cfg, sub { is($_[0]{$k}, 'EQUAL', "$n: masked_value_column equals our mask as jsonb") });
 	}
 }
@@ -328,7 +319,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 {
 	my $n = "secrets/$c->{name}";
 	my $pt = lc $c->{plaintext_utf8_hex};
-	my ($ev, $wd) = map { lit(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex)};
+	my ($ev, $wd) = map { sql_string(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex)};
 	my ($id, $sname, $v) = @$c{qw(secret_id secret_name kek_version)};
 	my $pt_sql = "convert_from(decode('$pt', 'hex'), 'UTF8')";
 
@@ -402,7 +393,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, 'passphrase cannot be configured');
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit(lc $o->{encrypted_value_hex}), lit(lc $o->{wrapped_dek_hex}),
+		my $k = query($cfg, dec_sql(sql_string(lc $o->{encrypted_value_hex}), sql_string(lc $o->{wrapped_dek_hex}),
 				$v, $o->{secret_id}, $o->{secret_name}));
 		check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: decrypts to its plaintext") });
 	}
@@ -423,7 +414,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, 'passphrase cannot be configured');
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit(lc $c->{encrypted_value_hex}), lit(lc $c->{wrapped_dek_hex}), $v, $id, $sname));
+		my $k = query($cfg, dec_sql(sql_string(lc $c->{encrypted_value_hex}), sql_string(lc $c->{wrapped_dek_hex}), $v, $id, $sname));
 		check($cfg, sub { is($_[0]{$k}, "ERR:$state", "$n ($c->{category}): rejected with $state") });
 	}
 }
@@ -467,7 +458,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, "a passphrase longer than $MAX_PASSPHRASE_BYTES bytes cannot be configured");
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit($env->{encrypted_value_hex}), lit($env->{wrapped_dek_hex}),
+		my $k = query($cfg, dec_sql(sql_string($env->{encrypted_value_hex}), sql_string($env->{wrapped_dek_hex}),
 				$v, $req->{secret_id}, $req->{secret_name}));
 		if ($v < 1)
 		{
@@ -490,7 +481,7 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 	my $kind = $c->{kind} // '';
 	if ($kind eq 'string')
 	{
-		my $in = lit($c->{input});
+		my $in = sql_string($c->{input});
 		my $k = query($pre, "t_mask_text($in)");
 		check($pre, sub { is($_[0]{$k}, 'OK:' . hex_utf8($c->{masked}), "$n: secret_mask(text) equals masked") });
 		if (defined $c->{input_codepoints} && defined $c->{input_utf8_bytes})
@@ -501,13 +492,13 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 	}
 	elsif ($kind eq 'dict')
 	{
-		add_mask_checks($pre, $n, lit($json_chars->encode($c->{input})), $c->{masked}, $c->{masked_value_column});
+		add_mask_checks($pre, $n, sql_string($json_chars->encode($c->{input})), $c->{masked}, $c->{masked_value_column});
 	}
 	elsif ($kind eq 'non-string')
 	{
 		# Only ever a value inside an object.
-		my $in = lit($json_chars->encode({ k => $c->{input} }));
-		my $k = query($pre, "t_mask_obj($in, " . lit($json_chars->encode({ k => $c->{masked} })) . ")");
+		my $in = sql_string($json_chars->encode({ k => $c->{input} }));
+		my $k = query($pre, "t_mask_obj($in, " . sql_string($json_chars->encode({ k => $c->{masked} })) . ")");
 		check($pre, sub { is($_[0]{$k}, 'EQUAL', "$n: value inside an object masks to " . $json_chars->encode($c->{masked})) });
 	}
 	else
@@ -610,7 +601,7 @@ for my $cfg (@configs)
 		  'INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version) VALUES '
 		  . join(",\n",
 			map {
-				'(' . lit($_->{secret_id}) . '::uuid, ' . lit($_->{secret_name}) . ", decode('"
+				'(' . sql_string($_->{secret_id}) . '::uuid, ' . sql_string($_->{secret_name}) . ", decode('"
 				  . lc($_->{encrypted_value_hex}) . "', 'hex'), decode('"
 				  . lc($_->{wrapped_dek_hex_before}) . "', 'hex'), $oldv)"
 			} @rows)
@@ -626,7 +617,7 @@ for my $cfg (@configs)
 				  . "encode(wrapped_dek, 'hex') || ';' || "
 				  . "t_dec_uuid(encode(encrypted_value, 'hex'), encode(wrapped_dek, 'hex'), kek_version, secret_id, secret_name)"
 				  . " || ';' || t_get(secret_name) || ';' || t_opens(encode(wrapped_dek, 'hex'), $oldv)"
-				  . " FROM secretenv.secrets WHERE secret_id = " . lit($c->{secret_id}) . '::uuid)');
+				  . " FROM secretenv.secrets WHERE secret_id = " . sql_string($c->{secret_id}) . '::uuid)');
 		}
 		my $kv = query($cfg, '(SELECT count(*) FROM secretenv.verify_secrets())');
 		push @{ $cfg->{lines} }, 'DELETE FROM secretenv.secrets;';

@@ -12,7 +12,7 @@ use Test::More;
 use Time::HiRes ();
 
 our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
-  kek_settings conf_string write_keys_file configure_rotation_keys reload_generation
+  kek_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
   run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
   two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex);
 
@@ -64,6 +64,17 @@ sub conf_string
 	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
 	return "'$s'";
 }
+
+# An SQL string literal (standard_conforming_strings is on).
+sub sql_string
+{
+	my ($s) = @_;
+	$s =~ s/'/''/g;
+	return "'$s'";
+}
+
+# The hex of a string's UTF-8 bytes.
+sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
 
 # Replace the key settings file of a node made with keys_file => 1 by
 # $conf, written as bytes; takes effect at the next reload or start.
