@@ -95,14 +95,10 @@ my $statements = 0;
 sub as_role
 {
 	my ($role, $sql) = @_;
-	my ($stdout, $stderr);
 	$statements++;
-	$node->psql(
-		'postgres', $sql,
-		stdout => \$stdout,
-		stderr => \$stderr,
+	my ($stdout, $stderr) = run_sql($node, 'postgres', $sql,
 		extra_params => [ '-U', $role, '-v', 'VERBOSITY=verbose' ]);
-	return ($stdout // '') . "\n" . ($stderr // '');
+	return "$stdout\n$stderr";
 }
 
 ###########################################################################
