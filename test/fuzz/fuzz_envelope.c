@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "se_crypto_internal.h"
+#include "test_bytes.h"
 
 #define HEADER_LEN 3
 #define ORACLE_PREFIX (SE_KEY_LEN + 2 * SE_NONCE_LEN)
@@ -70,17 +71,6 @@ require(int cond)
 		abort();
 }
 
-static int
-all_zero(const uint8_t *p, size_t len)
-{
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-		if (p[i] != 0)
-			return 0;
-	return 1;
-}
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -111,18 +101,18 @@ fuzz_untrusted(const uint8_t *kek, const uint8_t *other_kek,
 
 	st = se_unwrap_dek(aead, kek, wrapped, wlen, dek);
 	require(st == SE_OK || st == SE_ERR_LENGTH || st == SE_ERR_UNWRAP);
-	require(st == SE_OK || all_zero(dek, sizeof(dek)));
+	require(st == SE_OK || test_all_zero(dek, sizeof(dek)));
 	require(st != SE_ERR_LENGTH || wlen != SE_WRAPPED_DEK_LEN);
 
 	st = se_envelope_open(aead, kek, wrapped, wlen, aad, alen,
 						  value, vlen, pt);
 	require(st == SE_OK || st == SE_ERR_LENGTH || st == SE_ERR_UNWRAP ||
 			st == SE_ERR_OPEN);
-	require(st == SE_OK || st == SE_ERR_LENGTH || all_zero(pt, ptlen));
+	require(st == SE_OK || st == SE_ERR_LENGTH || test_all_zero(pt, ptlen));
 
 	st = se_aead_open(aead, kek, aad, alen, value, vlen, pt);
 	require(st == SE_OK || st == SE_ERR_LENGTH || st == SE_ERR_OPEN);
-	require(st == SE_OK || all_zero(pt, ptlen));
+	require(st == SE_OK || test_all_zero(pt, ptlen));
 
 	st = se_rewrap_dek(aead, kek, other_kek, wrapped, wlen, rewrapped);
 	require(st == SE_OK || st == SE_ERR_LENGTH || st == SE_ERR_UNWRAP);
@@ -134,7 +124,7 @@ fuzz_untrusted(const uint8_t *kek, const uint8_t *other_kek,
 		require(memcmp(dek, dek2, SE_KEY_LEN) == 0);
 	}
 	else
-		require(all_zero(rewrapped, sizeof(rewrapped)));
+		require(test_all_zero(rewrapped, sizeof(rewrapped)));
 
 	/* Masks of arbitrary bytes, in an exact-size buffer. */
 	mask = xmalloc(se_mask_bound(vlen));
@@ -214,7 +204,7 @@ fuzz_oracle(const uint8_t *kek, const uint8_t *other_kek,
 		require(st == SE_ERR_UNWRAP);
 	else
 		require(st == SE_ERR_OPEN);
-	require(all_zero(back, ptlen));
+	require(test_all_zero(back, ptlen));
 
 	free(sealed);
 	free(aad);

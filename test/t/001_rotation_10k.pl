@@ -12,20 +12,17 @@ use lib $FindBin::RealBin;
 use SecretenvTest;
 
 my $rows = 10_000;
-my $node = new_secretenv_node('rotation', conf => qq{
-include_if_exists = 'keys.conf'
-});
+my $first = 'first-passphrase-0123456789-abcdefghij';
+my $second = 'second-passphrase-0123456789-abcdefghij';
+my $node = new_secretenv_node('rotation', keys_file => 1);
 
 sub set_keys
 {
 	my ($conf, $generation) = @_;
-	open my $fh, '>', $node->data_dir . '/keys.conf' or die $!;
-	print $fh $conf, "secretenv_test.generation = $generation\n";
-	close $fh;
+	write_keys_file($node, $conf . "secretenv_test.generation = $generation\n");
 }
 
-set_keys("secretenv.kek_passphrase = 'first-passphrase-0123456789-abcdefghij'\n"
-	  . "secretenv.kek_version = 1\n", 1);
+set_keys(kek_settings($first, 1), 1);
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 
@@ -53,10 +50,7 @@ is($node->safe_psql('postgres', qq{
 my $session = $node->background_psql('postgres');
 $session->query_safe('SELECT secretenv.secret_get(\'bulk-1\')');
 
-set_keys("secretenv.kek_passphrase = 'second-passphrase-0123456789-abcdefghij'\n"
-	  . "secretenv.kek_version = 2\n"
-	  . "secretenv.kek_previous_passphrase = 'first-passphrase-0123456789-abcdefghij'\n"
-	  . "secretenv.kek_previous_version = 1\n", 2);
+set_keys(kek_settings($second, 2, $first, 1), 2);
 $node->reload;
 $node->poll_query_until('postgres', "SELECT current_setting('secretenv_test.generation') = '2'")
   or die 'reload not seen';
@@ -83,8 +77,7 @@ is($session->query_safe(qq{
 $session->quit;
 
 # Retire the previous KEK: the rotated rows need only the current one.
-set_keys("secretenv.kek_passphrase = 'second-passphrase-0123456789-abcdefghij'\n"
-	  . "secretenv.kek_version = 2\n", 3);
+set_keys(kek_settings($second, 2), 3);
 $node->reload;
 $node->poll_query_until('postgres', "SELECT current_setting('secretenv_test.generation') = '3'")
   or die 'reload not seen';

@@ -51,23 +51,9 @@ my $json_chars = JSON::PP->new->canonical->allow_nonref;    # chars <-> data
 sub load_vectors
 {
 	my ($file) = @_;
-	my $path = "$vector_dir/$file";
-	open(my $fh, '<:raw', $path) or die "could not open $path: $!";
-	local $/;
-	my $text = <$fh>;
-	close($fh);
-	return $json->decode($text);
+	return $json->decode(slurp_file("$vector_dir/$file"));
 }
 
-# An SQL string literal (standard_conforming_strings is on).
-sub lit
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
-sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
 sub bool_text { return $_[0] ? 'true' : 'false'; }
 sub effective { return (!defined $_[0] || $_[0] eq '') ? $DEV_PASSPHRASE : $_[0]; }
 
@@ -86,8 +72,8 @@ sub dec_sql
 	my ($ev_sql, $wd_sql, $version, $id, $name, $form) = @_;
 	$form //= ($id =~ $UUID_RE) ? 'uuid' : 'text';
 	return $form eq 'uuid'
-	  ? "t_dec_uuid($ev_sql, $wd_sql, $version, " . lit($id) . "::uuid, " . lit($name) . ")"
-	  : "t_dec_text($ev_sql, $wd_sql, $version, " . lit($id) . ", " . lit($name) . ")";
+	  ? "t_dec_uuid($ev_sql, $wd_sql, $version, " . sql_string($id) . "::uuid, " . sql_string($name) . ")"
+	  : "t_dec_text($ev_sql, $wd_sql, $version, " . sql_string($id) . ", " . sql_string($name) . ")";
 }
 
 # Byte length of a hex string.
@@ -204,40 +190,33 @@ for my $c (@{ $vectors{'rotation.json'}{cases} })
 	my $n = "rotation/$c->{name}";
 	my $pt = lc($c->{plaintext_utf8_hex} // '');
 	my ($ev, $before, $after) =
-	  map { lit(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex_before wrapped_dek_hex_after)};
+	  map { sql_string(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex_before wrapped_dek_hex_after)};
 	my ($id, $sname) = ($c->{secret_id}, $c->{secret_name});
 	my ($oldv, $newv) = ($c->{old_version}, $c->{new_version});
 
 	if ($oldv < 1 || $newv < 1)
 	{
-		# MLflow accepts version 0; secretenv's versions start at 1.
-		if ($oldv < 1)
+		# MLflow accepts version 0; secretenv's versions start at 1.  Each
+		# side: [ version, passphrase, wrapped DEK, what is refused below
+		# version 1 and how it is called, what opens from version 1 ].
+		my @sides = (
+			[ $oldv, $c->{old_passphrase}, $before, "t_rewrap($before, $oldv)",
+				"re-wrap from version $oldv rejected", 'before-rotation envelope decrypts' ],
+			[ $newv, $c->{new_passphrase}, $after, dec_sql($ev, $after, $newv, $id, $sname),
+				"version $newv rejected", "MLflow's re-wrapped DEK decrypts" ]);
+		for my $side (@sides)
 		{
-			my $k = query($pre, "t_rewrap($before, $oldv)");
-			check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: re-wrap from version $oldv rejected (22023)") });
-		}
-		else
-		{
-			my ($cfg) = config_for_single($c->{old_passphrase}, $oldv);
-			if ($cfg)
+			my ($v, $passphrase, $wrapped, $refused_sql, $refused, $opens) = @$side;
+			if ($v < 1)
 			{
-				my $k = query($cfg, dec_sql($ev, $before, $oldv, $id, $sname));
-				check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: before-rotation envelope decrypts with version $oldv") });
+				my $k = query($pre, $refused_sql);
+				check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: $refused (22023)") });
+				next;
 			}
-		}
-		if ($newv < 1)
-		{
-			my $k = query($pre, dec_sql($ev, $after, $newv, $id, $sname));
-			check($pre, sub { is($_[0]{$k}, 'ERR:22023', "$n: version $newv rejected (22023)") });
-		}
-		else
-		{
-			my ($cfg) = config_for_single($c->{new_passphrase}, $newv);
-			if ($cfg)
-			{
-				my $k = query($cfg, dec_sql($ev, $after, $newv, $id, $sname));
-				check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: MLflow's re-wrapped DEK decrypts with version $newv") });
-			}
+			my ($cfg) = config_for_single($passphrase, $v);
+			next unless $cfg;
+			my $k = query($cfg, dec_sql($ev, $wrapped, $v, $id, $sname));
+			check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: $opens with version $v") });
 		}
 		next;
 	}
@@ -319,7 +298,7 @@ sub add_mask_checks
 	my ($cfg, $n, $pt_sql, $masked, $column) = @_;
 	if (ref $masked eq 'HASH')
 	{
-		my $k = query($cfg, "t_mask_obj($pt_sql, " . lit($json_chars->encode($masked)) . ")");
+		my $k = query($cfg, "t_mask_obj($pt_sql, " . sql_string($json_chars->encode($masked)) . ")");
 		check($cfg, sub { is($_[0]{$k}, 'EQUAL', "$n: secret_mask(jsonb) equals masked") });
 	}
 	elsif (defined $masked)
@@ -331,7 +310,7 @@ sub add_mask_checks
 	{
 		my $stored = $json_chars->decode($column);
 		my $fn = ref $stored eq 'HASH' ? 't_mask_obj' : 't_mask_str_json';
-		my $k = query($cfg, "$fn($pt_sql, " . lit($column) . ")");
+		my $k = query($cfg, "$fn($pt_sql, " . sql_string($column) . ")");
 		check($cfg, sub { is($_[0]{$k}, 'EQUAL', "$n: masked_value_column equals our mask as jsonb") });
 	}
 }
@@ -340,7 +319,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 {
 	my $n = "secrets/$c->{name}";
 	my $pt = lc $c->{plaintext_utf8_hex};
-	my ($ev, $wd) = map { lit(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex)};
+	my ($ev, $wd) = map { sql_string(lc $_) } @$c{qw(encrypted_value_hex wrapped_dek_hex)};
 	my ($id, $sname, $v) = @$c{qw(secret_id secret_name kek_version)};
 	my $pt_sql = "convert_from(decode('$pt', 'hex'), 'UTF8')";
 
@@ -414,7 +393,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, 'passphrase cannot be configured');
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit(lc $o->{encrypted_value_hex}), lit(lc $o->{wrapped_dek_hex}),
+		my $k = query($cfg, dec_sql(sql_string(lc $o->{encrypted_value_hex}), sql_string(lc $o->{wrapped_dek_hex}),
 				$v, $o->{secret_id}, $o->{secret_name}));
 		check($cfg, sub { is($_[0]{$k}, "OK:$pt", "$n: decrypts to its plaintext") });
 	}
@@ -435,7 +414,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, 'passphrase cannot be configured');
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit(lc $c->{encrypted_value_hex}), lit(lc $c->{wrapped_dek_hex}), $v, $id, $sname));
+		my $k = query($cfg, dec_sql(sql_string(lc $c->{encrypted_value_hex}), sql_string(lc $c->{wrapped_dek_hex}), $v, $id, $sname));
 		check($cfg, sub { is($_[0]{$k}, "ERR:$state", "$n ($c->{category}): rejected with $state") });
 	}
 }
@@ -479,7 +458,7 @@ for my $c (@{ $vectors{'secrets.json'}{cases} })
 			skip_case($n, "a passphrase longer than $MAX_PASSPHRASE_BYTES bytes cannot be configured");
 			next;
 		}
-		my $k = query($cfg, dec_sql(lit($env->{encrypted_value_hex}), lit($env->{wrapped_dek_hex}),
+		my $k = query($cfg, dec_sql(sql_string($env->{encrypted_value_hex}), sql_string($env->{wrapped_dek_hex}),
 				$v, $req->{secret_id}, $req->{secret_name}));
 		if ($v < 1)
 		{
@@ -502,7 +481,7 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 	my $kind = $c->{kind} // '';
 	if ($kind eq 'string')
 	{
-		my $in = lit($c->{input});
+		my $in = sql_string($c->{input});
 		my $k = query($pre, "t_mask_text($in)");
 		check($pre, sub { is($_[0]{$k}, 'OK:' . hex_utf8($c->{masked}), "$n: secret_mask(text) equals masked") });
 		if (defined $c->{input_codepoints} && defined $c->{input_utf8_bytes})
@@ -513,13 +492,13 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 	}
 	elsif ($kind eq 'dict')
 	{
-		add_mask_checks($pre, $n, lit($json_chars->encode($c->{input})), $c->{masked}, $c->{masked_value_column});
+		add_mask_checks($pre, $n, sql_string($json_chars->encode($c->{input})), $c->{masked}, $c->{masked_value_column});
 	}
 	elsif ($kind eq 'non-string')
 	{
 		# Only ever a value inside an object.
-		my $in = lit($json_chars->encode({ k => $c->{input} }));
-		my $k = query($pre, "t_mask_obj($in, " . lit($json_chars->encode({ k => $c->{masked} })) . ")");
+		my $in = sql_string($json_chars->encode({ k => $c->{input} }));
+		my $k = query($pre, "t_mask_obj($in, " . sql_string($json_chars->encode({ k => $c->{masked} })) . ")");
 		check($pre, sub { is($_[0]{$k}, 'EQUAL', "$n: value inside an object masks to " . $json_chars->encode($c->{masked})) });
 	}
 	else
@@ -532,68 +511,22 @@ for my $c (@{ $vectors{'mask.json'}{cases} })
 # The cluster
 # ---------------------------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('mlflow_vectors');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_salt = '$MLFLOW_SALT'\n"
-	  . "include_if_exists = 'secretenv_keys.conf'\n");
+my $node = new_secretenv_node('mlflow_vectors',
+	keys_file => 1,
+	conf => "secretenv.kek_salt = '$MLFLOW_SALT'\n");
 $node->start;
 
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
-install_result_helpers($node);
-$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION t_rewrap(wd text, v int4) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || encode(secretenv.secret_rewrap(decode(wd, 'hex'), v), 'hex');
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_opens(wd text, v int4) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN coalesce(secretenv.kek_opens(decode(wd, 'hex'), v)::text, 'NULL');
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_mask_text(pt text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_mask(pt));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
--- secret_mask of a JSON object text, compared with an expected object.
-CREATE FUNCTION t_mask_obj(pt text, expected text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	m jsonb;
-BEGIN
-	m := secretenv.secret_mask(pt::jsonb);
-	RETURN CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END;
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
--- The mask of a string secret as a jsonb string, compared with expected.
-CREATE FUNCTION t_mask_str_json(pt text, expected text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	m jsonb;
-BEGIN
-	m := to_jsonb(secretenv.secret_mask(pt));
-	RETURN CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END;
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_rotate_all() RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || secretenv.secret_rotate_all();
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-SQL
+# The masks of JSON objects and of string secrets are compared as jsonb
+# with the expected one: 'EQUAL', or 'DIFF:' and the mask.
+my $mask_compared = "(SELECT CASE WHEN m = expected::jsonb THEN 'EQUAL' ELSE 'DIFF:' || m::text END FROM (SELECT %s AS m) mask)";
+install_result_helpers($node,
+	[ 't_rewrap(wd text, v int4)', "'OK:' || encode(secretenv.secret_rewrap(decode(wd, 'hex'), v), 'hex')" ],
+	[ 't_opens(wd text, v int4)', "coalesce(secretenv.kek_opens(decode(wd, 'hex'), v)::text, 'NULL')" ],
+	[ 't_mask_text(pt text)', "'OK:' || t_hex(secretenv.secret_mask(pt))" ],
+	[ 't_mask_obj(pt text, expected text)', sprintf($mask_compared, 'secretenv.secret_mask(pt::jsonb)') ],
+	[ 't_mask_str_json(pt text, expected text)', sprintf($mask_compared, 'to_jsonb(secretenv.secret_mask(pt))') ],
+	[ 't_rotate_all()', "'OK:' || secretenv.secret_rotate_all()" ]);
 
 # Run one script; returns { key => value }.  Statement errors are counted,
 # not fatal, so one bad case cannot hide the others.
@@ -615,17 +548,6 @@ sub run_script
 	return \%r;
 }
 
-# A postgresql.conf string literal: quotes doubled, backslashes and control
-# characters escaped (the conf lexer reads \\, \n, \ooo ...), UTF-8 bytes.
-sub conf_string
-{
-	my $s = encode_utf8($_[0]);
-	$s =~ s/\\/\\\\/g;
-	$s =~ s/'/''/g;
-	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
-	return "'$s'";
-}
-
 my $generation = 0;
 
 sub apply_config
@@ -640,10 +562,7 @@ sub apply_config
 		  . "secretenv.kek_previous_version = $cfg->{prev}[1]\n";
 	}
 	$conf .= "secretenv_test.generation = $generation\n";
-	my $path = $node->data_dir . '/secretenv_keys.conf';
-	open(my $fh, '>:raw', $path) or die "could not write $path: $!";
-	print $fh $conf;
-	close($fh);
+	write_keys_file($node, $conf);
 	$node->reload;
 
 	my $seen = '';
@@ -682,7 +601,7 @@ for my $cfg (@configs)
 		  'INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version) VALUES '
 		  . join(",\n",
 			map {
-				'(' . lit($_->{secret_id}) . '::uuid, ' . lit($_->{secret_name}) . ", decode('"
+				'(' . sql_string($_->{secret_id}) . '::uuid, ' . sql_string($_->{secret_name}) . ", decode('"
 				  . lc($_->{encrypted_value_hex}) . "', 'hex'), decode('"
 				  . lc($_->{wrapped_dek_hex_before}) . "', 'hex'), $oldv)"
 			} @rows)
@@ -698,7 +617,7 @@ for my $cfg (@configs)
 				  . "encode(wrapped_dek, 'hex') || ';' || "
 				  . "t_dec_uuid(encode(encrypted_value, 'hex'), encode(wrapped_dek, 'hex'), kek_version, secret_id, secret_name)"
 				  . " || ';' || t_get(secret_name) || ';' || t_opens(encode(wrapped_dek, 'hex'), $oldv)"
-				  . " FROM secretenv.secrets WHERE secret_id = " . lit($c->{secret_id}) . '::uuid)');
+				  . " FROM secretenv.secrets WHERE secret_id = " . sql_string($c->{secret_id}) . '::uuid)');
 		}
 		my $kv = query($cfg, '(SELECT count(*) FROM secretenv.verify_secrets())');
 		push @{ $cfg->{lines} }, 'DELETE FROM secretenv.secrets;';

@@ -81,26 +81,6 @@ my @secrets = (
 	{ tag => 'json-uuid', kind => 'encrypt', type => 'jsonb', id => '0c5e7b1a-93f4-4c1e-8d2a-6f1b2c3d4e5f', id_type => 'uuid', name => 'json-uuid', value => '{"token": "tok-0123456789"}' },
 );
 
-sub lit
-{
-	my ($s) = @_;
-	$s =~ s/'/''/g;
-	return "'$s'";
-}
-
-sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
-
-# A postgresql.conf string literal (quotes doubled, backslashes and control
-# characters escaped, UTF-8 bytes).
-sub conf_string
-{
-	my $s = encode_utf8($_[0]);
-	$s =~ s/\\/\\\\/g;
-	$s =~ s/'/''/g;
-	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
-	return "'$s'";
-}
-
 # Run the reference implementation; JSON lines in, decoded replies out.
 sub reference
 {
@@ -121,10 +101,7 @@ diag(scalar(@selftest) . ' self-test checks against MLflow vectors');
 
 # --- The cluster -----------------------------------------------------------
 
-my $node = PostgreSQL::Test::Cluster->new('reference_roundtrip');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\ninclude_if_exists = 'secretenv_keys.conf'\n");
+my $node = new_secretenv_node('reference_roundtrip', keys_file => 1);
 
 sub write_keys
 {
@@ -133,13 +110,12 @@ sub write_keys
 	$conf .= "secretenv.kek_salt = " . conf_string($phase->{salt}) . "\n" if $phase->{salt_setting};
 	$conf .= "secretenv.kek_passphrase = " . conf_string($phase->{passphrase}) . "\n"
 	  . "secretenv.kek_version = $phase->{version}\n";
-	my $path = $node->data_dir . '/secretenv_keys.conf';
-	open(my $fh, '>:raw', $path) or die "could not write $path: $!";
-	print $fh $conf;
-	close($fh);
+	write_keys_file($node, $conf);
 }
 
-sub run_sql
+# Run SQL in UTF-8, stopping at the first error; checks that no error came
+# and returns what it printed.
+sub run_checked_sql
 {
 	my ($label, $sql) = @_;
 	my ($out, $err) = ('', '');
@@ -175,25 +151,25 @@ for my $pi (0 .. $#phases)
 	my $sql = "DELETE FROM secretenv.secrets;\nTRUNCATE ref_rows;\n";
 	for my $s (@secrets)
 	{
-		my $value = lit($s->{value}) . "::$s->{type}";
+		my $value = sql_string($s->{value}) . "::$s->{type}";
 		my $pt = $s->{type} eq 'jsonb' ? "t_hex(($value)::text)" : 'NULL';
 		if ($s->{kind} eq 'create')
 		{
-			$sql .= "SELECT secretenv.secret_create(" . lit($s->{name}) . ", $value) IS NOT NULL;\n"
-			  . "INSERT INTO ref_rows SELECT " . lit($s->{tag}) . ", secret_id::text, secret_name, "
+			$sql .= "SELECT secretenv.secret_create(" . sql_string($s->{name}) . ", $value) IS NOT NULL;\n"
+			  . "INSERT INTO ref_rows SELECT " . sql_string($s->{tag}) . ", secret_id::text, secret_name, "
 			  . "encrypted_value, wrapped_dek, kek_version, $pt FROM secretenv.secrets WHERE secret_name = "
-			  . lit($s->{name}) . ";\n";
+			  . sql_string($s->{name}) . ";\n";
 		}
 		else
 		{
-			my $id = lit($s->{id}) . '::' . ($s->{id_type} // 'text');
-			$sql .= "INSERT INTO ref_rows SELECT " . lit($s->{tag}) . ", " . lit($s->{id}) . ", "
-			  . lit($s->{name}) . ", (e).encrypted_value, (e).wrapped_dek, (e).kek_version, $pt FROM "
-			  . "(SELECT secretenv.secret_encrypt($value, $id, " . lit($s->{name}) . ") AS e) s;\n";
+			my $id = sql_string($s->{id}) . '::' . ($s->{id_type} // 'text');
+			$sql .= "INSERT INTO ref_rows SELECT " . sql_string($s->{tag}) . ", " . sql_string($s->{id}) . ", "
+			  . sql_string($s->{name}) . ", (e).encrypted_value, (e).wrapped_dek, (e).kek_version, $pt FROM "
+			  . "(SELECT secretenv.secret_encrypt($value, $id, " . sql_string($s->{name}) . ") AS e) s;\n";
 		}
 	}
 	$sql .= "SELECT tag, t_hex(id), t_hex(name), encode(ev, 'hex'), encode(wd, 'hex'), v, coalesce(pt_hex, '-') FROM ref_rows ORDER BY tag;\n";
-	my $out = run_sql("$p: secretenv writes " . scalar(@secrets) . ' secrets', $sql);
+	my $out = run_checked_sql("$p: secretenv writes " . scalar(@secrets) . ' secrets', $sql);
 
 	my %row;
 	for my $line (split /\n/, $out)
@@ -277,20 +253,20 @@ for my $pi (0 .. $#phases)
 		my $e = $sealed{$t} || { encrypted_value_hex => '', wrapped_dek_hex => '' };
 		my $uuid = ($s->{kind} eq 'create' || ($s->{id_type} // '') eq 'uuid');
 		my $fn = $uuid ? 't_dec_uuid' : 't_dec_text';
-		$sql .= "SELECT 'dec' || chr(9) || " . lit($t) . " || chr(9) || $fn('$e->{encrypted_value_hex}', '$e->{wrapped_dek_hex}', "
-		  . "$phase->{version}, " . lit($r->{id}) . ", " . lit($r->{name}) . ");\n";
+		$sql .= "SELECT 'dec' || chr(9) || " . sql_string($t) . " || chr(9) || $fn('$e->{encrypted_value_hex}', '$e->{wrapped_dek_hex}', "
+		  . "$phase->{version}, " . sql_string($r->{id}) . ", " . sql_string($r->{name}) . ");\n";
 		if ($uuid)
 		{
 			# A row MLflow's format wrote, in the managed store.
 			push @stored, $t;
 			$sql .= "INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version) VALUES ("
-			  . lit($r->{id}) . "::uuid, " . lit($r->{name}) . ", decode('$e->{encrypted_value_hex}', 'hex'), "
+			  . sql_string($r->{id}) . "::uuid, " . sql_string($r->{name}) . ", decode('$e->{encrypted_value_hex}', 'hex'), "
 			  . "decode('$e->{wrapped_dek_hex}', 'hex'), $phase->{version});\n"
-			  . "SELECT 'get' || chr(9) || " . lit($t) . " || chr(9) || t_get(" . lit($r->{name}) . ");\n";
+			  . "SELECT 'get' || chr(9) || " . sql_string($t) . " || chr(9) || t_get(" . sql_string($r->{name}) . ");\n";
 		}
 	}
 	$sql .= "SELECT 'verify' || chr(9) || count(*) FROM secretenv.verify_secrets();\n";
-	$out = run_sql("$p: secretenv reads the reference's envelopes", $sql);
+	$out = run_checked_sql("$p: secretenv reads the reference's envelopes", $sql);
 	my %res;
 	for my $line (split /\n/, $out)
 	{

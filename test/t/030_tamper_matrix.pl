@@ -123,18 +123,29 @@ BEGIN
 END
 \$\$;
 
+-- Every single-bit flip of a value, byte by byte.
+CREATE FUNCTION tamper.bit_flips(v bytea) RETURNS SETOF bytea LANGUAGE sql AS \$\$
+	SELECT set_byte(v, i, get_byte(v, i) # (1 << bit))
+	FROM generate_series(0, length(v) - 1) i, generate_series(0, 7) bit
+	ORDER BY i, bit
+\$\$;
+
+-- A decrypt through the overload of the secret's id type.
+CREATE FUNCTION tamper.decrypt(ev bytea, wd bytea, ver int4, kind text, sid text, sname text)
+RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+	IF kind = 'uuid' THEN
+		RETURN secretenv.secret_decrypt(ev, wd, ver, sid::uuid, sname);
+	END IF;
+	RETURN secretenv.secret_decrypt(ev, wd, ver, sid, sname);
+END
+\$\$;
+
 -- One decrypt attempt: 'decrypted', or the SQLSTATE of its error.
 CREATE FUNCTION tamper.attempt(ev bytea, wd bytea, ver int4, kind text, sid text, sname text)
 RETURNS text LANGUAGE plpgsql AS \$\$
-DECLARE
-	r text;
 BEGIN
-	IF kind = 'uuid' THEN
-		r := secretenv.secret_decrypt(ev, wd, ver, sid::uuid, sname);
-	ELSE
-		r := secretenv.secret_decrypt(ev, wd, ver, sid, sname);
-	END IF;
-	RETURN CASE WHEN r IS NULL THEN 'null' ELSE 'decrypted' END;
+	RETURN CASE WHEN tamper.decrypt(ev, wd, ver, kind, sid, sname) IS NULL THEN 'null' ELSE 'decrypted' END;
 EXCEPTION WHEN OTHERS THEN
 	RETURN SQLSTATE;
 END
@@ -144,15 +155,8 @@ END
 CREATE FUNCTION tamper.control(ev bytea, wd bytea, ver int4, kind text, sid text,
 							   sname text, expected text)
 RETURNS text LANGUAGE plpgsql AS \$\$
-DECLARE
-	r text;
 BEGIN
-	IF kind = 'uuid' THEN
-		r := secretenv.secret_decrypt(ev, wd, ver, sid::uuid, sname);
-	ELSE
-		r := secretenv.secret_decrypt(ev, wd, ver, sid, sname);
-	END IF;
-	RETURN CASE WHEN r = expected THEN 'match' ELSE 'mismatch' END;
+	RETURN CASE WHEN tamper.decrypt(ev, wd, ver, kind, sid, sname) = expected THEN 'match' ELSE 'mismatch' END;
 EXCEPTION WHEN OTHERS THEN
 	RETURN SQLSTATE;
 END
@@ -188,24 +192,16 @@ BEGIN
 		RETURN NEXT;
 	END IF;
 
-	-- every single-bit flip of encrypted_value
+	-- every single-bit flip of encrypted_value, then of wrapped_dek
 	category := 'flip_ev';
-	FOR i IN 0 .. length(d.ev) - 1 LOOP
-		FOR bit IN 0 .. 7 LOOP
-			b := set_byte(d.ev, i, get_byte(d.ev, i) # (1 << bit));
-			outcome := tamper.attempt(b, d.wd, d.ver, d.kind, d.sid, d.sname);
-			RETURN NEXT;
-		END LOOP;
+	FOR b IN SELECT f FROM tamper.bit_flips(d.ev) f LOOP
+		outcome := tamper.attempt(b, d.wd, d.ver, d.kind, d.sid, d.sname);
+		RETURN NEXT;
 	END LOOP;
-
-	-- every single-bit flip of wrapped_dek
 	category := 'flip_wd';
-	FOR i IN 0 .. length(d.wd) - 1 LOOP
-		FOR bit IN 0 .. 7 LOOP
-			b := set_byte(d.wd, i, get_byte(d.wd, i) # (1 << bit));
-			outcome := tamper.attempt(d.ev, b, d.ver, d.kind, d.sid, d.sname);
-			RETURN NEXT;
-		END LOOP;
+	FOR b IN SELECT f FROM tamper.bit_flips(d.wd) f LOOP
+		outcome := tamper.attempt(d.ev, b, d.ver, d.kind, d.sid, d.sname);
+		RETURN NEXT;
 	END LOOP;
 
 	-- every truncation (lengths 0 .. len-1), then one extension

@@ -15,6 +15,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(time);
 
 my $t0 = time;
@@ -22,48 +25,14 @@ my $pass1 = 'replica-passphrase-version-1-0123456789abc';
 my $pass2 = 'replica-passphrase-version-2-abcdefghijklm';
 my $nsecrets = 60;
 
-sub keys_v1
-{
-	return "secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n";
-}
+sub keys_v1 { return kek_settings($pass1, 1); }
+sub keys_v2 { return kek_settings($pass2, 2, $pass1, 1); }
 
-sub keys_v2
-{
-	return "secretenv.kek_passphrase = '$pass2'\nsecretenv.kek_version = 2\n"
-	  . "secretenv.kek_previous_passphrase = '$pass1'\nsecretenv.kek_previous_version = 1\n";
-}
-
-sub write_keys
-{
-	my ($node, $text) = @_;
-	open my $fh, '>', $node->data_dir . '/secretenv_keys.conf' or die $!;
-	print $fh $text;
-	close $fh;
-}
-
-# Runs $sql, returns (stdout, stderr) with verbose errors.
-sub psql_err
-{
-	my ($node, $sql) = @_;
-	my ($out, $err) = ('', '');
-	$node->psql(
-		'postgres', $sql,
-		stdout        => \$out,
-		stderr        => \$err,
-		on_error_stop => 1,
-		extra_params  => [ '-v', 'VERBOSITY=verbose' ]);
-	return ($out, $err);
-}
-
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1, extra => [ '--encoding=UTF8', '--no-locale' ]);
-$primary->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'secretenv'
-include_if_exists = 'secretenv_keys.conf'
-secretenv.cache_ttl = 300
-});
-write_keys($primary, keys_v1());
+my $primary = new_secretenv_node('primary',
+	allows_streaming => 1,
+	keys_file => 1,
+	conf => "secretenv.cache_ttl = 300\n");
+write_keys_file($primary, keys_v1());
 $primary->start;
 $primary->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 
@@ -86,7 +55,7 @@ $primary->backup('b1');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'b1', has_streaming => 1);
 # The backup copied the primary's key file: start the standby without keys.
-write_keys($standby, '');
+write_keys_file($standby, '');
 $standby->start;
 $primary->wait_for_catchup($standby);
 
@@ -94,7 +63,7 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery(), count(*) FROM se
 	"t|$nsecrets", "standby streaming, $nsecrets secrets replicated");
 
 # Without the keys: a clear error and a warning, no plaintext, no crash.
-my ($out, $err) = psql_err($standby, q{SELECT secretenv.secret_get('rep-1')});
+my ($out, $err) = run_sql($standby, 'postgres', q{SELECT secretenv.secret_get('rep-1')});
 like($err, qr/ERROR:  22S02: could not decrypt secret: wrong KEK or corrupted wrapped DEK/,
 	'standby without keys: secret_get fails with 22S02');
 like($err, qr/development passphrase/, 'standby without keys: the hint names the development passphrase');
@@ -103,26 +72,21 @@ like($err, qr/WARNING: .*does not open existing secrets/,
 is($out, '', 'standby without keys: nothing returned');
 
 # Give the standby the primary's keys and reload.
-write_keys($standby, keys_v1());
+write_keys_file($standby, keys_v1());
 $standby->reload;
 ok( $standby->poll_query_until(
 		'postgres', q{SELECT secretenv.status()->>'using_default_passphrase'}, 'false'),
 	'standby reloaded with the primary\'s KEK');
 
 # Every secret decrypts on the standby, through secret_get and the view.
-my $check_all = qq{
-SELECT count(*) FILTER (WHERE secretenv.secret_get(secret_name) = $expected_sql),
-	   count(*) FILTER (WHERE d.value = $expected_sql),
-	   count(*)
-FROM secretenv.decrypted_secrets d};
-is($standby->safe_psql('postgres', $check_all), "$nsecrets|$nsecrets|$nsecrets",
+is(secrets_decrypt_counts($standby, 'postgres', $expected_sql), "$nsecrets|$nsecrets|$nsecrets",
 	'standby: every secret decrypts with secret_get and decrypted_secrets');
 is($standby->safe_psql('postgres', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 	'0', 'standby: verify_secrets() finds no failing row');
 
 # Rotation: both servers get current=2, previous=1.
-write_keys($primary, keys_v2());
-write_keys($standby, keys_v2());
+write_keys_file($primary, keys_v2());
+write_keys_file($standby, keys_v2());
 $primary->reload;
 $standby->reload;
 ok($primary->poll_query_until('postgres', 'SELECT secretenv.current_kek_version()', '2'),
@@ -148,7 +112,7 @@ $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres',
 		'SELECT count(*) FILTER (WHERE kek_version = 2), count(*) FROM secretenv.secrets'),
 	"$nsecrets|$nsecrets", 'standby: every row at KEK version 2 after replay');
-is($standby->safe_psql('postgres', $check_all), "$nsecrets|$nsecrets|$nsecrets",
+is(secrets_decrypt_counts($standby, 'postgres', $expected_sql), "$nsecrets|$nsecrets|$nsecrets",
 	'standby: every secret decrypts after the rotation');
 is($standby->safe_psql('postgres', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 	'0', 'standby: verify_secrets() clean after the rotation');
@@ -191,7 +155,7 @@ for my $w (
 	[ 'secret_rotate_all', q{SELECT secretenv.secret_rotate_all()} ],
 	[ 'UPDATE', q{UPDATE secretenv.secrets SET description = 'x'} ])
 {
-	($out, $err) = psql_err($standby, $w->[1]);
+	($out, $err) = run_sql($standby, 'postgres', $w->[1]);
 	like($err, qr/ERROR:  25006:/, "standby: $w->[0] refused with 25006 (read_only_sql_transaction)");
 }
 is($standby->safe_psql('postgres',

@@ -16,6 +16,9 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 use Time::HiRes qw(time);
 
 my $t0 = time;
@@ -24,42 +27,18 @@ my $pass2 = 'dump-restore-passphrase-v2-ghijklmnopqrstuv';
 my $wrong = 'a-different-passphrase-entirely-0123456789';
 my $nsecrets = 40;
 
-sub keys_conf
-{
-	my ($current, $previous) = @_;
-	return "shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_passphrase = '$current'\nsecretenv.kek_version = 2\n"
-	  . "secretenv.kek_previous_passphrase = '$previous'\nsecretenv.kek_previous_version = 1\n";
-}
-
-sub psql_err
-{
-	my ($node, $db, $sql) = @_;
-	my ($out, $err) = ('', '');
-	$node->psql(
-		$db, $sql,
-		stdout        => \$out,
-		stderr        => \$err,
-		on_error_stop => 1,
-		extra_params  => [ '-v', 'VERBOSITY=verbose' ]);
-	return ($out, $err);
-}
-
+# A started node with secretenv preloaded and $conf.
 sub new_node
 {
 	my ($name, $conf) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-	$node->append_conf('postgresql.conf', $conf);
+	my $node = new_secretenv_node($name, conf => $conf);
 	$node->start;
 	return $node;
 }
 
 # Source: secrets under KEK version 1, then version 2 current with 1 as
 # previous and more secrets, not rotated: the dump holds both versions.
-my $src = new_node('source',
-	"shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n");
+my $src = new_node('source', kek_settings($pass1, 1));
 $src->safe_psql('postgres', 'CREATE DATABASE appdb');
 $src->safe_psql(
 	'appdb', qq{
@@ -76,7 +55,7 @@ INSERT INTO app.tokens
 SELECT 'tok-' || i, 'token ' || i, secretenv.secret_encrypt('token-value-' || i, 'tok-' || i, 'token ' || i)
 FROM generate_series(1, 5) i;
 });
-$src->append_conf('postgresql.conf', keys_conf($pass2, $pass1));
+$src->append_conf('postgresql.conf', kek_settings($pass2, 2, $pass1, 1));
 $src->reload;
 ok($src->poll_query_until('appdb', 'SELECT secretenv.current_kek_version()', '2'),
 	'source reloaded: current KEK version 2, previous 1');
@@ -96,12 +75,7 @@ my $expected_sql =
   q{CASE WHEN secret_name = 'dump-json'
 		THEN jsonb_build_object('user', 'svc', 'password', 'pw-' || md5('json'))::text
 		ELSE 'dump-' || md5(secret_name) || repeat(chr(1046), substr(secret_name, 6)::int % 5) END};
-my $check_all = qq{
-SELECT count(*) FILTER (WHERE secretenv.secret_get(secret_name) = $expected_sql),
-	   count(*) FILTER (WHERE d.value = $expected_sql),
-	   count(*)
-FROM secretenv.decrypted_secrets d};
-is($src->safe_psql('appdb', $check_all), "$nsecrets|$nsecrets|$nsecrets",
+is(secrets_decrypt_counts($src, 'appdb', $expected_sql), "$nsecrets|$nsecrets|$nsecrets",
 	'source: every secret decrypts to its value');
 
 my $rows_sql = q{SELECT md5(string_agg(concat_ws('|', secret_id, secret_name, encode(encrypted_value, 'hex'),
@@ -127,14 +101,14 @@ unlike($plain, qr/\Q$pass1\E|\Q$pass2\E/, 'the dump holds no passphrase');
 
 ###########################################################################
 # Restore into a fresh cluster with the same KEK configuration.
-my $same = new_node('same_keys', keys_conf($pass2, $pass1));
+my $same = new_node('same_keys', kek_settings($pass2, 2, $pass1, 1));
 $same->safe_psql('postgres', 'CREATE DATABASE appdb');
 $same->command_ok([ 'pg_restore', '--exit-on-error', '-d', $same->connstr('appdb'), "$tmp/appdb.dump" ],
 	'same keys: pg_restore succeeds');
 
 is($same->safe_psql('appdb', $rows_sql), $src_rows,
 	'same keys: every stored row restored byte for byte');
-is($same->safe_psql('appdb', $check_all), "$nsecrets|$nsecrets|$nsecrets",
+is(secrets_decrypt_counts($same, 'appdb', $expected_sql), "$nsecrets|$nsecrets|$nsecrets",
 	'same keys: every secret decrypts (secret_get and decrypted_secrets)');
 is($same->safe_psql('appdb', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 	'0', 'same keys: verify_secrets() finds no failing row');
@@ -161,7 +135,7 @@ for my $case (
 		q{SET session_replication_role = replica; UPDATE secretenv.secrets SET secret_name = 'x' WHERE secret_name = 'dump-3'} ],
 	[ 'rename in the application table', q{UPDATE app.tokens SET name = 'renamed' WHERE id = 'tok-1'} ])
 {
-	($out, $err) = psql_err($same, 'appdb', $case->[1]);
+	($out, $err) = run_sql($same, 'appdb', $case->[1]);
 	like($err, qr/ERROR:  23S01:/, "same keys: $case->[0] refused with 23S01, as superuser");
 }
 is($same->safe_psql('appdb', $rows_sql), $src_rows, 'same keys: nothing was changed');
@@ -175,7 +149,7 @@ is($same->safe_psql('appdb', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 
 ###########################################################################
 # Restore into a cluster with a different passphrase (plain format).
-my $other = new_node('other_keys', keys_conf($wrong, $pass1 . '-not'));
+my $other = new_node('other_keys', kek_settings($wrong, 2, $pass1 . '-not', 1));
 $other->safe_psql('postgres', 'CREATE DATABASE appdb');
 ($out, $err) = ('', '');
 my $ok = IPC::Run::run(
@@ -187,7 +161,7 @@ unlike($err, qr/ERROR/, 'other keys: no error during the restore');
 is($other->safe_psql('appdb', $rows_sql), $src_rows,
 	'other keys: every stored row restored byte for byte');
 
-($out, $err) = psql_err($other, 'appdb', q{SELECT secretenv.secret_get('dump-1')});
+($out, $err) = run_sql($other, 'appdb', q{SELECT secretenv.secret_get('dump-1')});
 like($err, qr/WARNING:  22S02: the configured KEK of version 2 does not open existing secrets/,
 	'other keys: the first call warns that the KEK of version 2 does not open the rows');
 like($err, qr/WARNING:  22S02: the configured KEK of version 1 does not open existing secrets/,
@@ -202,13 +176,13 @@ unlike($err, qr/\Q$wrong\E|\Q$pass1\E|dump-[0-9a-f]{32}/, 'other keys: no passph
 my $failures = 0;
 for my $name ('dump-2', 'dump-' . ($nsecrets - 1), 'dump-json')
 {
-	($out, $err) = psql_err($other, 'appdb', qq{SELECT secretenv.secret_get('$name')});
+	($out, $err) = run_sql($other, 'appdb', qq{SELECT secretenv.secret_get('$name')});
 	$failures++ if $err =~ /ERROR:  22S02:/ && $out eq '';
 }
 is($failures, 3, 'other keys: secret_get of rows of both versions and of a JSON secret fails with 22S02');
-($out, $err) = psql_err($other, 'appdb', q{SELECT count(value) FROM secretenv.decrypted_secrets});
+($out, $err) = run_sql($other, 'appdb', q{SELECT count(value) FROM secretenv.decrypted_secrets});
 like($err, qr/ERROR:  22S02:/, 'other keys: decrypted_secrets fails with 22S02');
-($out, $err) = psql_err($other, 'appdb', q{SELECT secretenv.secret_decrypt(env, id, name) FROM app.tokens});
+($out, $err) = run_sql($other, 'appdb', q{SELECT secretenv.secret_decrypt(env, id, name) FROM app.tokens});
 like($err, qr/ERROR:  22S02:/, 'other keys: the application table fails with 22S02');
 
 is($other->safe_psql('appdb',
@@ -231,7 +205,7 @@ $other->append_conf('postgresql.conf', "secretenv.kek_version = 3\nsecretenv.kek
 $other->reload;
 ok($other->poll_query_until('appdb', 'SELECT secretenv.current_kek_version()', '3'),
 	'other keys: reconfigured with current version 3');
-($out, $err) = psql_err($other, 'appdb', 'SELECT secretenv.secret_rotate_all()');
+($out, $err) = run_sql($other, 'appdb', 'SELECT secretenv.secret_rotate_all()');
 like($err, qr/ERROR:  22S04: .*version 1\b/, 'other keys: rotation refuses (22S04), naming version 1 which has no KEK');
 $other->append_conf('postgresql.conf', "secretenv.kek_previous_version = 1\nsecretenv.kek_previous_passphrase = '$wrong'\n");
 $other->safe_psql('appdb', q{DELETE FROM secretenv.secrets WHERE kek_version = 2});
@@ -239,18 +213,18 @@ $other->reload;
 ok($other->poll_query_until('appdb', q{SELECT secretenv.kek_is_configured(1)}, 't'),
 	'other keys: reconfigured with a (wrong) previous KEK for version 1');
 my $before = $other->safe_psql('appdb', $rows_sql);
-($out, $err) = psql_err($other, 'appdb', 'SELECT secretenv.secret_rotate_all()');
+($out, $err) = run_sql($other, 'appdb', 'SELECT secretenv.secret_rotate_all()');
 like($err, qr/ERROR:  22S02:/, 'other keys: rotation under a wrong previous KEK fails with 22S02');
 is($other->safe_psql('appdb', $rows_sql), $before, 'other keys: the failed rotation changed nothing');
 
 # Restored with no passphrase at all: the development-passphrase hint.
-my $nokeys = new_node('no_keys', "shared_preload_libraries = 'secretenv'\n");
+my $nokeys = new_node('no_keys', '');
 $nokeys->safe_psql('postgres', 'CREATE DATABASE appdb');
 $nokeys->command_ok([ 'pg_restore', '--exit-on-error', '-d', $nokeys->connstr('appdb'), "$tmp/appdb.dump" ],
 	'no keys: pg_restore succeeds');
-($out, $err) = psql_err($nokeys, 'appdb', q{SELECT secretenv.secret_get('dump-1')});
+($out, $err) = run_sql($nokeys, 'appdb', q{SELECT secretenv.secret_get('dump-1')});
 like($err, qr/ERROR:  22S0[24]:/, 'no keys: secret_get fails with 22S02 or 22S04');
-($out, $err) = psql_err($nokeys, 'appdb',
+($out, $err) = run_sql($nokeys, 'appdb',
 	q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name) FROM secretenv.secrets WHERE kek_version = 1 LIMIT 1});
 like($err, qr/ERROR:  22S02: .*\n(.*\n)*HINT:  .*development passphrase/,
 	'no keys: a version-1 row fails with 22S02 and the development-passphrase hint');

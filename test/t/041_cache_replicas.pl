@@ -14,16 +14,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $keys = q{
-shared_preload_libraries = 'secretenv'
 secretenv.kek_passphrase = 'replicas-test-passphrase-0123456789-abcdef'
 secretenv.cache_ttl = 300
 };
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 'logical', extra => [ '--encoding=UTF8', '--no-locale' ]);
-$primary->append_conf('postgresql.conf', $keys);
+my $primary = new_secretenv_node('primary', allows_streaming => 'logical', conf => $keys);
 $primary->start;
 $primary->safe_psql('postgres', q{
 	CREATE EXTENSION secretenv;
@@ -36,9 +36,7 @@ my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'b1', has_streaming => 1);
 $standby->start;
 
-my $subscriber = PostgreSQL::Test::Cluster->new('subscriber');
-$subscriber->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$subscriber->append_conf('postgresql.conf', $keys);
+my $subscriber = new_secretenv_node('subscriber', conf => $keys);
 $subscriber->start;
 $subscriber->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 my $connstr = $primary->connstr . ' dbname=postgres';

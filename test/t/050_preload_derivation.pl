@@ -19,7 +19,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $pass1 = 'preload-test-passphrase-one-6b1f0c2e9d8a7f3e5c4b';
 my $pass2 = 'preload-test-passphrase-two-0d9e8f7a6b5c4d3e2f1a-of-another-length';
@@ -27,17 +29,6 @@ my $value1 = 'value-under-version-one-8c2d';
 my $value2 = 'value-under-version-two-4e7a';
 
 my $n_connections = 5;    # new connections checked per node
-
-# Run one statement in a background session; never dies.
-sub sq
-{
-	my ($s, $sql) = @_;
-	$s->{stderr} = '';
-	my $out = $s->query($sql);
-	my $err = $s->{stderr};
-	$err =~ s/^\s+|\s+$//g;
-	return wantarray ? ($out, $err) : $out;
-}
 
 # In a new connection: decrypt once, then report how many PBKDF2 derivations
 # this backend ran (key_config() counts them per process).  Returns the
@@ -69,13 +60,9 @@ sub decrypt_sql
 sub make_node
 {
 	my ($name, $preload) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-	$node->append_conf('postgresql.conf',
-		    ($preload ? "shared_preload_libraries = 'secretenv'\n" : '')
-		  . "secretenv.kek_passphrase = '$pass1'\n"
-		  . "secretenv.kek_version = 1\n"
-		  . "max_connections = 20\n");
+	my $node = new_secretenv_node($name,
+		preload => $preload,
+		conf => kek_settings($pass1, 1) . "max_connections = 20\n");
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 	$node->safe_psql('postgres',
@@ -83,80 +70,41 @@ sub make_node
 	return $node;
 }
 
-# Poll until a new connection sees the configuration generation we wrote.
-sub wait_generation
-{
-	my ($node, $gen) = @_;
-	$node->poll_query_until('postgres',
-		"SELECT current_setting('secretenv_test.generation', true) = '$gen'")
-	  or die "reload to generation $gen not seen";
-}
-
 ###########################################################################
 # Preloaded node: the first decrypt of a new connection runs no PBKDF2.
-###########################################################################
-my $pre = make_node('preloaded', 1);
-
-is($pre->safe_psql('postgres', decrypt_sql('bench')),
-	$value1, 'preloaded: decrypt returns the stored value');
-is($pre->safe_psql('postgres', "SELECT secretenv.status()->>'preloaded'"),
-	'true', 'preloaded: status() reports preload');
-is(derivations_per_connection($pre, decrypt_sql('bench')),
-	join(',', (0) x $n_connections),
-	"preloaded: $n_connections new connections each decrypt with 0 PBKDF2 runs of their own");
-
-###########################################################################
 # Node without preload: every new connection derives the KEK on first use.
 ###########################################################################
+my $pre = make_node('preloaded', 1);
 my $lazy = make_node('lazy', 0);
-
-is($lazy->safe_psql('postgres', decrypt_sql('bench')),
-	$value1, 'not preloaded: decrypt returns the stored value');
-is($lazy->safe_psql('postgres', "SELECT secretenv.status()->>'preloaded'"),
-	'false', 'not preloaded: status() says so');
-is(derivations_per_connection($lazy, decrypt_sql('bench')),
-	join(',', (1) x $n_connections),
-	"not preloaded: $n_connections new connections each run one PBKDF2 on their first decrypt");
+for my $case ([ $pre, 'preloaded', 'true', 0 ], [ $lazy, 'not preloaded', 'false', 1 ])
+{
+	my ($node, $what, $preloaded, $derivations) = @$case;
+	is($node->safe_psql('postgres', decrypt_sql('bench')),
+		$value1, "$what: decrypt returns the stored value");
+	is($node->safe_psql('postgres', "SELECT secretenv.status()->>'preloaded'"),
+		$preloaded, "$what: status() reports preloaded = $preloaded");
+	is(derivations_per_connection($node, decrypt_sql('bench')),
+		join(',', ($derivations) x $n_connections),
+		"$what: $n_connections new connections each run $derivations PBKDF2 of their own on their first decrypt");
+}
 $lazy->stop;
 
 ###########################################################################
 # Reload: new passphrase and version reach an existing backend.
 ###########################################################################
 my $s = $pre->background_psql('postgres', on_error_stop => 0);
-sq($s, '\set VERBOSITY verbose');
-my $pid = sq($s, 'SELECT pg_backend_pid()');
-is(sq($s, decrypt_sql('bench')),
+session_query($s, '\set VERBOSITY verbose');
+my $pid = session_query($s, 'SELECT pg_backend_pid()');
+is(session_query($s, decrypt_sql('bench')),
 	$value1, 'existing session decrypts the v1 row before the reload');
-is(sq($s, 'SELECT secretenv.current_kek_version()'),
+is(session_query($s, 'SELECT secretenv.current_kek_version()'),
 	'1', 'existing session starts on version 1');
 
-# Wait until the session itself has applied the reload of generation $gen.
-sub session_sees
-{
-	my ($gen) = @_;
-	for (1 .. 100)
-	{
-		return 1
-		  if sq($s, "SELECT current_setting('secretenv_test.generation', true)")
-		  eq $gen;
-		Time::HiRes::sleep(0.1);
-	}
-	return 0;
-}
-
-$pre->append_conf('postgresql.conf',
-	    "secretenv.kek_passphrase = '$pass2'\n"
-	  . "secretenv.kek_version = 2\n"
-	  . "secretenv.kek_previous_passphrase = '$pass1'\n"
-	  . "secretenv.kek_previous_version = 1\n"
-	  . "secretenv_test.generation = 2\n");
-$pre->reload;
-wait_generation($pre, 2);
-
-ok(session_sees(2), 'existing session applied the reload, without restart');
-is(sq($s, 'SELECT secretenv.current_kek_version()'),
+ok(reload_generation($pre, kek_settings($pass2, 2, $pass1, 1), 2, $s),
+	'existing session applied the reload, without restart');
+is(session_query($s, 'SELECT secretenv.current_kek_version()'),
 	'2', 'existing session sees kek_version 2');
-is(sq($s, 'SELECT pg_backend_pid()'), $pid, 'it is still the same backend');
+is(session_query($s, 'SELECT pg_backend_pid()'), $pid, 'it is still the same backend');
 
 # A row written now, by another connection, is wrapped under version 2.
 $pre->safe_psql('postgres',
@@ -166,13 +114,13 @@ is( $pre->safe_psql('postgres',
 	'2',
 	'a row created after the reload is wrapped under version 2');
 
-my ($out, $err) = sq($s, decrypt_sql('after_reload'));
+my ($out, $err) = session_query($s, decrypt_sql('after_reload'));
 is($out, $value2, 'existing session decrypts a row written under the new KEK');
 is($err, '', '... with no warning or error');
-($out, $err) = sq($s, decrypt_sql('bench'));
+($out, $err) = session_query($s, decrypt_sql('bench'));
 is($out, $value1, 'existing session still decrypts the v1 row through the previous KEK');
 is($err, '', '... with no warning or error');
-is(sq($s, "SELECT secretenv.secret_get('after_reload')"),
+is(session_query($s, "SELECT secretenv.secret_get('after_reload')"),
 	$value2, 'existing session: secret_get of the v2 row');
 
 # The postmaster re-derived at reload: new connections still pay nothing, for
@@ -190,19 +138,14 @@ is(derivations_per_connection($pre, decrypt_sql('bench')),
 # setting: the current KEK must survive it.
 is($pre->safe_psql('postgres', 'SELECT secretenv.secret_rotate_all()'),
 	'1', 'rotation re-wraps the one v1 row');
-$pre->append_conf('postgresql.conf',
-	    "secretenv.kek_previous_passphrase = ''\n"
-	  . "secretenv.kek_previous_version = 0\n"
-	  . "secretenv_test.generation = 3\n");
-$pre->reload;
-wait_generation($pre, 3);
-ok(session_sees(3), 'existing session applied the reload removing the previous KEK');
-is(sq($s, 'SELECT secretenv.kek_is_configured(1)'),
+ok( reload_generation(
+		$pre, "secretenv.kek_previous_passphrase = ''\nsecretenv.kek_previous_version = 0\n", 3, $s), 'existing session applied the reload removing the previous KEK');
+is(session_query($s, 'SELECT secretenv.kek_is_configured(1)'),
 	'f', 'existing session: version 1 no longer configured');
-($out, $err) = sq($s, decrypt_sql('bench'));
+($out, $err) = session_query($s, decrypt_sql('bench'));
 is($out, $value1, 'existing session: the rotated row decrypts under version 2');
 is($err, '', '... with no warning or error');
-($out, $err) = sq($s, decrypt_sql('after_reload'));
+($out, $err) = session_query($s, decrypt_sql('after_reload'));
 is($out, $value2, 'existing session: the v2 row still decrypts after the key change');
 is($err, '', '... with no warning or error');
 my ($rc, $nout, $nerr) = $pre->psql('postgres', decrypt_sql('after_reload'));
@@ -211,26 +154,23 @@ is($nerr, '', '... with no warning or error');
 
 # A reload that rewrites the same key settings changes nothing: every row
 # still decrypts, in the existing session and in new connections.
-$pre->append_conf('postgresql.conf', "secretenv_test.generation = 4\n");
-$pre->reload;
-wait_generation($pre, 4);
-ok(session_sees(4), 'existing session applied a reload that left the keys alone');
-($out, $err) = sq($s, decrypt_sql('after_reload'));
+ok(reload_generation($pre, '', 4, $s), 'existing session applied a reload that left the keys alone');
+($out, $err) = session_query($s, decrypt_sql('after_reload'));
 is($out, $value2, 'unchanged reload: existing session still decrypts the v2 row');
 is($err, '', '... with no warning or error');
-($out, $err) = sq($s, decrypt_sql('bench'));
+($out, $err) = session_query($s, decrypt_sql('bench'));
 is($out, $value1, 'unchanged reload: existing session still decrypts the rotated row');
 ($rc, $nout, $nerr) = $pre->psql('postgres', decrypt_sql('after_reload'));
 is($nout, $value2, 'unchanged reload: a new connection decrypts the v2 row');
 is($nerr, '', '... with no warning or error');
 
 # An envelope still under version 1 is now refused in the existing session.
-(undef, $err) = sq($s,
+(undef, $err) = session_query($s,
 	"SELECT secretenv.secret_decrypt('\\x00'::bytea, decode(repeat('00', 60), 'hex'), 1, 'id', 'n')"
 );
 like($err, qr/ERROR:  22S04: no KEK is configured for version 1/,
 	'existing session: a version-1 envelope is refused with 22S04 once the previous KEK is removed');
-is(sq($s, 'SELECT pg_backend_pid()'), $pid,
+is(session_query($s, 'SELECT pg_backend_pid()'), $pid,
 	'all of it happened in one backend, without a restart');
 $s->quit;
 

@@ -25,6 +25,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use Time::HiRes qw(time sleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $pass1 = 'rotation-test-passphrase-v1-3f9c2a7e1b6d4c8a0e5f';
 my $pass2 = 'rotation-test-passphrase-v2-9a1e7c3b5d2f8e4a6c0b';
@@ -32,13 +35,8 @@ my $pass3 = 'rotation-test-passphrase-v3-5c8e2a4f6b1d9e3c7a0f';
 my $nrows = 30;
 my $nreaders = 3;
 
-my $node = PostgreSQL::Test::Cluster->new('rotation');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	    "shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_passphrase = '$pass1'\n"
-	  . "secretenv.kek_version = 1\n"
-	  . "secretenv_test.generation = 1\n");
+my $node = new_secretenv_node('rotation',
+	conf => kek_settings($pass1, 1) . "secretenv_test.generation = 1\n");
 $node->start;
 
 $node->safe_psql(
@@ -131,24 +129,10 @@ sub set_phase
 	$node->safe_psql('postgres', "UPDATE test.phase SET phase = $phase");
 }
 
-sub reload_to
-{
-	my ($gen, $conf) = @_;
-	$node->append_conf('postgresql.conf', $conf . "secretenv_test.generation = $gen\n");
-	$node->reload;
-	$node->poll_query_until('postgres',
-		"SELECT current_setting('secretenv_test.generation', true) = '$gen'")
-	  or die "reload $gen not seen";
-}
-
 ok(wait_readers(0, 'kek_seen = 1'), 'phase 0: every reader reads under KEK v1');
 
 # Step 1: the new KEK becomes current, the old one previous.
-reload_to(2,
-	    "secretenv.kek_passphrase = '$pass2'\n"
-	  . "secretenv.kek_version = 2\n"
-	  . "secretenv.kek_previous_passphrase = '$pass1'\n"
-	  . "secretenv.kek_previous_version = 1\n");
+reload_generation($node, kek_settings($pass2, 2, $pass1, 1), 2);
 set_phase(1);
 ok(wait_readers(1, 'kek_seen = 2 AND previous_seen'),
 	'phase 1: every reader applied the reload (current v2, previous v1) and keeps reading');
@@ -166,9 +150,7 @@ set_phase(2);
 ok(wait_readers(2), 'phase 2: every reader keeps reading after the rotation');
 
 # Step 3: retire the previous KEK.
-reload_to(3,
-	    "secretenv.kek_previous_passphrase = ''\n"
-	  . "secretenv.kek_previous_version = 0\n");
+reload_generation($node, "secretenv.kek_previous_passphrase = ''\nsecretenv.kek_previous_version = 0\n", 3);
 set_phase(3);
 ok(wait_readers(3, 'kek_seen = 2 AND NOT previous_seen'),
 	'phase 3: every reader applied the reload without the previous KEK and keeps reading');
@@ -221,11 +203,7 @@ my $fingerprint =
 # Put back the row as version 1 wrote it; make v3 current, v2 previous.
 $node->safe_psql('postgres',
 	'INSERT INTO secretenv.secrets SELECT * FROM saved_legacy');
-reload_to(4,
-	    "secretenv.kek_passphrase = '$pass3'\n"
-	  . "secretenv.kek_version = 3\n"
-	  . "secretenv.kek_previous_passphrase = '$pass2'\n"
-	  . "secretenv.kek_previous_version = 2\n");
+reload_generation($node, kek_settings($pass3, 3, $pass2, 2), 4);
 
 my $before = $node->safe_psql('postgres', $fingerprint);
 ($rc, $out, $err) = $node->psql(
@@ -243,9 +221,7 @@ is( $node->safe_psql('postgres',
 	'refusal: the rotatable version-2 rows were not rotated either');
 
 # Two versions missing: both are named.
-reload_to(5,
-	    "secretenv.kek_previous_passphrase = ''\n"
-	  . "secretenv.kek_previous_version = 0\n");
+reload_generation($node, "secretenv.kek_previous_passphrase = ''\nsecretenv.kek_previous_version = 0\n", 5);
 $before = $node->safe_psql('postgres', $fingerprint);
 ($rc, $out, $err) = $node->psql(
 	'postgres', 'SELECT secretenv.secret_rotate_all()',

@@ -95,14 +95,10 @@ my $statements = 0;
 sub as_role
 {
 	my ($role, $sql) = @_;
-	my ($stdout, $stderr);
 	$statements++;
-	$node->psql(
-		'postgres', $sql,
-		stdout => \$stdout,
-		stderr => \$stderr,
+	my ($stdout, $stderr) = run_sql($node, 'postgres', $sql,
 		extra_params => [ '-U', $role, '-v', 'VERBOSITY=verbose' ]);
-	return ($stdout // '') . "\n" . ($stderr // '');
+	return "$stdout\n$stderr";
 }
 
 ###########################################################################
@@ -250,18 +246,7 @@ for my $stmt (grep { /\S/ } split /\n/, $surface)
 }
 
 # A reload that changes the passphrase and the version, then rotation.
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$secret{pass2}'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$secret{pass1}'
-secretenv.kek_previous_version = 1
-secretenv_test.generation = 2
-});
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('secretenv_test.generation', true) = '2'")
-  or die 'reload not seen';
+reload_generation($node, kek_settings($secret{pass2}, 2, $secret{pass1}, 1), 2);
 for my $stmt (
 	"SELECT secretenv.secret_rotate_all()",
 	"SELECT secretenv.secret_get('db_password')",
@@ -294,10 +279,9 @@ like($log, qr/statement: SELECT secretenv\.status\(\)/,
 ###########################################################################
 # Without preload: the WARNING of _PG_init.
 ###########################################################################
-my $lazy = PostgreSQL::Test::Cluster->new('lazy');
-$lazy->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$lazy->append_conf('postgresql.conf',
-	"secretenv.kek_passphrase = '$secret{pass1}'\nlog_min_messages = debug1\n");
+my $lazy = new_secretenv_node('lazy',
+	preload => 0,
+	conf => "secretenv.kek_passphrase = '$secret{pass1}'\nlog_min_messages = debug1\n");
 $lazy->start;
 $lazy->safe_psql('postgres', 'CREATE ROLE plain LOGIN');
 my ($rc, $out, $stderr) = $lazy->psql('postgres', 'CREATE EXTENSION secretenv');

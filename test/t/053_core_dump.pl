@@ -58,13 +58,7 @@ $node->start;
 # A row under each version: v1 first, then make v2 current and v1 previous.
 $node->safe_psql('postgres',
 	"CREATE EXTENSION secretenv; SELECT secretenv.secret_create('v1_row', 'value-under-v1')");
-$node->append_conf(
-	'postgresql.conf', qq{
-secretenv.kek_passphrase = '$pass2'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$pass1'
-secretenv.kek_previous_version = 1
-});
+$node->append_conf('postgresql.conf', kek_settings($pass2, 2, $pass1, 1));
 $node->restart;
 my $wrapped_hex = $node->safe_psql(
 	'postgres', q{
@@ -84,20 +78,13 @@ like($kek{$_}, qr/^[0-9a-f]{64}$/, "KEK v$_ computed independently") for (1, 2);
 
 my $s = $node->background_psql('postgres', on_error_stop => 0);
 
-# Run SQL in the session; returns stdout; stderr is in $s->{stderr}.
-sub sq
-{
-	my ($sql) = @_;
-	$s->{stderr} = '';
-	return scalar $s->query($sql);
-}
-my $pid = sq('SELECT pg_backend_pid()');
-is( sq(
+my $pid = session_query($s, 'SELECT pg_backend_pid()');
+is( session_query($s,
 		"SELECT string_agg(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name), ',' ORDER BY secret_name) FROM secretenv.secrets"
 	),
 	'value-under-v1,value-under-v2',
 	'the session decrypts under both KEKs (both derived and in use)');
-is(sq("SELECT secretenv.status()->>'preloaded'"),
+is(session_query($s, "SELECT secretenv.status()->>'preloaded'"),
 	'true', 'preloaded');
 
 ###########################################################################
@@ -244,7 +231,7 @@ sub check_cores
 }
 
 check_cores('settings', $pid, $wrapped_hex, 0);
-is(sq("SELECT secretenv.secret_get('v2_row')"),
+is(session_query($s, "SELECT secretenv.secret_get('v2_row')"),
 	'value-under-v2', 'the dumped backend carries on');
 
 ###########################################################################
@@ -258,11 +245,10 @@ sub rss_kb
 }
 sub contexts_bytes
 {
-	return sq(
-		'SELECT sum(total_bytes) FROM pg_backend_memory_contexts');
+	return scalar session_query($s, 'SELECT sum(total_bytes) FROM pg_backend_memory_contexts');
 }
 
-sq(
+session_query($s,
 	q{CREATE FUNCTION fail_decrypts(n int, wrong_kek bool) RETURNS int LANGUAGE plpgsql AS $$
 DECLARE
 	r record;
@@ -287,13 +273,13 @@ BEGIN
 END $$});
 
 # Warm up: caches, allocator, plpgsql.
-is(sq('SELECT fail_decrypts(1000, false) + fail_decrypts(200, true)'),
+is(session_query($s, 'SELECT fail_decrypts(1000, false) + fail_decrypts(200, true)'),
 	'1200', 'warm-up: 1 200 decrypts fail as intended');
 my ($rss0, $ctx0) = (rss_kb(), contexts_bytes());
 
-is(sq('SELECT fail_decrypts(10000, false)'),
+is(session_query($s, 'SELECT fail_decrypts(10000, false)'),
 	'10000', '10 000 decrypts with a wrong AAD fail (22S03), caught one by one');
-is(sq('SELECT fail_decrypts(2000, true)'),
+is(session_query($s, 'SELECT fail_decrypts(2000, true)'),
 	'2000', '2 000 decrypts with a corrupted wrapped DEK fail (22S02)');
 my ($rss1, $ctx1) = (rss_kb(), contexts_bytes());
 
@@ -302,7 +288,7 @@ my $script = "$tmp/fail.sql";
 PostgreSQL::Test::Utils::append_to_file($script,
 	"SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, 'wrong') FROM secretenv.secrets WHERE secret_name = 'v2_row';\n"
 	  x 500);
-sq("\\set VERBOSITY sqlstate\n\\i $script\n\\set VERBOSITY default");
+session_query($s, "\\set VERBOSITY sqlstate\n\\i $script\n\\set VERBOSITY default");
 my $n_err = () = $s->{stderr} =~ /ERROR:  22S03/g;
 is($n_err, 500, '500 failing top-level statements each raised 22S03');
 my ($rss2, $ctx2) = (rss_kb(), contexts_bytes());
@@ -337,8 +323,8 @@ unlike(slurp_file($conf), qr/\Q$pass1\E|\Q$pass2\E/, 'postgresql.conf holds no p
 $node->restart;
 
 $s = $node->background_psql('postgres', on_error_stop => 0);
-$pid = sq('SELECT pg_backend_pid()');
-is( sq(
+$pid = session_query($s, 'SELECT pg_backend_pid()');
+is( session_query($s,
 		"SELECT string_agg(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name), ',' ORDER BY secret_name) FROM secretenv.secrets"
 	),
 	'value-under-v1,value-under-v2',
@@ -354,7 +340,7 @@ sub secure_mappings
 }
 my ($n_secure, $truth) = secure_mappings($pid);
 cmp_ok($n_secure, '>=', 1, 'backend: it has secure mappings');
-is(sq("SELECT secretenv.key_config()->>'key_memory_locked'"),
+is(session_query($s, "SELECT secretenv.key_config()->>'key_memory_locked'"),
 	$truth, "backend: key_memory_locked is what /proc/PID/smaps says of its $n_secure secure mapping(s) ($truth)");
 diag("RLIMIT_MEMLOCK of the backend: "
 	  . join(' ', grep { /locked memory/ } split /\n/, slurp_file("/proc/$pid/limits")));

@@ -30,7 +30,6 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use SecretenvTest;
-use Time::HiRes qw(sleep);
 
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my $calls = "$tmp/calls.log";
@@ -193,30 +192,14 @@ like($err, qr/ERROR:  55P02/, 'ALTER SYSTEM SET of the command is refused');
 # Failure at reload, then lazily in backends.
 ###########################################################################
 my $s = $node->background_psql('postgres', on_error_stop => 0);
-sub sq
-{
-	my ($sql) = @_;
-	$s->{stderr} = '';
-	my $o = $s->query($sql);
-	return ($o, $s->{stderr});
-}
-sq('\set VERBOSITY verbose');
-($out, $err) = sq("SELECT secretenv.secret_get('cmd_2')");
+session_query($s, '\set VERBOSITY verbose');
+($out, $err) = session_query($s, "SELECT secretenv.secret_get('cmd_2')");
 is($out, 'value-2', 'existing session reads before the failing reload');
 
 # A key change (version) with a failing command.
-$node->append_conf('postgresql.conf',
-	"secretenv.kek_passphrase_command = '$fail_status %v'\nsecretenv.kek_previous_version = 1\nsecretenv_test.generation = 10\n");
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('secretenv_test.generation', true) = '10'");
-for (1 .. 100)
-{
-	my ($g) = sq("SELECT current_setting('secretenv_test.generation', true)");
-	last if $g eq '10';
-	sleep(0.1);
-}
-($out, $err) = sq("SELECT secretenv.secret_get('cmd_4')");
+reload_generation($node,
+	"secretenv.kek_passphrase_command = '$fail_status %v'\nsecretenv.kek_previous_version = 1\n", 10, $s);
+($out, $err) = session_query($s, "SELECT secretenv.secret_get('cmd_4')");
 like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 2/,
 	'reload with a failing command: the existing session\'s next call fails with 39000, naming the version');
 ok(clean($err), '... and the error does not echo the command\'s output');
@@ -231,11 +214,7 @@ ok(clean($err), '... and does not echo its output');
 for my $case ([ 'no output', $fail_silent, 11 ], [ 'empty first line', $fail_empty, 12 ])
 {
 	my ($what, $script, $gen) = @$case;
-	$node->append_conf('postgresql.conf',
-		"secretenv.kek_passphrase_command = '$script %v'\nsecretenv_test.generation = $gen\n");
-	$node->reload;
-	$node->poll_query_until('postgres',
-		"SELECT current_setting('secretenv_test.generation', true) = '$gen'");
+	reload_generation($node, "secretenv.kek_passphrase_command = '$script %v'\n", $gen);
 	($rc, $out, $err) = $node->psql('postgres', "SELECT secretenv.secret_get('cmd_4')",
 		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 2/,
@@ -244,18 +223,8 @@ for my $case ([ 'no output', $fail_silent, 11 ], [ 'empty first line', $fail_emp
 }
 
 # Fix the command: everything recovers without a restart.
-$node->append_conf('postgresql.conf',
-	"secretenv.kek_passphrase_command = '$good %v 100%%'\nsecretenv_test.generation = 13\n");
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('secretenv_test.generation', true) = '13'");
-for (1 .. 100)
-{
-	my ($g) = sq("SELECT current_setting('secretenv_test.generation', true)");
-	last if $g eq '13';
-	sleep(0.1);
-}
-($out, $err) = sq("SELECT secretenv.secret_get('cmd_4')");
+reload_generation($node, "secretenv.kek_passphrase_command = '$good %v 100%%'\n", 13, $s);
+($out, $err) = session_query($s, "SELECT secretenv.secret_get('cmd_4')");
 is($out, 'value-4', 'command fixed and reloaded: the existing session reads again');
 ($rc, $out, $err) = $node->psql('postgres', "SELECT secretenv.secret_get('cmd_5')");
 is($out, 'value-5', 'command fixed and reloaded: new connections read again');
@@ -285,10 +254,9 @@ for my $case (
 ###########################################################################
 # Without preload: the first call of a backend runs the command.
 ###########################################################################
-my $lazy = PostgreSQL::Test::Cluster->new('lazy');
-$lazy->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$lazy->append_conf('postgresql.conf',
-	"secretenv.kek_passphrase_command = '$good %v 100%%'\nsecretenv.kek_version = 1\n$loglevels");
+my $lazy = new_secretenv_node('lazy',
+	preload => 0,
+	conf => "secretenv.kek_passphrase_command = '$good %v 100%%'\nsecretenv.kek_version = 1\n$loglevels");
 $lazy->start;
 $off = calls_offset();
 ($rc, $out, $err) = $lazy->psql('postgres',

@@ -84,22 +84,11 @@ sub set_command
 	$generation++;
 	# The timeout first: a reload assigns settings in file order, and the
 	# preloaded postmaster runs the command as soon as it is assigned.
-	$node->append_conf('postgresql.conf',
+	reload_generation($node,
 		"secretenv.kek_passphrase_command_timeout = '$timeout'\n"
-		  . "secretenv.kek_passphrase_command = '$command %v'\n"
-		  . "secretenv_test.generation = $generation\n");
-	$node->reload;
-	$node->poll_query_until('postgres',
-		"SELECT current_setting('secretenv_test.generation', true) = '$generation'");
+		  . "secretenv.kek_passphrase_command = '$command %v'\n",
+		$generation);
 	return;
-}
-
-sub get
-{
-	my ($node, $sql) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', $sql,
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	return ($out, $err);
 }
 
 ###########################################################################
@@ -127,7 +116,7 @@ is(leftovers(), 0, '... and no process of the command is left');
 is($pre->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'),
 	$started, 'the server stayed up (same postmaster) and answers');
 
-my ($out, $err) = get($pre, "SELECT secretenv.secret_get('pre')");
+my ($out, $err) = run_sql($pre, 'postgres', "SELECT secretenv.secret_get('pre')");
 like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 1/,
 	'the first call that needs the KEK fails with 39000');
 like($err, qr/DETAIL:  The passphrase command failed: it timed out after 2 s and was killed\./,
@@ -137,7 +126,7 @@ like($err, qr/HINT:  Make the command finish within secretenv\.kek_passphrase_co
 is(leftovers(), 0, 'the backend killed its command too: nothing left');
 
 set_command($pre, $good, '2s');
-($out, $err) = get($pre, "SELECT secretenv.secret_get('pre')");
+($out, $err) = run_sql($pre, 'postgres', "SELECT secretenv.secret_get('pre')");
 is($out, 'pre-value', 'command fixed and reloaded: reads work again');
 
 ###########################################################################
@@ -164,9 +153,9 @@ is(leftovers(), 0, 'after the failed start no process of the command is left');
 ###########################################################################
 # Not preloaded: the first call of a backend runs the command.
 ###########################################################################
-my $lazy = PostgreSQL::Test::Cluster->new('lazy');
-$lazy->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$lazy->append_conf('postgresql.conf', "secretenv.kek_passphrase_command = '$good %v'\n");
+my $lazy = new_secretenv_node('lazy',
+	preload => 0,
+	conf => "secretenv.kek_passphrase_command = '$good %v'\n");
 $lazy->start;
 $lazy->safe_psql('postgres',
 	"CREATE EXTENSION secretenv; SELECT secretenv.secret_create('lazy', 'lazy-value')");
@@ -177,7 +166,7 @@ for my $case ([ 'hanging', $hang ],
 {
 	my ($what, $script) = @$case;
 	set_command($lazy, $script, '2');
-	($out, $err) = get($lazy, "SELECT secretenv.secret_get('lazy')");
+	($out, $err) = run_sql($lazy, 'postgres', "SELECT secretenv.secret_get('lazy')");
 	like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 1/,
 		"not preloaded, command $what: the first call fails with 39000");
 	like($err, qr/it timed out after 2 s and was killed/, '... saying it timed out');
@@ -260,7 +249,7 @@ for my $case ([ 'in the first line', $nul_first ], [ 'in a later line', $nul_lat
 {
 	my ($where, $script) = @$case;
 	set_command($lazy, $script, '2');
-	($out, $err) = get($lazy,
+	($out, $err) = run_sql($lazy, 'postgres',
 		"SELECT secretenv.secret_decrypt('$envelope'::secretenv.envelope, 'id-1', 'n-1')");
 	is($out, '', "a NUL byte $where: nothing is decrypted");
 	like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 1/,
@@ -271,7 +260,7 @@ for my $case ([ 'in the first line', $nul_first ], [ 'in a later line', $nul_lat
 
 unlink $marker;
 set_command($lazy, $long, '2');
-($out, $err) = get($lazy,
+($out, $err) = run_sql($lazy, 'postgres',
 	"SELECT secretenv.secret_decrypt('$envelope'::secretenv.envelope, 'id-1', 'n-1')");
 is($out, 'under-the-first-line', 'a long multi-line output: its first line is the passphrase');
 is(-e $marker ? slurp_file($marker) : 'missing', "seq exit 0\n",
@@ -289,7 +278,7 @@ my ($rc_limit, $out_limit, $err_limit) = $lazy->psql('limits',
 is($out, 'at-the-limit', 'a first line of 4096 bytes is a passphrase');
 
 set_command($lazy, $too_long, '2');
-($out, $err) = get($lazy,
+($out, $err) = run_sql($lazy, 'postgres',
 	"SELECT secretenv.secret_encrypt('over-the-limit', 'id-3', 'n-3')");
 like($err, qr/ERROR:  39000: could not obtain the KEK passphrase of version 1/,
 	'a first line of 4097 bytes: 39000');

@@ -30,17 +30,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 use Time::HiRes qw(usleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
 my $pass1 = 'parallel-test-passphrase-v1-6b1f0d8e2a4c9e7f3a5d';
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 my $counter = "$tmp/command_runs";
-my $command = "$tmp/passphrase.sh";
-PostgreSQL::Test::Utils::append_to_file($command, <<"EOF");
-#!/bin/sh
-echo "run for version \$1" >> '$counter'
-echo '$pass1'
-EOF
-chmod 0700, $command or die "chmod: $!";
+my $command = write_script($tmp, 'passphrase.sh', qq{echo "run for version \$1" >> '$counter'
+echo '$pass1'});
 
 sub command_runs
 {
@@ -67,10 +65,7 @@ my $summary = qq{SELECT count(*) || ' ' || count(*) FILTER (WHERE $decrypt = 'va
 sub make_node
 {
 	my ($name, $preload) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-	$node->append_conf('postgresql.conf',
-		($preload ? "shared_preload_libraries = 'secretenv'\n" : '') . qq{
+	my $node = new_secretenv_node($name, preload => $preload, conf => qq{
 secretenv.kek_passphrase_command = '$command %v'
 secretenv.kek_version = 1
 max_worker_processes = 8

@@ -230,28 +230,13 @@ $statements += 9;
 sub pgbench_run
 {
 	my ($mode, $label, $script, $expect_fail) = @_;
-	my $file = "$tmp/$label.sql";
-	PostgreSQL::Test::Utils::append_to_file($file, $script);
-	my ($out, $err) = ('', '');
-	IPC::Run::run(
-		[
-			'pgbench', '-n', '-M', $mode, '-c', '1', '-t', '2',
-			'-D', 'value=' . plaintext($label),
-			'-D', 'harmless=harmless-param-77',
-			'-h', $node->host, '-p', $node->port, '-f', $file, 'postgres'
-		],
-		'>', \$out, '2>', \$err);
 	my @n = ($script =~ /;/g);
 	$statements += 2 * scalar(@n);
-	if ($expect_fail)
-	{
-		like($err, $expect_fail, "pgbench -M $mode $label: fails as intended");
-	}
-	else
-	{
-		like($out, qr/number of transactions actually processed: 2\/2/,
-			"pgbench -M $mode $label: runs") or diag($err);
-	}
+	pgbench_check($node, $tmp, $label, $script,
+		mode => $mode,
+		value => plaintext($label),
+		harmless => 'harmless-param-77',
+		fails => $expect_fail);
 }
 
 for my $mode (qw(extended prepared))

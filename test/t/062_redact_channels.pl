@@ -30,7 +30,6 @@ use Test::More;
 use FindBin;
 use lib $FindBin::RealBin;
 use SecretenvTest;
-use IPC::Run;
 
 my $passphrase = 'PP-chan-7f3a-harbor-kek-passphrase-91c4e2';
 
@@ -41,9 +40,7 @@ sub plaintext
 	return $pt{$label} = "pt" . random_hex();
 }
 
-my $node = new_secretenv_node('channels',
-	preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
-	conf => qq{
+my $node = new_statement_text_node('channels', qq{
 secretenv.kek_passphrase = '$passphrase'
 secretenv.redact_names = 'app_store_key, app_creds'
 logging_collector = on
@@ -57,7 +54,7 @@ pgaudit.log_rows = on
 pgaudit.role = 'auditor'
 pg_stat_statements.track_planning = on
 pg_stat_statements.save = on
-} . statement_text_settings());
+});
 $node->start;
 
 my $startup = slurp_file($node->data_dir . '/log/server.log');
@@ -119,20 +116,7 @@ my @cases = (
 	[ 'error_ctas', "CREATE TABLE ctas_err AS SELECT secretenv.secret_encrypt('%s', 'bad|id', 'n')", '22023' ],
 	[ 'passphrase_set', "SET secretenv.kek_passphrase = '%s'", '55P02' ],
 );
-for my $case (@cases)
-{
-	my ($label, $template, $sqlstate) = @$case;
-	my ($rc, $out, $err) = $node->psql('postgres', sprintf($template, plaintext($label)),
-		extra_params => [ '-v', 'VERBOSITY=verbose' ]);
-	if ($sqlstate)
-	{
-		like($err, qr/ERROR:  $sqlstate:/, "$label: fails with $sqlstate");
-	}
-	else
-	{
-		is($err, '', "$label: succeeds");
-	}
-}
+run_plaintext_cases($node, \&plaintext, @cases);
 
 # SQL-level PREPARE / EXECUTE: the EXECUTE carries the plaintext.
 {
@@ -148,7 +132,7 @@ for my $case (@cases)
 # Control: the same kind of statement with redaction switched off for it
 # reaches every channel below, so the counts of 0 are not for want of
 # logging or tracking.
-my $control = 'ctl' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $control = 'ctl' . random_hex();
 $node->safe_psql('postgres',
 	"SET secretenv.redact_logs = off;\nDO \$\$BEGIN PERFORM secretenv.secret_create('c_ctl', '$control'); END\$\$;");
 
@@ -163,25 +147,10 @@ my $tmp = PostgreSQL::Test::Utils::tempdir;
 sub pgbench_run
 {
 	my ($label, $script, $expect_fail) = @_;
-	my $file = "$tmp/$label.sql";
-	PostgreSQL::Test::Utils::append_to_file($file, $script);
-	my ($out, $err) = ('', '');
-	IPC::Run::run(
-		[
-			'pgbench', '-n', '-M', 'extended', '-c', '1', '-t', '2',
-			'-D', 'value=' . plaintext($label),
-			'-D', 'harmless=unrelated-param-62',
-			'-h', $node->host, '-p', $node->port, '-f', $file, 'postgres'
-		],
-		'>', \$out, '2>', \$err);
-	if ($expect_fail)
-	{
-		like($err, $expect_fail, "pgbench $label: fails as intended");
-	}
-	else
-	{
-		like($out, qr/actually processed: 2\/2/, "pgbench $label: runs") or diag($err);
-	}
+	pgbench_check($node, $tmp, $label, $script,
+		value => plaintext($label),
+		harmless => 'unrelated-param-62',
+		fails => $expect_fail);
 }
 pgbench_run('bind_create',
 	"\\set n random(1, 2000000000)\nSELECT secretenv.secret_create('b' || :n, :value);\n");

@@ -15,12 +15,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
-my $node = PostgreSQL::Test::Cluster->new('order');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'secretenv, pgaudit, auto_explain, pg_stat_statements'
+my $node = new_secretenv_node('order',
+	preload => 'secretenv, pgaudit, auto_explain, pg_stat_statements',
+	conf => q{
 secretenv.kek_passphrase = 'PP-order-2d8e-quarry-kek-passphrase-4a6b'
 pg_stat_statements.track_utility = on
 pgaudit.log = 'read, function'
@@ -43,7 +44,7 @@ is($warnings, 1, 'wrong order: one warning, from the postmaster only');
 
 # Why: pg_stat_statements runs outside secretenv's hooks and stores the DO
 # block verbatim.
-my $pt1 = 'ord' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $pt1 = 'ord' . random_hex();
 $node->safe_psql('postgres',
 	"DO \$\$BEGIN PERFORM secretenv.secret_create('o1', '$pt1'); END\$\$");
 like($node->safe_psql('postgres', 'SELECT query FROM pg_stat_statements'),
@@ -63,7 +64,7 @@ $node->adjust_conf('postgresql.conf', 'shared_preload_libraries',
 	q{'$libdir/pg_stat_statements.so, pgaudit, auto_explain, secretenv'});
 my $offset = -s $node->logfile;
 $node->start;
-my $pt2 = 'ord' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $pt2 = 'ord' . random_hex();
 $node->safe_psql('postgres',
 	"SELECT pg_stat_statements_reset(); DO \$\$BEGIN PERFORM secretenv.secret_create('o2', '$pt2'); END\$\$");
 unlike(substr(slurp_file($node->logfile), $offset), qr/loaded after secretenv/,
@@ -106,7 +107,7 @@ like($err, qr/ERROR:  42501:/, 'redact_names is superuser-only (42501)');
 like($err, qr/ERROR:  42501:/, 'redact_logs is superuser-only (42501)');
 
 # A listed name is matched case-insensitively, in any statement.
-my $pt3 = 'ord' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $pt3 = 'ord' . random_hex();
 $node->safe_psql(
 	'postgres', qq{
 ALTER SYSTEM SET secretenv.redact_names = 'put_secret';

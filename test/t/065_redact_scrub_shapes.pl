@@ -23,7 +23,7 @@ secretenv.kek_passphrase = 'PP-shapes-8c2f-lagoon-kek-passphrase-3e9a'
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 
-my $pt = 'sh' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+my $pt = 'sh' . random_hex();
 my $n = length($pt);
 sub stars { return '*' x $_[0]; }
 sub blank { return ' ' x $_[0]; }

@@ -27,10 +27,23 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
+# Check ($what) that pgbench's backend comes to match $condition (on
+# pg_stat_activity); returns what pg_stat_activity shows as its query then.
+sub pgbench_query_when
+{
+	my ($condition, $what) = @_;
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pgbench' AND $condition"),
+		$what);
+	return $node->safe_psql('postgres',
+		"SELECT query FROM pg_stat_activity WHERE application_name = 'pgbench'");
+}
+
 for my $mode (qw(extended prepared))
 {
-	my $literal = 'act' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
-	my $bound = 'act' . join('', map { sprintf '%04x', int(rand(65536)) } 1 .. 6);
+	my $literal = 'act' . random_hex();
+	my $bound = 'act' . random_hex();
 	my $script = "$tmp/$mode.sql";
 	# After the statement pgbench sleeps (on the client side): the session
 	# is idle until the test ends pgbench.
@@ -55,22 +68,12 @@ for my $mode (qw(extended prepared))
 			'>', \$out, '2>', \$err);
 	}
 
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event = 'advisory'"),
-		"-M $mode: the statement waits on the lock");
-	is( $node->safe_psql(
-			'postgres', "SELECT query FROM pg_stat_activity WHERE application_name = 'pgbench'"),
+	is(pgbench_query_when("wait_event = 'advisory'", "-M $mode: the statement waits on the lock"),
 		$scrubbed,
 		"-M $mode: while running, the literal is overwritten and the parameter is \$1");
 
 	$locker->query_safe('SELECT pg_advisory_unlock(66)');
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'idle'"),
-		"-M $mode: the session goes idle");
-	is( $node->safe_psql(
-			'postgres', "SELECT query FROM pg_stat_activity WHERE application_name = 'pgbench'"),
+	is(pgbench_query_when("state = 'idle'", "-M $mode: the session goes idle"),
 		$scrubbed, "-M $mode: idle, the entry keeps the scrubbed text");
 	my $all = $node->safe_psql('postgres', 'SELECT string_agg(query, chr(10)) FROM pg_stat_activity');
 	unlike($all, qr/\Q$literal\E|\Q$bound\E/, "-M $mode: no backend shows either plaintext");

@@ -29,11 +29,7 @@ use Test::More;
 my $pass1 = 'upgrade-equivalence-passphrase-v1-0123456789abcdef';
 my $pass2 = 'upgrade-equivalence-passphrase-v2-fedcba9876543210';
 
-my $node = PostgreSQL::Test::Cluster->new('upgrade');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_passphrase = '$pass1'\nsecretenv.kek_version = 1\n");
+my $node = new_secretenv_node('upgrade', conf => kek_settings($pass1, 1));
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE upgraded');
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');

@@ -25,32 +25,18 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use SecretenvTest;
 
-my $node = PostgreSQL::Test::Cluster->new('squatting');
-$node->init(extra => [ '--encoding=UTF8', '--no-locale' ]);
-$node->append_conf('postgresql.conf',
-	"shared_preload_libraries = 'secretenv'\n"
-	  . "secretenv.kek_passphrase = 'squatting-test-passphrase-0123456789abcdef'\n");
+my $node = new_secretenv_node('squatting',
+	conf => "secretenv.kek_passphrase = 'squatting-test-passphrase-0123456789abcdef'\n");
 $node->start;
 for my $db (qw(squat first second legacy legacy2))
 {
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
 }
 my $installer = $node->safe_psql('postgres', 'SELECT current_user');
-
-# Run SQL; returns (stdout, stderr) with SQLSTATEs in the messages.
-sub run
-{
-	my ($db, $sql) = @_;
-	my ($out, $err) = ('', '');
-	$node->psql(
-		$db, $sql,
-		stdout        => \$out,
-		stderr        => \$err,
-		on_error_stop => 1,
-		extra_params  => [ '-v', 'VERBOSITY=verbose' ]);
-	return ($out, $err);
-}
 
 # Everything a refused install or upgrade could have left behind: the
 # extension, schema secretenv (owner, privileges) and its objects, the
@@ -81,7 +67,7 @@ sub refused
 {
 	my ($db, $sql, $message, $detail, $hint, $what) = @_;
 	my $before = $node->safe_psql($db, $state_sql);
-	my ($out, $err) = run($db, $sql);
+	my ($out, $err) = run_sql($node, $db, $sql);
 	like($err, qr/ERROR:  42501: \Q$message\E\n/, "$what: refused with 42501");
 	like($err, qr/DETAIL:  [^\n]*$detail/, "$what: the detail says why");
 	like($err, qr/HINT:  [^\n]*$hint/, "$what: the hint says what to do");
@@ -176,7 +162,7 @@ refused('squat', 'CREATE EXTENSION secretenv',
 $node->safe_psql('squat', 'DROP FUNCTION secretenv.secret_get(varchar)');
 
 # A schema of the installer that nobody else may create in is adopted.
-my ($out, $err) = run('squat', 'CREATE EXTENSION secretenv');
+my ($out, $err) = run_sql($node, 'squat', 'CREATE EXTENSION secretenv');
 is($err, '', 'a pre-existing schema owned by the installer is adopted');
 $node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
 
@@ -184,7 +170,7 @@ $node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
 # EXTENSION when someone else than its owner restores the dump.
 $node->safe_psql('postgres', 'CREATE ROLE other_superuser SUPERUSER NOLOGIN');
 $node->safe_psql('squat', 'CREATE SCHEMA secretenv AUTHORIZATION other_superuser');
-($out, $err) = run('squat', 'CREATE EXTENSION secretenv');
+($out, $err) = run_sql($node, 'squat', 'CREATE EXTENSION secretenv');
 is($err, '', 'a pre-existing schema owned by another superuser is adopted');
 $node->safe_psql('squat', 'DROP EXTENSION secretenv; DROP SCHEMA secretenv');
 
@@ -202,16 +188,16 @@ CREATE ROLE app LOGIN IN ROLE secretenv_reader, secretenv_writer;
 my $roles_before = $node->safe_psql('postgres', $state_sql);
 for my $db (qw(first second))
 {
-	($out, $err) = run($db, 'CREATE EXTENSION secretenv');
+	($out, $err) = run_sql($node, $db, 'CREATE EXTENSION secretenv');
 	is($err, '', "clean pre-existing roles: CREATE EXTENSION succeeds in database $db");
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
 		'1.1', "database $db has secretenv 1.1");
 }
-($out, $err) = run('postgres', $state_sql);
+($out, $err) = run_sql($node, 'postgres', $state_sql);
 is($out, $roles_before, 'the adopted roles kept their attributes and memberships');
 for my $db (qw(first second))
 {
-	($out, $err) = run($db,
+	($out, $err) = run_sql($node, $db,
 		qq{SET ROLE app; SELECT secretenv.secret_create('in-$db', 'value-in-$db') IS NOT NULL; SELECT secretenv.secret_get('in-$db')});
 	is($out . $err, "t\nvalue-in-$db", "a member of the roles writes and reads a secret in database $db");
 }
@@ -226,7 +212,7 @@ refused('legacy', 'ALTER EXTENSION secretenv UPDATE',
 	qr/ALTER ROLE secretenv_writer NOCREATEDB,/,
 	'upgrade from 1.0 with secretenv_writer CREATEDB');
 $node->safe_psql('postgres', 'ALTER ROLE secretenv_writer NOCREATEDB');
-($out, $err) = run('legacy', 'ALTER EXTENSION secretenv UPDATE');
+($out, $err) = run_sql($node, 'legacy', 'ALTER EXTENSION secretenv UPDATE');
 is($node->safe_psql('legacy', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
 	'1.1', 'with the attribute removed the upgrade goes through');
 

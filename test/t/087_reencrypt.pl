@@ -48,13 +48,9 @@ CREATE TABLE t_after AS SELECT secret_id, encrypted_value, wrapped_dek FROM secr
 my ($o, $e) = run_sql($node, 'postgres', "CALL secretenv.secret_reencrypt(now() + interval '1 hour')");
 like($e, qr/ERROR:  22023:/, 'a cutoff in the future is refused (22023)');
 
-my $lock = hold_row_lock($node, 'postgres', 'secretenv.secrets');
-my $run = start_sql($node, 'postgres', "CALL secretenv.secret_reencrypt('$since', 1000)");
-my $pid = wait_for_lock_waiter($node, 'postgres', 'CALL secretenv.secret_reencrypt%');
-kill 'KILL', $pid;
-finish_sql($run);
-eval { $lock->quit; };
-$node->poll_query_until('postgres', 'SELECT true') or die 'no recovery';
+my $half = start_half_way($node, 'postgres', 'secretenv.secrets', 'CALL secretenv.secret_reencrypt%',
+	sub { start_sql($node, 'postgres', "CALL secretenv.secret_reencrypt('$since', 1000)") });
+interrupt_half_way($node, 'postgres', $half, 'kill -9');
 
 my $changed_sql = q{
 SELECT count(*) FROM secretenv.secrets s JOIN t_old o USING (secret_id)

@@ -41,18 +41,12 @@ my %value = (
 $node->safe_psql(
 	'postgres', qq{
 CREATE EXTENSION secretenv;
-CREATE ROLE app_a LOGIN IN ROLE secretenv_reader, secretenv_writer;
-CREATE ROLE app_b LOGIN IN ROLE secretenv_reader, secretenv_writer;
-CREATE ROLE ops LOGIN IN ROLE secretenv_admin;
 SELECT secretenv.secret_create('app_a/db', '$value{'app_a/db'}');
 SELECT secretenv.secret_create('app_a/api', '$value{'app_a/api'}');
 SELECT secretenv.secret_create('app_b/db', '$value{'app_b/db'}');
 SELECT secretenv.secret_create('app_b/api', '{"key": "$value{'app_b/api'}"}'::jsonb);
-ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
--- starts_with, not LIKE 'app_a/%': in LIKE an underscore matches any character.
-CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
-CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
-});
+CREATE ROLE ops LOGIN IN ROLE secretenv_admin;
+} . two_tenants_sql());
 $value{'app_b/api'} = qq({"key": "$value{'app_b/api'}"});
 
 # Run SQL as a login role in a new session; returns (stdout, stderr).
@@ -61,17 +55,6 @@ sub as_role
 	my ($role, $sql) = @_;
 	return run_sql($node, 'postgres', $sql, on_error_stop => 0,
 		extra_params => [ '-U', $role, '-v', 'VERBOSITY=verbose' ]);
-}
-
-# The one error line of a failed statement, with the name replaced: the
-# same text for a hidden and for an absent secret.
-sub error_of
-{
-	my ($err, $name) = @_;
-	my @lines = map { s/^psql:[^:]*:\d+: //r } split /\n/, $err;
-	@lines = grep { /^(ERROR|DETAIL|HINT):/ } @lines;
-	s/\Q$name\E/<name>/g for @lines;
-	return join("\n", @lines);
 }
 
 my ($out, $err);
@@ -85,10 +68,10 @@ for my $pair ([ 'app_a', 'app_b' ], [ 'app_b', 'app_a' ])
 	is($out, "$value{qq{$me/db}}\n$value{qq{$me/api}}", "$me: secret_get returns its own secrets");
 	($out, $err) = as_role($me, qq{SELECT secretenv.secret_get('$other/db')});
 	is($out, '', "$me: secret_get of $other/db returns nothing");
-	is(error_of($err, "$other/db"), $absent, "$me: secret_get of $other/db fails with P0002 \"does not exist\"");
-	my $hidden_err = error_of($err, "$other/db");
+	is(error_lines($err, "$other/db"), $absent, "$me: secret_get of $other/db fails with P0002 \"does not exist\"");
+	my $hidden_err = error_lines($err, "$other/db");
 	($out, $err) = as_role($me, qq{SELECT secretenv.secret_get('$other/nonexistent')});
-	is(error_of($err, "$other/nonexistent"), $hidden_err,
+	is(error_lines($err, "$other/nonexistent"), $hidden_err,
 		"$me: a hidden secret and an absent one fail with the same error");
 
 	# secret_decrypt over the table, and the two views.
@@ -108,9 +91,9 @@ FROM secretenv.secrets ORDER BY 1});
 	is($err, '', "$me: secret_update of its own secret succeeds");
 	$value{"$me/db"} = "updated-by-$me-0123456789";
 	($out, $err) = as_role($me, qq{SELECT secretenv.secret_update('$other/db', 'overwritten-by-$me')});
-	is(error_of($err, "$other/db"), $absent, "$me: secret_update of $other/db fails with P0002 \"does not exist\"");
+	is(error_lines($err, "$other/db"), $absent, "$me: secret_update of $other/db fails with P0002 \"does not exist\"");
 	($out, $err) = as_role($me, qq{SELECT secretenv.secret_update('$other/nonexistent', 'x')});
-	is(error_of($err, "$other/nonexistent"), $absent, "$me: ... the same error as for an absent secret");
+	is(error_lines($err, "$other/nonexistent"), $absent, "$me: ... the same error as for an absent secret");
 
 	# secret_delete: the other's secret behaves as absent (false).
 	($out, $err) = as_role($me, qq{SELECT secretenv.secret_delete('$other/db'); SELECT secretenv.secret_delete('$other/nonexistent')});
@@ -205,7 +188,7 @@ SELECT secretenv.secret_get('app_a/db');
 		is(join("\n", @rows[ 0 .. 2 ]), "$value{'app_a/db'}\n$value{'app_a/db'}\n$hit",
 			"$label, $how: app_a reads app_a/db twice" . ($hit eq 't' ? ', the second time from the cache' : ''));
 				is(scalar(@rows), 3, "$label, $how: then app_b, on the same connection, gets no value for app_a/db");
-			is(error_of($err, 'app_a/db'), $absent, "$label, $how: ... but P0002 \"does not exist\"");
+			is(error_lines($err, 'app_a/db'), $absent, "$label, $how: ... but P0002 \"does not exist\"");
 	}
 }
 

@@ -1,6 +1,6 @@
 # Helpers of the key-lifecycle TAP tests (085-089): key settings by version,
-# procedures run in the background, rows held locked mid-table, and the
-# checks of a table's envelopes.
+# procedures run in the background, a reader and a writer running beside
+# them, rows held locked mid-table, and the checks of a table's envelopes.
 package LifecycleTest;
 
 use strict;
@@ -11,8 +11,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(passphrase set_keys start_sql finish_sql wait_for_lock_waiter
-  hold_row_lock generate_secrets secrets_state finished_count);
+our @EXPORT = qw(passphrase set_keys start_sql finish_sql start_load stop_load
+  wait_for_lock_waiter hold_row_lock start_half_way interrupt_half_way
+  check_resumed_run check_concurrent_runs generate_secrets secrets_state finished_count);
 
 # The passphrase of KEK version $v in these tests.
 sub passphrase
@@ -38,16 +39,18 @@ sub set_keys
 		"SELECT current_setting('secretenv.kek_version')", $cur);
 }
 
-# Run SQL through psql in the background; finish_sql() waits for it and
-# returns (exit status, stdout, stderr).  NOTICEs arrive on stderr.
+# Run SQL through psql in the background, as $user if given; finish_sql()
+# waits for it and returns (exit status, stdout, stderr).  NOTICEs arrive on
+# stderr.
 sub start_sql
 {
-	my ($node, $db, $sql) = @_;
+	my ($node, $db, $sql, $user) = @_;
 	my %run = (out => '', err => '');
+	my $connstr = $node->connstr($db) . (defined $user ? " user=$user" : '');
 	$run{h} = IPC::Run::start(
 		[
 			$node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
-			'-d', $node->connstr($db), '-c', $sql
+			'-d', $connstr, '-c', $sql
 		],
 		'<', \undef, '>', \$run{out}, '2>', \$run{err});
 	return \%run;
@@ -58,6 +61,86 @@ sub finish_sql
 	my ($run) = @_;
 	eval { $run->{h}->finish; };
 	return ($run->{h}->result(0), $run->{out}, $run->{err});
+}
+
+# A reader and a writer in database $db, run in the background while a
+# rotation runs, as PL/pgSQL loops that end when stop_load() says so.
+# Rows are named $opt{prefix}1 .. $opt{prefix}$opt{rows}, row i holding
+# 'value-' || i until the writer writes it.
+#   reads => [ statements that set v to what row i reads as ]: the reader
+#            takes random rows 201 .. rows, which the writer never touches,
+#            and counts a failure for each read that is not 'value-' || i
+#            or raises an error;
+#   write => statements that write w_value to the row named w_name: the
+#            writer writes 'written-' || k to rows 1 .. 200 in turn, and
+#            commits each write with its entry in table load_writes (name,
+#            value), for secrets_state().
+sub start_load
+{
+	my ($node, $db, %opt) = @_;
+	$node->safe_psql($db, q{
+CREATE TABLE load_stop (stop boolean);
+INSERT INTO load_stop VALUES (false);
+CREATE TABLE load_writes (name text PRIMARY KEY, value text);
+CREATE TABLE load_results (what text, n int);
+});
+	my $checks = join('',
+		map { "\t\t\t$_;\n\t\t\tIF v IS DISTINCT FROM 'value-' || i THEN failures := failures + 1; END IF;\n" }
+		  @{ $opt{reads} });
+	my $reads_per_pass = scalar @{ $opt{reads} };
+	my $reader = start_sql($node, $db, qq{
+DO \$\$
+DECLARE
+	reads int := 0;
+	failures int := 0;
+	i int;
+	v text;
+BEGIN
+	WHILE NOT (SELECT stop FROM load_stop) LOOP
+		i := 201 + floor(random() * ($opt{rows} - 200))::int;
+		BEGIN
+$checks		EXCEPTION WHEN OTHERS THEN
+			failures := failures + 1;
+		END;
+		reads := reads + $reads_per_pass;
+		PERFORM pg_sleep(0.002);
+	END LOOP;
+	INSERT INTO load_results VALUES ('reads', reads), ('failures', failures);
+END
+\$\$;});
+	my $writer = start_sql($node, $db, qq{
+DO \$\$
+DECLARE
+	k int := 0;
+	w_name text;
+	w_value text;
+BEGIN
+	WHILE NOT (SELECT stop FROM load_stop) LOOP
+		k := k + 1;
+		w_name := '$opt{prefix}' || (1 + k % 200);
+		w_value := 'written-' || k;
+		$opt{write};
+		INSERT INTO load_writes VALUES (w_name, w_value)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value;
+		COMMIT;
+		PERFORM pg_sleep(0.005);
+	END LOOP;
+	INSERT INTO load_results VALUES ('writes', k);
+END
+\$\$;});
+	return { node => $node, db => $db, reader => $reader, writer => $writer };
+}
+
+# End the reader and the writer of start_load(); returns their counts as
+# { reads => , failures => , writes => }.
+sub stop_load
+{
+	my ($load) = @_;
+	my ($node, $db) = @$load{qw(node db)};
+	$node->safe_psql($db, 'UPDATE load_stop SET stop = true');
+	finish_sql($load->{reader});
+	finish_sql($load->{writer});
+	return { map { split /\|/ } split /\n/, $node->safe_psql($db, 'SELECT what, n FROM load_results') };
 }
 
 # The pid of the backend running a statement that matches $like, once it
@@ -90,6 +173,83 @@ sub hold_row_lock
 	return $session;
 }
 
+# Start a batched run that stops half way, at the middle row of $table,
+# which a session holds locked: $start->() starts the run (a start_sql()
+# handle) and its statement matches $like.  Returns the run, its backend's
+# pid and the session, once the run waits for the lock.
+sub start_half_way
+{
+	my ($node, $db, $table, $like, $start) = @_;
+	my $lock = hold_row_lock($node, $db, $table);
+	my $run = $start->();
+	return { run => $run, pid => wait_for_lock_waiter($node, $db, $like), lock => $lock };
+}
+
+# End a run of start_half_way() as $how says: a kill -9 of its backend
+# ($how mentions "kill"; the server restarts, restart_after_crash must be
+# on), or else an immediate shutdown, then start the server again.
+sub interrupt_half_way
+{
+	my ($node, $db, $half, $how) = @_;
+	my $kill = $how =~ /kill/;
+
+	if ($kill)
+	{
+		kill 'KILL', $half->{pid};
+	}
+	else
+	{
+		$node->stop('immediate');
+	}
+	finish_sql($half->{run});
+	eval { $half->{lock}->quit; };
+	if ($kill)
+	{
+		$node->poll_query_until($db, 'SELECT true') or die 'no recovery';
+	}
+	else
+	{
+		$node->start;
+	}
+	return;
+}
+
+# After a run was interrupted ($how): the rows committed batches rotated
+# stay rotated, none is half rotated, and a second run ($start->() starts
+# it) rotates only the rest.  $state->() is "rows|rows on the new
+# version|rows that decrypt" of the $n rows.
+sub check_resumed_run
+{
+	my ($how, $n, $state, $start) = @_;
+	my ($rows, $on_new, $decrypt) = split /\|/, $state->();
+	is("$rows|$decrypt", "$n|$n", "after $how: every row decrypts (no row is half rotated)");
+	ok($on_new > 0 && $on_new < $n, "after $how: the committed batches stay rotated ($on_new rows)");
+
+	my ($rc, $out, $err) = finish_sql($start->());
+	is($rc, 0, "after $how: the run goes again");
+	is(finished_count($err), $n - $on_new, "after $how: the second run rotates only the rest");
+	is($state->(), "$n|$n|$n", "after $how and a second run: every row is on the new KEK and decrypts");
+	return;
+}
+
+# Two runs at once ($start->() starts one) both succeed and rotate each of
+# the $n rows exactly once between them; $state as for check_resumed_run.
+sub check_concurrent_runs
+{
+	my ($n, $state, $start) = @_;
+	my @runs = map { $start->() } 1 .. 2;
+	my $total = 0;
+	for my $run (@runs)
+	{
+		my ($rc, $out, $err) = finish_sql($run);
+		is($rc, 0, 'a concurrent run succeeded');
+		$total += finished_count($err);
+	}
+	is($total, $n, 'two concurrent runs rotated every row exactly once between them');
+	is($state->(), "$n|$n|$n", 'after two concurrent runs every row is on the new KEK and decrypts');
+	return;
+}
+
 # $n secrets name-1 .. name-$n with values value-1 .. value-$n, under the
 # current KEK, in one INSERT ... SELECT.
 sub generate_secrets
@@ -105,13 +265,12 @@ VACUUM ANALYZE secretenv.secrets;});
 }
 
 # "rows|rows on version $v|rows that decrypt to their expected value":
-# value-<i>, or the value $log_table (secret_name, value) says was written
-# last.  A row that does not open makes the query fail.
+# value-<i>, or the value $log_table (name, value) says was written last.  A row that does not open makes the query fail.
 sub secrets_state
 {
 	my ($node, $db, $v, $log_table) = @_;
 	my $expected = $log_table
-	  ? "COALESCE((SELECT w.value FROM $log_table w WHERE w.secret_name = s.secret_name), 'value-' || substr(s.secret_name, 6))"
+	  ? "COALESCE((SELECT w.value FROM $log_table w WHERE w.name = s.secret_name), 'value-' || substr(s.secret_name, 6))"
 	  : "'value-' || substr(s.secret_name, 6)";
 	my ($out, $err) = ('', '');
 	my $ret = $node->psql($db, qq{

@@ -3,18 +3,25 @@ package SecretenvTest;
 
 use strict;
 use warnings;
+use Encode qw(encode_utf8);
 use Exporter 'import';
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils ();
+use Test::More;
+use Time::HiRes ();
 
-our @EXPORT = qw(configure_rotation_keys install_result_helpers new_secretenv_node run_sql
-  catalog_snapshot catalog_diff write_script kek_hex
-  statement_text_settings random_hex);
+our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
+  kek_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
+  run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
+  two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
 #              a string: the whole shared_preload_libraries list
 #   conf    => text appended to postgresql.conf (key settings and the like)
+#   keys_file => 1: postgresql.conf includes secretenv_keys.conf of the data
+#              directory, if it exists (see write_keys_file)
 #   allows_streaming => passed to init
 sub new_secretenv_node
 {
@@ -28,12 +35,61 @@ sub new_secretenv_node
 	$preload = 'secretenv' if $preload eq '1';
 	$node->append_conf('postgresql.conf', "shared_preload_libraries = '$preload'\n")
 	  if $preload;
+	$node->append_conf('postgresql.conf', "include_if_exists = 'secretenv_keys.conf'\n")
+	  if $opt{keys_file};
 	$node->append_conf('postgresql.conf', $opt{conf}) if defined $opt{conf};
 	return $node;
 }
 
-# Run SQL in a new connection with verbose errors (SQLSTATEs shown) and
-# without stopping at the first error; returns (stdout, stderr).
+# postgresql.conf lines that make $version, derived from $passphrase, the
+# current KEK and, when $previous_passphrase is given, $previous_version
+# the previous one.
+sub kek_settings
+{
+	my ($passphrase, $version, $previous_passphrase, $previous_version) = @_;
+	my $conf = "secretenv.kek_passphrase = '$passphrase'\nsecretenv.kek_version = $version\n";
+	$conf .= "secretenv.kek_previous_passphrase = '$previous_passphrase'\n"
+	  . "secretenv.kek_previous_version = $previous_version\n"
+	  if defined $previous_passphrase;
+	return $conf;
+}
+
+# A postgresql.conf string literal: quotes doubled, backslashes and control
+# characters escaped (the conf lexer reads \\, \n, \ooo ...), UTF-8 bytes.
+sub conf_string
+{
+	my $s = encode_utf8($_[0]);
+	$s =~ s/\\/\\\\/g;
+	$s =~ s/'/''/g;
+	$s =~ s/([\x00-\x1f\x7f])/sprintf('\\%03o', ord($1))/ge;
+	return "'$s'";
+}
+
+# An SQL string literal (standard_conforming_strings is on).
+sub sql_string
+{
+	my ($s) = @_;
+	$s =~ s/'/''/g;
+	return "'$s'";
+}
+
+# The hex of a string's UTF-8 bytes.
+sub hex_utf8 { return unpack('H*', encode_utf8($_[0])); }
+
+# Replace the key settings file of a node made with keys_file => 1 by
+# $conf, written as bytes; takes effect at the next reload or start.
+sub write_keys_file
+{
+	my ($node, $conf) = @_;
+	my $path = $node->data_dir . '/secretenv_keys.conf';
+	open(my $fh, '>:raw', $path) or die "could not write $path: $!";
+	print $fh $conf;
+	close($fh);
+	return;
+}
+
+# Run SQL in a new connection with verbose errors (SQLSTATEs shown); an
+# error stops the script but does not die.  Returns (stdout, stderr).
 sub run_sql
 {
 	my ($node, $db, $sql, @psql_opts) = @_;
@@ -48,6 +104,111 @@ sub run_sql
 	return ($out, $err);
 }
 
+# Run SQL in a background_psql session opened with on_error_stop => 0;
+# never dies.  Returns stdout, or in list context (stdout, stderr of this
+# query alone, trimmed).
+sub session_query
+{
+	my ($session, $sql) = @_;
+	$session->{stderr} = '';
+	my $out = $session->query($sql);
+	(my $err = $session->{stderr}) =~ s/^\s+|\s+$//g;
+	return wantarray ? ($out, $err) : $out;
+}
+
+# Append $conf and "secretenv_test.generation = $generation" to
+# postgresql.conf, reload, and wait until new connections see that
+# generation (die if they never do).  With a background session $session
+# (opened with on_error_stop => 0), wait up to 10 s more for it to see it
+# too, and return whether it did.
+sub reload_generation
+{
+	my ($node, $conf, $generation, $session) = @_;
+	my $seen_sql = "SELECT current_setting('secretenv_test.generation', true)";
+
+	$node->append_conf('postgresql.conf', $conf . "secretenv_test.generation = $generation\n");
+	$node->reload;
+	$node->poll_query_until('postgres', "$seen_sql = '$generation'")
+	  or die "reload to generation $generation not seen";
+	return 1 unless $session;
+	for (1 .. 100)
+	{
+		my ($seen) = session_query($session, $seen_sql);
+		return 1 if $seen eq $generation;
+		Time::HiRes::sleep(0.1);
+	}
+	return 0;
+}
+
+# "a|b|n" for secretenv.decrypted_secrets in $db: a rows whose secret_get
+# and b rows whose decrypted value equal $expected_sql (an expression of
+# secret_name), of n rows.
+sub secrets_decrypt_counts
+{
+	my ($node, $db, $expected_sql) = @_;
+	return $node->safe_psql($db, qq{
+SELECT count(*) FILTER (WHERE secretenv.secret_get(secret_name) = $expected_sql),
+	   count(*) FILTER (WHERE d.value = $expected_sql),
+	   count(*)
+FROM secretenv.decrypted_secrets d});
+}
+
+# Run each case [ label, SQL with %s for the plaintext, expected SQLSTATE
+# or '' ] in database postgres, in a connection of its own, with the
+# plaintext $plaintext->(label); check that it succeeds, or fails with that
+# SQLSTATE.  Returns each case's stderr by label.
+sub run_plaintext_cases
+{
+	my ($node, $plaintext, @cases) = @_;
+	my %err;
+	for my $case (@cases)
+	{
+		my ($label, $template, $sqlstate) = @$case;
+		(undef, my $err) = run_sql($node, 'postgres', sprintf($template, $plaintext->($label)));
+		if ($sqlstate)
+		{
+			like($err, qr/ERROR:  $sqlstate:/, "$label: fails with $sqlstate");
+		}
+		else
+		{
+			is($err, '', "$label: succeeds");
+		}
+		$err{$label} = $err;
+	}
+	return %err;
+}
+
+# Run the pgbench script $script, written to "$dir/$label.sql", twice in
+# one client over protocol $opt{mode} (default extended), with :value bound
+# to $opt{value} and :harmless to $opt{harmless}; check that both
+# transactions ran or, with $opt{fails}, that stderr matches that pattern.
+sub pgbench_check
+{
+	my ($node, $dir, $label, $script, %opt) = @_;
+	my $mode = $opt{mode} // 'extended';
+	my $file = "$dir/$label.sql";
+	my ($out, $err) = ('', '');
+
+	PostgreSQL::Test::Utils::append_to_file($file, $script);
+	IPC::Run::run(
+		[
+			'pgbench', '-n', '-M', $mode, '-c', '1', '-t', '2',
+			'-D', "value=$opt{value}", '-D', "harmless=$opt{harmless}",
+			'-h', $node->host, '-p', $node->port, '-f', $file, 'postgres'
+		],
+		'>', \$out, '2>', \$err);
+	if ($opt{fails})
+	{
+		like($err, $opt{fails}, "pgbench -M $mode $label: fails as intended");
+	}
+	else
+	{
+		like($out, qr/number of transactions actually processed: 2\/2/,
+			"pgbench -M $mode $label: runs") or diag($err);
+	}
+	return;
+}
+
 # Make version 2 the current KEK and keep version 1 as the previous one, in
 # postgresql.conf; reload and wait until new connections to $db (default
 # postgres, which must have the extension) see version 2.  Returns whether
@@ -57,48 +218,39 @@ sub configure_rotation_keys
 	my ($node, $new_passphrase, $old_passphrase, $db) = @_;
 	$db //= 'postgres';
 
-	$node->append_conf(
-		'postgresql.conf', qq{
-secretenv.kek_passphrase = '$new_passphrase'
-secretenv.kek_version = 2
-secretenv.kek_previous_passphrase = '$old_passphrase'
-secretenv.kek_previous_version = 1
-});
+	$node->append_conf('postgresql.conf', kek_settings($new_passphrase, 2, $old_passphrase, 1));
 	$node->reload;
 	return $node->poll_query_until($db, 'SELECT secretenv.current_kek_version()', '2');
 }
 
-# SQL helpers that turn a decrypt or secret_get into a comparable string:
-# 'OK:' || hex of the plaintext's UTF-8 bytes, or 'ERR:' || SQLSTATE.
+# SQL helpers that turn a call into a comparable string: t_hex(text) is the
+# hex of a text's UTF-8 bytes; t_dec_uuid, t_dec_text (a decrypt) and t_get
+# (a secret_get) return 'OK:' || that hex of the plaintext, or
+# 'ERR:' || SQLSTATE.  More functions of that kind come as
+# [ 'name(arguments)', 'text expression' ] pairs: each returns the
+# expression, or 'ERR:' || SQLSTATE if it raises an error.
 sub install_result_helpers
 {
-	my ($node) = @_;
-
-	$node->safe_psql('postgres', <<'SQL');
-CREATE FUNCTION t_hex(t text) RETURNS text LANGUAGE sql IMMUTABLE
+	my ($node, @more) = @_;
+	my $decrypt = "'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm))";
+	my $sql = q{CREATE FUNCTION t_hex(t text) RETURNS text LANGUAGE sql IMMUTABLE
 	AS $$ SELECT encode(convert_to(t, 'UTF8'), 'hex') $$;
-CREATE FUNCTION t_dec_uuid(ev text, wd text, v int4, id uuid, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
+};
+	for my $function ([ 't_dec_uuid(ev text, wd text, v int4, id uuid, nm text)', $decrypt ],
+		[ 't_dec_text(ev text, wd text, v int4, id text, nm text)', $decrypt ],
+		[ 't_get(nm text)', "'OK:' || t_hex(secretenv.secret_get(nm))" ], @more)
+	{
+		my ($signature, $result) = @$function;
+		$sql .= qq{CREATE FUNCTION $signature RETURNS text
+LANGUAGE plpgsql AS \$\$
 BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
+	RETURN $result;
 EXCEPTION WHEN OTHERS THEN
 	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_dec_text(ev text, wd text, v int4, id text, nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_decrypt(decode(ev, 'hex'), decode(wd, 'hex'), v, id, nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-CREATE FUNCTION t_get(nm text) RETURNS text
-LANGUAGE plpgsql AS $$
-BEGIN
-	RETURN 'OK:' || t_hex(secretenv.secret_get(nm));
-EXCEPTION WHEN OTHERS THEN
-	RETURN 'ERR:' || SQLSTATE;
-END $$;
-SQL
+END \$\$;
+};
+	}
+	$node->safe_psql('postgres', $sql);
 	return;
 }
 
@@ -402,6 +554,44 @@ auto_explain.log_analyze = on
 auto_explain.log_verbose = on
 auto_explain.log_nested_statements = on
 };
+}
+
+# A node for the redaction tests, not yet started: every channel that keeps
+# statement text on (statement_text_settings), with its libraries preloaded
+# in the recommended order, after $conf.
+sub new_statement_text_node
+{
+	my ($name, $conf) = @_;
+	return new_secretenv_node($name,
+		preload => 'pg_stat_statements, pgaudit, auto_explain, secretenv',
+		conf => $conf . statement_text_settings());
+}
+
+# SQL for two applications that share secretenv.secrets under row-level
+# security: login roles app_a and app_b, readers and writers, each shown
+# only the secrets whose names start with its own name and '/'.
+sub two_tenants_sql
+{
+	return q{
+CREATE ROLE app_a LOGIN IN ROLE secretenv_reader, secretenv_writer;
+CREATE ROLE app_b LOGIN IN ROLE secretenv_reader, secretenv_writer;
+ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
+-- starts_with, not LIKE 'app_a/%': in LIKE an underscore matches any character.
+CREATE POLICY app_a ON secretenv.secrets TO app_a USING (starts_with(secret_name, 'app_a/'));
+CREATE POLICY app_b ON secretenv.secrets TO app_b USING (starts_with(secret_name, 'app_b/'));
+};
+}
+
+# The ERROR, DETAIL and HINT lines of psql's stderr $err, without psql's
+# location prefix and with $name replaced by <name>: the same text for a
+# secret hidden by row-level security and for an absent one.
+sub error_lines
+{
+	my ($err, $name) = @_;
+	my @lines = map { s/^psql:[^:]*:\d+: //r } split /\n/, $err;
+	@lines = grep { /^(ERROR|DETAIL|HINT):/ } @lines;
+	s/\Q$name\E/<name>/g for @lines;
+	return join("\n", @lines);
 }
 
 # 24 random hex digits: distinct plaintexts to look for in logs and views.

@@ -34,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "se_crypto_internal.h"
+#include "test_bytes.h"
 
 #ifndef SE_CONVERTER
 #define SE_CONVERTER "vectors_to_tsv.pl"
@@ -207,17 +208,6 @@ static int
 bytes_eq(const uint8_t *a, size_t alen, const buf *b)
 {
 	return alen == b->len && (alen == 0 || memcmp(a, b->data, alen) == 0);
-}
-
-static int
-all_zero(const uint8_t *p, size_t len)
-{
-	size_t		i;
-
-	for (i = 0; i < len; i++)
-		if (p[i] != 0)
-			return 0;
-	return 1;
 }
 
 static int
@@ -477,7 +467,7 @@ test_gcm_kat(void)
 		st = se_aead_open(aead, key.data, aad.data, aad.len,
 						  sealed.data, sealed.len, back.data);
 		check(st == SE_ERR_OPEN, t->name, "a flipped tag bit is rejected");
-		check(all_zero(back.data, pt.len), t->name,
+		check(test_all_zero(back.data, pt.len), t->name,
 			  "output wiped after a rejection");
 
 		buf_free(&key);
@@ -565,9 +555,35 @@ test_pbkdf2(void)
 /* ---------- MLflow vectors ---------- */
 
 
-/* Decode n hex fields of a record; on failure nothing stays allocated. */
+/*
+ * A buffer for the plaintext that the encrypted value ev seals (empty when
+ * ev is too short to be one).
+ */
+static buf
+plaintext_buf(const buf *ev)
+{
+	return buf_new(ev->len >= SE_SEAL_OVERHEAD ? ev->len - SE_SEAL_OVERHEAD : 0);
+}
+
+/* The number of buffers in an array of a record's fields. */
+#define NFIELDS(bufs) ((int) (sizeof(bufs) / sizeof((bufs)[0])))
+
+/* Free the first n buffers of a record's decoded fields. */
+static void
+free_fields(int n, buf **out)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		buf_free(out[i]);
+}
+
+/*
+ * Decode the n consecutive hex fields of a record that start at hex; on
+ * failure nothing stays allocated.
+ */
 static int
-unhex_all(const char *where, int n, const char **hex, buf **out)
+unhex_all(const char *where, int n, char **hex, buf **out)
 {
 	int			i;
 
@@ -575,13 +591,32 @@ unhex_all(const char *where, int n, const char **hex, buf **out)
 	{
 		if (!unhex(hex[i], out[i]))
 		{
-			int			j;
-
-			for (j = 0; j < i; j++)
-				buf_free(out[j]);
+			free_fields(i, out);
 			check(0, where, "hex fields decode");
 			return 0;
 		}
+	}
+	return 1;
+}
+
+/*
+ * Begin a record of group g: false, after a failed check saying what, unless
+ * it has nf == want fields.  A counted record adds a case to the group, and
+ * its last field flags it as one MLflow rejects.
+ */
+static int
+record_begin(group *g, char **f, int nf, int want, int counted, const char *what)
+{
+	current = g;
+	if (nf != want)
+	{
+		check(0, f[1], what);
+		return 0;
+	}
+	if (counted)
+	{
+		current->cases++;
+		n_rejects_flagged += strcmp(f[want - 1], "1") == 0;
 	}
 	return 1;
 }
@@ -614,28 +649,15 @@ vec_secret(char **f, int nf)
 				ev,
 				wd;
 	buf		   *bufs[] = {&id, &sname, &aad_given, &pt, &ev, &wd};
-	const char *hex[6];
 	buf			aad,
 				out;
 	uint8_t		dek[SE_KEY_LEN];
 	se_status	st;
 
-	current = &g_secrets;
-	if (nf != 18)
-	{
-		check(0, name, "secret record has 18 fields");
+	if (!record_begin(&g_secrets, f, nf, 18, 1, "secret record has 18 fields"))
 		return;
-	}
-	current->cases++;
-	n_rejects_flagged += strcmp(f[17], "1") == 0;
-	hex[0] = f[5];
-	hex[1] = f[6];
-	hex[2] = f[7];
-	hex[3] = f[8];
-	hex[4] = f[9];
-	hex[5] = f[10];
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 6, hex, bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	/* AAD: se_build_aad must produce aad_hex (or refuse a '|' id). */
@@ -644,7 +666,7 @@ vec_secret(char **f, int nf)
 		  "id|name equals aad_hex");
 
 	/* Decryption under the authoritative AAD. */
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad_given.data,
 						  aad_given.len, ev.data, ev.len, out.data);
 	check(st == SE_OK, name, "se_envelope_open succeeds");
@@ -733,12 +755,7 @@ vec_secret(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&aad_given);
-	buf_free(&pt);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
@@ -752,28 +769,18 @@ vec_alt(char **f, int nf)
 				ev,
 				wd;
 	buf		   *bufs[] = {&id, &sname, &pt, &ev, &wd};
-	const char *hex[5];
 	buf			aad,
 				out;
 	se_status	st;
 
-	current = &g_secrets;
-	if (nf != 10)
-	{
-		check(0, name, "alt record has 10 fields");
+	if (!record_begin(&g_secrets, f, nf, 10, 0, "alt record has 10 fields"))
 		return;
-	}
-	hex[0] = f[5];
-	hex[1] = f[6];
-	hex[2] = f[7];
-	hex[3] = f[8];
-	hex[4] = f[9];
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 5, hex, bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad.data, aad.len,
 						  ev.data, ev.len, out.data);
 	check(st == SE_OK && bytes_eq(out.data, out.len, &pt), name,
@@ -781,11 +788,7 @@ vec_alt(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&pt);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 /* Does wrapped open under kek, and if so to dek? */
@@ -809,35 +812,21 @@ vec_rotation(char **f, int nf)
 				dek_given,
 				pt;
 	buf		   *bufs[] = {&id, &sname, &ev, &before, &after, &dek_given, &pt};
-	const char *hex[7];
 	buf			aad,
 				out;
 	uint8_t		dek[SE_KEY_LEN];
 	uint8_t		rewrapped[SE_WRAPPED_DEK_LEN];
 	se_status	st;
 
-	current = &g_rotation;
-	if (nf != 18)
-	{
-		check(0, name, "rotation record has 18 fields");
+	if (!record_begin(&g_rotation, f, nf, 18, 1, "rotation record has 18 fields"))
 		return;
-	}
-	current->cases++;
-	n_rejects_flagged += strcmp(f[17], "1") == 0;
-	hex[0] = f[8];
-	hex[1] = f[9];
-	hex[2] = f[10];
-	hex[3] = f[11];
-	hex[4] = f[12];
-	hex[5] = f[13];
-	hex[6] = f[14];
 	if (!record_kek(f[2], f[3], f[4], name, old_kek) ||
 		!record_kek(f[5], f[6], f[7], name, new_kek) ||
-		!unhex_all(name, 7, hex, bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[8], bufs))
 		return;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 
 	st = unwrap_status(old_kek, &before, dek);
 	check(st == SE_OK && bytes_eq(dek, SE_KEY_LEN, &dek_given), name,
@@ -882,13 +871,7 @@ vec_rotation(char **f, int nf)
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&ev);
-	buf_free(&before);
-	buf_free(&after);
-	buf_free(&dek_given);
-	buf_free(&pt);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
@@ -901,26 +884,15 @@ vec_negative(char **f, int nf)
 				ev,
 				wd;
 	buf		   *bufs[] = {&id, &sname, &ev, &wd};
-	const char *hex[4];
 	buf			aad,
 				out;
 	se_status	st,
 				want;
 
-	current = &g_negative;
-	if (nf != 12)
-	{
-		check(0, name, "negative record has 12 fields");
+	if (!record_begin(&g_negative, f, nf, 12, 1, "negative record has 12 fields"))
 		return;
-	}
-	current->cases++;
-	n_rejects_flagged += strcmp(f[11], "1") == 0;
-	hex[0] = f[5];
-	hex[1] = f[6];
-	hex[2] = f[7];
-	hex[3] = f[8];
 	if (!record_kek(f[2], f[3], f[4], name, kek) ||
-		!unhex_all(name, 4, hex, bufs))
+		!unhex_all(name, NFIELDS(bufs), &f[5], bufs))
 		return;
 
 	if (wd.len != SE_WRAPPED_DEK_LEN || ev.len < SE_SEAL_OVERHEAD)
@@ -931,7 +903,7 @@ vec_negative(char **f, int nf)
 		want = SE_ERR_OPEN;
 
 	aad = make_aad(&id, &sname, name);
-	out = buf_new(ev.len >= SE_SEAL_OVERHEAD ? ev.len - SE_SEAL_OVERHEAD : 0);
+	out = plaintext_buf(&ev);
 	memset(out.data, 0xA5, out.len);
 	st = se_envelope_open(aead, kek, wd.data, wd.len, aad.data, aad.len,
 						  ev.data, ev.len, out.data);
@@ -946,14 +918,11 @@ vec_negative(char **f, int nf)
 	}
 	else
 		check(1, name, "status matches the failing stage");
-	check(all_zero(out.data, out.len), name, "output wiped");
+	check(test_all_zero(out.data, out.len), name, "output wiped");
 
 	buf_free(&aad);
 	buf_free(&out);
-	buf_free(&id);
-	buf_free(&sname);
-	buf_free(&ev);
-	buf_free(&wd);
+	free_fields(NFIELDS(bufs), bufs);
 }
 
 static void
@@ -1274,7 +1243,7 @@ test_tamper(void)
 		if (se_envelope_open(aead, prop_kek, wrapped, sizeof(wrapped), aad,
 							 sizeof(aad), value, sizeof(value),
 							 out) != SE_ERR_OPEN ||
-			!all_zero(out, PTLEN))
+			!test_all_zero(out, PTLEN))
 			ok = 0;
 		value[i / 8] ^= (uint8_t) (1 << (i % 8));
 	}
@@ -1288,10 +1257,10 @@ test_tamper(void)
 		if (se_envelope_open(aead, prop_kek, wrapped, sizeof(wrapped), aad,
 							 sizeof(aad), value, sizeof(value),
 							 out) != SE_ERR_UNWRAP ||
-			!all_zero(out, PTLEN) ||
+			!test_all_zero(out, PTLEN) ||
 			se_unwrap_dek(aead, prop_kek, wrapped, sizeof(wrapped),
 						  dek) != SE_ERR_UNWRAP ||
-			!all_zero(dek, sizeof(dek)))
+			!test_all_zero(dek, sizeof(dek)))
 			ok = 0;
 		wrapped[i / 8] ^= (uint8_t) (1 << (i % 8));
 	}
@@ -1366,7 +1335,7 @@ test_tamper(void)
 	memset(rewrapped, 0xA5, sizeof(rewrapped));
 	check(se_rewrap_dek(aead, other_kek, prop_kek, wrapped, sizeof(wrapped),
 						rewrapped) == SE_ERR_UNWRAP &&
-		  all_zero(rewrapped, sizeof(rewrapped)), "rewrap",
+		  test_all_zero(rewrapped, sizeof(rewrapped)), "rewrap",
 		  "wrong old KEK gives SE_ERR_UNWRAP and a wiped output");
 }
 
@@ -1526,7 +1495,7 @@ test_secure_memory(void)
 		if (p == NULL)
 			continue;
 		check((uintptr_t) p % (uintptr_t) page == 0, where, "page-aligned");
-		check(all_zero(p, maplen), where, "zeroed, up to the page end");
+		check(test_all_zero(p, maplen), where, "zeroed, up to the page end");
 		check(locked == 0 || locked == 1, where, "*locked is set");
 		nlocked += locked == 1;
 		memset(p, 0x5A, maplen);
@@ -1754,7 +1723,7 @@ test_api(void)
 		  "se_status_string", "out-of-range status");
 
 	se_wipe(buf8, sizeof(buf8));
-	check(all_zero(buf8, sizeof(buf8)), "se_wipe", "zeroes the buffer");
+	check(test_all_zero(buf8, sizeof(buf8)), "se_wipe", "zeroes the buffer");
 	se_wipe(NULL, 8);
 	check(1, "se_wipe", "NULL is a no-op");
 
