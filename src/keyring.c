@@ -564,6 +564,20 @@ strings_differ(const char *a, const char *b)
 }
 
 /*
+ * A string setting took a value: keep it in *field and say whether it
+ * changed.  Always take the new pointer: guc.c frees the old string, equal
+ * or not.
+ */
+static bool
+take_string_setting(const char **field, const char *newval)
+{
+	bool		changed = strings_differ(*field, newval);
+
+	*field = newval;
+	return changed;
+}
+
+/*
  * Move a passphrase into secure memory and give guc.c its placeholder in
  * its place.  This may run for validation only (no assignment follows), so
  * it changes nothing but the kept passphrases.  A value that is refused is
@@ -624,10 +638,8 @@ check_passphrase(char **newval, void **extra, GucSource source)
 static void
 assign_slot_passphrase(int slot, const char *newval)
 {
-	bool		changed = strings_differ(config.passphrase[slot], newval);
+	bool		changed = take_string_setting(&config.passphrase[slot], newval);
 
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.passphrase[slot] = newval;
 	forget_unused_passphrases();
 	if (changed)
 		config_changed();
@@ -688,34 +700,23 @@ check_salt(char **newval, void **extra, GucSource source)
 static void
 assign_salt(const char *newval, void *extra)
 {
-	bool		changed = strings_differ(config.salt, newval);
-
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.salt = newval;
-	if (changed)
+	if (take_string_setting(&config.salt, newval))
 		config_changed();
 }
 
 static void
 assign_passphrase_command(const char *newval, void *extra)
 {
-	bool		changed = strings_differ(config.command, newval);
-
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.command = newval;
-	if (changed)
+	if (take_string_setting(&config.command, newval))
 		config_changed();
 }
 
-/* Whatever the value, SHOW prints a mask: a passphrase is never read back. */
+/*
+ * Whatever the value, SHOW prints a mask: a passphrase is never read back.
+ * The show hook of both passphrase settings.
+ */
 static const char *
 show_passphrase(void)
-{
-	return "********";
-}
-
-static const char *
-show_previous_passphrase(void)
 {
 	return "********";
 }
@@ -793,7 +794,7 @@ se_keyring_init(void)
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
 							   check_passphrase, assign_previous_passphrase,
-							   show_previous_passphrase);
+							   show_passphrase);
 
 	DefineCustomIntVariable("secretenv.kek_previous_version",
 							"Version of the KEK being retired; 0 means none.",
