@@ -380,6 +380,21 @@ slot_holds(const SlotState *s, int32 version, const char *salt,
 		memcmp(s->source, source, SE_IDENTITY_TAG_LEN) == 0;
 }
 
+/*
+ * The slot's kek[] now holds the KEK of these inputs, up to date with the
+ * configuration: what slot_holds compares with from now on.
+ */
+static void
+mark_slot_derived(SlotState *s, int32 version, const char *salt,
+				  const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	s->version = version;
+	strlcpy(s->salt, salt, sizeof(s->salt));
+	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
+	s->derived = true;
+	s->generation = config_generation;
+}
+
 static void
 report_kek_failure(int elevel, int32 version, KekFailure failure)
 {
@@ -459,11 +474,7 @@ derive_slot(int slot, int32 version, const char *salt,
 		se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
 		return KEK_DERIVATION_FAILED;
 	}
-	s->version = version;
-	strlcpy(s->salt, salt, sizeof(s->salt));
-	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
-	s->derived = true;
-	s->generation = config_generation;
+	mark_slot_derived(s, version, salt, source);
 	return KEK_OK;
 }
 
@@ -497,11 +508,7 @@ refresh_slot(int slot)
 		/* The previous KEK became current, or vice versa: no PBKDF2. */
 		s->derived = false;
 		memcpy(secure_keys->kek[slot], secure_keys->kek[1 - slot], SE_KEY_LEN);
-		s->version = version;
-		strlcpy(s->salt, salt, sizeof(s->salt));
-		memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
-		s->derived = true;
-		s->generation = config_generation;
+		mark_slot_derived(s, version, salt, source);
 		return KEK_OK;
 	}
 	if (IsParallelWorker())
