@@ -2,13 +2,14 @@
  *
  * envelope_sql.h
  *	  SQL-callable envelope primitives, and the helpers the managed store,
- *	  the triggers and verify_secrets() share.
+ *	  the triggers, verify_secrets() and re-encryption share.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef SECRETENV_ENVELOPE_SQL_H
 #define SECRETENV_ENVELOPE_SQL_H
 
+#include "access/tupdesc.h"
 #include "fmgr.h"
 
 #include "se_crypto.h"
@@ -25,6 +26,11 @@ extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 								int32 kek_version,
 								const char *id, int idlen,
 								const char *name, int namelen);
+extern Datum se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek,
+								  int32 kek_version,
+								  const uint8_t *aad, size_t aadlen,
+								  const uint8_t *pt, size_t ptlen,
+								  const char *what);
 extern se_status se_envelope_check(const uint8_t *value, size_t valuelen,
 								   const uint8_t *wrapped, size_t wrappedlen,
 								   int32 kek_version,
