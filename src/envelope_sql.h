@@ -26,17 +26,17 @@ extern text *se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 								int32 kek_version,
 								const char *id, int idlen,
 								const char *name, int namelen);
-extern Datum se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek,
-								  int32 kek_version,
-								  const uint8_t *aad, size_t aadlen,
-								  const uint8_t *pt, size_t ptlen,
-								  const char *what);
 extern se_status se_envelope_check(const uint8_t *value, size_t valuelen,
 								   const uint8_t *wrapped, size_t wrappedlen,
 								   int32 kek_version,
 								   const char *id, int idlen,
 								   const char *name, int namelen,
 								   bool *utf8_ok);
+extern Datum se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek,
+								  int32 kek_version,
+								  const uint8_t *aad, size_t aadlen,
+								  const uint8_t *pt, size_t ptlen,
+								  const char *what);
 
 /*
  * The largest plaintext secret_encrypt, secret_create and secret_update
