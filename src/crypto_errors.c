@@ -17,6 +17,22 @@
 #include "se_crypto.h"
 #include "se_messages.h"
 
+/* The DETAIL for an envelope whose parts have impossible lengths. */
+int
+se_errdetail_malformed_envelope(void)
+{
+	return errdetail("A wrapped DEK is exactly %d bytes and an encrypted value at least %d bytes.",
+					 SE_WRAPPED_DEK_LEN, SE_SEAL_OVERHEAD);
+}
+
+/* The DETAIL for a wrapped DEK that does not open under a KEK. */
+int
+se_errdetail_kek_mismatch(int32 kek_version)
+{
+	return errdetail("The wrapped DEK does not open under the KEK of version %d.",
+					 kek_version);
+}
+
 /* The HINT for a KEK that does not open a wrapped DEK. */
 static int
 kek_mismatch_hint(int32 kek_version)
@@ -39,15 +55,13 @@ se_report_crypto_failure(se_status status, int32 kek_version, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_MALFORMED_ENVELOPE),
 					 errmsg("could not %s: malformed envelope", what),
-					 errdetail("A wrapped DEK is exactly %d bytes and an encrypted value at least %d bytes.",
-							   SE_WRAPPED_DEK_LEN, SE_SEAL_OVERHEAD)));
+					 se_errdetail_malformed_envelope()));
 			break;
 		case SE_ERR_UNWRAP:
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_KEK_MISMATCH),
 					 errmsg("could not %s: wrong KEK or corrupted wrapped DEK", what),
-					 errdetail("The wrapped DEK does not open under the KEK of version %d.",
-							   kek_version),
+					 se_errdetail_kek_mismatch(kek_version),
 					 kek_mismatch_hint(kek_version)));
 			break;
 		case SE_ERR_OPEN:

@@ -15,4 +15,8 @@ extern void se_report_crypto_failure(se_status status, int32 kek_version,
 									 const char *what) pg_attribute_noreturn();
 extern void se_check_version_argument(int32 version);
 
+/* crypto_errors.c: the DETAILs every report of a bad envelope shares */
+extern int	se_errdetail_malformed_envelope(void);
+extern int	se_errdetail_kek_mismatch(int32 kek_version);
+
 #endif							/* SECRETENV_CRYPTO_ERRORS_H */

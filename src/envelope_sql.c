@@ -140,6 +140,36 @@ se_envelope_check(const uint8_t *value, size_t valuelen,
 }
 
 /*
+ * Seal a plaintext under a KEK into a new envelope (fresh DEK) and return
+ * it as a row of tupdesc: (encrypted_value, wrapped_dek, kek_version).
+ * what names the operation in an error ("encrypt secret").
+ */
+Datum
+se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek, int32 kek_version,
+					 const uint8_t *aad, size_t aadlen,
+					 const uint8_t *pt, size_t ptlen, const char *what)
+{
+	bytea	   *value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
+	bytea	   *wrapped = (bytea *) palloc(VARHDRSZ + SE_WRAPPED_DEK_LEN);
+	se_status	status;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	status = se_envelope_seal(se_engine(), kek, aad, aadlen, pt, ptlen,
+							  (uint8_t *) VARDATA(value),
+							  (uint8_t *) VARDATA(wrapped));
+	if (status != SE_OK)
+		se_report_crypto_failure(status, kek_version, what);
+	SET_VARSIZE(value, VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
+	SET_VARSIZE(wrapped, VARHDRSZ + SE_WRAPPED_DEK_LEN);
+
+	values[0] = PointerGetDatum(value);
+	values[1] = PointerGetDatum(wrapped);
+	values[2] = Int32GetDatum(kek_version);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
  * Result tuple descriptor of secret_encrypt, blessed once per call site.
  * Each FmgrInfo gets its own copy, so fn_extra also names the call for the
  * memo of envelope_memo.c.
@@ -177,11 +207,6 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 	SeEncryptArgs args = {pt, ptlen, id, idlen, name, namelen};
 	uint8_t    *aad;
 	size_t		aadlen;
-	bytea	   *value;
-	bytea	   *wrapped;
-	se_status	status;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
 	Datum		result;
 
 	if (ptlen > SE_MAX_SECRET_VALUE_LEN)
@@ -198,22 +223,9 @@ encrypt_envelope(FunctionCallInfo fcinfo, const char *pt, size_t ptlen,
 	se_check_current_not_retired(se_keyring_current_version());
 	kek = se_keyring_kek(version);
 	aad = se_build_aad_from_text(id, idlen, name, namelen, &aadlen);
-	value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
-	wrapped = (bytea *) palloc(VARHDRSZ + SE_WRAPPED_DEK_LEN);
-	status = se_envelope_seal(se_engine(), kek, aad, aadlen,
-							  (const uint8_t *) pt, ptlen,
-							  (uint8_t *) VARDATA(value),
-							  (uint8_t *) VARDATA(wrapped));
+	result = se_seal_envelope_row(tupdesc, kek, version, aad, aadlen,
+								  (const uint8_t *) pt, ptlen, "encrypt secret");
 	pfree(aad);
-	if (status != SE_OK)
-		se_report_crypto_failure(status, version, "encrypt secret");
-	SET_VARSIZE(value, VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
-	SET_VARSIZE(wrapped, VARHDRSZ + SE_WRAPPED_DEK_LEN);
-
-	values[0] = PointerGetDatum(value);
-	values[1] = PointerGetDatum(wrapped);
-	values[2] = Int32GetDatum(version);
-	result = HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 	se_memo_store(fcinfo, &args, result);
 	return result;
 }

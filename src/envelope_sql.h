@@ -2,13 +2,14 @@
  *
  * envelope_sql.h
  *	  SQL-callable envelope primitives, and the helpers the managed store,
- *	  the triggers and verify_secrets() share.
+ *	  the triggers, verify_secrets() and re-encryption share.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef SECRETENV_ENVELOPE_SQL_H
 #define SECRETENV_ENVELOPE_SQL_H
 
+#include "access/tupdesc.h"
 #include "fmgr.h"
 
 #include "se_crypto.h"
@@ -31,6 +32,11 @@ extern se_status se_envelope_check(const uint8_t *value, size_t valuelen,
 								   const char *id, int idlen,
 								   const char *name, int namelen,
 								   bool *utf8_ok);
+extern Datum se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek,
+								  int32 kek_version,
+								  const uint8_t *aad, size_t aadlen,
+								  const uint8_t *pt, size_t ptlen,
+								  const char *what);
 
 /*
  * The largest plaintext secret_encrypt, secret_create and secret_update

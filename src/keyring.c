@@ -380,6 +380,21 @@ slot_holds(const SlotState *s, int32 version, const char *salt,
 		memcmp(s->source, source, SE_IDENTITY_TAG_LEN) == 0;
 }
 
+/*
+ * The slot's kek[] now holds the KEK of these inputs, up to date with the
+ * configuration: what slot_holds compares with from now on.
+ */
+static void
+mark_slot_derived(SlotState *s, int32 version, const char *salt,
+				  const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	s->version = version;
+	strlcpy(s->salt, salt, sizeof(s->salt));
+	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
+	s->derived = true;
+	s->generation = config_generation;
+}
+
 static void
 report_kek_failure(int elevel, int32 version, KekFailure failure)
 {
@@ -459,11 +474,7 @@ derive_slot(int slot, int32 version, const char *salt,
 		se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
 		return KEK_DERIVATION_FAILED;
 	}
-	s->version = version;
-	strlcpy(s->salt, salt, sizeof(s->salt));
-	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
-	s->derived = true;
-	s->generation = config_generation;
+	mark_slot_derived(s, version, salt, source);
 	return KEK_OK;
 }
 
@@ -497,11 +508,7 @@ refresh_slot(int slot)
 		/* The previous KEK became current, or vice versa: no PBKDF2. */
 		s->derived = false;
 		memcpy(secure_keys->kek[slot], secure_keys->kek[1 - slot], SE_KEY_LEN);
-		s->version = version;
-		strlcpy(s->salt, salt, sizeof(s->salt));
-		memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
-		s->derived = true;
-		s->generation = config_generation;
+		mark_slot_derived(s, version, salt, source);
 		return KEK_OK;
 	}
 	if (IsParallelWorker())
@@ -561,6 +568,20 @@ static bool
 strings_differ(const char *a, const char *b)
 {
 	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+/*
+ * A string setting took a value: keep it in *field and say whether it
+ * changed.  Always take the new pointer: guc.c frees the old string, equal
+ * or not.
+ */
+static bool
+take_string_setting(const char **field, const char *newval)
+{
+	bool		changed = strings_differ(*field, newval);
+
+	*field = newval;
+	return changed;
 }
 
 /*
@@ -624,10 +645,8 @@ check_passphrase(char **newval, void **extra, GucSource source)
 static void
 assign_slot_passphrase(int slot, const char *newval)
 {
-	bool		changed = strings_differ(config.passphrase[slot], newval);
+	bool		changed = take_string_setting(&config.passphrase[slot], newval);
 
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.passphrase[slot] = newval;
 	forget_unused_passphrases();
 	if (changed)
 		config_changed();
@@ -688,34 +707,23 @@ check_salt(char **newval, void **extra, GucSource source)
 static void
 assign_salt(const char *newval, void *extra)
 {
-	bool		changed = strings_differ(config.salt, newval);
-
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.salt = newval;
-	if (changed)
+	if (take_string_setting(&config.salt, newval))
 		config_changed();
 }
 
 static void
 assign_passphrase_command(const char *newval, void *extra)
 {
-	bool		changed = strings_differ(config.command, newval);
-
-	/* Always take the new pointer: guc.c frees the old string, equal or not. */
-	config.command = newval;
-	if (changed)
+	if (take_string_setting(&config.command, newval))
 		config_changed();
 }
 
-/* Whatever the value, SHOW prints a mask: a passphrase is never read back. */
+/*
+ * Whatever the value, SHOW prints a mask: a passphrase is never read back.
+ * The show hook of both passphrase settings.
+ */
 static const char *
 show_passphrase(void)
-{
-	return "********";
-}
-
-static const char *
-show_previous_passphrase(void)
 {
 	return "********";
 }
@@ -793,7 +801,7 @@ se_keyring_init(void)
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
 							   check_passphrase, assign_previous_passphrase,
-							   show_previous_passphrase);
+							   show_passphrase);
 
 	DefineCustomIntVariable("secretenv.kek_previous_version",
 							"Version of the KEK being retired; 0 means none.",

@@ -99,6 +99,29 @@ interrupt_requested(void)
 		(QueryCancelPending || ProcDiePending);
 }
 
+/*
+ * Before each wait for the command: the milliseconds left until the
+ * deadline go to *remaining; returns true, with *timed_out or *interrupted
+ * set, when the wait must stop instead.
+ */
+static bool
+must_stop_waiting(int64 deadline, int64 *remaining,
+				  bool *timed_out, bool *interrupted)
+{
+	*remaining = deadline - now_ms();
+	if (*remaining <= 0)
+	{
+		*timed_out = true;
+		return true;
+	}
+	if (interrupt_requested())
+	{
+		*interrupted = true;
+		return true;
+	}
+	return false;
+}
+
 /* The command line: %v is the version, %% a percent sign. */
 static char *
 expand_command(const char *template, int32 version)
@@ -317,21 +340,13 @@ se_passphrase_command_run(const char *command, int32 version,
 	deadline = now_ms() + (int64) timeout_s * 1000;
 	for (;;)
 	{
-		int64		remaining = deadline - now_ms();
+		int64		remaining;
 		struct pollfd pfd;
 		int			rc;
 		ssize_t		n;
 
-		if (remaining <= 0)
-		{
-			timed_out = true;
+		if (must_stop_waiting(deadline, &remaining, &timed_out, &interrupted))
 			break;
-		}
-		if (interrupt_requested())
-		{
-			interrupted = true;
-			break;
-		}
 		if (IsUnderPostmaster)
 			remaining = Min(remaining, INTERRUPT_SLICE_MS);
 
@@ -374,21 +389,11 @@ se_passphrase_command_run(const char *command, int32 version,
 	if (eof)
 	{
 		long		sleep_ms = 1;
+		int64		remaining;
 
-		while (!child_exited(pid))
+		while (!child_exited(pid) &&
+			   !must_stop_waiting(deadline, &remaining, &timed_out, &interrupted))
 		{
-			int64		remaining = deadline - now_ms();
-
-			if (remaining <= 0)
-			{
-				timed_out = true;
-				break;
-			}
-			if (interrupt_requested())
-			{
-				interrupted = true;
-				break;
-			}
 			pg_usleep(Min(sleep_ms, remaining) * 1000L);
 			sleep_ms = Min(sleep_ms * 2, INTERRUPT_SLICE_MS);
 		}

@@ -18,7 +18,6 @@
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/uuid.h"
 
@@ -50,12 +49,9 @@ secret_reencrypt_envelope(PG_FUNCTION_ARGS)
 	uint8_t    *aad;
 	size_t		aadlen;
 	uint8_t    *pt;
-	bytea	   *new_value;
-	bytea	   *new_wrapped;
 	se_status	status;
 	TupleDesc	tupdesc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		result;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "reencrypt_envelope must return a composite type");
@@ -85,20 +81,10 @@ secret_reencrypt_envelope(PG_FUNCTION_ARGS)
 	if (status != SE_OK)
 		se_report_crypto_failure(status, old_version, "re-encrypt secret");
 
-	new_value = (bytea *) palloc(VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
-	new_wrapped = (bytea *) palloc(VARHDRSZ + SE_WRAPPED_DEK_LEN);
-	status = se_envelope_seal(se_engine(), new_kek, aad, aadlen, pt, ptlen,
-							  (uint8_t *) VARDATA(new_value),
-							  (uint8_t *) VARDATA(new_wrapped));
+	/* Should the seal fail, the reset wipes pt. */
+	result = se_seal_envelope_row(tupdesc, new_kek, new_version, aad, aadlen,
+								  pt, ptlen, "re-encrypt secret");
 	se_wipe(pt, ptlen);
 	pfree(aad);
-	if (status != SE_OK)
-		se_report_crypto_failure(status, new_version, "re-encrypt secret");
-	SET_VARSIZE(new_value, VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
-	SET_VARSIZE(new_wrapped, VARHDRSZ + SE_WRAPPED_DEK_LEN);
-
-	values[0] = PointerGetDatum(new_value);
-	values[1] = PointerGetDatum(new_wrapped);
-	values[2] = Int32GetDatum(new_version);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	PG_RETURN_DATUM(result);
 }

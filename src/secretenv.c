@@ -3,10 +3,10 @@
  * secretenv.c
  *	  Module entry point of the secretenv extension.
  *
- * Each area defines its own GUCs and hooks in its XxxInit function; this
- * file only calls them, then reserves the "secretenv." GUC prefix.  Loaded
- * through shared_preload_libraries, the KEKs are derived here, in the
- * postmaster, and inherited by every backend (see keyring.c).
+ * Each area defines its own GUCs and hooks in its se_<area>_init function;
+ * this file only calls them, then reserves the "secretenv." GUC prefix.
+ * Loaded through shared_preload_libraries, the KEKs are derived here, in
+ * the postmaster, and inherited by every backend (see keyring.c).
  *
  *-------------------------------------------------------------------------
  */

@@ -74,6 +74,20 @@ column_unchanged(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc desc, int att
 	return datumIsEqual(oldval, newval, att->attbyval, att->attlen);
 }
 
+/*
+ * The trigger data of a call: an ERROR unless the trigger manager made it
+ * (the function was called directly).
+ */
+static TriggerData *
+trigger_call_data(FunctionCallInfo fcinfo, const char *funcname)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s() was not called by the trigger manager", funcname)));
+	return (TriggerData *) fcinfo->context;
+}
+
 /* Attribute number of a trigger argument's column; an ERROR if absent. */
 static int
 trigger_column(TriggerData *trigdata, const char *column)
@@ -93,14 +107,11 @@ PG_FUNCTION_INFO_V1(secret_forbid_identity_change);
 Datum
 secret_forbid_identity_change(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerData *trigdata;
 	Trigger    *trigger;
 	TupleDesc	desc;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("forbid_identity_change() was not called by the trigger manager")));
+	trigdata = trigger_call_data(fcinfo, "forbid_identity_change");
 	if (!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event))
@@ -200,7 +211,7 @@ PG_FUNCTION_INFO_V1(secret_check_envelope);
 Datum
 secret_check_envelope(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerData *trigdata;
 	Trigger    *trigger;
 	HeapTuple	newtuple;
 	TupleDesc	desc;
@@ -220,10 +231,7 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	bool		utf8_ok;
 	const char *relname;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("check_envelope() was not called by the trigger manager")));
+	trigdata = trigger_call_data(fcinfo, "check_envelope");
 	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!(TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) || TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event)))
@@ -323,14 +331,13 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_MALFORMED_ENVELOPE),
 					 errmsg("new row of relation \"%s\" holds a malformed envelope", relname),
-					 errdetail("A wrapped DEK is exactly %d bytes and an encrypted value at least %d bytes.",
-							   SE_WRAPPED_DEK_LEN, SE_SEAL_OVERHEAD)));
+					 se_errdetail_malformed_envelope()));
 			break;
 		case SE_ERR_UNWRAP:
 			ereport(ERROR,
 					(errcode(ERRCODE_SECRETENV_KEK_MISMATCH),
 					 errmsg("new row of relation \"%s\" holds an envelope that does not open: wrong KEK or corrupted wrapped DEK", relname),
-					 errdetail("The wrapped DEK does not open under the KEK of version %d.", version),
+					 se_errdetail_kek_mismatch(version),
 					 errhint("Store the encrypted value, wrapped DEK and KEK version of one secret_encrypt call: ... FROM src, LATERAL secretenv.secret_encrypt(value, id, name) e.")));
 			break;
 		case SE_ERR_OPEN:
@@ -354,12 +361,9 @@ PG_FUNCTION_INFO_V1(secret_invalidate_caches);
 Datum
 secret_invalidate_caches(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerData *trigdata;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("invalidate_secret_caches() was not called by the trigger manager")));
+	trigdata = trigger_call_data(fcinfo, "invalidate_secret_caches");
 	se_writer_started();
 	se_key_health_table_changed();
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));

@@ -12,8 +12,8 @@
  * To close the gap, every transaction that changes the table counts itself
  * in shared memory: "started" when its invalidation trigger fires (before it
  * can commit), "finished" from a resource-release callback of the
- * AFTER_LOCKS phase, which runs after AtEOXact_Inval on commit and abort
- * alike.  While started != finished some writer may be in the gap, and
+ * RESOURCE_RELEASE_AFTER_LOCKS phase, which runs after AtEOXact_Inval on
+ * commit and abort alike.  While started != finished some writer may be in the gap, and
  * secret_get neither serves nor fills the cache.
  *
  * Readers must read finished before started, and both before

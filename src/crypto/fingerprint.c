@@ -13,29 +13,15 @@
  */
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "se_crypto.h"
+#include "se_crypto_internal.h"
 
 #define FINGERPRINT_LABEL "secretenv kek fingerprint"
 
 se_status
 se_kek_fingerprint(const uint8_t kek[SE_KEY_LEN], uint8_t out[SE_KEK_FINGERPRINT_LEN])
 {
-	uint8_t		mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-
-	if (HMAC(EVP_sha256(), kek, SE_KEY_LEN,
-			 (const unsigned char *) FINGERPRINT_LABEL, strlen(FINGERPRINT_LABEL),
-			 mac, &maclen) == NULL || maclen < SE_KEK_FINGERPRINT_LEN)
-	{
-		ERR_clear_error();
-		se_wipe(mac, sizeof(mac));
-		return SE_ERR_OPENSSL;
-	}
-	memcpy(out, mac, SE_KEK_FINGERPRINT_LEN);
-	se_wipe(mac, sizeof(mac));
-	return SE_OK;
+	return se_hmac_sha256_truncated(kek, (const uint8_t *) FINGERPRINT_LABEL,
+									strlen(FINGERPRINT_LABEL), NULL, 0,
+									out, SE_KEK_FINGERPRINT_LEN);
 }

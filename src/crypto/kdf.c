@@ -30,6 +30,7 @@
 #include <openssl/params.h>
 
 #include "se_crypto.h"
+#include "se_crypto_internal.h"
 
 #define SE_VERSION_LEN 4
 
@@ -74,10 +75,16 @@ se_derive_kek(const uint8_t *pass, size_t passlen,
 	return SE_OK;
 }
 
+/*
+ * HMAC-SHA256 under a 32-byte key over head || data, truncated to its
+ * first outlen bytes (at most 32).  The full MAC is wiped; on failure out
+ * is left as it was.
+ */
 se_status
-se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
-				const uint8_t *data, size_t len,
-				uint8_t out[SE_IDENTITY_TAG_LEN])
+se_hmac_sha256_truncated(const uint8_t key[SE_KEY_LEN],
+						 const uint8_t *head, size_t headlen,
+						 const uint8_t *data, size_t len,
+						 uint8_t *out, size_t outlen)
 {
 	EVP_MAC    *mac;
 	EVP_MAC_CTX *ctx = NULL;
@@ -86,6 +93,8 @@ se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
 	size_t		fulllen = 0;
 	int			ok;
 
+	if (outlen > sizeof(full))
+		return SE_ERR_LENGTH;
 	ERR_clear_error();
 	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
 	if (mac != NULL)
@@ -93,10 +102,9 @@ se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
 												 (char *) "SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
-	/* The domain byte keeps tags of different kinds of input apart. */
 	ok = ctx != NULL &&
 		EVP_MAC_init(ctx, key, SE_KEY_LEN, params) == 1 &&
-		EVP_MAC_update(ctx, &domain, 1) == 1 &&
+		(headlen == 0 || EVP_MAC_update(ctx, head, headlen) == 1) &&
 		(len == 0 || EVP_MAC_update(ctx, data, len) == 1) &&
 		EVP_MAC_final(ctx, full, &fulllen, sizeof(full)) == 1 &&
 		fulllen == sizeof(full);
@@ -109,7 +117,17 @@ se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
 		se_wipe(full, sizeof(full));
 		return SE_ERR_OPENSSL;
 	}
-	memcpy(out, full, SE_IDENTITY_TAG_LEN);
+	memcpy(out, full, outlen);
 	se_wipe(full, sizeof(full));
 	return SE_OK;
+}
+
+se_status
+se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
+				const uint8_t *data, size_t len,
+				uint8_t out[SE_IDENTITY_TAG_LEN])
+{
+	/* The domain byte keeps tags of different kinds of input apart. */
+	return se_hmac_sha256_truncated(key, &domain, 1, data, len,
+									out, SE_IDENTITY_TAG_LEN);
 }

@@ -39,4 +39,13 @@ extern se_status se_gcm_seal_with_nonce(se_aead *aead,
 extern void se_aead_batch_begin(se_aead *aead);
 extern se_status se_aead_batch_end(se_aead *aead);
 
+/*
+ * HMAC-SHA256 under key over head || data, truncated to outlen bytes (at
+ * most 32): the one MAC under KEK fingerprints and identity tags.
+ */
+extern se_status se_hmac_sha256_truncated(const uint8_t key[SE_KEY_LEN],
+										  const uint8_t *head, size_t headlen,
+										  const uint8_t *data, size_t len,
+										  uint8_t *out, size_t outlen);
+
 #endif							/* SE_CRYPTO_INTERNAL_H */

@@ -5,7 +5,7 @@
 #
 # 1. Core dumps.  A backend that holds derived KEKs (current and previous;
 #    a decrypt has just run) and the postmaster that derived them are
-#    dumped with gdb's gcore, which honours MADV_DONTDUMP (the "dd" VmFlag
+#    dumped with gdb's gcore, which honours MADV_DONTDUMP ("dd" in VmFlags
 #    of /proc/PID/smaps).  Two key sources, as the README's security model
 #    states them:
 #    a. passphrases as settings in postgresql.conf: the KEK bytes, computed
