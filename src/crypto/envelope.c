@@ -79,6 +79,19 @@ se_unwrap_dek(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 	return status;
 }
 
+/*
+ * End an envelope operation begun with se_aead_batch_begin: wipe its DEK
+ * and scrub the engine.  A scrub that fails fails the operation.
+ */
+static se_status
+end_envelope_operation(se_aead *aead, uint8_t dek[SE_KEY_LEN], se_status status)
+{
+	se_wipe(dek, SE_KEY_LEN);
+	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
+		return SE_ERR_OPENSSL;
+	return status;
+}
+
 se_status
 se_envelope_seal(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 				 const uint8_t *aad, size_t aadlen,
@@ -100,9 +113,7 @@ se_envelope_seal(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 		status = se_aead_seal(aead, dek, aad, aadlen, pt, ptlen, value_out);
 	if (status == SE_OK)
 		status = se_wrap_dek(aead, kek, dek, wrapped_out);
-	se_wipe(dek, sizeof(dek));
-	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
-		status = SE_ERR_OPENSSL;
+	status = end_envelope_operation(aead, dek, status);
 
 	if (status != SE_OK)
 	{
@@ -139,9 +150,7 @@ se_envelope_open(se_aead *aead, const uint8_t kek[SE_KEY_LEN],
 	status = se_unwrap_dek(aead, kek, wrapped, wrappedlen, dek);
 	if (status == SE_OK)
 		status = se_aead_open(aead, dek, aad, aadlen, value, valuelen, pt_out);
-	se_wipe(dek, sizeof(dek));
-	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
-		status = SE_ERR_OPENSSL;
+	status = end_envelope_operation(aead, dek, status);
 
 	if (status != SE_OK)
 		se_wipe(pt_out, valuelen - SE_SEAL_OVERHEAD);
@@ -163,9 +172,7 @@ se_rewrap_dek(se_aead *aead,
 	/* se_wrap_dek draws a fresh nonce: never reuse the old one. */
 	if (status == SE_OK)
 		status = se_wrap_dek(aead, new_kek, dek, out);
-	se_wipe(dek, sizeof(dek));
-	if (se_aead_batch_end(aead) != SE_OK && status == SE_OK)
-		status = SE_ERR_OPENSSL;
+	status = end_envelope_operation(aead, dek, status);
 
 	if (status != SE_OK)
 		se_wipe(out, SE_WRAPPED_DEK_LEN);

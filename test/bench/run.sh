@@ -483,14 +483,22 @@ alternate() {
 	done
 }
 
-for ((run = 1; run <= runs; run++)); do
-	log "connection run $run/$runs"
-	alternate connect connect "$run" \
-		pre_select1="$main:$work/select1.sql" \
-		pre_decrypt="$main:$work/decrypt_main.sql" \
-		nopre_select1="$nopre:$work/select1.sql" \
-		nopre_decrypt="$nopre:$work/decrypt_nopreload.sql"
-done
+# alternate_runs KIND SECTION WHAT NAME=PORT:SCRIPT[:PGOPTIONS]...: alternate
+# once per run, logging WHAT.
+alternate_runs() {
+	local kind=$1 section=$2 what=$3 run
+	shift 3
+	for ((run = 1; run <= runs; run++)); do
+		log "$what run $run/$runs"
+		alternate "$kind" "$section" "$run" "$@"
+	done
+}
+
+alternate_runs connect connect connection \
+	pre_select1="$main:$work/select1.sql" \
+	pre_decrypt="$main:$work/decrypt_main.sql" \
+	nopre_select1="$nopre:$work/select1.sql" \
+	nopre_decrypt="$nopre:$work/decrypt_nopreload.sql"
 
 # --------------------------------------------------------------------------
 # 3. secret_get through pgbench: cached (default), uncached
@@ -507,13 +515,10 @@ SELECT encrypted_value FROM secretenv.secrets WHERE secret_name = 'get-' || :n;
 EOF
 chown "$pg_user" "$work/get.sql" "$work/plain.sql"
 
-for ((run = 1; run <= runs; run++)); do
-	log "secret_get run $run/$runs"
-	alternate tps get "$run" \
-		cached="$main:$work/get.sql" \
-		uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
-		plain="$main:$work/plain.sql"
-done
+alternate_runs tps get secret_get \
+	cached="$main:$work/get.sql" \
+	uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
+	plain="$main:$work/plain.sql"
 
 # The same with row-level security on, for a role the policy applies to
 # (the superuser bypasses it): its clients start as that role through
@@ -525,13 +530,10 @@ CREATE POLICY bench_rls_policy ON secretenv.secrets FOR SELECT TO bench_rls
 	USING (secret_name LIKE 'get-%');
 ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
 SQL
-for ((run = 1; run <= runs; run++)); do
-	log "secret_get with row-level security run $run/$runs"
-	alternate tps get_rls "$run" \
-		rls_cached="$main:$work/get.sql:-c role=bench_rls" \
-		rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
-		rls_plain="$main:$work/plain.sql:-c role=bench_rls"
-done
+alternate_runs tps get_rls "secret_get with row-level security" \
+	rls_cached="$main:$work/get.sql:-c role=bench_rls" \
+	rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
+	rls_plain="$main:$work/plain.sql:-c role=bench_rls"
 sql "$main" <<'SQL'
 ALTER TABLE secretenv.secrets DISABLE ROW LEVEL SECURITY;
 DROP POLICY bench_rls_policy ON secretenv.secrets;
@@ -640,12 +642,9 @@ done
 # first secretenv call runs the key health check, which samples
 # secretenv.secrets (with preload its result is shared between backends
 # until the keys or the table change), so its cost may grow with the store.
-for ((run = 1; run <= runs; run++)); do
-	log "connection (big store) run $run/$runs"
-	alternate connect connect "$run" \
-		big_select1="$main:$work/select1.sql" \
-		big_decrypt="$main:$work/decrypt_main.sql"
-done
+alternate_runs connect connect "connection (big store)" \
+	big_select1="$main:$work/select1.sql" \
+	big_decrypt="$main:$work/decrypt_main.sql"
 
 # --------------------------------------------------------------------------
 # 5. The hardware bound: OpenSSL's own AES-256-GCM on 64-byte blocks.
