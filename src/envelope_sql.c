@@ -2,7 +2,7 @@
  *
  * envelope_sql.c
  *	  SQL-callable envelope primitives: secret_encrypt, secret_decrypt,
- *	  secret_rewrap and the key-version helpers.
+ *	  secret_rewrap, and the helpers the managed store shares with them.
  *
  * The database must be UTF8 (checked by CREATE EXTENSION), so text is used
  * byte for byte as the UTF-8 of the MLflow format: the AAD is the bytes of
