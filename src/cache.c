@@ -60,7 +60,6 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "port/atomics.h"
-#include "tcop/utility.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -72,6 +71,7 @@
 #include "cache.h"
 #include "se_crypto.h"
 #include "se_messages.h"
+#include "utility_hook_chain.h"
 
 #define NUM_KEY_SLOTS 2
 
@@ -595,12 +595,8 @@ cache_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 					 ParamListInfo params, QueryEnvironment *queryEnv,
 					 DestReceiver *dest, QueryCompletion *qc)
 {
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-							params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
+	se_next_process_utility(prev_ProcessUtility, pstmt, queryString, readOnlyTree,
+							context, params, queryEnv, dest, qc);
 	if (IsA(pstmt->utilityStmt, TransactionStmt) && bucket_keys != NULL)
 		rearm_timers(monotonic_us());
 }

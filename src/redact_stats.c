@@ -60,7 +60,6 @@
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
 #include "tcop/tcopprot.h"
-#include "tcop/utility.h"
 #include "utils/backend_status.h"
 #include "utils/memutils.h"
 #include "utils/queryjumble.h"
@@ -68,6 +67,7 @@
 
 #include "redact.h"
 #include "se_messages.h"
+#include "utility_hook_chain.h"
 
 static post_parse_analyze_hook_type prev_post_parse_analyze_hook = NULL;
 static planner_hook_type prev_planner_hook = NULL;
@@ -390,12 +390,8 @@ redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		scrub_activity_if_needed();
 	}
 
-	if (prev_ProcessUtility_hook)
-		prev_ProcessUtility_hook(pstmt, queryString, readOnlyTree, context,
-								 params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
+	se_next_process_utility(prev_ProcessUtility_hook, pstmt, queryString, readOnlyTree,
+							context, params, queryEnv, dest, qc);
 }
 
 /*

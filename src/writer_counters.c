@@ -33,10 +33,10 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "tcop/utility.h"
 #include "utils/resowner.h"
 
 #include "se_messages.h"
+#include "utility_hook_chain.h"
 #include "writer_counters.h"
 
 typedef struct WriterCounters
@@ -109,12 +109,8 @@ writers_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 	if (IsA(parsetree, TransactionStmt) &&
 		((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
 		se_writer_started();
-	if (prev_ProcessUtility)
-		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-							params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
+	se_next_process_utility(prev_ProcessUtility, pstmt, queryString, readOnlyTree,
+							context, params, queryEnv, dest, qc);
 }
 
 void
