@@ -119,15 +119,24 @@ if [ "$bad" -gt 0 ]; then
 fi
 record tap "$ok" "$bad" "$skip"
 
-# META.json against PGXN Meta Spec 1.0.0 and the tree; one count per check.
-python3 "$top/test/meta_check.py" "$top" >"$logdir/meta.log" 2>&1
-line=$(grep -E '^meta: [0-9]+ passed, [0-9]+ failed' "$logdir/meta.log" | tail -1)
-if [ -n "$line" ]; then
-	grep '^not ok' "$logdir/meta.log"
-	record meta "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
-else
-	cat "$logdir/meta.log"; record meta 0 1
-fi
+# run_checker NAME SCRIPT: a checker of the tree printing "NAME: N passed,
+# N failed" last; one count per check.
+run_checker() {
+	local name=$1 script=$2 line
+	python3 "$top/test/$script" "$top" >"$logdir/$name.log" 2>&1
+	line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$logdir/$name.log" | tail -1)
+	if [ -n "$line" ]; then
+		grep '^not ok' "$logdir/$name.log"
+		record "$name" "$(echo "$line" | awk '{print $2}')" "$(echo "$line" | awk '{print $4}')"
+	else
+		cat "$logdir/$name.log"; record "$name" 0 1
+	fi
+}
+
+# META.json against PGXN Meta Spec 1.0.0 and the tree.
+run_checker meta meta_check.py
+# The source layout: include cycles, the core's headers, the README's Layout.
+run_checker layout layout_check.py
 
 # The Debian package, last: installing it replaces the files `make install`
 # put into the system PostgreSQL, and removing it deletes them, so they are
