@@ -18,19 +18,14 @@ use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use lib $FindBin::RealBin;
+use SecretenvTest;
+
 my $top = "$FindBin::RealBin/../..";
 my $checker = "$top/test/meta_check.py";
 
-sub run_checker
-{
-	my ($dir) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ 'python3', $checker, $dir ], '<', \undef, '>', \$out, '2>', \$err);
-	return ($? >> 8, $out . $err);
-}
-
 # The shipped tree.
-my ($rc, $out) = run_checker($top);
+my ($rc, $out) = run_tree_checker($checker, $top);
 is($rc, 0, 'the shipped META.json passes');
 like($out, qr/^meta: 17 passed, 0 failed$/m, 'every check ran and passed');
 unlike($out, qr/^not ok/m, 'no check failed');
@@ -53,7 +48,7 @@ sub mutated
 	print $fh $json->encode($m);
 	close $fh;
 	$tree_mutate->($dir) if $tree_mutate;
-	return run_checker($dir);
+	return run_tree_checker($checker, $dir);
 }
 
 my @cases = (

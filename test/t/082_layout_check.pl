@@ -13,18 +13,13 @@ use FindBin;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use lib $FindBin::RealBin;
+use SecretenvTest;
+
 my $top = "$FindBin::RealBin/../..";
 my $checker = "$top/test/layout_check.py";
 
-sub run_checker
-{
-	my ($dir) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ 'python3', $checker, $dir ], '<', \undef, '>', \$out, '2>', \$err);
-	return ($? >> 8, $out . $err);
-}
-
-my ($rc, $out) = run_checker($top);
+my ($rc, $out) = run_tree_checker($checker, $top);
 is($rc, 0, 'the tree passes');
 like($out, qr/^layout: [1-9][0-9]* passed, 0 failed$/m, 'every check ran and passed');
 like($out, qr/^ok - no include cycle between the modules of src\/$/m, 'the cycle check ran');
@@ -40,7 +35,7 @@ sub mutated
 	system('cp', '-R', "$top/src", "$dir/src") == 0 or die "could not copy src/";
 	copy("$top/README.md", "$dir/README.md") or die "README.md: $!";
 	$mutate->($dir);
-	return run_checker($dir);
+	return run_tree_checker($checker, $dir);
 }
 
 sub append_to

@@ -14,7 +14,8 @@ use Time::HiRes ();
 our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
   kek_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
   run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
-  two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex);
+  two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex
+  run_tree_checker);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
@@ -502,6 +503,16 @@ sub catalog_diff
 	  ((map { "- $_" } grep { !$in_second{$_} } keys %in_first),
 		(map { "+ $_" } grep { !$in_first{$_} } keys %in_second));
 	return join("\n", @diff);
+}
+
+# Run one of the tree checkers (test/meta_check.py, test/layout_check.py) on
+# the tree $dir; returns its exit status and its output.
+sub run_tree_checker
+{
+	my ($checker, $dir) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'python3', $checker, $dir ], '<', \undef, '>', \$out, '2>', \$err);
+	return ($? >> 8, $out . $err);
 }
 
 # Write an executable /bin/sh script $name with $body into $dir; returns its path.
