@@ -43,7 +43,8 @@ OBJS = \
 	src/writer_counters.o
 
 # Every released version's full script and the upgrade scripts between them.
-DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.0--1.1.sql
+DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.2.sql \
+	sql/secretenv--1.0--1.1.sql sql/secretenv--1.1--1.2.sql
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
 SHLIB_LINK = -lcrypto
 

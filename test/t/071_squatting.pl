@@ -191,7 +191,7 @@ for my $db (qw(first second))
 	($out, $err) = run_sql($node, $db, 'CREATE EXTENSION secretenv');
 	is($err, '', "clean pre-existing roles: CREATE EXTENSION succeeds in database $db");
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
-		'1.1', "database $db has secretenv 1.1");
+		'1.2', "database $db has secretenv 1.2");
 }
 ($out, $err) = run_sql($node, 'postgres', $state_sql);
 is($out, $roles_before, 'the adopted roles kept their attributes and memberships');
@@ -214,7 +214,7 @@ refused('legacy', 'ALTER EXTENSION secretenv UPDATE',
 $node->safe_psql('postgres', 'ALTER ROLE secretenv_writer NOCREATEDB');
 ($out, $err) = run_sql($node, 'legacy', 'ALTER EXTENSION secretenv UPDATE');
 is($node->safe_psql('legacy', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
-	'1.1', 'with the attribute removed the upgrade goes through');
+	'1.2', 'with the attribute removed the upgrade goes through');
 
 # 1.0 did not check the schema: a 1.0 install inside a schema owned by
 # another role is not carried to 1.1.

@@ -41,7 +41,7 @@ sub mutated
 	my $dir = PostgreSQL::Test::Utils::tempdir . '/tree' . $n++;
 	make_path("$dir/sql", "$dir/debian");
 	copy("$top/$_", "$dir/$_") or die "$_: $!"
-	  for ('secretenv.control', 'README.md', 'debian/changelog', 'sql/secretenv--1.1.sql');
+	  for ('secretenv.control', 'README.md', 'debian/changelog', 'sql/secretenv--1.2.sql');
 	my $m = $json->decode($json->encode($meta));
 	$mutate->($m);
 	open my $fh, '>', "$dir/META.json" or die $!;
@@ -63,8 +63,8 @@ my @cases = (
 	[ 'tag with a slash', sub { push @{ $_[0]{tags} }, 'a/b' }, qr/not ok - tags: / ],
 	[ 'meta-spec 2.0.0', sub { $_[0]{'meta-spec'}{version} = '2.0.0' }, qr/not ok - meta_spec: meta-spec.version must be 1.0.x/ ],
 	[ 'bugtracker mailto not an address', sub { $_[0]{resources}{bugtracker}{mailto} = 'nobody' }, qr/not ok - resources: / ],
-	[ 'version 1.2.0 (not the control file\'s)', sub { $_[0]{version} = $_[0]{provides}{secretenv}{version} = '1.2.0' },
-		qr/not ok - matches_control: version '1.2.0' is not secretenv.control's default_version '1.1'/ ],
+	[ 'version 1.3.0 (not the control file\'s)', sub { $_[0]{version} = $_[0]{provides}{secretenv}{version} = '1.3.0' },
+		qr/not ok - matches_control: version '1.3.0' is not secretenv.control's default_version '1.2'/ ],
 	[ 'provides.version differs', sub { $_[0]{provides}{secretenv}{version} = '1.0.0' }, qr/not ok - matches_control: provides.secretenv.version differs/ ],
 	[ 'abstract differs from the control comment', sub { $_[0]{abstract} = 'Something else' }, qr/not ok - matches_control: abstract differs/ ],
 	[ 'file of another version', sub { $_[0]{provides}{secretenv}{file} = 'sql/secretenv--1.0.sql' }, qr/not ok - files: .*install script of the default version/ ],
@@ -87,7 +87,7 @@ like($out, qr/not ok - files: provides.secretenv.docfile 'README.md' does not ex
 	sub {
 		my $f = "$_[0]/debian/changelog";
 		my $c = slurp_file($f);
-		$c =~ s/^secretenv \(1\.1-1\)/secretenv (1.0-1)/;
+		$c =~ s/^secretenv \([0-9.]+-1\)/secretenv (1.0-1)/;
 		open my $fh, '>', $f or die $!;
 		print $fh $c;
 		close $fh;

@@ -47,7 +47,7 @@ SELECT secretenv.secret_delete(' '), secretenv.secret_delete(repeat('n', 1100));
 ($out, $err) = run_sql($node, 'postgres', 'ALTER EXTENSION secretenv UPDATE');
 is($err, '', 'after re-creating them the update goes through');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
-	'1.1', 'the extension is at 1.1');
+	'1.2', 'the extension is at 1.2 (through 1.1)');
 is($node->safe_psql('postgres',
 		q{SELECT string_agg(secret_name || '=' || secretenv.secret_get(secret_name), ',' ORDER BY secret_name) FROM secretenv.secrets}),
 	'blank-renamed=blank-name-value,good=good-value-0123,long-renamed=long-name-value',

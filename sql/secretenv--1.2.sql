@@ -1,0 +1,1260 @@
+/* sql/secretenv--1.2.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION secretenv" to load this file. \quit
+
+/*
+ * The stored format is UTF-8 bytes (MLflow's format).  In a UTF8 database
+ * text is used byte for byte, with no conversion that could fail halfway or
+ * quote secret bytes in an error message.
+ */
+DO $encoding$
+BEGIN
+	IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+		RAISE EXCEPTION 'secretenv requires a UTF8 database'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = pg_catalog.format('This database''s encoding is %s.',
+											 pg_catalog.current_setting('server_encoding')),
+				  HINT = 'Create the database with ENCODING ''UTF8''.';
+	END IF;
+END
+$encoding$;
+
+/*
+ * Refuse to adopt squatted roles or a squatted schema (DESIGN §7a).  The
+ * three roles are cluster-wide and the schema may exist before CREATE
+ * EXTENSION, so either may have been prepared by someone else:
+ *  - a role that can log in, or holds SUPERUSER, CREATEROLE, CREATEDB,
+ *    REPLICATION or BYPASSRLS, is someone's account or a cluster-wide power,
+ *    and would receive secretenv's privileges; a role that is already a
+ *    member of another role would pass that role's privileges on to everyone
+ *    later granted the secretenv role;
+ *  - the owner of the schema, and any other role holding CREATE on it, can
+ *    place objects beside secretenv's (and the owner can drop them), and
+ *    objects another role placed there earlier would stay.
+ * Superusers gain nothing from either, so the schema, its CREATE grants and
+ * its objects may belong to any superuser (this script runs as one: when the
+ * schema did not exist, CREATE EXTENSION created it owned by the installing
+ * role; a dump restored by another superuser recreates it with its original
+ * owner) or to the extension's owner.  The same block runs in the install
+ * script (after the encoding check) and in the upgrade from 1.0, before
+ * anything is created, so a refusal leaves the database as it was.  Every
+ * name and operator is pg_catalog-qualified: the search_path here is the
+ * extension's schema, which may be the squatted one.
+ */
+DO $squatting$
+DECLARE
+	secretenv_roles CONSTANT pg_catalog.name[] :=
+		ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin'];
+	r record;
+	attrs pg_catalog.text;
+	ext_owner pg_catalog.oid;
+BEGIN
+	FOR r IN
+		SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreaterole, a.rolcreatedb,
+			   a.rolreplication, a.rolbypassrls
+		FROM pg_catalog.pg_roles a
+		WHERE a.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY a.rolname
+	LOOP
+		attrs := pg_catalog.concat_ws(' ',
+			CASE WHEN r.rolcanlogin THEN 'LOGIN' END,
+			CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+			CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+			CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+			CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+			CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END);
+		IF attrs OPERATOR(pg_catalog.<>) '' THEN
+			RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.rolname
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = pg_catalog.format('The role has %s; secretenv''s roles must be group roles without login and without cluster-wide attributes.',
+												 attrs),
+					  HINT = pg_catalog.format('Drop the role, or remove the attributes with ALTER ROLE %I%s, and retry.',
+											   r.rolname,
+											   pg_catalog.replace(' ' OPERATOR(pg_catalog.||) attrs, ' ', ' NO'));
+		END IF;
+	END LOOP;
+
+	FOR r IN
+		SELECT m.rolname AS member, g.rolname AS grp
+		FROM pg_catalog.pg_auth_members am
+			 JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) am.member
+			 JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) am.roleid
+		WHERE m.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		  AND NOT g.rolname OPERATOR(pg_catalog.=) ANY (secretenv_roles)
+		ORDER BY m.rolname, g.rolname
+	LOOP
+		RAISE EXCEPTION 'role "%" cannot be used by secretenv', r.member
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The role is a member of role "%s", whose privileges every member of "%s" would inherit.',
+											 r.grp, r.member),
+				  HINT = pg_catalog.format('Revoke the membership with REVOKE %I FROM %I, and retry.',
+										   r.grp, r.member);
+	END LOOP;
+
+	/* CREATE EXTENSION inserts the extension's row before running this. */
+	ext_owner := COALESCE((SELECT e.extowner FROM pg_catalog.pg_extension e
+						   WHERE e.extname OPERATOR(pg_catalog.=) 'secretenv'),
+						  0::pg_catalog.oid);
+	FOR r IN
+		SELECT o.rolname AS owner
+		FROM pg_catalog.pg_namespace n
+			 JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND NOT o.rolsuper
+		  AND n.nspowner OPERATOR(pg_catalog.<>) ext_owner
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema already exists and is owned by role "%s", which is not a superuser.',
+											 r.owner),
+				  HINT = pg_catalog.format('Drop the schema, or give it to the installing role with ALTER SCHEMA secretenv OWNER TO %I, and retry.',
+										   CURRENT_USER);
+	END LOOP;
+
+	FOR r IN
+		SELECT CASE WHEN g.grantee OPERATOR(pg_catalog.=) 0::pg_catalog.oid THEN 'PUBLIC'
+					ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END AS grantee
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL pg_catalog.aclexplode(n.nspacl) g
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND g.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+		  AND g.grantee OPERATOR(pg_catalog.<>) n.nspowner
+		  AND NOT COALESCE((SELECT s.rolsuper FROM pg_catalog.pg_roles s
+							WHERE s.oid OPERATOR(pg_catalog.=) g.grantee), false)
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('Role %s holds CREATE on the schema, so it could place objects beside secretenv''s.',
+											 r.grantee),
+				  HINT = pg_catalog.format('Revoke it with REVOKE CREATE ON SCHEMA secretenv FROM %s, and retry.',
+										   r.grantee);
+	END LOOP;
+
+	/* Objects another role created while it could (CREATE since revoked). */
+	FOR r IN
+		SELECT i.type OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) i.identity AS object,
+			   pg_catalog.pg_get_userbyid(o.owner) AS owner
+		FROM pg_catalog.pg_namespace n,
+			 LATERAL (SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid, c.relowner
+					  FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid, p.proowner
+					  FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid, t.typowner
+					  FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, op.oid, op.oprowner
+					  FROM pg_catalog.pg_operator op WHERE op.oprnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, co.oid, co.collowner
+					  FROM pg_catalog.pg_collation co WHERE co.collnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, cv.oid, cv.conowner
+					  FROM pg_catalog.pg_conversion cv WHERE cv.connamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, f.oid, f.opfowner
+					  FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, oc.oid, oc.opcowner
+					  FROM pg_catalog.pg_opclass oc WHERE oc.opcnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, tc.oid, tc.cfgowner
+					  FROM pg_catalog.pg_ts_config tc WHERE tc.cfgnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, td.oid, td.dictowner
+					  FROM pg_catalog.pg_ts_dict td WHERE td.dictnamespace OPERATOR(pg_catalog.=) n.oid
+					  UNION ALL
+					  SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, se.oid, se.stxowner
+					  FROM pg_catalog.pg_statistic_ext se WHERE se.stxnamespace OPERATOR(pg_catalog.=) n.oid
+					 ) o(classid, objid, owner)
+			 JOIN pg_catalog.pg_roles ow ON ow.oid OPERATOR(pg_catalog.=) o.owner,
+			 LATERAL pg_catalog.pg_identify_object(o.classid, o.objid, 0) i
+		WHERE n.nspname OPERATOR(pg_catalog.=) 'secretenv'
+		  AND NOT ow.rolsuper
+		  AND o.owner OPERATOR(pg_catalog.<>) ext_owner
+		ORDER BY 1
+	LOOP
+		RAISE EXCEPTION 'schema "secretenv" cannot be used by secretenv'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = pg_catalog.format('The schema holds %s, owned by role "%s".', r.object, r.owner),
+				  HINT = 'Drop the objects of roles that are not superusers from the schema, and retry.';
+	END LOOP;
+END
+$squatting$;
+
+/*
+ * Roles.  They are cluster-wide objects, so they are created only when
+ * absent and are not members of the extension (DROP EXTENSION keeps them).
+ */
+DO $roles$
+DECLARE
+	r text;
+BEGIN
+	FOREACH r IN ARRAY ARRAY['secretenv_reader', 'secretenv_writer', 'secretenv_admin']
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles
+					   WHERE rolname OPERATOR(pg_catalog.=) r) THEN
+			EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+		END IF;
+	END LOOP;
+END
+$roles$;
+
+/* Nothing in this schema is usable by PUBLIC unless granted below. */
+REVOKE ALL ON SCHEMA secretenv FROM PUBLIC;
+GRANT USAGE ON SCHEMA secretenv TO secretenv_reader, secretenv_writer, secretenv_admin;
+
+CREATE TYPE secretenv.envelope AS (
+	encrypted_value bytea,
+	wrapped_dek bytea,
+	kek_version int4
+);
+COMMENT ON TYPE secretenv.envelope IS
+	'An envelope-encrypted value: nonce||ciphertext||tag under a DEK, the DEK wrapped under a KEK, and the KEK version';
+
+-------------------------------------------------------------------------------
+-- Stateless primitives
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION secretenv.secret_encrypt(value text, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_text_uuid'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(text, uuid, text) IS
+	'Encrypt a text secret under a fresh DEK bound to (secret_id, secret_name), wrapping the DEK under the current KEK';
+
+CREATE FUNCTION secretenv.secret_encrypt(value text, secret_id text, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_text_text'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(text, text, text) IS
+	'Encrypt a text secret under a fresh DEK bound to a text secret_id and secret_name';
+
+CREATE FUNCTION secretenv.secret_encrypt(value jsonb, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_jsonb_uuid'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(jsonb, uuid, text) IS
+	'Encrypt a structured secret (serialized to JSON text) bound to (secret_id, secret_name)';
+
+CREATE FUNCTION secretenv.secret_encrypt(value jsonb, secret_id text, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_encrypt_jsonb_text'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_encrypt(jsonb, text, text) IS
+	'Encrypt a structured secret (serialized to JSON text) bound to a text secret_id and secret_name';
+
+CREATE FUNCTION secretenv.secret_decrypt(encrypted_value bytea, wrapped_dek bytea,
+										 kek_version int4, secret_id uuid, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_uuid'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(bytea, bytea, int4, uuid, text) IS
+	'Decrypt a secret: unwrap its DEK with the KEK of kek_version, then open the value under (secret_id, secret_name)';
+
+CREATE FUNCTION secretenv.secret_decrypt(encrypted_value bytea, wrapped_dek bytea,
+										 kek_version int4, secret_id text, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_text'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(bytea, bytea, int4, text, text) IS
+	'Decrypt a secret bound to a text secret_id';
+
+CREATE FUNCTION secretenv.secret_decrypt(envelope secretenv.envelope, secret_id uuid, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_envelope_uuid'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(secretenv.envelope, uuid, text) IS
+	'Decrypt a secret given as an envelope';
+
+CREATE FUNCTION secretenv.secret_decrypt(envelope secretenv.envelope, secret_id text, secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_envelope_text'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_decrypt(secretenv.envelope, text, text) IS
+	'Decrypt a secret given as an envelope, bound to a text secret_id';
+
+CREATE FUNCTION secretenv.secret_rewrap(wrapped_dek bytea, kek_version int4)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'secret_rewrap'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_rewrap(bytea, int4) IS
+	'Re-wrap one DEK under the current KEK; the encrypted value does not change';
+
+CREATE FUNCTION secretenv.current_kek_version()
+RETURNS int4
+AS 'MODULE_PATHNAME', 'secret_current_kek_version'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.current_kek_version() IS
+	'Version of the current KEK (secretenv.kek_version); new wraps use it';
+
+CREATE FUNCTION secretenv.kek_is_configured(kek_version int4)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'secret_kek_is_configured'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.kek_is_configured(int4) IS
+	'Whether a KEK (current or previous) is configured for this version';
+
+CREATE FUNCTION secretenv.kek_opens(wrapped_dek bytea, kek_version int4)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'secret_kek_opens'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.kek_opens(bytea, int4) IS
+	'Whether the configured KEK of this version opens the wrapped DEK (never returns the DEK)';
+
+CREATE FUNCTION secretenv.secret_mask(value text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_mask_text'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_mask(text) IS
+	'Display mask: first 3 characters, "...", last 4; "***" below 8 characters';
+
+CREATE FUNCTION secretenv.secret_mask(value jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_mask_jsonb'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.secret_mask(jsonb) IS
+	'Display mask of an object: every string value masked, every other value "***"';
+
+CREATE FUNCTION secretenv.forbid_identity_change()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_forbid_identity_change'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.forbid_identity_change() IS
+	'Row trigger: the columns named in its arguments may never change (they are part of the AAD)';
+
+CREATE FUNCTION secretenv.check_envelope()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_check_envelope'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.check_envelope() IS
+	'Row trigger: refuse a new or changed row whose envelope (columns named in its arguments) does not open';
+
+CREATE FUNCTION secretenv.key_config()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_key_config'
+LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.key_config() IS
+	'Key configuration of this backend: versions, default-passphrase use, preload; never key material';
+
+/*
+ * Rotation, re-encryption and status() first apply a configuration reload
+ * that the server has loaded but this session has not (pg_reload_conf()
+ * returns before any backend applies it), so that they never act on a
+ * stale view of the keys.
+ */
+CREATE FUNCTION secretenv.loaded_kek_version()
+RETURNS int4
+AS 'MODULE_PATHNAME', 'secret_loaded_kek_version'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION secretenv.loaded_kek_version() IS
+	'Apply the key settings the server last loaded to this session, then return the current KEK version';
+
+-------------------------------------------------------------------------------
+-- Managed store
+-------------------------------------------------------------------------------
+
+CREATE TABLE secretenv.secrets (
+	secret_id uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+	secret_name text NOT NULL UNIQUE,
+	encrypted_value bytea NOT NULL,
+	wrapped_dek bytea NOT NULL,
+	kek_version int4 NOT NULL CHECK (kek_version >= 1),
+	masked_value jsonb,
+	provider text,
+	description text,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by name NOT NULL DEFAULT CURRENT_USER,
+	last_updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	last_updated_by name NOT NULL DEFAULT CURRENT_USER,
+	/*
+	 * 1024 bytes keeps every name well inside a btree entry of the unique
+	 * index (at most about 2700 bytes, less than that for names that do not
+	 * compress); a blank name is always a mistake.  The functions below say
+	 * so with their own SQLSTATEs; this also covers direct writes.
+	 */
+	CONSTRAINT secrets_name_valid CHECK (octet_length(secret_name) <= 1024 AND btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') <> '')
+);
+COMMENT ON TABLE secretenv.secrets IS
+	'Envelope-encrypted secrets; secret_id and secret_name are immutable (they are the AAD)';
+SELECT pg_catalog.pg_extension_config_dump('secretenv.secrets', '');
+
+/*
+ * The AAD is secret_id|secret_name: renaming or re-identifying a row would
+ * make its value undecryptable, so the database forbids it for every role.
+ * ENABLE ALWAYS keeps the trigger firing under session_replication_role =
+ * replica, which would otherwise silence it.
+ */
+CREATE TRIGGER secrets_identity_immutable
+	BEFORE UPDATE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.forbid_identity_change('secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
+
+/*
+ * Row-level security (DESIGN §7f) applies only to the role a statement runs
+ * as, so the write functions below run with the caller's rights and
+ * secretenv_writer holds INSERT, UPDATE and DELETE on this table (the
+ * columns those functions write, no more).  That also lets a writer write
+ * the envelope columns directly, and a row whose envelope does not open
+ * would fail every read of it, stop secret_rotate_all() and make the key
+ * health check report that the KEK does not open its version.  So every
+ * such write is opened and refused if it does not open (check_envelope:
+ * 22S01 to 22S04), except by roles that may TRUNCATE the table: its
+ * owner and superusers, hence the SECURITY DEFINER rotation functions
+ * (nothing to check: they rewrap what opened) and the restore of a dump
+ * (which must load rows whose KEK is not configured yet).  Such a role can
+ * destroy every row anyway and can disable this trigger.  ENABLE ALWAYS,
+ * like the store's other triggers, so it fires whatever
+ * session_replication_role says.
+ */
+CREATE TRIGGER secrets_check_envelope
+	BEFORE INSERT OR UPDATE OF encrypted_value, wrapped_dek, kek_version ON secretenv.secrets
+	FOR EACH ROW
+	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secrets'::pg_catalog.regclass, 'TRUNCATE'))
+	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
+											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
+
+/*
+ * The managed store is written through these functions.  Text and jsonb
+ * values share the two internal functions below: a jsonb secret is
+ * encrypted as its text form, which is exactly what secret_encrypt(jsonb)
+ * produces.
+ *
+ * secret_create, secret_update and secret_delete run with the caller's
+ * rights (SECURITY INVOKER), so that row-level security on
+ * secretenv.secrets applies to them exactly as to the caller's own
+ * statements: a row the caller's policies hide is absent (P0002 from
+ * secret_update, false from secret_delete) and an INSERT policy's WITH
+ * CHECK refuses a new row (42501).  A SECURITY DEFINER function would run
+ * as the table's owner, a superuser, for whom row-level security never
+ * applies, and PostgreSQL offers a definer function no way back to its
+ * caller's policies (SET ROLE is refused inside it).  What this costs:
+ * secretenv_writer holds the table privileges these functions use (see
+ * the grants at the end), and the trigger above keeps direct writes of
+ * envelopes honest.  The search_path stays pinned all the same.
+ */
+CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
+										provider text, description text)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id uuid := gen_random_uuid();
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
+	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
+	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
+								   kek_version, masked_value, provider, description,
+								   created_by, last_updated_by)
+	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
+			e.kek_version, masked, insert_secret.provider, insert_secret.description,
+			session_user, session_user);
+	RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text) IS
+	'Internal to secret_create: encrypt and insert one secret';
+
+CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_id uuid;
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	/* Lock the row first: the AAD needs its id, and a rename cannot happen. */
+	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
+	WHERE s.secret_name = replace_secret_value.secret_name
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" does not exist', replace_secret_value.secret_name
+			USING ERRCODE = 'no_data_found';
+	END IF;
+
+	e := secretenv.secret_encrypt(plaintext, target_id, replace_secret_value.secret_name);
+	UPDATE secretenv.secrets
+	SET encrypted_value = e.encrypted_value,
+		wrapped_dek = e.wrapped_dek,
+		kek_version = e.kek_version,
+		masked_value = masked,
+		last_updated_at = now(),
+		last_updated_by = session_user
+	WHERE secret_id = target_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb) IS
+	'Internal to secret_update: re-encrypt one secret under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+								   provider, description)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, text, text, text) IS
+	'Store a new text secret under a fresh DEK; returns its secret_id';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
+								   provider, description)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text) IS
+	'Store a new structured secret (JSON object) under a fresh DEK; returns its secret_id';
+
+CREATE FUNCTION secretenv.secret_update(secret_name text, value text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)))
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, text) IS
+	'Replace the value of a text secret, under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value))
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, jsonb) IS
+	'Replace the value of a structured secret, under a fresh DEK';
+
+CREATE FUNCTION secretenv.secret_delete(secret_name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (
+		DELETE FROM secretenv.secrets WHERE secret_name = secret_delete.secret_name
+		RETURNING 1
+	)
+	SELECT count(*) > 0 FROM d
+$$;
+COMMENT ON FUNCTION secretenv.secret_delete(text) IS
+	'Delete a secret by name; returns whether it existed';
+
+CREATE FUNCTION secretenv.secret_get(secret_name text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_get'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_get(text) IS
+	'Decrypted value of a stored secret, served from the per-backend credential cache when fresh';
+
+CREATE FUNCTION secretenv.cache_clear()
+RETURNS void
+AS 'MODULE_PATHNAME', 'secret_cache_clear'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.cache_clear() IS
+	'Wipe every entry and bucket key of this backend''s credential cache';
+
+CREATE FUNCTION secretenv.cache_stats()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'secret_cache_stats'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.cache_stats() IS
+	'Counters and settings of this backend''s credential cache';
+
+/*
+ * Any committed change to the table must reach every backend's credential
+ * cache: this statement-level trigger queues a relcache invalidation of the
+ * table, which every backend receives when the change commits.
+ */
+CREATE FUNCTION secretenv.invalidate_secret_caches()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_invalidate_caches'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.invalidate_secret_caches() IS
+	'Trigger: drop every backend''s cached secrets when secretenv.secrets changes';
+
+CREATE TRIGGER secrets_invalidate_caches
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON secretenv.secrets
+	FOR EACH STATEMENT EXECUTE FUNCTION secretenv.invalidate_secret_caches();
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_invalidate_caches;
+
+/*
+ * Logical replication apply runs no statement triggers: on a subscriber of
+ * secretenv.secrets this row trigger, enabled for replica sessions only
+ * (apply workers), is what invalidates the caches.  Ordinary sessions do
+ * not fire it, so it costs a primary nothing per row.
+ */
+CREATE TRIGGER secrets_invalidate_caches_on_apply
+	BEFORE INSERT OR UPDATE OR DELETE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.invalidate_secret_caches();
+ALTER TABLE secretenv.secrets ENABLE REPLICA TRIGGER secrets_invalidate_caches_on_apply;
+
+CREATE FUNCTION secretenv.secret_rotate_all()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	/* The key settings the server last loaded, not a stale view. */
+	current_version int4 := secretenv.loaded_kek_version();
+	missing text;
+	rotated bigint;
+BEGIN
+	/*
+	 * Name every version that cannot be opened before touching anything;
+	 * the UPDATE would fail on the first such row anyway, but less helpfully.
+	 */
+	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
+	FROM (SELECT DISTINCT kek_version AS v FROM secretenv.secrets
+		  WHERE kek_version <> current_version) old
+	WHERE NOT secretenv.kek_is_configured(v);
+
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
+			USING ERRCODE = '22S04',
+				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
+				  HINT = 'Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK that wrote them, reload, and retry.';
+	END IF;
+
+	/* One statement: all rows are re-wrapped, or none is. */
+	UPDATE secretenv.secrets
+	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
+		kek_version = current_version
+	WHERE kek_version <> current_version;
+	GET DIAGNOSTICS rotated = ROW_COUNT;
+	RETURN rotated;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
+	'Re-wrap the DEK of every secret not on the current KEK, in one statement; returns the count';
+
+CREATE FUNCTION secretenv.verify_secrets()
+RETURNS TABLE (secret_id uuid, secret_name text, kek_version int4, failed_check text)
+AS 'MODULE_PATHNAME', 'secret_verify_all'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION secretenv.verify_secrets() IS
+	'Open every stored secret (wrapped DEK and value, AAD included); one row per failure, never plaintext';
+
+CREATE FUNCTION secretenv.key_inventory()
+RETURNS TABLE (database text, kek_version int4, rows bigint, kek_state text,
+			   counted boolean, checked_at timestamptz)
+AS 'MODULE_PATHNAME', 'secret_key_inventory'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.key_inventory() IS
+	'Latest key health check of every database that has secretenv (with preload; else this database): rows and KEK state per version';
+
+CREATE FUNCTION secretenv.status()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	/* Act on the key settings the server last loaded, not a stale view. */
+	SELECT secretenv.loaded_kek_version();
+	/* Once: key_config() reads the settings this session now has. */
+	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
+	versions AS (
+		SELECT c.kek_version, c.n,
+			   secretenv.kek_is_configured(c.kek_version) AS configured,
+			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
+									WHERE s.kek_version OPERATOR(pg_catalog.=) c.kek_version
+									LIMIT 1), c.kek_version) AS opens
+		FROM (SELECT s.kek_version, count(*) AS n
+			  FROM secretenv.secrets s GROUP BY s.kek_version) c
+	)
+	SELECT (SELECT cfg.c FROM cfg)
+		|| jsonb_build_object(
+			'versions', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'kek_version', v.kek_version,
+							'rows', v.n,
+							'kek_configured', v.configured,
+							'kek_opens_sample', v.opens)
+						ORDER BY v.kek_version)
+				FROM versions v), '[]'::jsonb),
+			/* Rows a read refuses (22S05) until they are rotated. */
+			'retired_rows', COALESCE((
+				SELECT sum(v.n) FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<)
+					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
+			/* Complete: every row on the current KEK, and that KEK opens them. */
+			'rotation_complete', NOT EXISTS (
+				SELECT 1 FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<>) secretenv.current_kek_version()
+				   OR v.opens IS DISTINCT FROM true),
+			'databases', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'database', d.database,
+							'kek_version', d.kek_version,
+							'rows', d.rows,
+							'kek_state', d.kek_state,
+							'checked_at', d.checked_at)
+						ORDER BY d.database, d.kek_version)
+				FROM (SELECT i.database, i.kek_version, i.rows, i.kek_state, i.checked_at
+					  FROM secretenv.key_inventory() i
+					  WHERE i.database OPERATOR(pg_catalog.<>) current_database()::text
+					  UNION ALL
+					  /* This database as counted now, not at the worker's last visit. */
+					  SELECT current_database()::text, v.kek_version, v.n,
+							 CASE WHEN NOT v.configured THEN 'not configured'
+								  WHEN v.opens THEN 'opens'
+								  ELSE 'does not open' END,
+							 now()
+					  FROM versions v) d), '[]'::jsonb),
+			'cache', secretenv.cache_stats())
+$$;
+COMMENT ON FUNCTION secretenv.status() IS
+	'Key versions and fingerprints, default-passphrase use, preload, rows, retirement and key health per version and per database, cache counters; never key material';
+
+/*
+ * Both views run with the rights of the role that queries them
+ * (security_invoker), so its table privileges and row-level security
+ * policies apply; an ordinary view would read the table as its owner, a
+ * superuser, for whom row-level security never applies.
+ */
+CREATE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
+	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
+		   created_at, created_by, last_updated_at, last_updated_by
+	FROM secretenv.secrets;
+COMMENT ON VIEW secretenv.masked_secrets IS
+	'Secrets without ciphertext or plaintext: the stored mask only, never decrypted';
+
+CREATE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
+	SELECT secret_id, secret_name,
+		   secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version,
+									secret_id, secret_name) AS value,
+		   provider, description, kek_version, last_updated_at
+	FROM secretenv.secrets;
+COMMENT ON VIEW secretenv.decrypted_secrets IS
+	'Plaintext of every stored secret; restricted to secretenv_reader';
+
+/*
+ * DROP EXTENSION secretenv would delete every stored secret without a
+ * word; so would DROP SCHEMA secretenv CASCADE and DROP OWNED BY the owner.
+ * This event trigger refuses them while secretenv.secrets holds rows,
+ * unless a superuser set secretenv.allow_drop_with_secrets in the session.
+ * An event trigger fires in every session, also without preload; ENABLE
+ * ALWAYS keeps it firing under session_replication_role = replica.
+ */
+CREATE FUNCTION secretenv.drop_guard()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'secret_drop_guard'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.drop_guard() IS
+	'Event trigger: refuse to drop secretenv while secretenv.secrets holds secrets';
+
+CREATE EVENT TRIGGER secretenv_drop_guard ON ddl_command_start
+	WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+	EXECUTE FUNCTION secretenv.drop_guard();
+ALTER EVENT TRIGGER secretenv_drop_guard ENABLE ALWAYS;
+
+-------------------------------------------------------------------------------
+-- Key lifecycle at scale: batched rotation, re-encryption, retirement
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION secretenv.reencrypt_envelope(encrypted_value bytea, wrapped_dek bytea,
+											 kek_version int4, secret_id uuid, secret_name text)
+RETURNS secretenv.envelope
+AS 'MODULE_PATHNAME', 'secret_reencrypt_envelope'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION secretenv.reencrypt_envelope(bytea, bytea, int4, uuid, text) IS
+	'Internal to secret_reencrypt: open a value and seal it again under a fresh DEK and the current KEK, inside the server';
+
+/*
+ * A batched run walks the table's blocks in windows of about batch_size
+ * rows (a TID range scan, so a batch never reads the whole table), one
+ * UPDATE and one transaction per window.  The UPDATE re-checks its
+ * condition on the newest version of a row it had to wait for, so a second
+ * run working at the same time waits for the first one's window and then
+ * skips what it did: no row is done twice.  Rows are locked in physical
+ * order, so two runs never deadlock.  A pass ends at the last block the
+ * table had when it began; the run makes passes until one finds nothing
+ * left to change (rows moved or written behind the scan by concurrent
+ * updates are caught by the next pass).  The procedures keep this state
+ * between their COMMITs.
+ */
+CREATE TYPE secretenv.batch_run AS (
+	operation text,
+	tbl regclass,
+	wrapped_dek_column name,
+	kek_version_column name,
+	since timestamptz,
+	batch_size int4,
+	pass int4,
+	table_blocks int8,
+	next_block int8,
+	window_blocks int8,
+	densest_block int8,
+	pass_changed int8,
+	changed int8,
+	batches int8,
+	longest_batch interval,
+	done boolean
+);
+COMMENT ON TYPE secretenv.batch_run IS
+	'Progress of a batched secret_rotate, rotate_table or secret_reencrypt run between its transactions';
+
+/* One window of secret_rotate: runs as the table's owner, like secret_rotate_all. */
+CREATE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
+											   OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
+	UPDATE secretenv.secrets s
+	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
+		kek_version = current_version
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.kek_version OPERATOR(pg_catalog.<>) current_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.rotate_secrets_batch(int8, int8) IS
+	'Internal to secret_rotate: re-wrap the rows of a block range not on the current KEK';
+
+/*
+ * One window of secret_reencrypt, as the table's owner.  A re-encrypted
+ * row is stamped last_updated_at = now(), which is after the cutoff, so a
+ * run that is resumed does not do it again.
+ */
+CREATE FUNCTION secretenv.reencrypt_secrets_batch(since timestamptz, first_block int8, blocks int8,
+												  OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	UPDATE secretenv.secrets s
+	SET (encrypted_value, wrapped_dek, kek_version) =
+			(SELECT e.encrypted_value, e.wrapped_dek, e.kek_version
+			 FROM secretenv.reencrypt_envelope(s.encrypted_value, s.wrapped_dek, s.kek_version,
+											   s.secret_id, s.secret_name) e),
+		last_updated_at = now()
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.last_updated_at OPERATOR(pg_catalog.<) since;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.reencrypt_secrets_batch(timestamptz, int8, int8) IS
+	'Internal to secret_reencrypt: give the rows of a block range encrypted before the cutoff a fresh DEK and ciphertext';
+
+/*
+ * One window of rotate_table.  It runs with the caller's rights on the
+ * table (SECURITY INVOKER): rotating a table needs UPDATE on it.  The
+ * statement is built from the table's catalog names and the column names,
+ * each quoted with %I, with every operator schema-qualified.
+ */
+CREATE FUNCTION secretenv.rotate_table_batch(tbl regclass, wrapped_dek_column name,
+											 kek_version_column name, first_block int8, blocks int8,
+											 OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	current_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+	target text;
+BEGIN
+	SELECT format('%I.%I', n.nspname, c.relname) INTO STRICT target
+	FROM pg_catalog.pg_class c
+		 JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+	WHERE c.oid OPERATOR(pg_catalog.=) tbl;
+
+	EXECUTE format('SELECT count(*) FROM %s t '
+				   'WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2',
+				   target)
+		INTO seen USING lo, hi;
+
+	EXECUTE format('UPDATE %1$s t SET %2$I = secretenv.secret_rewrap(t.%2$I, t.%3$I), %3$I = $3 '
+				   'WHERE t.ctid OPERATOR(pg_catalog.>=) $1 AND t.ctid OPERATOR(pg_catalog.<) $2 '
+				   '  AND t.%3$I OPERATOR(pg_catalog.<>) $3',
+				   target, wrapped_dek_column, kek_version_column)
+		USING lo, hi, current_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.rotate_table_batch(regclass, name, name, int8, int8) IS
+	'Internal to rotate_table: re-wrap the rows of a block range of an application table not on the current KEK';
+
+/* Check the arguments of a run and describe its first pass. */
+CREATE FUNCTION secretenv.batch_run_start(operation text, tbl regclass, wrapped_dek_column name,
+										  kek_version_column name, since timestamptz,
+										  batch_size int4)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	run secretenv.batch_run;
+	col record;
+BEGIN
+	IF operation IS NULL OR tbl IS NULL
+	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt']) THEN
+		RAISE EXCEPTION 'unknown batched operation'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'batch size must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The given batch size is %s.', COALESCE(batch_size::text, 'NULL'));
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) 'reencrypt'
+	   AND (since IS NULL OR since OPERATOR(pg_catalog.>) now()) THEN
+		RAISE EXCEPTION 're-encryption cutoff must not be null or in the future'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Re-encrypted rows are stamped with the current time; a later cutoff would select them again.',
+				  HINT = 'Pass the time of the suspected compromise, or now().';
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) 'rotate_table' THEN
+		IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl)
+		   OPERATOR(pg_catalog.<>) 'r' THEN
+			RAISE EXCEPTION '"%" is not a table', tbl
+				USING ERRCODE = 'wrong_object_type',
+					  HINT = 'Rotate each partition of a partitioned table separately.';
+		END IF;
+		FOR col IN
+			SELECT v.colname, v.wanted, a.atttypid
+			FROM (VALUES (wrapped_dek_column, 'pg_catalog.bytea'::pg_catalog.regtype),
+						 (kek_version_column, 'pg_catalog.int4'::pg_catalog.regtype)) v(colname, wanted)
+				 LEFT JOIN pg_catalog.pg_attribute a
+					ON a.attrelid OPERATOR(pg_catalog.=) tbl
+				   AND a.attname OPERATOR(pg_catalog.=) v.colname
+				   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+		LOOP
+			IF col.colname IS NULL OR col.atttypid IS NULL THEN
+				RAISE EXCEPTION 'column "%" of relation "%" does not exist', col.colname, tbl
+					USING ERRCODE = 'undefined_column';
+			END IF;
+			IF col.atttypid OPERATOR(pg_catalog.<>) col.wanted THEN
+				RAISE EXCEPTION 'column "%" of relation "%" is of type %', col.colname, tbl,
+								col.atttypid::pg_catalog.regtype
+					USING ERRCODE = 'datatype_mismatch',
+						  DETAIL = format('A wrapped DEK column must be of type bytea and a KEK version column of type integer; this one should be %s.',
+										  col.wanted);
+			END IF;
+		END LOOP;
+	END IF;
+
+	run.operation := operation;
+	run.tbl := tbl;
+	run.wrapped_dek_column := wrapped_dek_column;
+	run.kek_version_column := kek_version_column;
+	run.since := since;
+	run.batch_size := batch_size;
+	run.pass := 1;
+	run.table_blocks := pg_relation_size(tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+	run.next_block := 0;
+	run.window_blocks := 1;
+	/* Rows per block: the table's average to begin with, at least 4. */
+	run.densest_block := greatest(4, (SELECT ceil(c.reltuples OPERATOR(pg_catalog./) c.relpages)::int8
+									   FROM pg_catalog.pg_class c
+									   WHERE c.oid OPERATOR(pg_catalog.=) tbl
+										 AND c.relpages OPERATOR(pg_catalog.>) 0
+										 AND c.reltuples OPERATOR(pg_catalog.>) 0));
+	run.pass_changed := 0;
+	run.changed := 0;
+	run.batches := 0;
+	run.longest_batch := '0'::interval;
+	run.done := false;
+	RETURN run;
+END
+$$;
+COMMENT ON FUNCTION secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4) IS
+	'Internal to the batched procedures: check their arguments and describe the first pass';
+
+/*
+ * Do the next window of a run (the caller commits after it), or end a
+ * pass: the run is done when a whole pass changed nothing.
+ */
+CREATE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r secretenv.batch_run := run;
+	b record;
+	started timestamptz;
+	took interval;
+	verb text := CASE WHEN r.operation OPERATOR(pg_catalog.=) 'reencrypt'
+					  THEN 're-encrypted' ELSE 're-wrapped' END;
+BEGIN
+	IF r.done THEN
+		RETURN r;
+	END IF;
+	IF r.next_block OPERATOR(pg_catalog.>=) r.table_blocks THEN
+		IF r.pass_changed OPERATOR(pg_catalog.=) 0 THEN
+			r.done := true;
+			RAISE NOTICE 'finished: % rows % in % batches over % passes, longest batch %',
+				r.changed, verb, r.batches, r.pass, r.longest_batch;
+			RETURN r;
+		END IF;
+		r.pass := r.pass OPERATOR(pg_catalog.+) 1;
+		r.next_block := 0;
+		r.pass_changed := 0;
+		r.table_blocks := pg_relation_size(r.tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+		RETURN r;
+	END IF;
+
+	started := clock_timestamp();
+	IF r.operation OPERATOR(pg_catalog.=) 'rotate' THEN
+		SELECT * INTO STRICT b FROM secretenv.rotate_secrets_batch(r.next_block, r.window_blocks);
+	ELSIF r.operation OPERATOR(pg_catalog.=) 'reencrypt' THEN
+		SELECT * INTO STRICT b FROM secretenv.reencrypt_secrets_batch(r.since, r.next_block, r.window_blocks);
+	ELSE
+		SELECT * INTO STRICT b FROM secretenv.rotate_table_batch(r.tbl, r.wrapped_dek_column,
+																r.kek_version_column,
+																r.next_block, r.window_blocks);
+	END IF;
+	took := clock_timestamp() OPERATOR(pg_catalog.-) started;
+
+	r.batches := r.batches OPERATOR(pg_catalog.+) 1;
+	r.changed := r.changed OPERATOR(pg_catalog.+) b.changed;
+	r.pass_changed := r.pass_changed OPERATOR(pg_catalog.+) b.changed;
+	r.longest_batch := greatest(r.longest_batch, took);
+	IF b.changed OPERATOR(pg_catalog.>) 0 THEN
+		RAISE NOTICE 'batch %: % rows % in blocks % to % of % (pass %) in %; % rows so far',
+			r.batches, b.changed, verb, r.next_block,
+			least(r.next_block OPERATOR(pg_catalog.+) r.window_blocks, r.table_blocks) OPERATOR(pg_catalog.-) 1,
+			r.table_blocks, r.pass, took, r.changed;
+	END IF;
+
+	/*
+	 * Size the next window for about batch_size rows at the densest
+	 * stretch seen so far, growing at most eightfold per window: a window
+	 * that follows an empty stretch (dead versions left by an earlier pass)
+	 * must not take in a dense one of many times batch_size rows.
+	 */
+	r.densest_block := greatest(r.densest_block,
+								(b.seen OPERATOR(pg_catalog.+) r.window_blocks OPERATOR(pg_catalog.-) 1)
+								OPERATOR(pg_catalog./) r.window_blocks);
+	r.next_block := r.next_block OPERATOR(pg_catalog.+) r.window_blocks;
+	r.window_blocks := greatest(1, least(r.window_blocks OPERATOR(pg_catalog.*) 8,
+										 r.batch_size OPERATOR(pg_catalog./) r.densest_block));
+	RETURN r;
+END
+$$;
+COMMENT ON FUNCTION secretenv.batch_run_step(secretenv.batch_run) IS
+	'Internal to the batched procedures: do the next window of a run, or end a pass';
+
+/*
+ * The procedures commit after every window, so they cannot be SECURITY
+ * DEFINER nor carry a SET clause (PostgreSQL forbids transaction control
+ * in both).  Their bodies therefore contain no operator and no unqualified
+ * name: every step is a call of a schema-qualified function whose own
+ * search_path is pinned.  secret_rotate and secret_reencrypt reach the
+ * table through SECURITY DEFINER windows; rotate_table runs with the
+ * caller's rights throughout.
+ */
+CREATE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL,
+														 NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_rotate(int4) IS
+	'Re-wrap every secret not on the current KEK in batches of about batch_size rows, committing after each; resumable';
+
+CREATE PROCEDURE secretenv.rotate_table(tbl regclass, wrapped_dek_column name DEFAULT 'wrapped_dek',
+										kek_version_column name DEFAULT 'kek_version',
+										batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate_table', tbl, wrapped_dek_column,
+														 kek_version_column, NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.rotate_table(regclass, name, name, int4) IS
+	'Re-wrap every row of an application table not on the current KEK in batches, committing after each; runs with the caller''s rights';
+
+CREATE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('reencrypt', 'secretenv.secrets', NULL, NULL,
+														 since, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_reencrypt(timestamptz, int4) IS
+	'Give every secret last encrypted before since a fresh DEK and ciphertext under the current KEK, in batches; resumable';
+
+REVOKE ALL ON FUNCTION
+	secretenv.loaded_kek_version(),
+	secretenv.reencrypt_envelope(bytea, bytea, int4, uuid, text),
+	secretenv.rotate_secrets_batch(int8, int8),
+	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
+	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
+	secretenv.batch_run_step(secretenv.batch_run)
+	FROM PUBLIC;
+REVOKE ALL ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4)
+	FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+	secretenv.loaded_kek_version(),
+	secretenv.rotate_secrets_batch(int8, int8),
+	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
+	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
+	secretenv.batch_run_step(secretenv.batch_run)
+	TO secretenv_admin;
+GRANT EXECUTE ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4)
+	TO secretenv_admin;
+
+-------------------------------------------------------------------------------
+-- Privileges: nothing sensitive is executable by PUBLIC
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA secretenv FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA secretenv FROM PUBLIC;
+
+-- masking reveals nothing, and any table owner may protect identity columns
+GRANT EXECUTE ON FUNCTION secretenv.secret_mask(text), secretenv.secret_mask(jsonb),
+	secretenv.forbid_identity_change() TO PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_decrypt(bytea, bytea, int4, uuid, text),
+	secretenv.secret_decrypt(bytea, bytea, int4, text, text),
+	secretenv.secret_decrypt(secretenv.envelope, uuid, text),
+	secretenv.secret_decrypt(secretenv.envelope, text, text),
+	secretenv.secret_get(text),
+	secretenv.cache_clear()
+	TO secretenv_reader;
+GRANT SELECT ON secretenv.secrets, secretenv.decrypted_secrets TO secretenv_reader;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_encrypt(text, uuid, text),
+	secretenv.secret_encrypt(text, text, text),
+	secretenv.secret_encrypt(jsonb, uuid, text),
+	secretenv.secret_encrypt(jsonb, text, text),
+	secretenv.secret_create(text, text, text, text),
+	secretenv.secret_create(text, jsonb, text, text),
+	secretenv.secret_update(text, text),
+	secretenv.secret_update(text, jsonb),
+	secretenv.secret_delete(text),
+	secretenv.current_kek_version()
+	TO secretenv_writer;
+
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_rewrap(bytea, int4),
+	secretenv.secret_rotate_all(),
+	secretenv.verify_secrets(),
+	secretenv.status(),
+	secretenv.key_config(),
+	secretenv.key_inventory(),
+	secretenv.kek_is_configured(int4),
+	secretenv.kek_opens(bytea, int4),
+	secretenv.current_kek_version(),
+	secretenv.cache_stats(),
+	secretenv.cache_clear()
+	TO secretenv_admin;
+
+GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
+
+-- The table privileges behind the security_invoker views and the
+-- SECURITY INVOKER write functions (row-level security, DESIGN §7f):
+-- masked_secrets' columns, never encrypted_value or wrapped_dek; a writer
+-- inserts and updates only the columns secret_create and secret_update
+-- write (not provider, description or created_at after the fact), and its
+-- envelopes are checked by the trigger secrets_check_envelope.
+GRANT SELECT (secret_id, secret_name, masked_value, kek_version, provider, description,
+			  created_at, created_by, last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer, secretenv_admin;
+GRANT INSERT (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version, masked_value,
+			  provider, description, created_by, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT UPDATE (encrypted_value, wrapped_dek, kek_version, masked_value,
+			  last_updated_at, last_updated_by)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT DELETE ON secretenv.secrets TO secretenv_writer;
+GRANT EXECUTE ON FUNCTION
+	secretenv.insert_secret(text, text, jsonb, text, text),
+	secretenv.replace_secret_value(text, text, jsonb)
+	TO secretenv_writer;
+
+-- check_envelope answers whether an envelope opens for an id and name: an
+-- oracle on ciphertexts (never a plaintext), so not for PUBLIC.
+GRANT EXECUTE ON FUNCTION secretenv.check_envelope()
+	TO secretenv_reader, secretenv_writer, secretenv_admin;
