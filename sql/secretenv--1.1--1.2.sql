@@ -178,8 +178,11 @@ BEGIN
 		RAISE EXCEPTION 'name pattern must be between 1 and 1024 bytes'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	/* Raises 22025 now for a pattern that ends with the escape character. */
-	PERFORM '' LIKE name_pattern;
+	/* LIKE would raise this at every read of the role; chr(92) is '\'. */
+	IF (length(name_pattern) - length(rtrim(name_pattern, chr(92)))) % 2 = 1 THEN
+		RAISE EXCEPTION 'LIKE pattern must not end with escape character'
+			USING ERRCODE = 'invalid_escape_sequence';
+	END IF;
 
 	SELECT a.rolname, a.rolsuper, a.rolbypassrls INTO r
 	FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) role;
