@@ -268,12 +268,13 @@ REVOKE ALL ON FUNCTION
 	secretenv.grant_secrets(regrole, text, text),
 	secretenv.revoke_secrets(regrole, text, text)
 	FROM PUBLIC;
--- The policies call these as the role a statement runs as: every role.
--- They tell a role about its own rules only.
+-- The policies call these as the role a statement runs as: every role that
+-- holds a privilege on secretenv.secrets.  They tell a role about its own
+-- rules only.  A role given a privilege on the table by hand needs them too.
 GRANT EXECUTE ON FUNCTION
 	secretenv.access_rule_allows(text, boolean),
 	secretenv.access_default_open()
-	TO PUBLIC;
+	TO secretenv_reader, secretenv_writer, secretenv_admin;
 GRANT EXECUTE ON FUNCTION
 	secretenv.grant_secrets(regrole, text, text),
 	secretenv.revoke_secrets(regrole, text, text)
