@@ -344,6 +344,20 @@ for my $me ('app_a', 'app_b')
 is($out, scalar(@all), 'restored: plain (no rules) reads every secret, as before');
 is($new->safe_psql('appdb', q{SELECT string_agg(role || ' ' || name_pattern || ' ' || privilege, ',' ORDER BY role::text, name_pattern) FROM secretenv.access_rules}),
 	'app_a app\_a/% write,app_b app\_b/% write,app_b shared/% read', 'restored: the same rules');
+
+# A rule on a group applies to the members that inherit its privileges,
+# and a role whose last rule is revoked is unrestricted again.
+$new->safe_psql('appdb', q{
+CREATE ROLE team NOLOGIN;
+CREATE ROLE app_c LOGIN IN ROLE team, secretenv_reader;
+SELECT secretenv.grant_secrets('team', 'shared/%', 'read');
+SELECT secretenv.revoke_secrets('app_a', 'app\_a/%', 'write');
+});
+($out, $err) = run_sql($new, 'appdb', q{SELECT string_agg(secret_name, ',' ORDER BY secret_name) FROM secretenv.decrypted_secrets},
+	extra_params => [ '-U', 'app_c' ]);
+is($out, 'shared/x', 'a rule on a group restricts a member that inherits it');
+($out, $err) = run_sql($new, 'appdb', q{SELECT count(*) FROM secretenv.decrypted_secrets}, extra_params => [ '-U', 'app_a' ]);
+is($out, scalar(@all), 'app_a, its last rule revoked, reads every secret again');
 $new->stop;
 
 ###########################################################################
