@@ -263,7 +263,10 @@ is(error_lines($err, 'app_a/api'), $absent, '... secret_get of app_a/api (rule y
 is($out, '0', '... app_b, with no permissive policy of its own, sees nothing (as in 1.1)');
 ($out, $err) = as_role('plain', q{SELECT count(*) FROM secretenv.decrypted_secrets});
 is($out, scalar(@all), '... plain, with a policy of its own and no rules, sees every secret');
-$node->safe_psql('appdb', q{DROP POLICY dbs_only ON secretenv.secrets; DROP POLICY readers ON secretenv.secrets});
+$node->safe_psql('appdb', q{CREATE POLICY no_api ON secretenv.secrets AS RESTRICTIVE TO plain USING (secret_name NOT LIKE '%/api')});
+($out, $err) = as_role('plain', q{SELECT string_agg(secret_name, ',' ORDER BY secret_name) FROM secretenv.decrypted_secrets});
+is($out, join(',', grep { !/api/ } @all), '... and a restrictive policy of one\'s own applies on top');
+$node->safe_psql('appdb', q{DROP POLICY dbs_only ON secretenv.secrets; DROP POLICY readers ON secretenv.secrets; DROP POLICY no_api ON secretenv.secrets});
 ($out, $err) = as_role('app_b', q{SELECT string_agg(secret_name, ',' ORDER BY secret_name) FROM secretenv.decrypted_secrets});
 is($out, 'app_b/db,shared/x', 'hand-written policies dropped: app_b sees its rules\' secrets again');
 
@@ -293,7 +296,9 @@ for my $loss (
 		[ 'secret_get', q{SELECT secretenv.secret_get('app_b/db')} ],
 		[ 'decrypted_secrets', q{SELECT count(*) FROM secretenv.decrypted_secrets} ],
 		[ 'masked_secrets', q{SELECT count(*) FROM secretenv.masked_secrets} ],
-		[ 'secret_update', q{SELECT secretenv.secret_update('app_b/db', 'overwritten-0123456789')} ])
+		[ 'secret_update', q{SELECT secretenv.secret_update('app_b/db', 'overwritten-0123456789')} ],
+		[ 'secret_decrypt of an application\'s envelope',
+			q{SELECT secretenv.secret_decrypt(secretenv.secret_encrypt('app-value-0123456789', 'id-1', 'n'), 'id-1', 'n')} ])
 	{
 		my ($path, $sql) = @$read;
 		($out, $err) = as_role('app_a', $sql);
@@ -359,6 +364,16 @@ is($out, 'shared/x', 'a rule on a group restricts a member that inherits it');
 ($out, $err) = run_sql($new, 'appdb', q{SELECT count(*) FROM secretenv.decrypted_secrets}, extra_params => [ '-U', 'app_a' ]);
 is($out, scalar(@all), 'app_a, its last rule revoked, reads every secret again');
 $new->stop;
+
+# With no rule at all, row-level security disabled is 1.1's access.
+$node->safe_psql('postgres', 'CREATE DATABASE norules');
+$node->safe_psql('norules', q{
+CREATE EXTENSION secretenv;
+SELECT secretenv.secret_create('x/one', 'value-x-one-0123456789');
+ALTER TABLE secretenv.secrets DISABLE ROW LEVEL SECURITY;
+});
+($out, $err) = as_role('app_a', q{SELECT secretenv.secret_get('x/one'); SELECT count(*) FROM secretenv.masked_secrets}, 'norules');
+is($out . $err, "value-x-one-0123456789\n1", 'no rules, row-level security disabled: nothing refuses');
 
 ###########################################################################
 # 1.1 -> 1.2 with hand-written policies (SecretenvTest's two tenants).
