@@ -401,6 +401,13 @@ secret_get(PG_FUNCTION_ARGS)
 		result = read_by_index(rel, name, slot, &tid);
 	else
 		result = read_by_query(name, &tid);
+	/*
+	 * Audit hook point (DESIGN §8b, §8f): when rls is set, a name that
+	 * exists but the caller's rules or policies hide is a "denied" read, not
+	 * a "not_found" one; the audit can tell them apart by probing the index
+	 * (read_by_index's lookup, without decrypting) before this error, which
+	 * stays the same for both.
+	 */
 	if (result == NULL)
 		report_missing(name);
 
