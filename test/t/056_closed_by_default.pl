@@ -38,6 +38,15 @@ my $DEV_PASSPHRASE = 'mlflow-default-kek-passphrase-for-development-only';
 my $MLFLOW_SALT = 'mlflow-secrets-kek-v1-2025';
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
+# stdout of SQL in a new connection; an error gives what ran before it, so
+# that each check fails on its own rather than ending the test.
+sub psql_out
+{
+	my ($node, $sql) = @_;
+	my ($out) = run_sql($node, 'postgres', $sql);
+	return $out;
+}
+
 # --- MLflow's rows written under no passphrase (the development one) -------
 my $vector_dir = $ENV{SECRETENV_VECTORS} || 'test/vectors/mlflow';
 my $json = JSON::PP->new->utf8;
@@ -73,7 +82,7 @@ my $typo = new_secretenv_node('typo',
 	conf => "secretenv.kek_passphrase_comand = 'echo a-passphrase-that-is-never-used-0123456789'\n"
 	  . "secretenv.kek_salt = '$MLFLOW_SALT'\nsecretenv.kek_version = $dev_version\n");
 $typo->start;
-$typo->safe_psql('postgres', 'CREATE EXTENSION secretenv; CREATE ROLE w; GRANT secretenv_writer TO w');
+psql_out($typo, 'CREATE EXTENSION secretenv; CREATE ROLE w; GRANT secretenv_writer TO w');
 
 like(slurp_file($typo->logfile),
 	qr/WARNING:  invalid configuration parameter name "secretenv\.kek_passphrase_comand", removing it/,
@@ -93,22 +102,22 @@ for my $label (sort keys %refused)
 	like($err, qr/ERROR:  22S04: no KEK is configured for version $dev_version\n/, "misspelt setting: $label fails with 22S04");
 	like($err, $hint_none, "misspelt setting: $label has the HINT naming the settings");
 }
-is($typo->safe_psql('postgres', 'SELECT count(*) FROM secretenv.secrets'), '0',
+is(psql_out($typo, 'SELECT count(*) FROM secretenv.secrets'), '0',
 	'misspelt setting: no row stored');
-is( $typo->safe_psql('postgres', q{SELECT s->>'key_source', s->>'using_default_passphrase',
+is( psql_out($typo, q{SELECT s->>'key_source', s->>'using_default_passphrase',
 	s->>'allow_development_passphrase', s->>'kek_fingerprints' FROM secretenv.status() s}),
 	"not configured|false|false|{\"$dev_version\": null}",
 	'misspelt setting: status() says the version is not configured');
 
 # The development passphrase, allowed by a superuser for this store.
 reload_generation($typo, "secretenv.allow_development_passphrase = on\n", 1);
-is($typo->safe_psql('postgres', "SET ROLE w; $insert_dev_rows; RESET ROLE; SELECT count(*) FROM secretenv.secrets"),
+is(psql_out($typo, "SET ROLE w; $insert_dev_rows; RESET ROLE; SELECT count(*) FROM secretenv.secrets"),
 	scalar(@dev_rows), 'allow_development_passphrase = on: MLflow rows pass check_envelope');
-is($typo->safe_psql('postgres', $read_dev), $expected_dev,
+is(psql_out($typo, $read_dev), $expected_dev,
 	"allow_development_passphrase = on: MLflow's unconfigured rows decrypt to their plaintexts");
-is($typo->safe_psql('postgres', "SELECT encode(convert_to(secretenv.secret_get('$dev_rows[0][1]'), 'UTF8'), 'hex')"),
+is(psql_out($typo, "SELECT encode(convert_to(secretenv.secret_get('$dev_rows[0][1]'), 'UTF8'), 'hex')"),
 	$dev_rows[0][5], 'allow_development_passphrase = on: secret_get reads an MLflow row');
-is( $typo->safe_psql('postgres', q{SELECT s->>'key_source', s->>'using_default_passphrase',
+is( psql_out($typo, q{SELECT s->>'key_source', s->>'using_default_passphrase',
 	s->>'allow_development_passphrase' FROM secretenv.status() s}),
 	'development passphrase|true|true', 'allow_development_passphrase = on: status() says so');
 my ($out, $err) = run_sql($typo, 'postgres', 'SELECT count(*) FROM secretenv.verify_secrets()');
@@ -130,7 +139,7 @@ reload_generation($typo, 'secretenv.kek_version = ' . ($dev_version + 1)
 like($err, qr/ERROR:  22S04: .*no KEK is configured for version $dev_version\n/, 'off again: secret_rotate_all to a new version refused with 22S04');
 like($err, qr/HINT:  .*secretenv\.kek_previous_passphrase/,
 	'off again: the HINT of a previous version names secretenv.kek_previous_passphrase');
-is($typo->safe_psql('postgres', "SELECT count(*) FROM secretenv.secrets WHERE kek_version = $dev_version"),
+is(psql_out($typo, "SELECT count(*) FROM secretenv.secrets WHERE kek_version = $dev_version"),
 	scalar(@dev_rows), 'off again: rotation changed no row');
 $typo->stop;
 
@@ -157,9 +166,9 @@ for my $case ([ 'secret_create', "SELECT secretenv.secret_create('w', 'sk-writte
 	like($err, qr/HINT:  Add secretenv to shared_preload_libraries and restart the server, or replace secretenv\.$setting with secretenv\.kek_passphrase_command and reload\./,
 		"no preload, written passphrase: $label names the two fixes");
 }
-is($written->safe_psql('postgres', q{SELECT count(*) FROM secretenv.secrets}), '0',
+is(psql_out($written, q{SELECT count(*) FROM secretenv.secrets}), '0',
 	'no preload, written passphrase: no row stored');
-is($written->safe_psql('postgres', q{SELECT s->>'key_source', s->>'previous_key_source' FROM secretenv.status() s}),
+is(psql_out($written, q{SELECT s->>'key_source', s->>'previous_key_source' FROM secretenv.status() s}),
 	'passphrase refused without preload|passphrase refused without preload',
 	'no preload, written passphrase: status() says the passphrases are refused');
 $written->stop;
@@ -184,7 +193,7 @@ for my $preload (1, 0)
 	$node->start;
 	$node->safe_psql('postgres', q{CREATE EXTENSION secretenv;
 		SELECT secretenv.secret_create('cmd-secret', 'value-under-the-command')});
-	is($node->safe_psql('postgres', "SELECT secretenv.secret_get('cmd-secret')"),
+	is(psql_out($node, "SELECT secretenv.secret_get('cmd-secret')"),
 		'value-under-the-command', "$what: the passphrase command works");
 
 	my $s = $node->background_psql('postgres', on_error_stop => 0);
