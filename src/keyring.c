@@ -1176,7 +1176,7 @@ se_keyring_kek(int32 version)
 				 errdetail("The current KEK is version %d%s.",
 						   config.version[SLOT_CURRENT],
 						   config.version[SLOT_PREVIOUS] > 0 ? " and a previous KEK is configured" : ""),
-				 errhint("Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK of version %d and reload.",
+				 errhint("Set secretenv.kek_previous_version to %d, with secretenv.kek_previous_passphrase (preloaded servers) or a secretenv.kek_passphrase_command that prints its passphrase, and reload.",
 						 version)));
 
 	if (slots[slot].generation != config_generation || !slots[slot].derived)
