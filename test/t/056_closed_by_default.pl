@@ -7,7 +7,8 @@
 #
 #  - a misspelt key setting (secretenv.kek_passphrase_comand): PostgreSQL 15
 #    drops the name when secretenv reserves its prefix (a WARNING in the
-#    log); secret_create, secret_encrypt, secret_update, decrypts, rewrap,
+#    log at start with preload, to the client at load without; a reload
+#    reports an error in the file and applies the rest); secret_create, secret_encrypt, secret_update, decrypts, rewrap,
 #    rotation, check_envelope and verify_secrets() fail with 22S04 and a
 #    HINT naming the settings to configure; no row is stored; status() says
 #    "not configured";
@@ -110,7 +111,13 @@ is( psql_out($typo, q{SELECT s->>'key_source', s->>'using_default_passphrase',
 	'misspelt setting: status() says the version is not configured');
 
 # The development passphrase, allowed by a superuser for this store.
+my $log_offset = -s $typo->logfile;
 reload_generation($typo, "secretenv.allow_development_passphrase = on\n", 1);
+# (secretenv's log redaction hides that line's text: it is about a
+# secretenv.* setting, whose value it might quote.)
+like(substr(slurp_file($typo->logfile), $log_offset),
+	qr/configuration file "[^"]*" contains errors; unaffected changes were applied/,
+	'misspelt setting: a reload logs an error in the file, and applies the other settings');
 is(psql_out($typo, "SET ROLE w; $insert_dev_rows; RESET ROLE; SELECT count(*) FROM secretenv.secrets"),
 	scalar(@dev_rows), 'allow_development_passphrase = on: MLflow rows pass check_envelope');
 is(psql_out($typo, $read_dev), $expected_dev,
@@ -142,6 +149,19 @@ like($err, qr/HINT:  .*secretenv\.kek_previous_passphrase/,
 is(psql_out($typo, "SELECT count(*) FROM secretenv.secrets WHERE kek_version = $dev_version"),
 	scalar(@dev_rows), 'off again: rotation changed no row');
 $typo->stop;
+
+# --- A misspelt setting, not preloaded --------------------------------------
+my $typo_lazy = new_secretenv_node('typo_lazy', preload => 0,
+	conf => "secretenv.kek_passphrase_comand = 'echo a-passphrase-that-is-never-used-0123456789'\n");
+$typo_lazy->start;
+(undef, $err) = run_sql($typo_lazy, 'postgres', 'CREATE EXTENSION secretenv');
+like($err, qr/WARNING:  42602: invalid configuration parameter name "secretenv\.kek_passphrase_comand", removing it/,
+	'misspelt setting, no preload: removed with a WARNING when the library loads');
+(undef, $err) = run_sql($typo_lazy, 'postgres', "SELECT secretenv.secret_create('openai-prod', 'sk-typo-0123456789')");
+like($err, qr/ERROR:  22S04: no KEK is configured for version 1\n/, 'misspelt setting, no preload: secret_create fails with 22S04');
+like($err, $hint_none, 'misspelt setting, no preload: with the HINT naming the settings');
+is(psql_out($typo_lazy, 'SELECT count(*) FROM secretenv.secrets'), '0', 'misspelt setting, no preload: no row stored');
+$typo_lazy->stop;
 
 # --- No preload: a passphrase written in the configuration ------------------
 my $written = new_secretenv_node('written', preload => 0,
