@@ -60,9 +60,12 @@
  * Every reload re-runs the passphrase command: its assign hook, which
  * guc.c calls on every reload of a file that sets it, changed or not,
  * counts as a configuration change.  In the preloading postmaster that
- * runs the command at once; a backend runs it on its next use of a KEK.
- * A KEK is identified by the tag of the passphrase it was derived from,
- * so a command that prints what it printed before costs no PBKDF2.
+ * runs the command at once, and a shared counter says whether that changed
+ * any KEK; a backend (which processes the reload after the postmaster has)
+ * runs the command on its next use of a KEK only if it did, or, without
+ * preload, always.  A KEK is identified by the tag of the passphrase it was
+ * derived from, so a command that prints what it printed before costs no
+ * PBKDF2.
  *
  * The passphrase GUCs are superuser-only, hidden from SHOW ALL and
  * pg_settings, refused by ALTER SYSTEM, and their show hook prints a mask
@@ -78,6 +81,10 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "port.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
@@ -211,6 +218,21 @@ static bool keyring_ready = false;
 
 /* Loaded through shared_preload_libraries (KEKs inherited from postmaster). */
 static bool preloaded = false;
+
+/*
+ * With preload: how many of the postmaster's refreshes changed a KEK (or
+ * failed), in shared memory for the processes it forked before them, and
+ * the count this process last acted on (inherited at fork).
+ */
+typedef struct KeyringShared
+{
+	pg_atomic_uint64 postmaster_changes;
+} KeyringShared;
+
+static KeyringShared *keyring_shared = NULL;
+static uint64 seen_postmaster_changes = 0;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Per-backend warnings already given for this configuration generation. */
 static uint64 warned_generation = 0;
@@ -717,13 +739,54 @@ static void
 refresh_in_postmaster(void)
 {
 	KekFailure	failures[NUM_SLOTS];
+	SlotState	before[NUM_SLOTS];
+	bool		changed = false;
 
 	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
 		return;
+	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
 		if (failures[slot] != KEK_OK)
+		{
 			report_kek_failure(LOG, slot, failures[slot]);
+			changed = true;
+		}
+		else if (config.version[slot] > 0 &&
+				 (!before[slot].derived ||
+				  !slot_holds(&slots[slot], before[slot].version, before[slot].salt,
+							  before[slot].passphrase)))
+			changed = true;
+	}
+	/* Tell the backends forked earlier to run the command themselves. */
+	if (changed)
+	{
+		seen_postmaster_changes++;
+		if (keyring_shared != NULL)
+			pg_atomic_write_u64(&keyring_shared->postmaster_changes,
+								seen_postmaster_changes);
+	}
+}
+
+/*
+ * A reload set the passphrase command to the same command line: must this
+ * process run it again?  The postmaster always does.  A preloaded backend
+ * processes a reload after the postmaster has, so it only needs to when
+ * the postmaster's run changed a KEK; without preload, always.
+ */
+static bool
+command_rerun_needed(void)
+{
+	uint64		changes;
+
+	if (!IsUnderPostmaster || keyring_shared == NULL)
+		return true;
+	changes = pg_atomic_read_u64(&keyring_shared->postmaster_changes);
+	if (changes == seen_postmaster_changes)
+		return false;
+	seen_postmaster_changes = changes;
+	return true;
 }
 
 static void
@@ -882,8 +945,8 @@ assign_salt(const char *newval, void *extra)
 
 /*
  * guc.c calls this on every reload of a file that sets the command, changed
- * or not: each reload counts as a change, so the command runs again (at
- * once in the preloading postmaster, else on the next use of a KEK) and
+ * or not: each reload counts as a change where the command must run again
+ * (at once in the preloading postmaster, else on the next use of a KEK), so
  * "fix what the command reads, then reload" takes effect.
  */
 static void
@@ -891,7 +954,7 @@ assign_passphrase_command(const char *newval, void *extra)
 {
 	bool		changed = take_string_setting(&config.command, newval);
 
-	if (changed || command_configured())
+	if (changed || (command_configured() && command_rerun_needed()))
 		config_changed();
 }
 
@@ -913,6 +976,29 @@ static const char *
 show_passphrase(void)
 {
 	return "********";
+}
+
+static void
+keyring_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KeyringShared)));
+}
+
+/* In the postmaster, also after a crash restart: start from its count. */
+static void
+keyring_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	keyring_shared = ShmemInitStruct("secretenv keyring", sizeof(KeyringShared), &found);
+	if (!found)
+		pg_atomic_init_u64(&keyring_shared->postmaster_changes, seen_postmaster_changes);
+	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
@@ -1037,6 +1123,14 @@ se_keyring_init(void)
 							 NULL, assign_allow_development, NULL);
 
 	keyring_ready = true;
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = keyring_shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = keyring_shmem_startup;
+	}
 
 	/* Preloaded: derive now, in the postmaster, for every future backend. */
 	if (process_shared_preload_libraries_in_progress)

@@ -229,7 +229,8 @@ for my $preload (1, 0)
 	session_query($s, 'SELECT secretenv.status()');
 	is(session_query($s, "SELECT secretenv.secret_get('cmd-secret')"), 'value-under-the-command',
 		"$what, unchanged reload: the open session still reads");
-	ok($nruns->() > $before, "$what, unchanged reload: the command ran again");
+	is($nruns->() - $before, 1, "$what, unchanged reload: the command ran again, once: "
+		  . ($preload ? 'in the postmaster (no backend runs it when its output did not change)' : 'in the open session'));
 	is(session_query($s, $derivations), $d0, "$what, unchanged reload: no PBKDF2 in the open session");
 
 	# The command now prints a wrong passphrase.
@@ -246,6 +247,7 @@ for my $preload (1, 0)
 		"$what, wrong output and reload: the HINT says restore and reload");
 
 	# Restore what the command prints and reload: the remedy works.
+	$before = $nruns->();
 	$set->($pass{right});
 	$node->reload;
 	session_query($s, 'SELECT secretenv.status()');
@@ -253,6 +255,8 @@ for my $preload (1, 0)
 		"$what, restored and reloaded: the open session reads again");
 	is(session_query($s, $derivations), $d0 + 2,
 		"$what, restored and reloaded: the open session derived once per changed output");
+	is($nruns->() - $before, $preload ? 2 : 1, "$what, restored and reloaded: the command ran "
+		  . ($preload ? 'in the postmaster and in the open session' : 'in the open session'));
 	(undef, $e) = run_sql($node, 'postgres', "SELECT secretenv.secret_create('cmd-other', 'x')");
 	is($e, '', "$what, restored and reloaded: a new connection writes again");
 	$s->quit;
