@@ -654,7 +654,7 @@ BEGIN
 		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
 			USING ERRCODE = '22S04',
 				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
-				  HINT = 'Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK that wrote them, reload, and retry.';
+				  HINT = 'Configure the KEK that wrote them as the previous one (secretenv.kek_previous_version, with secretenv.kek_previous_passphrase on a server that preloads secretenv, or a secretenv.kek_passphrase_command that prints its passphrase), reload, and retry.';
 	END IF;
 
 	/* One statement: all rows are re-wrapped, or none is. */

@@ -38,12 +38,14 @@ static int
 kek_mismatch_hint(int32 kek_version)
 {
 	if (se_keyring_using_default(kek_version))
-		return errhint("secretenv is running on its built-in development passphrase. "
+		return errhint("secretenv is running on its built-in development passphrase "
+					   "(secretenv.allow_development_passphrase is on). "
 					   "If these secrets were written under a configured passphrase, the server "
-					   "was probably started without it: set secretenv.kek_passphrase and "
-					   "secretenv.kek_version as they were, then reload.");
-	return errhint("Check that secretenv.kek_passphrase, secretenv.kek_version and "
-				   "secretenv.kek_salt match the configuration that wrote this secret.");
+					   "was probably started without it: configure it (secretenv.kek_passphrase_command, "
+					   "or secretenv.kek_passphrase) and secretenv.kek_version as they were, then reload.");
+	return errhint("Check that the passphrase (secretenv.kek_passphrase, or what "
+				   "secretenv.kek_passphrase_command prints), secretenv.kek_version and "
+				   "secretenv.kek_salt match the configuration that wrote this secret, then reload.");
 }
 
 void

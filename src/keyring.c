@@ -48,6 +48,25 @@
  * ssl_passphrase_command) whose first output line is the passphrase of the
  * version substituted for %v.  Its output is never logged or quoted.
  *
+ * Closed by default (DESIGN §8a).  A version is configured only by a
+ * passphrase command, by a passphrase setting, or, while a superuser has
+ * set secretenv.allow_development_passphrase, by MLflow's development
+ * passphrase; otherwise every operation that needs its KEK fails (22S04),
+ * so a misspelt setting name stores nothing under a public key.  Without
+ * shared_preload_libraries a passphrase written in the configuration sat
+ * in a placeholder GUC that every role could read until the library was
+ * loaded, so it is refused (55000): the commands work either way.
+ *
+ * Every reload re-runs the passphrase command: its assign hook, which
+ * guc.c calls on every reload of a file that sets it, changed or not,
+ * counts as a configuration change.  In the preloading postmaster that
+ * runs the command at once, and a shared counter says whether that changed
+ * any KEK; a backend (which processes the reload after the postmaster has)
+ * runs the command on its next use of a KEK only if it did, or, without
+ * preload, always.  A KEK is identified by the tag of the passphrase it was
+ * derived from, so a command that prints what it printed before costs no
+ * PBKDF2.
+ *
  * The passphrase GUCs are superuser-only, hidden from SHOW ALL and
  * pg_settings, refused by ALTER SYSTEM, and their show hook prints a mask
  * even to superusers: no SQL route reads a passphrase back.
@@ -62,6 +81,10 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "port.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
@@ -107,6 +130,7 @@ static char *kek_previous_passphrase_guc = NULL;
 static int	kek_previous_version_guc = 0;
 static char *kek_salt_guc = NULL;
 static char *kek_passphrase_command_guc = NULL;
+static bool allow_development_guc = false;
 
 /*
  * The configuration as the assign hooks last saw it.  guc.c stores the new
@@ -121,6 +145,7 @@ typedef struct KeyConfig
 	int32		version[NUM_SLOTS];
 	const char *salt;
 	const char *command;
+	bool		allow_development;
 } KeyConfig;
 
 static KeyConfig config;
@@ -153,18 +178,37 @@ typedef struct SecureKeys
 } SecureKeys;
 
 /*
- * A slot's KEK and what it was derived from: version, salt and the tag of
- * its source (the passphrase, or the command line when a command is
- * configured).  Never the passphrase itself.
+ * A slot's KEK and what it was derived from: version, salt, the tag of the
+ * passphrase, and the tag of its source (the passphrase, or the command
+ * line when a command is configured; a parallel worker, which never runs
+ * the command, matches its leader's settings by it).  Never the
+ * passphrase itself.
  */
 typedef struct SlotState
 {
 	bool		derived;		/* kek[] holds a KEK for the fields below */
 	int32		version;
 	char		salt[NAMEDATALEN * 4];
+	uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
 	uint8_t		source[SE_IDENTITY_TAG_LEN];
 	uint64		generation;		/* config_generation when last validated */
 } SlotState;
+
+/* Where a slot's passphrase comes from. */
+typedef enum KeySource
+{
+	SOURCE_COMMAND,				/* secretenv.kek_passphrase_command */
+	SOURCE_SETTING,				/* the slot's passphrase setting, preloaded */
+	SOURCE_DEVELOPMENT,			/* none set; development passphrase allowed */
+	SOURCE_NONE,				/* none set: the version is not configured */
+	SOURCE_EXPOSED				/* a setting readable before the library loaded */
+} KeySource;
+
+/* key_config()'s name of each source. */
+static const char *const key_source_names[] = {
+	"command", "passphrase", "development passphrase", "not configured",
+	"passphrase refused without preload"
+};
 
 static SecureKeys *secure_keys = NULL;
 static SlotState slots[NUM_SLOTS];
@@ -174,6 +218,21 @@ static bool keyring_ready = false;
 
 /* Loaded through shared_preload_libraries (KEKs inherited from postmaster). */
 static bool preloaded = false;
+
+/*
+ * With preload: how many of the postmaster's refreshes changed a KEK (or
+ * failed), in shared memory for the processes it forked before them, and
+ * the count this process last acted on (inherited at fork).
+ */
+typedef struct KeyringShared
+{
+	pg_atomic_uint64 postmaster_changes;
+} KeyringShared;
+
+static KeyringShared *keyring_shared = NULL;
+static uint64 seen_postmaster_changes = 0;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Per-backend warnings already given for this configuration generation. */
 static uint64 warned_generation = 0;
@@ -185,7 +244,9 @@ typedef enum KekFailure
 	KEK_COMMAND_FAILED,
 	KEK_DERIVATION_FAILED,
 	KEK_NOT_INHERITED,			/* parallel worker: no inherited KEK matches */
-	KEK_PASSPHRASE_FORGOTTEN	/* no kept passphrase for the placeholder */
+	KEK_PASSPHRASE_FORGOTTEN,	/* no kept passphrase for the placeholder */
+	KEK_NOT_CONFIGURED,			/* SOURCE_NONE */
+	KEK_PASSPHRASE_EXPOSED		/* SOURCE_EXPOSED */
 } KekFailure;
 
 /*
@@ -207,11 +268,42 @@ command_configured(void)
 }
 
 static bool
-slot_uses_default(int slot)
+passphrase_set(int slot)
 {
 	const char *p = config.passphrase[slot];
 
-	return !command_configured() && (p == NULL || p[0] == '\0');
+	return p != NULL && p[0] != '\0';
+}
+
+static KeySource
+slot_key_source(int slot)
+{
+	if (command_configured())
+		return SOURCE_COMMAND;
+	if (passphrase_set(slot))
+		return preloaded ? SOURCE_SETTING : SOURCE_EXPOSED;
+	return config.allow_development ? SOURCE_DEVELOPMENT : SOURCE_NONE;
+}
+
+static bool
+source_usable(KeySource source)
+{
+	return source == SOURCE_COMMAND || source == SOURCE_SETTING ||
+		source == SOURCE_DEVELOPMENT;
+}
+
+static bool
+slot_uses_default(int slot)
+{
+	return slot_key_source(slot) == SOURCE_DEVELOPMENT;
+}
+
+/* The setting that holds a slot's passphrase. */
+static const char *
+passphrase_setting_name(int slot)
+{
+	return slot == SLOT_CURRENT ? "secretenv.kek_passphrase" :
+		"secretenv.kek_previous_passphrase";
 }
 
 /*
@@ -353,9 +445,10 @@ forget_unused_passphrases(void)
 }
 
 /*
- * What a slot's KEK is derived from, as a tag: the command line when a
- * command is configured (its output is the passphrase), else the
- * passphrase setting's placeholder, else the development passphrase.
+ * What a slot's configuration names as its source, as a tag: the command
+ * line when a command is configured, else the passphrase setting's
+ * placeholder, else the development passphrase.  For a passphrase it is
+ * also the tag of the passphrase; a command's is known once it has run.
  */
 static bool
 slot_source(int slot, uint8_t source[SE_IDENTITY_TAG_LEN])
@@ -372,9 +465,19 @@ slot_source(int slot, uint8_t source[SE_IDENTITY_TAG_LEN])
 	return true;
 }
 
+/* Does a slot hold the KEK of this version, salt and passphrase? */
 static bool
 slot_holds(const SlotState *s, int32 version, const char *salt,
-		   const uint8_t source[SE_IDENTITY_TAG_LEN])
+		   const uint8_t passphrase[SE_IDENTITY_TAG_LEN])
+{
+	return s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
+		memcmp(s->passphrase, passphrase, SE_IDENTITY_TAG_LEN) == 0;
+}
+
+/* Does a slot hold a KEK of this version and salt from this source? */
+static bool
+slot_holds_source(const SlotState *s, int32 version, const char *salt,
+				  const uint8_t source[SE_IDENTITY_TAG_LEN])
 {
 	return s->derived && s->version == version && strcmp(s->salt, salt) == 0 &&
 		memcmp(s->source, source, SE_IDENTITY_TAG_LEN) == 0;
@@ -386,18 +489,35 @@ slot_holds(const SlotState *s, int32 version, const char *salt,
  */
 static void
 mark_slot_derived(SlotState *s, int32 version, const char *salt,
+				  const uint8_t passphrase[SE_IDENTITY_TAG_LEN],
 				  const uint8_t source[SE_IDENTITY_TAG_LEN])
 {
 	s->version = version;
 	strlcpy(s->salt, salt, sizeof(s->salt));
+	memcpy(s->passphrase, passphrase, SE_IDENTITY_TAG_LEN);
 	memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
 	s->derived = true;
 	s->generation = config_generation;
 }
 
+/* Copy the other slot's KEK into this one: no PBKDF2. */
 static void
-report_kek_failure(int elevel, int32 version, KekFailure failure)
+copy_other_slot(int slot)
 {
+	SlotState  *s = &slots[slot];
+	SlotState  *other = &slots[1 - slot];
+
+	s->derived = false;
+	memcpy(secure_keys->kek[slot], secure_keys->kek[1 - slot], SE_KEY_LEN);
+	mark_slot_derived(s, other->version, other->salt, other->passphrase,
+					  other->source);
+}
+
+static void
+report_kek_failure(int elevel, int slot, KekFailure failure)
+{
+	int32		version = config.version[slot];
+
 	if (failure == KEK_COMMAND_FAILED)
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
@@ -418,6 +538,25 @@ report_kek_failure(int elevel, int32 version, KekFailure failure)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the passphrase of KEK version %d is not available in this process", version),
 				 errhint("Reload the server configuration.")));
+	else if (failure == KEK_NOT_CONFIGURED)
+		ereport(elevel,
+				(errcode(ERRCODE_SECRETENV_KEK_NOT_CONFIGURED),
+				 errmsg("no KEK is configured for version %d", version),
+				 errdetail("Neither secretenv.kek_passphrase_command nor %s is set, and secretenv.allow_development_passphrase is off.",
+						   passphrase_setting_name(slot)),
+				 errhint("Set secretenv.kek_passphrase_command (or %s, with secretenv in shared_preload_libraries) in postgresql.conf and reload; "
+						 "check the spelling of every secretenv setting there. "
+						 "For a development store only, set secretenv.allow_development_passphrase = on.",
+						 passphrase_setting_name(slot))));
+	else if (failure == KEK_PASSPHRASE_EXPOSED)
+		ereport(elevel,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("refusing the KEK passphrase of version %d written in the configuration", version),
+				 errdetail("secretenv is not in shared_preload_libraries, so %s was readable by every role until the library was loaded.",
+						   passphrase_setting_name(slot)),
+				 errhint("Add secretenv to shared_preload_libraries and restart the server, "
+						 "or replace %s with secretenv.kek_passphrase_command and reload.",
+						 passphrase_setting_name(slot))));
 	else
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
@@ -425,38 +564,28 @@ report_kek_failure(int elevel, int32 version, KekFailure failure)
 }
 
 /*
- * Derive a slot's KEK: obtain the passphrase (run the command, or find the
- * kept passphrase), then PBKDF2.  The slot's fields change only on success;
- * kek[] is marked not derived before it is overwritten, so "derived" never
- * describes a half-written or wiped KEK.
+ * Forget a slot's KEK: its version is not configured any more.
+ */
+static void
+clear_slot(int slot)
+{
+	slots[slot].derived = false;
+	if (secure_keys != NULL)
+		se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
+}
+
+/*
+ * Derive a slot's KEK from a passphrase with PBKDF2.  The slot's fields
+ * change only on success; kek[] is marked not derived before it is
+ * overwritten, so "derived" never describes a half-written or wiped KEK.
  */
 static KekFailure
-derive_slot(int slot, int32 version, const char *salt,
+derive_slot(int slot, const char *pass, int32 version, const char *salt,
+			const uint8_t passphrase[SE_IDENTITY_TAG_LEN],
 			const uint8_t source[SE_IDENTITY_TAG_LEN])
 {
 	SlotState  *s = &slots[slot];
-	char	   *output = secure_keys->command_output;
-	const char *pass;
 	se_status	status;
-
-	se_wipe(output, sizeof(secure_keys->command_output));
-	if (command_configured())
-	{
-		if (!run_passphrase_command(version, output,
-									sizeof(secure_keys->command_output)))
-			return KEK_COMMAND_FAILED;
-		pass = output;
-	}
-	else if (config.passphrase[slot] == NULL || config.passphrase[slot][0] == '\0')
-		pass = SE_DEVELOPMENT_PASSPHRASE;
-	else
-	{
-		KeptPassphrase *kept = find_kept(source);
-
-		if (kept == NULL)
-			return KEK_PASSPHRASE_FORGOTTEN;
-		pass = kept->bytes;
-	}
 
 	s->derived = false;
 	if (derivations_pid != MyProcPid)
@@ -468,52 +597,114 @@ derive_slot(int slot, int32 version, const char *salt,
 	status = se_derive_kek((const uint8_t *) pass, strlen(pass),
 						   (const uint8_t *) salt, strlen(salt),
 						   (uint32_t) version, secure_keys->kek[slot]);
-	se_wipe(output, sizeof(secure_keys->command_output));
 	if (status != SE_OK)
 	{
 		se_wipe(secure_keys->kek[slot], SE_KEY_LEN);
 		return KEK_DERIVATION_FAILED;
 	}
-	mark_slot_derived(s, version, salt, source);
+	mark_slot_derived(s, version, salt, passphrase, source);
 	return KEK_OK;
 }
 
 /*
+ * A parallel worker never runs the command nor PBKDF2: it uses a KEK it
+ * inherited from the postmaster for its leader's (version, salt, source).
+ */
+static KekFailure
+refresh_slot_in_worker(int slot, int32 version, const char *salt,
+					   const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	if (slot_holds_source(&slots[slot], version, salt, source))
+	{
+		slots[slot].generation = config_generation;
+		return KEK_OK;
+	}
+	if (slot_holds_source(&slots[1 - slot], version, salt, source))
+	{
+		copy_other_slot(slot);
+		return KEK_OK;
+	}
+	return KEK_NOT_INHERITED;
+}
+
+/*
  * Bring a slot up to date with the configuration.  Never throws; the
- * caller decides whether a failure is an ERROR.  In a parallel worker only
- * inherited KEKs are used.
+ * caller decides whether a failure is an ERROR.  Obtain the passphrase
+ * (run the command, or find the kept passphrase); PBKDF2 only when neither
+ * slot already holds the KEK of that passphrase, version and salt: a
+ * reload that left this KEK's inputs alone, or a command that prints what
+ * it printed before, costs nothing, and the previous KEK becoming current
+ * (or vice versa) is a copy.
  */
 static KekFailure
 refresh_slot(int slot)
 {
 	SlotState  *s = &slots[slot];
-	SlotState  *other = &slots[1 - slot];
 	const char *salt = config.salt ? config.salt : SE_DEFAULT_SALT;
 	int32		version = config.version[slot];
+	KeySource	key_source = slot_key_source(slot);
+	char	   *output;
+	const char *pass;
 	uint8_t		source[SE_IDENTITY_TAG_LEN];
+	uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
+	KekFailure	result;
 
 	if (s->generation == config_generation && s->derived)
 		return KEK_OK;
+	if (!source_usable(key_source))
+	{
+		clear_slot(slot);
+		return key_source == SOURCE_NONE ? KEK_NOT_CONFIGURED : KEK_PASSPHRASE_EXPOSED;
+	}
 	if (secure_keys == NULL || !slot_source(slot, source))
 		return KEK_DERIVATION_FAILED;
-
-	if (slot_holds(s, version, salt, source))
-	{
-		/* A reload that left this KEK's inputs alone costs nothing. */
-		s->generation = config_generation;
-		return KEK_OK;
-	}
-	if (slot_holds(other, version, salt, source))
-	{
-		/* The previous KEK became current, or vice versa: no PBKDF2. */
-		s->derived = false;
-		memcpy(secure_keys->kek[slot], secure_keys->kek[1 - slot], SE_KEY_LEN);
-		mark_slot_derived(s, version, salt, source);
-		return KEK_OK;
-	}
 	if (IsParallelWorker())
-		return KEK_NOT_INHERITED;
-	return derive_slot(slot, version, salt, source);
+		return refresh_slot_in_worker(slot, version, salt, source);
+
+	output = secure_keys->command_output;
+	se_wipe(output, sizeof(secure_keys->command_output));
+	if (key_source == SOURCE_COMMAND)
+	{
+		if (!run_passphrase_command(version, output,
+									sizeof(secure_keys->command_output)))
+			return KEK_COMMAND_FAILED;
+		if (!identity_tag(TAG_PASSPHRASE, output, passphrase))
+		{
+			se_wipe(output, sizeof(secure_keys->command_output));
+			return KEK_DERIVATION_FAILED;
+		}
+		pass = output;
+	}
+	else if (key_source == SOURCE_DEVELOPMENT)
+	{
+		memcpy(passphrase, source, SE_IDENTITY_TAG_LEN);
+		pass = SE_DEVELOPMENT_PASSPHRASE;
+	}
+	else
+	{
+		KeptPassphrase *kept = find_kept(source);
+
+		if (kept == NULL)
+			return KEK_PASSPHRASE_FORGOTTEN;
+		memcpy(passphrase, source, SE_IDENTITY_TAG_LEN);
+		pass = kept->bytes;
+	}
+
+	if (slot_holds(s, version, salt, passphrase))
+	{
+		mark_slot_derived(s, version, salt, passphrase, source);
+		result = KEK_OK;
+	}
+	else if (slot_holds(&slots[1 - slot], version, salt, passphrase))
+	{
+		copy_other_slot(slot);
+		memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
+		result = KEK_OK;
+	}
+	else
+		result = derive_slot(slot, pass, version, salt, passphrase, source);
+	se_wipe(output, sizeof(secure_keys->command_output));
+	return result;
 }
 
 /*
@@ -548,13 +739,54 @@ static void
 refresh_in_postmaster(void)
 {
 	KekFailure	failures[NUM_SLOTS];
+	SlotState	before[NUM_SLOTS];
+	bool		changed = false;
 
 	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
 		return;
+	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
 		if (failures[slot] != KEK_OK)
-			report_kek_failure(LOG, config.version[slot], failures[slot]);
+		{
+			report_kek_failure(LOG, slot, failures[slot]);
+			changed = true;
+		}
+		else if (config.version[slot] > 0 &&
+				 (!before[slot].derived ||
+				  !slot_holds(&slots[slot], before[slot].version, before[slot].salt,
+							  before[slot].passphrase)))
+			changed = true;
+	}
+	/* Tell the backends forked earlier to run the command themselves. */
+	if (changed)
+	{
+		seen_postmaster_changes++;
+		if (keyring_shared != NULL)
+			pg_atomic_write_u64(&keyring_shared->postmaster_changes,
+								seen_postmaster_changes);
+	}
+}
+
+/*
+ * A reload set the passphrase command to the same command line: must this
+ * process run it again?  The postmaster always does.  A preloaded backend
+ * processes a reload after the postmaster has, so it only needs to when
+ * the postmaster's run changed a KEK; without preload, always.
+ */
+static bool
+command_rerun_needed(void)
+{
+	uint64		changes;
+
+	if (!IsUnderPostmaster || keyring_shared == NULL)
+		return true;
+	changes = pg_atomic_read_u64(&keyring_shared->postmaster_changes);
+	if (changes == seen_postmaster_changes)
+		return false;
+	seen_postmaster_changes = changes;
+	return true;
 }
 
 static void
@@ -711,11 +943,29 @@ assign_salt(const char *newval, void *extra)
 		config_changed();
 }
 
+/*
+ * guc.c calls this on every reload of a file that sets the command, changed
+ * or not: each reload counts as a change where the command must run again
+ * (at once in the preloading postmaster, else on the next use of a KEK), so
+ * "fix what the command reads, then reload" takes effect.
+ */
 static void
 assign_passphrase_command(const char *newval, void *extra)
 {
-	if (take_string_setting(&config.command, newval))
+	bool		changed = take_string_setting(&config.command, newval);
+
+	if (changed || (command_configured() && command_rerun_needed()))
 		config_changed();
+}
+
+static void
+assign_allow_development(bool newval, void *extra)
+{
+	if (config.allow_development != newval)
+	{
+		config.allow_development = newval;
+		config_changed();
+	}
 }
 
 /*
@@ -726,6 +976,29 @@ static const char *
 show_passphrase(void)
 {
 	return "********";
+}
+
+static void
+keyring_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KeyringShared)));
+}
+
+/* In the postmaster, also after a crash restart: start from its count. */
+static void
+keyring_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	keyring_shared = ShmemInitStruct("secretenv keyring", sizeof(KeyringShared), &found);
+	if (!found)
+		pg_atomic_init_u64(&keyring_shared->postmaster_changes, seen_postmaster_changes);
+	LWLockRelease(AddinShmemInitLock);
 }
 
 /*
@@ -755,27 +1028,35 @@ init_secure_keys(void)
 	secure_keys = fresh;
 }
 
+/*
+ * Without preload, postgresql.conf's value of a passphrase setting sat in a
+ * placeholder GUC that any role could read until this moment: say so.
+ * Such a passphrase is then refused (refresh_slot).
+ */
+static void
+warn_if_passphrase_was_visible(const char *name)
+{
+	const char *visible = GetConfigOption(name, true, false);
+
+	if (!process_shared_preload_libraries_in_progress && visible && visible[0] != '\0')
+		ereport(WARNING,
+				(errmsg("%s was readable by every role until secretenv was loaded", name),
+				 errdetail("The library was loaded on demand rather than through shared_preload_libraries; secretenv refuses to use a passphrase written in the configuration then."),
+				 errhint("Add secretenv to shared_preload_libraries and restart the server, or use secretenv.kek_passphrase_command instead.")));
+}
+
 void
 se_keyring_init(void)
 {
-	const char *visible;
-
 	init_secure_keys();
+	preloaded = process_shared_preload_libraries_in_progress;
 
-	/*
-	 * Without preload, postgresql.conf's value sat in a placeholder GUC that
-	 * any role could read until this moment.
-	 */
-	visible = GetConfigOption("secretenv.kek_passphrase", true, false);
-	if (!process_shared_preload_libraries_in_progress && visible && visible[0] != '\0')
-		ereport(WARNING,
-				(errmsg("secretenv.kek_passphrase was readable by every role until secretenv was loaded"),
-				 errdetail("The library was loaded on demand rather than through shared_preload_libraries."),
-				 errhint("Add secretenv to shared_preload_libraries and restart the server.")));
+	warn_if_passphrase_was_visible("secretenv.kek_passphrase");
+	warn_if_passphrase_was_visible("secretenv.kek_previous_passphrase");
 
 	DefineCustomStringVariable("secretenv.kek_passphrase",
 							   "Passphrase from which the current KEK is derived.",
-							   "Empty means the built-in development passphrase, which protects nothing.",
+							   "Used only with secretenv in shared_preload_libraries. Empty means not configured.",
 							   &kek_passphrase_guc,
 							   "",
 							   PGC_SIGHUP,
@@ -794,7 +1075,7 @@ se_keyring_init(void)
 
 	DefineCustomStringVariable("secretenv.kek_previous_passphrase",
 							   "Passphrase of the KEK being retired.",
-							   "Used only when secretenv.kek_previous_version is set; empty means the development passphrase.",
+							   "Used only when secretenv.kek_previous_version is set, and only with secretenv in shared_preload_libraries. Empty means not configured.",
 							   &kek_previous_passphrase_guc,
 							   "",
 							   PGC_SIGHUP,
@@ -832,8 +1113,24 @@ se_keyring_init(void)
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
 							   NULL, assign_passphrase_command, NULL);
 
+	DefineCustomBoolVariable("secretenv.allow_development_passphrase",
+							 "Use MLflow's built-in development passphrase for a KEK version that has no passphrase or command.",
+							 "It is publicly known and protects nothing: for development stores only.",
+							 &allow_development_guc,
+							 false,
+							 PGC_SIGHUP,
+							 GUC_SUPERUSER_ONLY,
+							 NULL, assign_allow_development, NULL);
+
 	keyring_ready = true;
-	preloaded = process_shared_preload_libraries_in_progress;
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = keyring_shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = keyring_shmem_startup;
+	}
 
 	/* Preloaded: derive now, in the postmaster, for every future backend. */
 	if (process_shared_preload_libraries_in_progress)
@@ -842,8 +1139,13 @@ se_keyring_init(void)
 
 		refresh_all_slots(failures);
 		for (int slot = 0; slot < NUM_SLOTS; slot++)
-			if (failures[slot] != KEK_OK)
-				report_kek_failure(ERROR, config.version[slot], failures[slot]);
+		{
+			/* The server starts; each use of the version says why it fails. */
+			if (failures[slot] == KEK_NOT_CONFIGURED)
+				report_kek_failure(LOG, slot, failures[slot]);
+			else if (failures[slot] != KEK_OK)
+				report_kek_failure(ERROR, slot, failures[slot]);
+		}
 	}
 }
 
@@ -883,8 +1185,8 @@ warn_about_configuration(void)
 	else if (slot_uses_default(SLOT_CURRENT))
 		ereport(WARNING,
 				(errmsg("secretenv is using its built-in development passphrase"),
-				 errdetail("secretenv.kek_passphrase is not set, so secrets are encrypted under a publicly known key."),
-				 errhint("Set secretenv.kek_passphrase in postgresql.conf, then rotate existing secrets with secretenv.secret_rotate_all().")));
+				 errdetail("secretenv.kek_passphrase is not set and secretenv.allow_development_passphrase is on, so secrets are encrypted under a publicly known key."),
+				 errhint("Set secretenv.kek_passphrase_command (or secretenv.kek_passphrase, with secretenv in shared_preload_libraries) in postgresql.conf, then rotate existing secrets with secretenv.secret_rotate_all().")));
 	else if ((current = kept_for_setting(SLOT_CURRENT)) != NULL &&
 			 strlen(current->bytes) < SE_MIN_RECOMMENDED_PASSPHRASE_LEN)
 		ereport(WARNING,
@@ -906,10 +1208,32 @@ se_keyring_previous_version(void)
 	return config.version[SLOT_PREVIOUS];
 }
 
+/* Is a usable KEK source configured for this version? */
 bool
 se_keyring_has_version(int32 version)
 {
-	return slot_for_version(version) >= 0;
+	int			slot = slot_for_version(version);
+
+	return slot >= 0 && source_usable(slot_key_source(slot));
+}
+
+/*
+ * ERROR when a version is the current or previous one but has no usable
+ * source (not configured, or a passphrase refused without preload); for
+ * callers that would otherwise describe such a version as merely absent.
+ */
+void
+se_keyring_check_source(int32 version)
+{
+	int			slot = slot_for_version(version);
+	KeySource	key_source;
+
+	if (slot < 0)
+		return;
+	key_source = slot_key_source(slot);
+	if (!source_usable(key_source))
+		report_kek_failure(ERROR, slot, key_source == SOURCE_NONE ?
+						   KEK_NOT_CONFIGURED : KEK_PASSPHRASE_EXPOSED);
 }
 
 bool
@@ -946,7 +1270,7 @@ se_keyring_kek(int32 version)
 				 errdetail("The current KEK is version %d%s.",
 						   config.version[SLOT_CURRENT],
 						   config.version[SLOT_PREVIOUS] > 0 ? " and a previous KEK is configured" : ""),
-				 errhint("Set secretenv.kek_previous_passphrase and secretenv.kek_previous_version to the KEK of version %d and reload.",
+				 errhint("Set secretenv.kek_previous_version to %d, with secretenv.kek_previous_passphrase (preloaded servers) or a secretenv.kek_passphrase_command that prints its passphrase, and reload.",
 						 version)));
 
 	if (slots[slot].generation != config_generation || !slots[slot].derived)
@@ -955,7 +1279,7 @@ se_keyring_kek(int32 version)
 
 		refresh_all_slots(failures);
 		if (failures[slot] != KEK_OK)
-			report_kek_failure(ERROR, version, failures[slot]);
+			report_kek_failure(ERROR, slot, failures[slot]);
 	}
 	return secure_keys->kek[slot];
 }
@@ -1019,6 +1343,8 @@ secret_key_config(PG_FUNCTION_ARGS)
 	appendStringInfo(&buf, "\"current_version\": %d, \"previous_version\": %s, "
 					 "\"using_default_passphrase\": %s, "
 					 "\"previous_using_default_passphrase\": %s, "
+					 "\"allow_development_passphrase\": %s, "
+					 "\"key_source\": \"%s\", \"previous_key_source\": %s, "
 					 "\"preloaded\": %s, \"key_memory_locked\": %s, "
 					 "\"kek_derivations_in_this_process\": " UINT64_FORMAT "}",
 					 config.version[SLOT_CURRENT],
@@ -1027,6 +1353,10 @@ secret_key_config(PG_FUNCTION_ARGS)
 					 slot_uses_default(SLOT_CURRENT) ? "true" : "false",
 					 config.version[SLOT_PREVIOUS] > 0 ?
 					 (slot_uses_default(SLOT_PREVIOUS) ? "true" : "false") : "null",
+					 config.allow_development ? "true" : "false",
+					 key_source_names[slot_key_source(SLOT_CURRENT)],
+					 config.version[SLOT_PREVIOUS] > 0 ?
+					 psprintf("\"%s\"", key_source_names[slot_key_source(SLOT_PREVIOUS)]) : "null",
 					 preloaded ? "true" : "false",
 					 se_secure_memory_locked() ? "true" : "false",
 					 derivations_pid == MyProcPid ? derivations : 0);

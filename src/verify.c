@@ -38,7 +38,11 @@ check_row(const char *id, text *name, int32 version, bytea *value, bytea *wrappe
 	if (se_kek_version_retired(version))
 		return "retired";
 	if (!se_keyring_has_version(version))
+	{
+		/* The current or previous version without a usable source: ERROR. */
+		se_keyring_check_source(version);
 		return "no KEK configured for this version";
+	}
 
 	status = se_envelope_check((const uint8_t *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
 							   (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),

@@ -165,21 +165,37 @@ passphrase_of() {
 }
 
 # write_keys DIR CUR_VERSION [PREV_VERSION]: the key configuration file that
-# postgresql.conf includes.
+# postgresql.conf includes.  A cluster without preload refuses a passphrase
+# written in the configuration (every role could read it before the library
+# loaded), so there the passphrases go into files that a passphrase command
+# prints.
 write_keys() {
-	local dir=$1 cur=$2 prev=${3:-0}
-	{
-		# Previous first: when it is the KEK that was current until now, the
-		# postmaster copies it instead of running PBKDF2 again.
-		if [ "$prev" -gt 0 ]; then
-			echo "secretenv.kek_previous_passphrase = '$(passphrase_of "$prev")'"
-		else
-			echo "secretenv.kek_previous_passphrase = ''"
-		fi
-		echo "secretenv.kek_previous_version = $prev"
-		echo "secretenv.kek_passphrase = '$(passphrase_of "$cur")'"
-		echo "secretenv.kek_version = $cur"
-	} >"$dir/secretenv_keys.conf"
+	local dir=$1 cur=$2 prev=${3:-0} v
+	if grep -q "^shared_preload_libraries = ''" "$dir/postgresql.conf"; then
+		for v in 1 2; do
+			passphrase_of "$v" >"$dir/kek_v$v"
+			chown "$pg_user" "$dir/kek_v$v"
+			chmod 600 "$dir/kek_v$v"
+		done
+		{
+			echo "secretenv.kek_passphrase_command = 'cat $dir/kek_v%v'"
+			echo "secretenv.kek_previous_version = $prev"
+			echo "secretenv.kek_version = $cur"
+		} >"$dir/secretenv_keys.conf"
+	else
+		{
+			# Previous first: when it is the KEK that was current until now, the
+			# postmaster copies it instead of running PBKDF2 again.
+			if [ "$prev" -gt 0 ]; then
+				echo "secretenv.kek_previous_passphrase = '$(passphrase_of "$prev")'"
+			else
+				echo "secretenv.kek_previous_passphrase = ''"
+			fi
+			echo "secretenv.kek_previous_version = $prev"
+			echo "secretenv.kek_passphrase = '$(passphrase_of "$cur")'"
+			echo "secretenv.kek_version = $cur"
+		} >"$dir/secretenv_keys.conf"
+	fi
 	chown "$pg_user" "$dir/secretenv_keys.conf"
 	chmod 600 "$dir/secretenv_keys.conf"
 }

@@ -561,6 +561,10 @@ sub apply_config
 		$conf .= "secretenv.kek_previous_passphrase = " . conf_string($cfg->{prev}[0]) . "\n"
 		  . "secretenv.kek_previous_version = $cfg->{prev}[1]\n";
 	}
+	# An empty passphrase is MLflow's "not configured": secretenv reads
+	# such rows only while the development passphrase is allowed.
+	$conf .= 'secretenv.allow_development_passphrase = '
+	  . (grep({ $_ && $_->[0] eq '' } $cfg->{cur}, $cfg->{prev}) ? 'on' : 'off') . "\n";
 	$conf .= "secretenv_test.generation = $generation\n";
 	write_keys_file($node, $conf);
 	$node->reload;

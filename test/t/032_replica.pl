@@ -5,7 +5,7 @@
 #
 # Key configuration is per server: postgresql.conf is not replicated.  Here
 # the KEK settings live in an included file, secretenv_keys.conf; the
-# standby first starts without it (development passphrase: clear errors),
+# standby first starts without it (no KEK configured: 22S04 and a hint),
 # then gets the primary's keys and a reload, as a read-scaling deployment
 # would.
 
@@ -64,18 +64,16 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery(), count(*) FROM se
 
 # Without the keys: a clear error and a warning, no plaintext, no crash.
 my ($out, $err) = run_sql($standby, 'postgres', q{SELECT secretenv.secret_get('rep-1')});
-like($err, qr/ERROR:  22S02: could not decrypt secret: wrong KEK or corrupted wrapped DEK/,
-	'standby without keys: secret_get fails with 22S02');
-like($err, qr/development passphrase/, 'standby without keys: the hint names the development passphrase');
-like($err, qr/WARNING: .*does not open existing secrets/,
-	'standby without keys: the key-health warning fires');
+like($err, qr/ERROR:  22S04: no KEK is configured for version 1/,
+	'standby without keys: secret_get fails with 22S04 (no development key by default)');
+like($err, qr/HINT:  .*secretenv\.kek_passphrase_command/, 'standby without keys: the hint names the settings to configure');
 is($out, '', 'standby without keys: nothing returned');
 
 # Give the standby the primary's keys and reload.
 write_keys_file($standby, keys_v1());
 $standby->reload;
 ok( $standby->poll_query_until(
-		'postgres', q{SELECT secretenv.status()->>'using_default_passphrase'}, 'false'),
+		'postgres', q{SELECT secretenv.status()->>'key_source'}, 'passphrase'),
 	'standby reloaded with the primary\'s KEK');
 
 # Every secret decrypts on the standby, through secret_get and the view.

@@ -217,7 +217,8 @@ my $before = $other->safe_psql('appdb', $rows_sql);
 like($err, qr/ERROR:  22S02:/, 'other keys: rotation under a wrong previous KEK fails with 22S02');
 is($other->safe_psql('appdb', $rows_sql), $before, 'other keys: the failed rotation changed nothing');
 
-# Restored with no passphrase at all: the development-passphrase hint.
+# Restored with no passphrase at all: not configured (22S04), no
+# development key by default.
 my $nokeys = new_node('no_keys', '');
 $nokeys->safe_psql('postgres', 'CREATE DATABASE appdb');
 $nokeys->command_ok([ 'pg_restore', '--exit-on-error', '-d', $nokeys->connstr('appdb'), "$tmp/appdb.dump" ],
@@ -226,8 +227,8 @@ $nokeys->command_ok([ 'pg_restore', '--exit-on-error', '-d', $nokeys->connstr('a
 like($err, qr/ERROR:  22S0[24]:/, 'no keys: secret_get fails with 22S02 or 22S04');
 ($out, $err) = run_sql($nokeys, 'appdb',
 	q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name) FROM secretenv.secrets WHERE kek_version = 1 LIMIT 1});
-like($err, qr/ERROR:  22S02: .*\n(.*\n)*HINT:  .*development passphrase/,
-	'no keys: a version-1 row fails with 22S02 and the development-passphrase hint');
+like($err, qr/ERROR:  22S04: no KEK is configured for version 1\n(.*\n)*HINT:  .*secretenv\.kek_passphrase_command/,
+	'no keys: a version-1 row fails with 22S04 and the hint naming the settings');
 is($nokeys->safe_psql('appdb', q{SELECT count(*) FROM secretenv.masked_secrets}),
 	$nsecrets, 'no keys: masked_secrets lists every row');
 

@@ -62,7 +62,9 @@ sub make_node
 	my ($name, $preload) = @_;
 	my $node = new_secretenv_node($name,
 		preload => $preload,
-		conf => kek_settings($pass1, 1) . "max_connections = 20\n");
+		# Without preload a written passphrase is refused: the command.
+		conf => ($preload ? kek_settings($pass1, 1) : kek_command_settings($pass1, 1))
+		  . "max_connections = 20\n");
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 	$node->safe_psql('postgres',

@@ -185,7 +185,8 @@ for my $preload (1, 0)
 {
 	my $mode = $preload ? 'preloaded' : 'not preloaded';
 	my $node = new_secretenv_node("hostile_$preload", preload => $preload,
-		conf => "secretenv.kek_passphrase = 'hostile-passphrase-one-0123456789abcdef'\nsecretenv.kek_version = 1\n");
+		# Without preload a written passphrase is refused: the command.
+		conf => ($preload ? \&kek_settings : \&kek_command_settings)->('hostile-passphrase-one-0123456789abcdef', 1));
 	$node->start;
 	$node->safe_psql('postgres', qq{
 CREATE EXTENSION secretenv;

@@ -150,8 +150,10 @@ is($node->safe_psql('db_b', 'SELECT count(*) FROM secretenv.verify_secrets()'), 
 is($node->safe_psql('db_b', 'SELECT count(*) FROM secretenv.secrets'), '3', 'db_b: no row was added');
 
 # Without preload, a backend runs the check itself and refuses as well.
-$node->append_conf('postgresql.conf', "shared_preload_libraries = ''\n");
-use_passphrase($pass_a);
+# (Without preload a written passphrase is refused: the command prints it.)
+$node->append_conf('postgresql.conf', "shared_preload_libraries = ''\n"
+	  . "secretenv.kek_passphrase = ''\n" . kek_command_settings($pass_a, 1));
+$node->restart;
 ($out, $err) = run_sql($node, 'db_b', "SELECT secretenv.secret_create('b_new', 'value-b-new')");
 like($err, $warning, 'without preload: db_b warns');
 like($err, qr/ERROR:  22S02: refusing to encrypt under the KEK of version 1/,

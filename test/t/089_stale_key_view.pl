@@ -25,7 +25,7 @@ for my $preload (1, 0)
 	my $mode = $preload ? 'preloaded' : 'not preloaded';
 	my $node = new_secretenv_node("stale_$preload", preload => $preload);
 	$node->start;
-	set_keys($node, 1, 0, no_reload => 1);
+	set_keys($node, 1, 0, no_reload => 1, command => !$preload);
 	$node->restart;
 	$node->safe_psql('postgres', 'CREATE EXTENSION secretenv');
 	generate_secrets($node, 'postgres', $rows);
@@ -39,7 +39,7 @@ for my $preload (1, 0)
 	{
 		# Same session, same query string: no idle moment in between.
 		$v++;
-		set_keys($node, $v, $v - 1, no_reload => 1);
+		set_keys($node, $v, $v - 1, no_reload => 1, command => !$preload);
 		my $out = $node->safe_psql('postgres', q{
 SELECT pg_reload_conf();
 SELECT secretenv.secret_rotate_all();
@@ -49,14 +49,14 @@ SELECT (s->>'current_version') || ' ' || (s->>'rotation_complete') FROM secreten
 
 		# Another session, already connected, right after the reload.
 		$v++;
-		set_keys($node, $v, $v - 1, no_reload => 1);
+		set_keys($node, $v, $v - 1, no_reload => 1, command => !$preload);
 		$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 		is($other->query_safe('SELECT secretenv.secret_rotate_all()'), $rows,
 			"$mode, round $round: another session rotates every row to version $v right after the reload");
 
 		# status() right after a reload never reports the old configuration.
 		$v++;
-		set_keys($node, $v, $v - 1, no_reload => 1);
+		set_keys($node, $v, $v - 1, no_reload => 1, command => !$preload);
 		$out = $node->safe_psql('postgres', q{
 SELECT pg_reload_conf();
 SELECT (s->>'current_version') || ' ' || (s->>'rotation_complete') FROM secretenv.status() s;});
@@ -65,7 +65,7 @@ SELECT (s->>'current_version') || ' ' || (s->>'rotation_complete') FROM secreten
 
 		# The procedure, as the next statement of the same session.
 		$v++;
-		set_keys($node, $v, $v - 1, no_reload => 1);
+		set_keys($node, $v, $v - 1, no_reload => 1, command => !$preload);
 		my ($o, $e) = ('', '');
 		IPC::Run::run(
 			[

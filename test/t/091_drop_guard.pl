@@ -19,7 +19,7 @@ use SecretenvTest;
 use Test::More;
 
 my $node = new_secretenv_node('no_preload', preload => 0,
-	conf => "secretenv.kek_passphrase = 'drop-guard-passphrase-0123456789abcdef'\n");
+	conf => kek_command_settings('drop-guard-passphrase-0123456789abcdef', 1));
 $node->start;
 my $superuser = $node->safe_psql('postgres', 'SELECT current_user');
 $node->safe_psql(

@@ -24,14 +24,25 @@ sub passphrase
 
 # Make $cur the current KEK and $prev (0: none) the previous one, in
 # postgresql.conf; reload unless told not to, and wait until new
-# connections to $db see it.
+# connections to $db see it.  With command => 1, through a passphrase
+# command that prints passphrase(%v) (a cluster without preload refuses a
+# written passphrase).
 sub set_keys
 {
 	my ($node, $cur, $prev, %opt) = @_;
-	my $conf = "secretenv.kek_passphrase = '" . passphrase($cur) . "'\nsecretenv.kek_version = $cur\n";
-	$conf .= $prev
-	  ? "secretenv.kek_previous_passphrase = '" . passphrase($prev) . "'\nsecretenv.kek_previous_version = $prev\n"
-	  : "secretenv.kek_previous_version = 0\n";
+	my $conf;
+	if ($opt{command})
+	{
+		$conf = "secretenv.kek_passphrase_command = 'echo " . passphrase('%v') . "'\n"
+		  . "secretenv.kek_version = $cur\nsecretenv.kek_previous_version = $prev\n";
+	}
+	else
+	{
+		$conf = "secretenv.kek_passphrase = '" . passphrase($cur) . "'\nsecretenv.kek_version = $cur\n";
+		$conf .= $prev
+		  ? "secretenv.kek_previous_passphrase = '" . passphrase($prev) . "'\nsecretenv.kek_previous_version = $prev\n"
+		  : "secretenv.kek_previous_version = 0\n";
+	}
 	$node->append_conf('postgresql.conf', $conf);
 	return 1 if $opt{no_reload};
 	$node->reload;

@@ -12,7 +12,7 @@ use Test::More;
 use Time::HiRes ();
 
 our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_settings
-  kek_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
+  kek_settings kek_command_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
   run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
   two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex
   run_tree_checker);
@@ -52,6 +52,25 @@ sub kek_settings
 	$conf .= "secretenv.kek_previous_passphrase = '$previous_passphrase'\n"
 	  . "secretenv.kek_previous_version = $previous_version\n"
 	  if defined $previous_passphrase;
+	return $conf;
+}
+
+# As kek_settings, through secretenv.kek_passphrase_command (a shell
+# "case" on %v that prints the passphrase): what a cluster without
+# shared_preload_libraries needs, since it refuses a passphrase written in
+# the configuration.  Passphrases of letters, digits, '-', '_' and '.' only.
+sub kek_command_settings
+{
+	my ($passphrase, $version, $previous_passphrase, $previous_version) = @_;
+	my $case = "$version) echo $passphrase;;";
+	$case .= " $previous_version) echo $previous_passphrase;;" if defined $previous_passphrase;
+	for my $p ($passphrase, $previous_passphrase // '')
+	{
+		die "kek_command_settings: unsupported passphrase" unless $p =~ /^[\w.-]*$/;
+	}
+	my $conf = "secretenv.kek_passphrase_command = 'case %v in $case *) exit 3;; esac'\n"
+	  . "secretenv.kek_version = $version\n";
+	$conf .= "secretenv.kek_previous_version = $previous_version\n" if defined $previous_passphrase;
 	return $conf;
 }
 
