@@ -17,6 +17,7 @@
 #include "storage/ipc.h"
 
 #include "aead_engine.h"
+#include "crypto_errors.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 
@@ -29,12 +30,23 @@ free_engine(int code, Datum arg)
 	engine = NULL;
 }
 
-/* Create the engine in the postmaster, for backends to inherit. */
+/*
+ * Create the engine in the postmaster, for backends to inherit.  A failure
+ * here does not stop the server: each backend tries again on first use and
+ * reports it there (se_engine), where a client sees it.
+ */
 void
 se_engine_init(void)
 {
-	if (process_shared_preload_libraries_in_progress)
-		(void) se_engine();
+	if (process_shared_preload_libraries_in_progress && engine == NULL)
+	{
+		if (se_aead_new(&engine) == SE_OK)
+			on_proc_exit(free_engine, (Datum) 0);
+		else
+			ereport(WARNING,
+					(errmsg("secretenv could not create its AES-256-GCM context at server start"),
+					 errdetail("Every operation that encrypts or decrypts will fail until this is fixed.")));
+	}
 }
 
 se_aead *
@@ -42,11 +54,10 @@ se_engine(void)
 {
 	if (engine == NULL)
 	{
-		engine = se_aead_new();
-		if (engine == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not create an AES-256-GCM context")));
+		se_status	status = se_aead_new(&engine);
+
+		if (status != SE_OK)
+			se_report_crypto_failure(status, 0, "use AES-256-GCM");
 		on_proc_exit(free_engine, (Datum) 0);
 	}
 	return engine;
