@@ -57,7 +57,7 @@ se_engine(void)
 		se_status	status = se_aead_new(&engine);
 
 		if (status != SE_OK)
-			se_report_crypto_failure(status, 0, "use AES-256-GCM");
+			se_report_crypto_failure(status, 0, "initialize encryption");
 		on_proc_exit(free_engine, (Datum) 0);
 	}
 	return engine;

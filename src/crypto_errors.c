@@ -85,7 +85,7 @@ se_report_crypto_failure(se_status status, int32 kek_version, const char *what)
 		case SE_ERR_UNAVAILABLE:
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("could not %s: AES-256-GCM is not available", what),
+					 errmsg("could not %s: no OpenSSL provider implements AES-256-GCM", what),
 					 errdetail("No OpenSSL provider loaded by this server implements AES-256-GCM under the configured properties."),
 					 errhint("Check the OpenSSL configuration of the server (OPENSSL_CONF, its providers and default_properties): "
 							 "the default or the FIPS provider must be loaded and active. Then restart the server.")));
