@@ -17,7 +17,6 @@
 #include "storage/ipc.h"
 
 #include "aead_engine.h"
-#include "crypto_errors.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 
@@ -56,8 +55,22 @@ se_engine(void)
 	{
 		se_status	status = se_aead_new(&engine);
 
+		if (status == SE_ERR_UNAVAILABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("could not initialize encryption: no OpenSSL provider implements AES-256-GCM"),
+					 errdetail("No OpenSSL provider loaded by this server implements AES-256-GCM under the configured properties."),
+					 errhint("Check the OpenSSL configuration of the server (OPENSSL_CONF, its providers and default_properties): "
+							 "the default or the FIPS provider must be loaded and active. Then restart the server.")));
+		if (status == SE_ERR_NOMEM)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not initialize encryption: out of memory in the cryptographic library")));
 		if (status != SE_OK)
-			se_report_crypto_failure(status, 0, "initialize encryption");
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					 errmsg("could not initialize encryption: cryptographic library failure"),
+					 errdetail_internal("%s", se_status_string(status))));
 		on_proc_exit(free_engine, (Datum) 0);
 	}
 	return engine;

@@ -82,15 +82,8 @@ se_report_crypto_failure(se_status status, int32 kek_version, const char *what)
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("could not %s: out of memory in the cryptographic library", what)));
 			break;
-		case SE_ERR_UNAVAILABLE:
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("could not %s: no OpenSSL provider implements AES-256-GCM", what),
-					 errdetail("No OpenSSL provider loaded by this server implements AES-256-GCM under the configured properties."),
-					 errhint("Check the OpenSSL configuration of the server (OPENSSL_CONF, its providers and default_properties): "
-							 "the default or the FIPS provider must be loaded and active. Then restart the server.")));
-			break;
 		case SE_ERR_RANDOM:
+		case SE_ERR_UNAVAILABLE:	/* reported by aead_engine.c, not here */
 		case SE_ERR_OPENSSL:
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
