@@ -30,7 +30,12 @@
  *	  writes, so a restored dump keeps its times.
  *
  * The noted wrapped DEKs are ciphertext, no secret; they live in
- * TopTransactionContext and go with it.
+ * TopTransactionContext and go with it.  A row that stores one takes it out
+ * of the set (storing the same envelope again in the transaction counts as
+ * unknown), so an INSERT ... SELECT of any size keeps the set small; at
+ * most MAX_FRESH envelopes sealed and not yet stored are remembered, and
+ * beyond that a stored envelope counts as unknown: re-encrypted once more
+ * than needed, never skipped.
  *
  *-------------------------------------------------------------------------
  */
@@ -56,6 +61,8 @@ typedef struct FreshEnvelope
 {
 	uint8_t		wrapped[SE_WRAPPED_DEK_LEN];	/* the hash key */
 } FreshEnvelope;
+
+#define MAX_FRESH 65536
 
 /* The wrapped DEKs sealed in this transaction, and which transaction. */
 static HTAB *fresh_envelopes = NULL;
@@ -86,18 +93,24 @@ current_set(bool create)
 void
 se_note_fresh_envelope(const uint8_t *wrapped)
 {
-	(void) hash_search(current_set(true), wrapped, HASH_ENTER, NULL);
+	HTAB	   *set = current_set(true);
+
+	if (hash_get_num_entries(set) < MAX_FRESH)
+		(void) hash_search(set, wrapped, HASH_ENTER, NULL);
 }
 
-/* Whether this backend sealed the wrapped DEK under a fresh DEK in this transaction. */
+/*
+ * Whether this backend sealed the wrapped DEK under a fresh DEK in this
+ * transaction and no row has stored it yet; it is taken out of the set.
+ */
 static bool
-sealed_here(bytea *wrapped)
+take_sealed_here(bytea *wrapped)
 {
 	HTAB	   *set = current_set(false);
 
 	if (set == NULL || VARSIZE_ANY_EXHDR(wrapped) != SE_WRAPPED_DEK_LEN)
 		return false;
-	return hash_search(set, VARDATA_ANY(wrapped), HASH_FIND, NULL) != NULL;
+	return hash_search(set, VARDATA_ANY(wrapped), HASH_REMOVE, NULL) != NULL;
 }
 
 static int
@@ -161,7 +174,7 @@ secret_stamp_value_encrypted(PG_FUNCTION_ARGS)
 
 	value = heap_getattr(newtuple, value_att, desc, &valuenull);
 	wrapped = heap_getattr(newtuple, column_of(rel, "wrapped_dek"), desc, &wrappednull);
-	if (!valuenull && !wrappednull && sealed_here(DatumGetByteaPP(wrapped)))
+	if (!valuenull && !wrappednull && take_sealed_here(DatumGetByteaPP(wrapped)))
 	{
 		stamp[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		stampnull[0] = false;

@@ -109,6 +109,12 @@ q1(q{SET ROLE w; SELECT secretenv.secret_update('victim', 'victim-value-4')});
 is(q1(q{SELECT value_encrypted_at IS NOT NULL FROM secretenv.secrets WHERE secret_name = 'victim'}),
 	't', 'secret_update stamps it');
 
+# Many secrets in one statement: each row takes its own fresh envelope.
+q1(q{SET ROLE w; SELECT count(secretenv.secret_create('bulk-' || i, 'bulk-value-' || i)) FROM generate_series(1, 2000) i});
+is(q1(q{SELECT count(*) FILTER (WHERE value_encrypted_at IS NOT NULL) FROM secretenv.secrets WHERE secret_name LIKE 'bulk-%'}),
+	'2000', 'secret_create of 2000 secrets in one statement stamps every row');
+q1(q{DELETE FROM secretenv.secrets WHERE secret_name LIKE 'bulk-%'});
+
 # A row MLflow inserts directly (here: an envelope made in an earlier
 # transaction, inserted by the table owner without the column).
 q1(q{CREATE TABLE mlflow_src AS SELECT 'b1e1b1e1-0000-4000-8000-000000000001'::uuid AS id, 'mlflow-row' AS name,
