@@ -7,16 +7,23 @@ lines).  A block fenced as "text output" right after a runnable SQL block
 (only blank lines between) is the output psql must print for it, exactly
 (trailing blanks ignored).
 
-    doc_check.py config README.md
-        print the lines of every "ini runnable" block, in order
-    doc_check.py run README.md [--psql PATH]
+    doc_check.py config README.md [--replace OLD=NEW]...
+        print the lines of the "ini runnable" blocks before the first SQL
+        block: the configuration the server starts with
+    doc_check.py run README.md [--psql PATH] [--conf FILE] [--replace OLD=NEW]...
         run every "sql runnable" block in order, each in one psql session
         (psql -X -v ON_ERROR_STOP=1, connection from PGHOST, PGPORT, PGUSER,
-        PGDATABASE); print one TAP-like line per block; exit 1 if any block
-        fails: psql exits non-zero, stderr holds an ERROR, WARNING or FATAL
-        line, or the output differs from its "text output" block
+        PGDATABASE); an "ini runnable" block after the first SQL block (a
+        runbook's configuration step) is appended to FILE, and the README's
+        own next step reloads it.  Print one TAP-like line per block; exit 1
+        if any block fails: psql exits non-zero, stderr holds an ERROR,
+        WARNING or FATAL line, or the output differs from its "text output"
+        block
     doc_check.py list README.md
         print each runnable block's line and kind
+
+--replace substitutes in configuration blocks only: a test points a path
+the README names (a passphrase command) at a file of its own.
 """
 
 import os
@@ -75,13 +82,40 @@ def normalize(text):
     return '\n'.join(l.rstrip() for l in text.rstrip('\n').split('\n'))
 
 
-def run(path, psql):
+def substituted(text, replacements):
+    for old, new in replacements:
+        text = text.replace(old, new)
+    return text
+
+
+def startup_config(path, replacements):
+    out = []
+    for b in runnable(path):
+        if b['kind'] == 'sql':
+            break
+        out.append(substituted(b['text'], replacements))
+    return ''.join(out)
+
+
+def run(path, psql, conf, replacements):
     failed = 0
-    sql_blocks = [b for b in runnable(path) if b['kind'] == 'sql']
-    if not sql_blocks:
+    blocks_ = runnable(path)
+    if not any(b['kind'] == 'sql' for b in blocks_):
         print('not ok 1 - no "sql runnable" block in %s' % path)
         return 1
-    for n, b in enumerate(sql_blocks, 1):
+    first_sql = min(k for k, b in enumerate(blocks_) if b['kind'] == 'sql')
+    n = 0
+    for b in blocks_[first_sql:]:
+        n += 1
+        if b['kind'] == 'ini':
+            if conf is None:
+                failed += 1
+                print('not ok %d - README line %d: configuration step, and no --conf file' % (n, b['line']))
+                continue
+            with open(conf, 'a', encoding='utf-8') as f:
+                f.write(substituted(b['text'], replacements))
+            print('ok %d - README line %d: configuration appended' % (n, b['line']))
+            continue
         with tempfile.NamedTemporaryFile('w', suffix='.sql', delete=False) as f:
             f.write(b['text'])
             script = f.name
@@ -117,20 +151,29 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     path = argv[2]
+    opts = argv[3:]
+    psql, conf, replacements = 'psql', None, []
+    while opts:
+        if len(opts) < 2 or opts[0] not in ('--psql', '--conf', '--replace'):
+            print(__doc__, file=sys.stderr)
+            return 2
+        if opts[0] == '--psql':
+            psql = opts[1]
+        elif opts[0] == '--conf':
+            conf = opts[1]
+        else:
+            old, _, new = opts[1].partition('=')
+            replacements.append((old, new))
+        opts = opts[2:]
     if argv[1] == 'config':
-        for b in runnable(path):
-            if b['kind'] == 'ini':
-                sys.stdout.write(b['text'])
+        sys.stdout.write(startup_config(path, replacements))
         return 0
     if argv[1] == 'list':
         for b in runnable(path):
             print('%d %s%s' % (b['line'], b['kind'],
                                ' +output' if b.get('expected') is not None else ''))
         return 0
-    psql = 'psql'
-    if len(argv) == 5 and argv[3] == '--psql':
-        psql = argv[4]
-    return run(path, psql)
+    return run(path, psql, conf, replacements)
 
 
 if __name__ == '__main__':

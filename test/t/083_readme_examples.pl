@@ -4,11 +4,14 @@
 # The README's runnable examples run as written (test/doc_check.py): on a
 # throwaway cluster configured with the README's "ini runnable" lines (the
 # Installation section's postgresql.conf), every "sql runnable" block runs
-# in document order (Installation, then the Quick start), each through
-# psql, with no ERROR or WARNING, and prints exactly the "text output"
-# block that follows it.  Two things a reader brings are provided: the
-# passphrase command the configuration names (a script printing a
-# passphrase) and the roles app and dba the grants name.
+# in document order (Installation, the Quick start, then the online
+# rotation runbook, whose configuration steps are appended to
+# postgresql.conf as the runbook says), each through psql, with no ERROR
+# or WARNING, and prints exactly the "text output" block that follows it.
+# Two things a reader brings are provided: the passphrase command the
+# configuration names (a script printing a passphrase per version, as the
+# runbook's "knows v1 and v2" says) and the roles app and dba the grants
+# name.
 #
 # The checker itself fails on a broken example: the 1.1 Quick start
 # (relation "app.tokens" does not exist), and an output block that does not
@@ -40,11 +43,12 @@ sub checker
 
 # The configuration, as the README writes it, with its passphrase command
 # pointing at a script of this test.
-my ($rc, $conf) = checker('config', $readme);
-is($rc, 0, 'the checker reads the README\'s configuration');
 my $command = write_script($dir, 'secretenv-passphrase',
 	'echo "readme-example-passphrase-v$1-0123456789abcdef0123456789"');
-ok($conf =~ s{/etc/postgresql/secretenv-passphrase}{$command}g,
+my @replace = ('--replace', "/etc/postgresql/secretenv-passphrase=$command");
+my ($rc, $conf) = checker('config', $readme, @replace);
+is($rc, 0, 'the checker reads the README\'s configuration');
+like($conf, qr/^secretenv\.kek_passphrase_command = '\Q$command\E %v'/m,
 	'the configuration names the passphrase command at /etc/postgresql/secretenv-passphrase');
 like($conf, qr/^shared_preload_libraries = 'secretenv'/m, '... and preloads secretenv');
 
@@ -57,18 +61,21 @@ local $ENV{PGPORT} = $node->port;
 local $ENV{PGUSER} = 'postgres';
 my $psql = $node->installed_command('psql');
 
+# Run the examples of $file in a new database $db; the configuration steps
+# go to the node's postgresql.conf only when $configure is set.
 sub run_examples
 {
-	my ($db, $file) = @_;
+	my ($db, $file, $configure) = @_;
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
 	local $ENV{PGDATABASE} = $db;
-	return checker('run', $file, '--psql', $psql);
+	return checker('run', $file, '--psql', $psql,
+		$configure ? ('--conf', $node->data_dir . '/postgresql.conf') : (), @replace);
 }
 
 my $out;
-($rc, $out) = run_examples('readme', $readme);
+($rc, $out) = run_examples('readme', $readme, 1);
 my @lines = grep { /^(not )?ok / } split /\n/, $out;
-cmp_ok(scalar(@lines), '>=', 4, 'the README has runnable blocks (Installation and Quick start)');
+cmp_ok(scalar(@lines), '>=', 10, 'the README has runnable blocks (Installation, Quick start, rotation runbook)');
 for my $line (@lines)
 {
 	my ($not, $what) = $line =~ /^(not )?ok \d+ - (.*)$/;
@@ -95,6 +102,8 @@ close($fh);
 ($rc, $out) = run_examples('wrong', "$dir/README-wrong.md");
 is($rc, 1, 'the checker fails when an output block differs from what psql prints');
 like($out, qr/output differs/, '... and says so');
+like($out, qr/--- expected\n(?:.*\n)*?.*"sk-\.\.\.XXXX"(?:.*\n)*?.*--- got\n(?:.*\n)*?.*"sk-\.\.\.a5Hb"/,
+	'... showing the expected and the actual output');
 
 $node->stop;
 done_testing();
