@@ -5,8 +5,8 @@
 # throwaway cluster configured with the README's "ini runnable" lines (the
 # Installation section's postgresql.conf), every "sql runnable" block runs
 # in document order (Installation, the Quick start, then the online
-# rotation runbook, whose configuration steps are appended to
-# postgresql.conf as the runbook says), each through psql, with no ERROR
+# rotation runbook and the compromise runbook, whose configuration steps
+# are appended to postgresql.conf as the runbooks say), each through psql, with no ERROR
 # or WARNING, and prints exactly the "text output" block that follows it.
 # Two things a reader brings are provided: the passphrase command the
 # configuration names (a script printing a passphrase per version, as the
@@ -75,7 +75,7 @@ sub run_examples
 my $out;
 ($rc, $out) = run_examples('readme', $readme, 1);
 my @lines = grep { /^(not )?ok / } split /\n/, $out;
-cmp_ok(scalar(@lines), '>=', 10, 'the README has runnable blocks (Installation, Quick start, rotation runbook)');
+cmp_ok(scalar(@lines), '>=', 20, 'the README has runnable blocks (Installation, Quick start, rotation and compromise runbooks)');
 for my $line (@lines)
 {
 	my ($not, $what) = $line =~ /^(not )?ok \d+ - (.*)$/;
