@@ -21,6 +21,7 @@ OBJS = \
 	src/coherence.o \
 	src/crypto_errors.o \
 	src/drop_guard.o \
+	src/encryption_time.o \
 	src/envelope_memo.o \
 	src/envelope_sql.o \
 	src/kek_retirement.o \

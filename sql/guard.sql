@@ -88,6 +88,25 @@ SELECT count(*) AS rows,
                           AND opens(b.encrypted_value, b.wrapped_dek, b.kek_version, b.id::text, b.name) LIKE 'value-%') AS decrypt
 FROM encrypted_src a JOIN encrypted_src b USING (id, name)
 WHERE a.name NOT IN (SELECT name FROM src GROUP BY name HAVING count(*) > 1);
+-- A view's stored query keeps no parse locations, and PostgreSQL stores
+-- separately written calls of the columns exactly as it stores the copies of
+-- one (...).* (the same tree but for the statement length): in a view the
+-- two cannot be told apart, so calls with equal arguments in one row share
+-- one envelope there (with different arguments they do not; in a query
+-- they never do).
+CREATE VIEW separate_fields AS
+SELECT id, name, (secretenv.secret_encrypt(v, id, name)).encrypted_value,
+       (secretenv.secret_encrypt(v, id, name)).wrapped_dek, (secretenv.secret_encrypt(v, id, name)).kek_version
+FROM src;
+SELECT count(DISTINCT regexp_replace(regexp_replace(r.ev_action::text, '\m' || r.ev_class::oid::text || '\M', 'V', 'g'),
+                                     ':(location|stmt_len) -?[0-9]+', '', 'g')) AS distinct_stored_trees
+FROM pg_rewrite r WHERE r.ev_class IN ('separate_fields'::regclass, 'encrypted_src'::regclass);
+CREATE VIEW two_calls AS
+SELECT secretenv.secret_encrypt('same', 'id', 'n') a, secretenv.secret_encrypt('same', 'id', 'n') b,
+       secretenv.secret_encrypt('other', 'id', 'n') c;
+SELECT (a).wrapped_dek = (b).wrapped_dek AS equal_arguments_share_in_a_view,
+       (a).wrapped_dek = (c).wrapped_dek AS different_arguments_share_in_a_view
+FROM two_calls;
 -- plpgsql functions whose calls sit at the same places (one shared plan
 -- context in a transaction) are neither confused nor refused.
 CREATE FUNCTION enc_a(v text, i uuid, n text) RETURNS secretenv.envelope LANGUAGE plpgsql AS

@@ -278,13 +278,31 @@ GRANT EXECUTE ON FUNCTION secretenv.key_inventory() TO secretenv_admin;
 DO $names$
 DECLARE
 	bad bigint;
+	listed text;
 BEGIN
-	SELECT pg_catalog.count(*) INTO bad FROM secretenv.secrets
-	WHERE NOT (octet_length(secret_name) <= 1024 AND btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') <> '');
+	/*
+	 * Names are not secrets: list the first 20 (an over-long one by its
+	 * first 40 characters) with their ids, so that each can be found.
+	 */
+	SELECT pg_catalog.count(*),
+		   pg_catalog.string_agg(pg_catalog.format('%s (id %s, %s bytes)',
+									 CASE WHEN pg_catalog.length(b.secret_name) > 40
+										  THEN pg_catalog.quote_literal(pg_catalog.left(b.secret_name, 40)) || '...'
+										  ELSE pg_catalog.quote_literal(b.secret_name) END,
+									 b.secret_id, pg_catalog.octet_length(b.secret_name)),
+								 ', ' ORDER BY b.secret_name, b.secret_id)
+			   FILTER (WHERE b.n <= 20)
+	INTO bad, listed
+	FROM (SELECT s.secret_id, s.secret_name,
+				 pg_catalog.row_number() OVER (ORDER BY s.secret_name, s.secret_id) AS n
+		  FROM secretenv.secrets s
+		  WHERE NOT (octet_length(s.secret_name) <= 1024 AND btrim(s.secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') <> '')) b;
 	IF bad > 0 THEN
 		RAISE EXCEPTION 'cannot update secretenv to 1.1: % stored secrets have an empty, blank or over-long name', bad
 			USING ERRCODE = 'check_violation',
-				  DETAIL = 'secretenv 1.1 requires secret names of at most 1024 bytes with at least one non-whitespace character.',
+				  DETAIL = pg_catalog.format('They are: %s%s.  secretenv 1.1 requires secret names of at most 1024 bytes with at least one non-whitespace character.',
+											 listed,
+											 CASE WHEN bad > 20 THEN pg_catalog.format(' and %s more', bad - 20) ELSE '' END),
 				  HINT = 'Re-create each such secret under a valid name with secret_create, delete the old one with secret_delete, then run ALTER EXTENSION secretenv UPDATE again.';
 	END IF;
 END

@@ -21,7 +21,7 @@ END
 $encoding$;
 
 /*
- * Refuse to adopt squatted roles or a squatted schema (DESIGN §7a).  The
+ * Refuse to adopt squatted roles or a squatted schema (DESIGN section 7a).  The
  * three roles are cluster-wide and the schema may exist before CREATE
  * EXTENSION, so either may have been prepared by someone else:
  *  - a role that can log in, or holds SUPERUSER, CREATEROLE, CREATEDB,
@@ -371,12 +371,27 @@ CREATE TABLE secretenv.secrets (
 	last_updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	last_updated_by name NOT NULL DEFAULT CURRENT_USER,
 	/*
+	 * When the value was last encrypted under a fresh DEK; NULL when that
+	 * is unknown.  Only the trigger secrets_value_encrypted_at writes it
+	 * (secret_reencrypt selects rows by it), whatever a statement puts here.
+	 */
+	value_encrypted_at timestamptz,
+	/*
 	 * 1024 bytes keeps every name well inside a btree entry of the unique
 	 * index (at most about 2700 bytes, less than that for names that do not
 	 * compress); a blank name is always a mistake.  The functions below say
-	 * so with their own SQLSTATEs; this also covers direct writes.
+	 * so with their own SQLSTATEs; this also covers direct writes.  The
+	 * whitespace characters beyond ASCII (Unicode White_Space) are chr() of
+	 * their code points: a U&'' literal would fail to parse under
+	 * standard_conforming_strings = off, and in a database that is not
+	 * UTF8 before the encoding check above could say why.
 	 */
-	CONSTRAINT secrets_name_valid CHECK (octet_length(secret_name) <= 1024 AND btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') <> '')
+	CONSTRAINT secrets_name_valid CHECK (octet_length(secret_name) <= 1024 AND
+		btrim(secret_name, E' \t\n\r\f\v' ||
+			  pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+			  pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+			  pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+			  pg_catalog.chr(12288)) <> '')
 );
 COMMENT ON TABLE secretenv.secrets IS
 	'Envelope-encrypted secrets; secret_id and secret_name are immutable (they are the AAD)';
@@ -394,7 +409,7 @@ CREATE TRIGGER secrets_identity_immutable
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_identity_immutable;
 
 /*
- * Row-level security (DESIGN §7f) applies only to the role a statement runs
+ * Row-level security (DESIGN section 7f) applies only to the role a statement runs
  * as, so the write functions below run with the caller's rights and
  * secretenv_writer holds INSERT, UPDATE and DELETE on this table (the
  * columns those functions write, no more).  That also lets a writer write
@@ -417,6 +432,25 @@ CREATE TRIGGER secrets_check_envelope
 	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
 											  'secret_id', 'secret_name');
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
+
+/*
+ * value_encrypted_at is set from what only this backend knows: now() for an
+ * envelope it sealed under a fresh DEK in this transaction, the old time
+ * when the ciphertext did not change (a rotation), NULL (unknown) for any
+ * other envelope; see src/encryption_time.c.  ENABLE ALWAYS, like the
+ * store's other triggers.
+ */
+CREATE FUNCTION secretenv.stamp_value_encrypted()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_stamp_value_encrypted'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.stamp_value_encrypted() IS
+	'Row trigger of secretenv.secrets: record when the value was last encrypted under a fresh DEK, ignoring what the statement wrote';
+
+CREATE TRIGGER secrets_value_encrypted_at
+	BEFORE INSERT OR UPDATE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.stamp_value_encrypted();
+ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_value_encrypted_at;
 
 /*
  * The managed store is written through these functions.  Text and jsonb
@@ -457,18 +491,32 @@ BEGIN
 				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
 								  octet_length(secret_name));
 	END IF;
-	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+	IF btrim(secret_name, E' \t\n\r\f\v' ||
+				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+				 pg_catalog.chr(12288)) = '' THEN
 		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
 	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
+	/*
+	 * ON CONFLICT rather than an exception block: no subtransaction per
+	 * secret, and a concurrent create of the same name is waited for.
+	 */
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
 								   kek_version, masked_value, provider, description,
 								   created_by, last_updated_by)
 	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
 			e.kek_version, masked, insert_secret.provider, insert_secret.description,
-			session_user, session_user);
+			session_user, session_user)
+	ON CONFLICT ON CONSTRAINT secrets_secret_name_key DO NOTHING;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" already exists', insert_secret.secret_name
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Change its value with secretenv.secret_update, or delete it first with secretenv.secret_delete.';
+	END IF;
 	RETURN new_id;
 END
 $$;
@@ -494,7 +542,11 @@ BEGIN
 				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
 								  octet_length(secret_name));
 	END IF;
-	IF btrim(secret_name, E' \t\n\r\f\v' || U&'\0085\00A0\1680\2000\2001\2002\2003\2004\2005\2006\2007\2008\2009\200A\2028\2029\202F\205F\3000') = '' THEN
+	IF btrim(secret_name, E' \t\n\r\f\v' ||
+				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+				 pg_catalog.chr(12288)) = '' THEN
 		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
@@ -718,6 +770,13 @@ AS $$
 				SELECT sum(v.n) FROM versions v
 				WHERE v.kek_version OPERATOR(pg_catalog.<)
 					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
+			/*
+			 * Rows whose value was encrypted at an unknown time (written
+			 * directly, or before 1.2): any secret_reencrypt re-encrypts them.
+			 */
+			'unknown_encryption_time_rows', (SELECT count(*) FROM secretenv.secrets s
+											 WHERE s.value_encrypted_at IS NULL),
+			'oldest_value_encrypted_at', (SELECT min(s.value_encrypted_at) FROM secretenv.secrets s),
 			/* Complete: every row on the current KEK, and that KEK opens them. */
 			'rotation_complete', NOT EXISTS (
 				SELECT 1 FROM versions v
@@ -862,9 +921,12 @@ COMMENT ON FUNCTION secretenv.rotate_secrets_batch(int8, int8) IS
 	'Internal to secret_rotate: re-wrap the rows of a block range not on the current KEK';
 
 /*
- * One window of secret_reencrypt, as the table's owner.  A re-encrypted
- * row is stamped last_updated_at = now(), which is after the cutoff, so a
- * run that is resumed does not do it again.
+ * One window of secret_reencrypt, as the table's owner.  Rows are chosen by
+ * value_encrypted_at, which only secretenv writes (a writer could set
+ * last_updated_at to any time); NULL, an unknown time, counts as before any
+ * cutoff.  A re-encrypted row is stamped value_encrypted_at = now() by the
+ * trigger, which is not before the cutoff, so a run that is resumed does
+ * not do it again.
  */
 CREATE FUNCTION secretenv.reencrypt_secrets_batch(since timestamptz, first_block int8, blocks int8,
 												  OUT changed int8, OUT seen int8)
@@ -886,7 +948,7 @@ BEGIN
 											   s.secret_id, s.secret_name) e),
 		last_updated_at = now()
 	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
-	  AND s.last_updated_at OPERATOR(pg_catalog.<) since;
+	  AND (s.value_encrypted_at IS NULL OR s.value_encrypted_at OPERATOR(pg_catalog.<) since);
 	GET DIAGNOSTICS changed = ROW_COUNT;
 END
 $$;
@@ -1234,13 +1296,13 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
 
 -- The table privileges behind the security_invoker views and the
--- SECURITY INVOKER write functions (row-level security, DESIGN §7f):
+-- SECURITY INVOKER write functions (row-level security, DESIGN section 7f):
 -- masked_secrets' columns, never encrypted_value or wrapped_dek; a writer
 -- inserts and updates only the columns secret_create and secret_update
 -- write (not provider, description or created_at after the fact), and its
 -- envelopes are checked by the trigger secrets_check_envelope.
 GRANT SELECT (secret_id, secret_name, masked_value, kek_version, provider, description,
-			  created_at, created_by, last_updated_at, last_updated_by)
+			  created_at, created_by, last_updated_at, last_updated_by, value_encrypted_at)
 	ON secretenv.secrets TO secretenv_writer, secretenv_admin;
 GRANT INSERT (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version, masked_value,
 			  provider, description, created_by, last_updated_by)
@@ -1260,7 +1322,7 @@ GRANT EXECUTE ON FUNCTION secretenv.check_envelope()
 	TO secretenv_reader, secretenv_writer, secretenv_admin;
 
 -------------------------------------------------------------------------------
--- Per-application access rules (DESIGN §8f)
+-- Per-application access rules (DESIGN section 8f)
 -------------------------------------------------------------------------------
 
 /*

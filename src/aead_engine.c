@@ -29,12 +29,23 @@ free_engine(int code, Datum arg)
 	engine = NULL;
 }
 
-/* Create the engine in the postmaster, for backends to inherit. */
+/*
+ * Create the engine in the postmaster, for backends to inherit.  A failure
+ * here does not stop the server: each backend tries again on first use and
+ * reports it there (se_engine), where a client sees it.
+ */
 void
 se_engine_init(void)
 {
-	if (process_shared_preload_libraries_in_progress)
-		(void) se_engine();
+	if (process_shared_preload_libraries_in_progress && engine == NULL)
+	{
+		if (se_aead_new(&engine) == SE_OK)
+			on_proc_exit(free_engine, (Datum) 0);
+		else
+			ereport(WARNING,
+					(errmsg("secretenv could not create its AES-256-GCM context at server start"),
+					 errdetail("Every operation that encrypts or decrypts will fail until this is fixed.")));
+	}
 }
 
 se_aead *
@@ -42,11 +53,24 @@ se_engine(void)
 {
 	if (engine == NULL)
 	{
-		engine = se_aead_new();
-		if (engine == NULL)
+		se_status	status = se_aead_new(&engine);
+
+		if (status == SE_ERR_UNAVAILABLE)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("could not initialize encryption: no OpenSSL provider implements AES-256-GCM"),
+					 errdetail("No OpenSSL provider loaded by this server implements AES-256-GCM under the configured properties."),
+					 errhint("Check the OpenSSL configuration of the server (OPENSSL_CONF, its providers and default_properties): "
+							 "the default or the FIPS provider must be loaded and active. Then restart the server.")));
+		if (status == SE_ERR_NOMEM)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not create an AES-256-GCM context")));
+					 errmsg("could not initialize encryption: out of memory in the cryptographic library")));
+		if (status != SE_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+					 errmsg("could not initialize encryption: cryptographic library failure"),
+					 errdetail_internal("%s", se_status_string(status))));
 		on_proc_exit(free_engine, (Datum) 0);
 	}
 	return engine;

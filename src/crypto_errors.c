@@ -85,6 +85,7 @@ se_report_crypto_failure(se_status status, int32 kek_version, const char *what)
 					 errmsg("could not %s: out of memory in the cryptographic library", what)));
 			break;
 		case SE_ERR_RANDOM:
+		case SE_ERR_UNAVAILABLE:	/* reported by aead_engine.c, not here */
 		case SE_ERR_OPENSSL:
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),

@@ -30,6 +30,7 @@
 #include "access_rules.h"
 #include "aead_engine.h"
 #include "crypto_errors.h"
+#include "encryption_time.h"
 #include "envelope_memo.h"
 #include "envelope_sql.h"
 #include "kek_retirement.h"
@@ -166,6 +167,8 @@ se_seal_envelope_row(TupleDesc tupdesc, const uint8_t *kek, int32 kek_version,
 		se_report_crypto_failure(status, kek_version, what);
 	SET_VARSIZE(value, VARHDRSZ + ptlen + SE_SEAL_OVERHEAD);
 	SET_VARSIZE(wrapped, VARHDRSZ + SE_WRAPPED_DEK_LEN);
+	/* A row that stores this envelope was encrypted now (value_encrypted_at). */
+	se_note_fresh_envelope((const uint8_t *) VARDATA(wrapped));
 
 	values[0] = PointerGetDatum(value);
 	values[1] = PointerGetDatum(wrapped);

@@ -11,8 +11,9 @@
  * check_envelope() is for application tables built on the primitives: a
  * BEFORE INSERT OR UPDATE row trigger that opens the envelope of the new
  * row (wrapped DEK, then value under the row's id and name) and refuses the
- * row if it does not open, so a row that could never be read back is an
- * error when it is written rather than a loss discovered at the first read.
+ * row if it does not open or its KEK version is retired, so a row that
+ * could never be read back is an error when it is written rather than a
+ * loss discovered at the first read.
  * The plaintext goes to a scratch buffer that is wiped before anything
  * else happens, and never leaves the function.
  *
@@ -45,6 +46,7 @@
 
 #include "crypto_errors.h"
 #include "envelope_sql.h"
+#include "kek_retirement.h"
 #include "key_health.h"
 #include "keyring.h"
 #include "se_crypto.h"
@@ -315,6 +317,18 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 	}
 
 	se_check_version_argument(version);
+
+	/*
+	 * A row of a retired KEK version could not be read: refuse it at write
+	 * time, as reads do (an unchanged envelope was returned above).
+	 */
+	if (se_kek_version_retired(version))
+		ereport(ERROR,
+				(errcode(ERRCODE_SECRETENV_KEK_RETIRED),
+				 errmsg("new row of relation \"%s\" holds an envelope of retired KEK version %d", relname, version),
+				 errdetail("secretenv.min_kek_version is %d; rows wrapped under an older KEK are no longer read.",
+						   se_min_kek_version()),
+				 errhint("Encrypt the value again with secretenv.secret_encrypt, which wraps under the current KEK.")));
 	status = se_envelope_check((const uint8_t *) VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
 							   (const uint8_t *) VARDATA_ANY(wrapped), VARSIZE_ANY_EXHDR(wrapped),
 							   version, id, idlen, name, namelen, &utf8_ok);

@@ -138,6 +138,8 @@ se_status_string(se_status status)
 			return "value does not open under this data encryption key and associated data";
 		case SE_ERR_AAD:
 			return "secret identifier contains \"|\"";
+		case SE_ERR_UNAVAILABLE:
+			return "no loaded OpenSSL provider implements AES-256-GCM";
 	}
 	return "unknown status";
 }
@@ -221,26 +223,37 @@ bind_implementation(se_aead *aead)
 	return aead->algctx != NULL;
 }
 
-se_aead *
-se_aead_new(void)
+se_status
+se_aead_new(se_aead **out)
 {
 	se_aead    *aead;
+	se_status	status = SE_OK;
 
+	*out = NULL;
 	aead = OPENSSL_zalloc(sizeof(se_aead));
 	if (aead == NULL)
 	{
 		ERR_clear_error();
-		return NULL;
+		return SE_ERR_NOMEM;
 	}
+	/*
+	 * No implementation under this name and the configured properties (or
+	 * one without the functions taken below) is not a memory shortage:
+	 * say so, so the administrator looks at the OpenSSL configuration.
+	 */
 	aead->cipher = EVP_CIPHER_fetch(NULL, CIPHER_NAME, NULL);
-	if (aead->cipher == NULL || !bind_implementation(aead) ||
-		!aead_scrub(aead))
+	if (aead->cipher == NULL || !bind_implementation(aead))
+		status = SE_ERR_UNAVAILABLE;
+	else if (!aead_scrub(aead))
+		status = SE_ERR_OPENSSL;
+	if (status != SE_OK)
 	{
 		ERR_clear_error();
 		se_aead_free(aead);
-		return NULL;
+		return status;
 	}
-	return aead;
+	*out = aead;
+	return SE_OK;
 }
 
 void

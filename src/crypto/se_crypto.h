@@ -47,7 +47,8 @@ typedef enum se_status
 	SE_ERR_LENGTH,				/* input has a length no valid envelope has */
 	SE_ERR_UNWRAP,				/* wrapped DEK does not open under this KEK */
 	SE_ERR_OPEN,				/* value does not open under this DEK and AAD */
-	SE_ERR_AAD					/* secret_id contains '|', AAD would be ambiguous */
+	SE_ERR_AAD,					/* secret_id contains '|', AAD would be ambiguous */
+	SE_ERR_UNAVAILABLE			/* no provider implements AES-256-GCM */
 } se_status;
 
 /* Short English description of a status, without any data in it. */
@@ -63,7 +64,13 @@ extern void se_wipe(void *ptr, size_t len);
  */
 typedef struct se_aead se_aead;
 
-extern se_aead *se_aead_new(void);
+/*
+ * Create an engine into *out: SE_ERR_UNAVAILABLE when no loaded provider
+ * implements AES-256-GCM (EVP_CIPHER_fetch finds none, e.g. an OpenSSL
+ * configuration whose default properties no provider matches),
+ * SE_ERR_NOMEM when OpenSSL cannot allocate it.  *out is NULL on failure.
+ */
+extern se_status se_aead_new(se_aead **out);
 extern void se_aead_free(se_aead *aead);
 
 /*

@@ -76,8 +76,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void) argc;
 	(void) argv;
-	aead = se_aead_new();
-	require(aead != NULL);
+	require(se_aead_new(&aead) == SE_OK);
 	return 0;
 }
 

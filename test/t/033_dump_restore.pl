@@ -80,7 +80,7 @@ is(secrets_decrypt_counts($src, 'appdb', $expected_sql), "$nsecrets|$nsecrets|$n
 
 my $rows_sql = q{SELECT md5(string_agg(concat_ws('|', secret_id, secret_name, encode(encrypted_value, 'hex'),
 	encode(wrapped_dek, 'hex'), kek_version, masked_value, provider, description, created_at,
-	created_by, last_updated_at, last_updated_by), ',' ORDER BY secret_id)) FROM secretenv.secrets};
+	created_by, last_updated_at, last_updated_by, value_encrypted_at), ',' ORDER BY secret_id)) FROM secretenv.secrets};
 my $masked_sql = q{SELECT md5(string_agg(concat_ws('|', secret_id, secret_name, masked_value, kek_version,
 	provider, description), ',' ORDER BY secret_id)) FROM secretenv.masked_secrets};
 my $src_rows = $src->safe_psql('appdb', $rows_sql);
@@ -125,7 +125,8 @@ is($same->safe_psql('appdb',
 	"secrets_check_envelope:A
 secrets_identity_immutable:A
 secrets_invalidate_caches:A
-secrets_invalidate_caches_on_apply:R",
+secrets_invalidate_caches_on_apply:R
+secrets_value_encrypted_at:A",
 	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA)');
 my ($out, $err);
 for my $case (

@@ -205,7 +205,7 @@ like($log, qr/statement: SELECT 'harmless-marker-123'/,
 my $redacted = () = $log =~ /\[secretenv: redacted\]/g;
 cmp_ok($redacted, '>=', scalar(@secrets) + scalar(@updates),
 	'the redaction marker stands in for the plaintext statements');
-like($log, qr/ERROR:  23505: duplicate key value/, 'the duplicate-name error itself is logged');
+like($log, qr/ERROR:  23505: secret "[^"]+" already exists/, 'the duplicate-name error itself is logged');
 
 # Every plaintext, its unique core, and both passphrases: zero occurrences.
 my %needles = (

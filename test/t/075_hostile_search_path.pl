@@ -157,6 +157,7 @@ my %calls = (
 	'secretenv.check_envelope()' => undef,
 	'secretenv.drop_guard()' => undef,
 	'secretenv.invalidate_secret_caches()' => undef,
+	'secretenv.stamp_value_encrypted()' => undef,
 	'secretenv.insert_secret(text,text,jsonb,text,text)' => undef,
 	'secretenv.replace_secret_value(text,text,jsonb)' => undef,
 	'secretenv.access_rules_changed()' => undef,
@@ -273,7 +274,7 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
    AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
-					   'enforce_access_rules')
+					   'enforce_access_rules', 'stamp_value_encrypted')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),

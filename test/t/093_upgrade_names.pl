@@ -1,7 +1,7 @@
 
 # ALTER EXTENSION secretenv UPDATE from 1.0 meets rows that 1.1 no longer
 # accepts (a blank name, a name over 1024 bytes): it stops with 23514, says
-# how many and what to do, and changes nothing.  Once they are re-created
+# how many, lists them (with their ids) and what to do, and changes nothing.  Once they are re-created
 # the update goes through, and the 1.1 guards are in force on the old data.
 
 use strict;
@@ -32,6 +32,8 @@ my ($out, $err) = run_sql($node, 'postgres', 'ALTER EXTENSION secretenv UPDATE')
 like($err, qr/ERROR:  23514: cannot update secretenv to 1\.1: 2 stored secrets have an empty, blank or over-long name/,
 	'the update stops with 23514 and the count');
 like($err, qr/HINT:  Re-create each such secret under a valid name/, '... and says what to do');
+like($err, qr/DETAIL:  They are: ' ' \(id [0-9a-f-]{36}, 1 bytes\), 'n{40}'\.\.\. \(id [0-9a-f-]{36}, 1100 bytes\)\./,
+	'... and lists each bad name (an over-long one by its first 40 characters) with its id');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'secretenv'}),
 	'1.0', 'the extension stays at 1.0');
 is($node->safe_psql('postgres', $rows_sql), $before, 'no row changed');

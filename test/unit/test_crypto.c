@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "se_crypto_internal.h"
@@ -1700,7 +1701,7 @@ static void
 test_api(void)
 {
 	se_status	all[] = {SE_OK, SE_ERR_OPENSSL, SE_ERR_NOMEM, SE_ERR_RANDOM,
-		SE_ERR_LENGTH, SE_ERR_UNWRAP, SE_ERR_OPEN, SE_ERR_AAD};
+		SE_ERR_LENGTH, SE_ERR_UNWRAP, SE_ERR_OPEN, SE_ERR_AAD, SE_ERR_UNAVAILABLE};
 	size_t		n = sizeof(all) / sizeof(all[0]);
 	size_t		i,
 				j;
@@ -1730,14 +1731,44 @@ test_api(void)
 	/* Contexts come and go without leaking (AddressSanitizer checks). */
 	for (i = 0; i < 100; i++)
 	{
-		se_aead    *a = se_aead_new();
+		se_aead    *a;
 
-		if (a == NULL)
+		if (se_aead_new(&a) != SE_OK || a == NULL)
 			ok = 0;
 		se_aead_free(a);
 	}
 	se_aead_free(NULL);
 	check(ok, "se_aead_new", "100 contexts created and freed");
+}
+
+/*
+ * No provider implements AES-256-GCM (here: default properties that no
+ * provider matches, as a broken OpenSSL configuration would set): the
+ * engine reports SE_ERR_UNAVAILABLE, not an allocation failure, and leaves
+ * no OpenSSL error behind; with the properties restored it works again.
+ */
+static void
+test_unavailable(void)
+{
+	se_aead    *a = NULL;
+	se_status	st;
+
+	if (!EVP_set_default_properties(NULL, "provider=secretenv-no-such-provider"))
+	{
+		check(0, "se_aead_new", "could not set OpenSSL default properties");
+		return;
+	}
+	st = se_aead_new(&a);
+	check(st == SE_ERR_UNAVAILABLE, "se_aead_new", "no AES-256-GCM implementation: SE_ERR_UNAVAILABLE");
+	check(a == NULL, "se_aead_new", "no engine is returned when it fails");
+	check(ERR_peek_error() == 0, "se_aead_new", "no OpenSSL error is left queued");
+	check(strcmp(se_status_string(st), "no loaded OpenSSL provider implements AES-256-GCM") == 0,
+		  "se_status_string", "names the missing AES-256-GCM implementation");
+
+	check(EVP_set_default_properties(NULL, "") == 1, "se_aead_new", "default properties restored");
+	st = se_aead_new(&a);
+	check(st == SE_OK && a != NULL, "se_aead_new", "works again once a provider implements it");
+	se_aead_free(a);
 }
 
 /*
@@ -1846,14 +1877,14 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [VECTOR_DIR | RECORD_FILE]\n", argv[0]);
 		return 2;
 	}
-	aead = se_aead_new();
-	if (aead == NULL)
+	if (se_aead_new(&aead) != SE_OK)
 	{
 		fprintf(stderr, "test_crypto: se_aead_new failed\n");
 		return 2;
 	}
 
 	run_group("api", test_api);
+	run_group("missing AES-256-GCM provider", test_unavailable);
 	run_group("gcm known answers", test_gcm_kat);
 	run_group("pbkdf2 known answers", test_pbkdf2);
 	run_group("identity tag", test_identity_tag);
