@@ -24,7 +24,9 @@
  *		(or, at ERROR and above, of a transaction that did: a deferred
  *		constraint at COMMIT), unless secretenv raised it itself: message,
  *		detail, hint and context become the marker, the SQLSTATE stays (a
- *		cast, a constraint or a trigger quoting the decrypted value).
+ *		cast, a constraint or a trigger quoting the decrypted value).  The
+ *		message stays for the classes whose messages name objects only
+ *		(a constraint, a privilege: message_names_objects()).
  *		secretenv's own messages never carry a value and stay readable;
  *		so does the STATEMENT line of a statement that only returns one;
  *	  - an ERROR of a statement that takes a plaintext also scrubs the
@@ -144,6 +146,12 @@ audit_prefix(const char *message)
  * SQL functions raise only the SQLSTATEs of its own classes.
  */
 static bool
+raised_by_plpgsql(const ErrorData *edata)
+{
+	return edata->funcname != NULL && strcmp(edata->funcname, "exec_stmt_raise") == 0;
+}
+
+static bool
 is_secretenv_error(const ErrorData *edata)
 {
 	static const char plpgsql_frame[] = "PL/pgSQL function ";
@@ -151,16 +159,41 @@ is_secretenv_error(const ErrorData *edata)
 	if ((edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
 		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED)
 		return true;
-	if (edata->funcname != NULL && strcmp(edata->funcname, "exec_stmt_raise") == 0 &&
-		edata->context != NULL &&
+	if (raised_by_plpgsql(edata) && edata->context != NULL &&
 		strncmp(edata->context, plpgsql_frame, sizeof(plpgsql_frame) - 1) == 0)
 	{
+		/* "PL/pgSQL function secretenv.insert_secret(text,...) line 8 at RAISE" */
 		const char *name = edata->context + sizeof(plpgsql_frame) - 1;
 		const char *paren = strchr(name, '(');
 
-		return paren != NULL && se_redact_catalog_raiser(name, paren - name);
+		if (paren != NULL && strncmp(name, "secretenv.", 10) == 0)
+			return se_redact_catalog_raiser(name + 10, paren - name - 10);
 	}
 	return false;
+}
+
+/*
+ * Whether PostgreSQL's messages of the error's class name objects, never
+ * values (those go to the DETAIL): integrity constraints ("violates check
+ * constraint"), transaction state, resources, object state, operator
+ * intervention, system errors, and insufficient privilege.  A RAISE may
+ * say anything under any SQLSTATE, and is never one of them.
+ */
+static bool
+message_names_objects(const ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (raised_by_plpgsql(edata))
+		return false;
+	return class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		class == ERRCODE_INVALID_TRANSACTION_STATE ||
+		class == ERRCODE_TRANSACTION_ROLLBACK ||
+		class == ERRCODE_INSUFFICIENT_RESOURCES ||
+		class == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ||
+		class == ERRCODE_OPERATOR_INTERVENTION ||
+		class == ERRCODE_SYSTEM_ERROR ||
+		edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE;
 }
 
 /*
@@ -389,6 +422,7 @@ redact_record(ErrorData *edata)
 	bool		log_level = edata->elevel == LOG || edata->elevel == LOG_SERVER_ONLY;
 	bool		takes;
 	bool		yields;
+	bool		own;
 
 	if (redact_setting_value(edata))
 	{
@@ -422,6 +456,7 @@ redact_record(ErrorData *edata)
 		 statement_text_start(edata->message, &(bool) {false}) != NULL))
 		return;
 
+	own = is_secretenv_error(edata);
 	/* A STATEMENT line quotes the plaintext arguments; a CONTEXT may quote anything. */
 	if (takes)
 	{
@@ -431,9 +466,9 @@ redact_record(ErrorData *edata)
 		if (edata->internalquery)
 			edata->internalquery = pstrdup(SE_REDACTED_MARKER);
 	}
-	if (is_secretenv_error(edata))
+	if (own)
 		return;
-	if (edata->message)
+	if (edata->message && !message_names_objects(edata))
 		edata->message = pstrdup(SE_REDACTED_MARKER);
 	if (edata->detail)
 		edata->detail = pstrdup(SE_REDACTED_MARKER);
