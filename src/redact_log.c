@@ -173,6 +173,27 @@ is_secretenv_error(const ErrorData *edata)
 }
 
 /*
+ * An error a parallel worker raised and the leader rethrows: the worker's
+ * own log hook, with the same rules, has redacted it already (a worker
+ * marks its statement when it decrypts, and gets the scrubbed text), and
+ * the leader cannot tell secretenv's errors in it any more (the text
+ * domain is not relayed).
+ */
+static bool
+relayed_from_worker(const ErrorData *edata)
+{
+	static const char frame[] = "parallel worker";
+	size_t		len;
+
+	if (edata->context == NULL)
+		return false;
+	len = strlen(edata->context);
+	return len >= sizeof(frame) - 1 &&
+		strcmp(edata->context + len - (sizeof(frame) - 1), frame) == 0 &&
+		(len == sizeof(frame) - 1 || edata->context[len - sizeof(frame)] == '\n');
+}
+
+/*
  * Whether PostgreSQL's messages of the error's class name objects, never
  * values (those go to the DETAIL): integrity constraints ("violates check
  * constraint"), transaction state, resources, object state, operator
@@ -456,7 +477,7 @@ redact_record(ErrorData *edata)
 		 statement_text_start(edata->message, &(bool) {false}) != NULL))
 		return;
 
-	own = is_secretenv_error(edata);
+	own = is_secretenv_error(edata) || relayed_from_worker(edata);
 	/* A STATEMENT line quotes the plaintext arguments; a CONTEXT may quote anything. */
 	if (takes)
 	{
