@@ -222,6 +222,7 @@ SELECT length(value) FROM secretenv.decrypted_secrets WHERE secret_name = 'audit
 SELECT secretenv.secret_delete('audit_created');
 SELECT 'comment-probe' AS probe, length(secretenv.secret_get('rd_1')) -- kek_passphrase secret_create
 ;
+SELECT 'column-probe' AS secret_create, 'kek_passphrase' AS secret_update;
 });
 my $log = slurp_file($node->logfile, $offset);
 for my $fn (qw(secret_create secret_update secret_get decrypted_secrets secret_delete))
@@ -233,10 +234,23 @@ for my $fn (qw(secret_create secret_update secret_get decrypted_secrets secret_d
 }
 like($log, qr/AUDIT: OBJECT,[^\n]*decrypted_secrets[^\n]*audit_created/,
 	'the pgaudit OBJECT line of a read names the secret');
+like($log, qr/AUDIT: OBJECT,\d+,\d+,WRITE,DELETE,TABLE,secretenv\.secrets,[^\n]*\n(?:\t[^\n]*\n)*[^\n]*,audit_created\n/,
+	'the pgaudit OBJECT line of a delete names the secret');
+
+# A bind parameter: only the one that fills the plaintext argument goes.
+my $bound = pt();
+pgbench_check($node, PostgreSQL::Test::Utils::tempdir, 'bind_named',
+	"\\set n random(1, 2000000000)\nSELECT secretenv.secret_create(:harmless || :n, :value);\n",
+	value => $bound, harmless => 'bindname-067-');
+like(slurp_file($node->logfile, $offset),
+	qr/parameters: \$1 = 'bindname-067-', \$2 = '\d+', \$3 = \[secretenv: redacted\]/,
+	'bind parameters: the name stays, the plaintext is overwritten');
 like($log, qr/statement: SELECT 'comment-probe'/,
 	'a comment naming kek_passphrase does not hide the statement');
 like($log, qr/AUDIT: SESSION,[^\n]*'comment-probe'[^\n]*rd_1/,
 	'a comment naming kek_passphrase does not hide it from pgaudit');
+like($log, qr/statement: SELECT 'column-probe' AS secret_create, 'kek_passphrase' AS secret_update;/,
+	'a column or a string named like a plaintext function changes nothing');
 my $pgss = $node->safe_psql('postgres',
 	"SELECT string_agg(query, chr(10)) FROM pg_stat_statements");
 like($pgss, qr/secretenv\.secret_create\(\$1, \$2\)/,
