@@ -56,7 +56,6 @@ extern void se_redact_query_calls(Query *query, bool *takes, bool *yields);
 
 /* redact_scrub.c */
 extern void se_redact_scrub_in_place(char *sql, size_t len);
-extern char *se_redact_scrubbed_copy(const char *sql);
 extern int	se_redact_scan_calls(char *sql, size_t len, bool scrub, uint64 *params);
 extern void se_redact_scrub_statement(char *sql, size_t len);
 

@@ -326,14 +326,16 @@ append_csv(StringInfo buf, const char *s)
  * text field and the parameter (and row count) fields: the text scrubbed,
  * the parameters replaced by the marker unless there are none.
  */
+/*
+ * The statement text field of a pgaudit line (message = prefix, its first
+ * fields, then that field, CSV-quoted when needed, then the parameter and
+ * row count fields): unquoted, with *rest pointing after it.
+ */
 static char *
-redacted_audit_line(const char *message, const char *prefix)
+audit_text(const char *message, const char *prefix, const char **rest)
 {
 	const char *p = message + strlen(prefix);
 	StringInfoData sql;
-	StringInfoData out;
-	uint64		params;
-	char	   *scrubbed;
 
 	initStringInfo(&sql);
 	if (*p == '"')
@@ -355,17 +357,64 @@ redacted_audit_line(const char *message, const char *prefix)
 	else
 		for (; *p && *p != ','; p++)
 			appendStringInfoChar(&sql, *p);
+	*rest = p;
+	return sql.data;
+}
 
-	scrubbed = scrubbed_statement(sql.data, sql.len, &params);
+/*
+ * A pgaudit line of a statement that takes a plaintext: the text scrubbed,
+ * the parameters replaced by the marker unless there are none.
+ */
+static char *
+redacted_audit_line(const char *message, const char *prefix)
+{
+	const char *rest;
+	char	   *sql = audit_text(message, prefix, &rest);
+	StringInfoData out;
+	uint64		params;
+	char	   *scrubbed;
+
+	scrubbed = scrubbed_statement(sql, strlen(sql), &params);
 	initStringInfo(&out);
 	appendStringInfoString(&out, prefix);
 	append_csv(&out, scrubbed);
-	if (strncmp(p, ",<none>", 7) == 0 || strncmp(p, ",<not logged>", 13) == 0 ||
-		*p == '\0')
-		appendStringInfoString(&out, p);
+	if (strncmp(rest, ",<none>", 7) == 0 || strncmp(rest, ",<not logged>", 13) == 0 ||
+		*rest == '\0')
+		appendStringInfoString(&out, rest);
 	else
 		appendStringInfo(&out, ",%s", SE_REDACTED_MARKER);
 	return out.data;
+}
+
+/*
+ * Whether the record carries statement text (a statement-logging line, a
+ * pgaudit line) and, if so, whether that text itself makes a
+ * plaintext-taking call: a nested statement's text, logged before the
+ * statement around it has reached secretenv.
+ */
+static bool
+statement_record(const ErrorData *edata, bool log_level, bool *text_takes)
+{
+	char	   *prefix;
+	const char *text;
+	bool		plan;
+
+	*text_takes = false;
+	if (edata->message == NULL)
+		return false;
+	if ((prefix = audit_prefix(edata->message)) != NULL)
+	{
+		const char *rest;
+		char	   *sql = audit_text(edata->message, prefix, &rest);
+
+		*text_takes = se_redact_scan_calls(sql, strlen(sql), false, NULL) != SE_CALLS_NONE;
+		return true;
+	}
+	if (!log_level || (text = statement_text_start(edata->message, &plan)) == NULL)
+		return false;
+	if (!plan)
+		*text_takes = se_redact_scan_calls((char *) text, strlen(text), false, NULL) != SE_CALLS_NONE;
+	return true;
 }
 
 /*
@@ -444,6 +493,8 @@ redact_record(ErrorData *edata)
 	bool		takes;
 	bool		yields;
 	bool		own;
+	bool		is_statement;
+	bool		text_takes;
 
 	if (redact_setting_value(edata))
 	{
@@ -451,7 +502,8 @@ redact_record(ErrorData *edata)
 		return;
 	}
 
-	takes = se_redact_carries_plaintext(debug_query_string);
+	is_statement = statement_record(edata, log_level, &text_takes);
+	takes = text_takes || se_redact_carries_plaintext(debug_query_string);
 	yields = takes || se_redact_statement_yields() ||
 		(edata->elevel >= ERROR && se_redact_xact_marked());
 	if (!yields)
@@ -472,9 +524,7 @@ redact_record(ErrorData *edata)
 		return;
 	}
 	/* Statement records of a statement that only returns a plaintext: as they are. */
-	if (!takes && edata->message && log_level &&
-		(audit_prefix(edata->message) != NULL ||
-		 statement_text_start(edata->message, &(bool) {false}) != NULL))
+	if (!takes && is_statement)
 		return;
 
 	own = is_secretenv_error(edata) || relayed_from_worker(edata);

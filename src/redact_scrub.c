@@ -96,8 +96,8 @@ string_end(const char *s, size_t len, size_t i, bool backslash)
 }
 
 /*
- * The end of the comment opening at s[i] (a dash-dash comment, or a C-style one, which nest), and
- * with scrub its contents overwritten.
+ * The end of the comment opening at s[i] (a "--" comment, or a C-style
+ * one, which nest), and with scrub its contents overwritten.
  */
 static size_t
 skip_comment(char *s, size_t len, size_t i, bool scrub)
@@ -579,16 +579,4 @@ se_redact_scrub_statement(char *s, size_t len)
 		se_redact_scan_calls(s, len, true, NULL);
 	else
 		se_redact_scrub_in_place(s, len);
-}
-
-/* A scrubbed copy of sql, allocated in the current memory context. */
-char *
-se_redact_scrubbed_copy(const char *sql)
-{
-	size_t		len = strlen(sql);
-	char	   *copy = palloc(len + 1);
-
-	memcpy(copy, sql, len + 1);
-	se_redact_scrub_in_place(copy, len);
-	return copy;
 }
