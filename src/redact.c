@@ -91,6 +91,13 @@ se_redact_enabled(void)
 	return redact_logs;
 }
 
+/* Whether secretenv.redact_names lists any name. */
+bool
+se_redact_names_listed(void)
+{
+	return redact_names != NULL && redact_names[0] != NULL;
+}
+
 /* Whether name (lower case, no schema) is listed in secretenv.redact_names. */
 bool
 se_redact_listed_name(const char *name)

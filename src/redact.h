@@ -36,6 +36,7 @@ extern void se_redact_init(void);
 extern void se_redact_note_plaintext(void);
 extern void se_redact_note_yield(void);
 extern bool se_redact_enabled(void);
+extern bool se_redact_names_listed(void);
 extern bool se_redact_listed_name(const char *name);
 extern bool se_redact_executes_plaintext(const char *prepared_name);
 extern int	se_redact_text_verdict(const char *sql);

@@ -142,7 +142,7 @@ check_function(Oid funcid, CallsContext *ctx)
 		ctx->takes = true;
 	if (list_member_oid(ctx->sets->yields, funcid))
 		ctx->yields = true;
-	if (!ctx->takes)
+	if (!ctx->takes && se_redact_names_listed())
 	{
 		char	   *name = get_func_name(funcid);
 
@@ -168,8 +168,9 @@ calls_walker(Node *node, CallsContext *ctx)
 
 			if (list_member_oid(ctx->sets->views, rte->relid))
 				ctx->yields = true;
-			name = get_rel_name(rte->relid);
-			if (name != NULL && se_redact_listed_name(name))
+			if (se_redact_names_listed() &&
+				(name = get_rel_name(rte->relid)) != NULL &&
+				se_redact_listed_name(name))
 				ctx->takes = true;
 		}
 		return false;
