@@ -12,7 +12,10 @@
  *
  * For a statement that carries a plaintext (redact.c), secretenv's hooks
  * hand everything after them a scrubbed copy of the text (redact_scrub.c:
- * same length, same token boundaries, values overwritten):
+ * same length, same token boundaries, the plaintext arguments overwritten,
+ * or every value where they cannot be located; pg_stat_activity always
+ * gets every value overwritten).  At parse analysis they also mark the
+ * statement by the calls its query tree makes (redact_catalog.c):
  *
  *	  - post_parse_analyze_hook: ParseState.p_sourcetext, for the normalised
  *		entry; for a utility statement also the query id, which PostgreSQL
