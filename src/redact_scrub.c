@@ -346,6 +346,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 	bool		after_cast = false; /* the previous token was "::" */
 	bool		after_do = false;	/* the previous token was DO */
 	bool		after_execute = false;
+	bool		after_language = false; /* ... and LANGUAGE after DO */
 
 	while (i < len)
 	{
@@ -354,6 +355,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 		bool		was_cast = after_cast;
 		bool		was_do = after_do;
 		bool		was_execute = after_execute;
+		bool		was_language = after_language;
 		CallFrame  *frame = depth > 0 ? &frames[depth - 1] : NULL;
 
 		if (isspace(c))
@@ -368,7 +370,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 			continue;
 		}
 
-		have_ident = after_cast = after_do = after_execute = false;
+		have_ident = after_cast = after_do = after_execute = after_language = false;
 		if (frame != NULL)
 			frame->arg_tokens++;
 
@@ -426,7 +428,12 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 				frame->arg_ident = true;
 			if (passphrase_setting(ident, n))
 				raise_verdict(scan, SE_CALLS_ALL);
+			/* "DO [LANGUAGE name] body": the body is still to come. */
 			if (c != '"' && n == 2 && strcmp(ident, "do") == 0)
+				after_do = true;
+			else if (was_do && c != '"' && n == 8 && strcmp(ident, "language") == 0)
+				after_do = after_language = true;
+			else if (was_do && was_language)
 				after_do = true;
 			else if (was_execute && se_redact_executes_plaintext(ident))
 				raise_verdict(scan, SE_CALLS_ALL);

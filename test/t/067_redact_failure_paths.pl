@@ -210,12 +210,16 @@ for my $scs (qw(on off))
 my $offset = -s $node->logfile;
 my $named = pt();
 my $do_pt = pt();
+my $named_pt = pt();
+my $lang_pt = pt();
 # The first statement of a session is logged before secretenv has read the
 # catalog in it, and has every value scrubbed (fail closed): warm up first.
 $node->safe_psql('postgres', qq{
 SELECT 'warm-up';
 SELECT secretenv.secret_create('audit_created', '$named');
 DO \$\$BEGIN PERFORM secretenv.secret_create('audit_do', '$do_pt'); END\$\$;
+SELECT secretenv.secret_create(value => '$named_pt', secret_name => 'audit_named');
+DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv.secret_mask('$lang_pt'); END\$\$;
 SELECT secretenv.secret_update('audit_created', '$named' || 'x');
 SELECT length(secretenv.secret_get('audit_created'));
 SELECT length(value) FROM secretenv.decrypted_secrets WHERE secret_name = 'audit_created';
@@ -232,6 +236,10 @@ for my $fn (qw(secret_create secret_update secret_get decrypted_secrets secret_d
 	like($log, qr/AUDIT: SESSION,[^\n]*\Q$fn\E[^\n]*audit_created/,
 		"$fn: the pgaudit SESSION line names the secret");
 }
+like($log, qr/statement: SELECT secretenv\.secret_create\(value => '\*+', secret_name => 'audit_named'\)/,
+	'named notation: the argument named value is overwritten, the name stays');
+like($log, qr/statement: DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv\.secret_mask\('\*+'\); END\$\$/,
+	'DO LANGUAGE: the body is read as code, its plaintext argument overwritten');
 like($log, qr/AUDIT: OBJECT,[^\n]*decrypted_secrets[^\n]*audit_created/,
 	'the pgaudit OBJECT line of a read names the secret');
 like($log, qr/AUDIT: OBJECT,\d+,\d+,WRITE,DELETE,TABLE,secretenv\.secrets,[^\n]*\n(?:\t[^\n]*\n)*[^\n]*,audit_created\n/,
