@@ -247,12 +247,11 @@ se_redact_scrub_in_place(char *s, size_t len)
  * the parser has rejected.
  */
 
-/* A parenthesis level of the text being scanned. */
+/* A level of parentheses or brackets of the text being scanned. */
 typedef struct CallFrame
 {
 	bool		takes;			/* the call of a plaintext-taking function */
 	bool		set_config;		/* a call of set_config() */
-	bool		bracket;		/* [ ], not ( ) */
 	uint32		positions;		/* its plaintext argument positions */
 	int			arg;			/* index of the current argument */
 	size_t		arg_start;
@@ -491,7 +490,6 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 			}
 			frame = &frames[depth++];
 			memset(frame, 0, sizeof(CallFrame));
-			frame->bracket = (c == '[');
 			if (c == '(' && was_ident)
 			{
 				int			kind = se_redact_catalog_call(ident, &frame->positions);
@@ -505,7 +503,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 			i++;
 			open_argument(frame, i);
 		}
-		else if (frame != NULL && c == ',' )
+		else if (frame != NULL && c == ',')
 		{
 			frame->arg_tokens--;
 			close_argument(scan, frame, i);
@@ -521,9 +519,10 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 			i++;
 		}
 		else if (frame != NULL && frame->takes && frame->arg_tokens == 2 && was_ident &&
-				 i + 1 < len && (s[i] == '=' || s[i] == ':') && s[i + 1] == '>')
+				 i + 1 < len && ((s[i] == '=' && s[i + 1] == '>') ||
+								 (s[i] == ':' && s[i + 1] == '=')))
 		{
-			/* Named notation, "value => ...": the name decides. */
+			/* Named notation, "value => ..." or "value := ...": the name decides. */
 			frame->arg_plaintext = se_redact_plaintext_parameter(ident);
 			frame->arg_ident = false;
 			frame->arg_tokens = 0;

@@ -219,6 +219,7 @@ SELECT 'warm-up';
 SELECT secretenv.secret_create('audit_created', '$named');
 DO \$\$BEGIN PERFORM secretenv.secret_create('audit_do', '$do_pt'); END\$\$;
 SELECT secretenv.secret_create(value => '$named_pt', secret_name => 'audit_named');
+SELECT secretenv.secret_mask(value := '$named_pt' || 'y');
 DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv.secret_mask('$lang_pt'); END\$\$;
 SELECT secretenv.secret_update('audit_created', '$named' || 'x');
 SELECT length(secretenv.secret_get('audit_created'));
@@ -238,6 +239,8 @@ for my $fn (qw(secret_create secret_update secret_get decrypted_secrets secret_d
 }
 like($log, qr/statement: SELECT secretenv\.secret_create\(value => '\*+', secret_name => 'audit_named'\)/,
 	'named notation: the argument named value is overwritten, the name stays');
+like($log, qr/statement: SELECT secretenv\.secret_mask\(value := '\*+' \|\| '\*'\)/,
+	'named notation with := : the argument is overwritten');
 like($log, qr/statement: DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv\.secret_mask\('\*+'\); END\$\$/,
 	'DO LANGUAGE: the body is read as code, its plaintext argument overwritten');
 like($log, qr/AUDIT: OBJECT,[^\n]*decrypted_secrets[^\n]*audit_created/,
