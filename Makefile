@@ -15,6 +15,7 @@ CRYPTO_OBJS = \
 	src/crypto/wipe.o
 OBJS = \
 	$(CRYPTO_OBJS) \
+	src/access_rules.o \
 	src/aead_engine.o \
 	src/cache.o \
 	src/coherence.o \

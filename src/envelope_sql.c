@@ -20,12 +20,14 @@
 
 #include "access/htup_details.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "access_rules.h"
 #include "aead_engine.h"
 #include "crypto_errors.h"
 #include "envelope_memo.h"
@@ -81,6 +83,8 @@ se_decrypt_to_text(const uint8_t *value, size_t valuelen,
 	se_status	status;
 
 	se_key_health_warn_once();
+	/* No plaintext while access rules exist but are not enforced (55S01). */
+	se_access_check_enforced(GetUserId());
 	se_check_version_argument(kek_version);
 	se_check_not_retired(kek_version);
 	kek = se_keyring_kek(kek_version);

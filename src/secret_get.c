@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 #include "utils/uuid.h"
 
+#include "access_rules.h"
 #include "cache.h"
 #include "coherence.h"
 #include "envelope_sql.h"
@@ -199,10 +200,11 @@ typedef struct AccessMemo
 	Oid			userid;
 	Oid			relid;
 	uint64		generation;
-	bool		rls;			/* the caller's policies apply */
+	bool		rls_enabled;	/* row-level security applies to the caller */
+	bool		rls;			/* ... and some policy could hide a row from it */
 } AccessMemo;
 
-static AccessMemo access_memo = {InvalidOid, InvalidOid, 0, false};
+static AccessMemo access_memo = {InvalidOid, InvalidOid, 0, false, false};
 
 /* Check the caller may read the table; returns whether its policies apply. */
 static bool
@@ -214,14 +216,21 @@ check_access(Oid relid, Oid userid)
 		access_memo.generation == generation)
 	{
 		/* Refused like a SELECT when policies apply and row_security is off. */
-		if (access_memo.rls && !row_security)
+		if (access_memo.rls_enabled && !row_security)
 			(void) check_enable_rls(relid, InvalidOid, false);
 		return access_memo.rls;
 	}
 
 	access_memo.userid = InvalidOid;
 	check_read_privileges(relid, userid);
-	access_memo.rls = check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED;
+	access_memo.rls_enabled = check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED;
+
+	/*
+	 * secretenv 1.2 enables row-level security itself; while only its own
+	 * policies exist and the caller has no access rules they hide nothing,
+	 * and the index path returns what the query would.
+	 */
+	access_memo.rls = access_memo.rls_enabled && se_access_policies_bind(userid);
 	/* Sampled before the checks: an invalidation they processed forces a redo. */
 	access_memo.generation = generation;
 	access_memo.relid = relid;
@@ -369,7 +378,9 @@ secret_get(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"secretenv.secrets\" does not exist")));
 
-	/* Hit or miss, the caller must be allowed to read the row itself. */
+	/* Hit or miss: the access rules must be enforced (55S01) ... */
+	se_access_check_enforced(userid);
+	/* ... and the caller must be allowed to read the row itself. */
 	rls = check_access(relid, userid);
 
 	if (may_serve)
@@ -393,6 +404,13 @@ secret_get(PG_FUNCTION_ARGS)
 		result = read_by_index(rel, name, slot, &tid);
 	else
 		result = read_by_query(name, &tid);
+	/*
+	 * Audit hook point (DESIGN §8b, §8f): when rls is set, a name that
+	 * exists but the caller's rules or policies hide is a "denied" read, not
+	 * a "not_found" one; the audit can tell them apart by probing the index
+	 * (read_by_index's lookup, without decrypting) before this error, which
+	 * stays the same for both.
+	 */
 	if (result == NULL)
 		report_missing(name);
 

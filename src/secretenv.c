@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "access_rules.h"
 #include "aead_engine.h"
 #include "cache.h"
 #include "coherence.h"
@@ -49,5 +50,6 @@ _PG_init(void)
 	se_key_health_init();
 	se_redact_init();
 	se_drop_guard_init();
+	se_access_rules_init();
 	MarkGUCPrefixReserved("secretenv");
 }

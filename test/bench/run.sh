@@ -535,8 +535,29 @@ alternate_runs tps get_rls "secret_get with row-level security" \
 	rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
 	rls_plain="$main:$work/plain.sql:-c role=bench_rls"
 sql "$main" <<'SQL'
-ALTER TABLE secretenv.secrets DISABLE ROW LEVEL SECURITY;
 DROP POLICY bench_rls_policy ON secretenv.secrets;
+SQL
+
+# Access rules (issue 27) against an equivalent hand-written policy, both
+# under the row-level security secretenv 1.2 enables: bench_rules has the
+# rule 'get-%' (read); bench_hand has no rule and a hand-written policy
+# with the same condition, restrictive so that secretenv_default stays open
+# for both (the same permissive side; a permissive one would close it).
+sql "$main" <<'SQL'
+CREATE ROLE bench_rules IN ROLE secretenv_reader;
+CREATE ROLE bench_hand IN ROLE secretenv_reader;
+SELECT secretenv.grant_secrets('bench_rules', 'get-%', 'read');
+CREATE POLICY bench_hand_policy ON secretenv.secrets AS RESTRICTIVE FOR SELECT TO bench_hand
+	USING (secret_name LIKE 'get-%');
+SQL
+alternate_runs tps get_rules "secret_get under access rules" \
+	rules_cached="$main:$work/get.sql:-c role=bench_rules" \
+	rules_uncached="$main:$work/get.sql:-c role=bench_rules -c secretenv.cache_max_entries=0" \
+	hand_cached="$main:$work/get.sql:-c role=bench_hand" \
+	hand_uncached="$main:$work/get.sql:-c role=bench_hand -c secretenv.cache_max_entries=0"
+sql "$main" <<'SQL'
+DROP POLICY bench_hand_policy ON secretenv.secrets;
+SELECT secretenv.revoke_secrets('bench_rules', 'get-%', 'read');
 SQL
 
 # --------------------------------------------------------------------------
@@ -691,6 +712,8 @@ WITH per AS (
 	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
 	(13, 'secret_get, cached, row-level security', 'get_rls', 'rls_cached', 'rls_plain', 'indexed SELECT, same policy', 'tps', 1.0),
 	(14, 'secret_get, uncached, row-level security', 'get_rls', 'rls_uncached', 'rls_plain', 'indexed SELECT, same policy', 'tps', NULL),
+	(14.5, 'secret_get, cached, access rules', 'get_rules', 'rules_cached', 'hand_cached', 'hand-written policy, same condition', 'tps', 0.95),
+	(14.6, 'secret_get, uncached, access rules', 'get_rules', 'rules_uncached', 'hand_uncached', 'hand-written policy, same condition', 'tps', 0.95),
 	(15, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
@@ -710,7 +733,7 @@ SELECT label AS measurement,
 	   CASE WHEN base IS NULL THEN '' ELSE base_label || ': ' || bench.fmt(bval, kind) END AS baseline,
 	   CASE WHEN ratio IS NULL THEN '' ELSE to_char(ratio, 'FM999990.00') || '×' END AS ratio,
 	   CASE WHEN goal IS NULL THEN ''
-			WHEN kind = 'tps' THEN '≥ ' || to_char(goal, 'FM0.0') || '×'
+			WHEN kind = 'tps' THEN '≥ ' || to_char(goal, 'FM0.09') || '×'
 			WHEN kind = 'txms' THEN '≤ ' || to_char(goal, 'FM999990') || ' ms'
 			ELSE '≤ ' || to_char(goal, 'FM0.0') || '×' END AS goal,
 	   CASE WHEN goal IS NULL THEN ''

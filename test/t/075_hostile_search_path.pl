@@ -158,8 +158,16 @@ my %calls = (
 	'secretenv.drop_guard()' => undef,
 	'secretenv.invalidate_secret_caches()' => undef,
 	'secretenv.insert_secret(text,text,jsonb,text,text)' => undef,
-	'secretenv.replace_secret_value(text,text,jsonb)' => undef);
-my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets');
+	'secretenv.replace_secret_value(text,text,jsonb)' => undef,
+	'secretenv.access_rules_changed()' => undef,
+	'secretenv.access_rule_allows(text,boolean)' => "SELECT secretenv.access_rule_allows('victim', false)",
+	'secretenv.access_default_open()' => 'SELECT secretenv.access_default_open()',
+	'secretenv.enforce_access_rules()' => 'SELECT secretenv.enforce_access_rules()',
+	'secretenv.grant_secrets(regrole,text,text)' =>
+	  "SELECT secretenv.grant_secrets(session_user::regrole, 'atk-%', 'write')",
+	'secretenv.revoke_secrets(regrole,text,text)' =>
+	  "SELECT secretenv.revoke_secrets(session_user::regrole, 'atk-%', 'write')");
+my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets', 'secretenv.access_rules');
 
 sub privileges_of
 {
@@ -263,7 +271,8 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 		is($node->safe_psql('postgres', qq{
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
-   AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope')
+   AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
+					   'enforce_access_rules')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),
