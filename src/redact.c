@@ -238,6 +238,9 @@ se_redact_note_yield(void)
 static void
 redact_xact_callback(XactEvent event, void *arg)
 {
+	/* A client backend's first commit is its authentication's. */
+	if (event == XACT_EVENT_PRE_COMMIT && redact_logs && MyBackendType == B_BACKEND)
+		se_redact_catalog_load_at_commit();
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PARALLEL_ABORT)

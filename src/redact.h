@@ -48,6 +48,7 @@ extern bool se_redact_xact_marked(void);
 /* redact_catalog.c */
 extern void se_redact_catalog_init(void);
 extern void se_redact_catalog_load(void);
+extern void se_redact_catalog_load_at_commit(void);
 extern bool se_redact_catalog_read(void);
 extern int	se_redact_catalog_call(const char *name, uint32 *positions);
 extern bool se_redact_catalog_mentions(const char *s, size_t len);

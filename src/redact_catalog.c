@@ -13,15 +13,18 @@
  *		secret_mask, insert_secret, replace_secret_value);
  *	  - a function whose result is text or jsonb may return one
  *		(secret_get, secret_decrypt; cache_stats is caught too, harmlessly);
- *	  - a view of the extension whose query calls such a function returns
- *		one (decrypted_secrets).
+ *	  - a view whose query calls such a function returns one
+ *		(decrypted_secrets, and an application's view calling
+ *		secret_decrypt), found by the dependency of its rule.
  *
  * The names in secretenv.redact_names (an application's wrappers, tables
  * whose triggers encrypt) are added by name, in any schema.
  *
- * The sets are read once per backend, where catalog access is safe (parse
- * analysis, executor start, utility statements), and read again after any
- * change to pg_proc.  The log hook, which must not touch the catalog, uses
+ * The sets are read once per backend, where catalog access is safe: at the
+ * commit of the backend's first transaction (the one that authenticates
+ * it, so that its first statement is judged by them too), at parse
+ * analysis, executor start and utility statements; and read again after
+ * any change to pg_proc or pg_rewrite.  The log hook, which must not touch the catalog, uses
  * the last sets read; before the first read it fails closed (every call
  * counts as one of a plaintext-taking function).
  *
@@ -31,7 +34,6 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/relation.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/dependency.h"
@@ -39,17 +41,18 @@
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_rewrite.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/proclang.h"
 #include "funcapi.h"
 #include "nodes/nodeFuncs.h"
-#include "rewrite/prs2lock.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -201,19 +204,46 @@ calls_walker(Node *node, CallsContext *ctx)
 	return expression_tree_walker(node, calls_walker, ctx);
 }
 
-/* Mark the views of the extension whose query calls a plaintext function. */
+/*
+ * Record every view whose query calls function funcid: its rewrite rule
+ * depends on the function.  Read from pg_depend and pg_rewrite, without
+ * opening the view (no lock to wait for).
+ */
 static void
-examine_view(CatalogSets *build, Oid relid)
+add_views_calling(CatalogSets *build, Relation depend, Relation rewrite, Oid funcid)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
-	CallsContext ctx = {build, false, false};
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
 
-	if (rel->rd_rel->relkind == RELKIND_VIEW && rel->rd_rules != NULL)
-		for (int i = 0; i < rel->rd_rules->numLocks; i++)
-			calls_walker((Node *) rel->rd_rules->rules[i]->actions, &ctx);
-	if (ctx.takes || ctx.yields)
-		build->views = lappend_oid(build->views, relid);
-	relation_close(rel, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(ProcedureRelationId));
+	ScanKeyInit(&key[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(funcid));
+	scan = systable_beginscan(depend, DependReferenceIndexId, true, NULL, 2, key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+		ScanKeyData rkey;
+		SysScanDesc rscan;
+		HeapTuple	rtup;
+
+		if (dep->classid != RewriteRelationId)
+			continue;
+		ScanKeyInit(&rkey, Anum_pg_rewrite_oid, BTEqualStrategyNumber,
+					F_OIDEQ, ObjectIdGetDatum(dep->objid));
+		rscan = systable_beginscan(rewrite, RewriteOidIndexId, true, NULL, 1, &rkey);
+		if (HeapTupleIsValid(rtup = systable_getnext(rscan)))
+		{
+			Oid			view = ((Form_pg_rewrite) GETSTRUCT(rtup))->ev_class;
+
+			if (get_rel_relkind(view) == RELKIND_VIEW &&
+				!list_member_oid(build->views, view))
+				build->views = lappend_oid(build->views, view);
+		}
+		systable_endscan(rscan);
+	}
+	systable_endscan(scan);
 }
 
 static void read_extension(CatalogSets *build, Oid extoid);
@@ -266,12 +296,12 @@ se_redact_catalog_load(void)
 static void
 read_extension(CatalogSets *build, Oid extoid)
 {
-	List	   *views = NIL;
 	ListCell   *lc;
 
 	{
 		Oid			plpgsql = get_language_oid("plpgsql", true);
 		Relation	depend = table_open(DependRelationId, AccessShareLock);
+		Relation	rewrite;
 		ScanKeyData key[2];
 		SysScanDesc scan;
 		HeapTuple	tup;
@@ -289,15 +319,48 @@ read_extension(CatalogSets *build, Oid extoid)
 				continue;
 			if (dep->classid == ProcedureRelationId)
 				examine_function(build, dep->objid, plpgsql);
-			else if (dep->classid == RelationRelationId &&
-					 get_rel_relkind(dep->objid) == RELKIND_VIEW)
-				views = lappend_oid(views, dep->objid);
 		}
 		systable_endscan(scan);
+
+		rewrite = table_open(RewriteRelationId, AccessShareLock);
+		foreach(lc, build->yields)
+			add_views_calling(build, depend, rewrite, lfirst_oid(lc));
+		foreach(lc, build->takes)
+			add_views_calling(build, depend, rewrite, lfirst_oid(lc));
+		table_close(rewrite, AccessShareLock);
 		table_close(depend, AccessShareLock);
-		foreach(lc, views)
-			examine_view(build, lfirst_oid(lc));
 	}
+}
+
+/*
+ * Read the sets at a transaction's commit (XACT_EVENT_PRE_COMMIT), in a
+ * subtransaction: a failure to read them must not fail the commit (nor
+ * the connection, whose first transaction commits here); the texts then
+ * fail closed until a later statement reads them.
+ */
+void
+se_redact_catalog_load_at_commit(void)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	if (sets_valid || !IsTransactionState())
+		return;
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		se_redact_catalog_load();
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcontext);
+	CurrentResourceOwner = oldowner;
 }
 
 /* Whether the sets have been read once (the texts fail closed before). */
@@ -394,4 +457,5 @@ void
 se_redact_catalog_init(void)
 {
 	CacheRegisterSyscacheCallback(PROCOID, invalidate_sets, (Datum) 0);
+	CacheRegisterSyscacheCallback(RULERELNAME, invalidate_sets, (Datum) 0);
 }

@@ -212,10 +212,9 @@ my $named = pt();
 my $do_pt = pt();
 my $named_pt = pt();
 my $lang_pt = pt();
-# The first statement of a session is logged before secretenv has read the
-# catalog in it, and has every value scrubbed (fail closed): warm up first.
+# The first statement of the session: the catalog was read when the
+# connection's first transaction committed.
 $node->safe_psql('postgres', qq{
-SELECT 'warm-up';
 SELECT secretenv.secret_create('audit_created', '$named');
 DO \$\$BEGIN PERFORM secretenv.secret_create('audit_do', '$do_pt'); END\$\$;
 SELECT secretenv.secret_create(value => '$named_pt', secret_name => 'audit_named');
