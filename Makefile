@@ -35,6 +35,7 @@ OBJS = \
 	src/plaintext_wipe.o \
 	src/reencrypt.o \
 	src/redact.o \
+	src/redact_catalog.o \
 	src/redact_log.o \
 	src/redact_scrub.o \
 	src/redact_stats.o \

@@ -337,6 +337,8 @@ static Datum
 decrypt_args(bytea *value, bytea *wrapped, int32 version,
 			 const char *id, int idlen, text *name)
 {
+	/* What the statement does with the value must not print it. */
+	se_redact_note_yield();
 	return PointerGetDatum(se_decrypt_to_text((const uint8_t *) VARDATA_ANY(value),
 											  VARSIZE_ANY_EXHDR(value),
 											  (const uint8_t *) VARDATA_ANY(wrapped),

@@ -3,36 +3,44 @@
  * redact.c
  *	  Which statements carry a plaintext: the settings and the decision.
  *
- * A plaintext reaches the server as SQL text or as a bind parameter, and
- * several channels keep statement text: the server log (core statement
- * logging, error STATEMENT/CONTEXT/DETAIL lines, pgaudit, auto_explain),
+ * A plaintext reaches the server as SQL text or as a bind parameter, or
+ * leaves secretenv as a function's result, and several channels keep what
+ * a statement did: the server log (core statement logging, error messages
+ * and their STATEMENT/CONTEXT/DETAIL lines, pgaudit, auto_explain),
  * pg_stat_activity and pg_stat_statements.  With secretenv.redact_logs on,
- * redact_log.c and redact_stats.c keep the plaintext out of all of them for
- * every statement this file says carries one.  A statement carries one when
+ * redact_log.c and redact_stats.c keep the plaintext out of all of them.
  *
- *	  - its text names a secretenv function that takes a plaintext
- *		(secret_create, secret_update, secret_encrypt, secret_mask), a
- *		passphrase setting, or a name listed in secretenv.redact_names (an
- *		application's function wrapping those, or the table whose trigger
- *		does), case-insensitively;
- *	  - it is a SQL-level EXECUTE of a prepared statement whose text does;
- *	  - or it has passed a plaintext to secretenv: the C functions that take
- *		one call se_redact_note_plaintext(), which marks the statement from
- *		then on, whatever its text says (a wrapper under another name).
+ * Redaction is decided by what a statement calls, never by the words of
+ * its text (a comment or a column that merely mentions a name changes
+ * nothing):
+ *
+ *	  - by its query tree, at parse analysis: a call of a function that
+ *		takes or returns a plaintext, or a read of a view that returns one
+ *		(redact_catalog.c derives them from the catalog), or of a name
+ *		listed in secretenv.redact_names;
+ *	  - at run time: every C function of secretenv that takes a plaintext
+ *		calls se_redact_note_plaintext(), and every one that returns one
+ *		se_redact_note_yield(), whoever called it (an application's
+ *		wrapper, a trigger, a parallel worker);
+ *	  - before analysis, for what is logged or fails first (log_statement's
+ *		line, a statement the parser rejects or that runs in an aborted
+ *		transaction): by the calls its text makes, at token level
+ *		(redact_scrub.c), including a SQL-level EXECUTE of a prepared
+ *		statement whose text makes one.
+ *
+ * A statement that takes a plaintext has its texts scrubbed (only the
+ * plaintext arguments when they can be located, every value otherwise); in
+ * a statement that takes or returns one, every record not raised by
+ * secretenv itself has its message, detail, hint and context replaced, so
+ * a cast, a constraint or a trigger that quotes the decrypted value prints
+ * nothing of it.  The transaction is marked too: an error at COMMIT (a
+ * deferred constraint) is redacted the same way.
  *
  * "The statement" is the client message being processed: PostgreSQL sets
  * the statement start timestamp once per simple Query or extended-protocol
- * message and keeps it for everything nested inside, so the mark is the
- * timestamp of the message that passed the plaintext.  Records emitted
- * after that message (the next statement's) are not marked; records of
- * the same message after the call (its errors, its duration line, plans
- * and audit lines logged at its end) are.
- *
- * The mark can only cover what happens after the plaintext reached
- * secretenv.  What PostgreSQL and pgaudit log before any function runs
- * (log_statement's line and its parameters, pgaudit's line of the
- * top-level statement) is recognised by name only, which is what
- * secretenv.redact_names is for: see the README's security model.
+ * message and keeps it for everything nested inside (and hands it to
+ * parallel workers), so a mark is the timestamp of the message it was
+ * made in.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,38 +63,27 @@ static char *redact_names_string = NULL;
 static char **redact_names = NULL;
 
 /*
- * Whether the client's text of the current message carries a plaintext by
- * its names: decided once per message (a message of many statements is
- * asked once per statement and per log record), forgotten with
- * MessageContext.
+ * What the client's text of the current message calls (SE_CALLS_*):
+ * decided once per message (a message of many statements is asked once
+ * per statement and per log record), forgotten with MessageContext.
  */
 typedef struct MessageDecision
 {
 	const char *text;
-	bool		carries;
+	int			verdict;
 	MemoryContextCallback callback;
 } MessageDecision;
 
 static MessageDecision *message_decision = NULL;
 
-/* Statement start timestamp of the message that passed a plaintext. */
+/* Statement start timestamps of the messages that took / yielded a plaintext. */
 static bool plaintext_seen = false;
 static TimestampTz plaintext_seen_at = 0;
+static bool yield_seen = false;
+static TimestampTz yield_seen_at = 0;
 
-/*
- * Names whose presence marks a statement as carrying a plaintext.  Each
- * starts with one of the two stems below, which the scan looks for first:
- * the check runs for every statement, and must cost next to nothing.
- */
-static const char *const plaintext_markers[] = {
-	"secret_create",
-	"secret_update",
-	"secret_encrypt",
-	"secret_mask",
-	"kek_passphrase",
-	"kek_previous_passphrase",
-	NULL
-};
+/* The current transaction has taken or yielded a plaintext. */
+static bool xact_marked = false;
 
 bool
 se_redact_enabled(void)
@@ -94,93 +91,37 @@ se_redact_enabled(void)
 	return redact_logs;
 }
 
-static bool
-contains_ci(const char *haystack, const char *needle)
-{
-	size_t		n = strlen(needle);
-	char		first = pg_tolower((unsigned char) needle[0]);
-
-	for (const char *p = haystack; *p; p++)
-		if (pg_tolower((unsigned char) *p) == first &&
-			pg_strncasecmp(p, needle, n) == 0)
-			return true;
-	return false;
-}
-
-static bool
-marker_at(const char *p)
-{
-	for (int i = 0; plaintext_markers[i] != NULL; i++)
-		if (pg_strncasecmp(p, plaintext_markers[i], strlen(plaintext_markers[i])) == 0)
-			return true;
-	return false;
-}
-
+/* Whether secretenv.redact_names lists any name. */
 bool
-se_redact_mentions_plaintext(const char *s)
+se_redact_names_listed(void)
 {
-	if (s == NULL)
-		return false;
-	for (const char *p = s; *p; p++)
-	{
-		char		c = *p | 0x20;	/* ASCII letters to lower case */
+	return redact_names != NULL && redact_names[0] != NULL;
+}
 
-		if ((c == 's' && pg_strncasecmp(p, "secret_", 7) == 0 && marker_at(p)) ||
-			(c == 'k' && pg_strncasecmp(p, "kek_", 4) == 0 && marker_at(p)))
-			return true;
-	}
+/* Whether name (lower case, no schema) is listed in secretenv.redact_names. */
+bool
+se_redact_listed_name(const char *name)
+{
 	for (int i = 0; redact_names != NULL && redact_names[i] != NULL; i++)
-		if (contains_ci(s, redact_names[i]))
+		if (pg_strcasecmp(name, redact_names[i]) == 0)
 			return true;
 	return false;
 }
 
 /*
- * Whether sql runs, through a SQL-level EXECUTE, a prepared statement of
- * this session whose text names a plaintext function: "EXECUTE p('x')"
- * itself names none.  Only looks names up; never throws.
+ * Whether the prepared statement prepared_name of this session makes a
+ * plaintext-taking call in its text: "EXECUTE p('x')" itself makes none.
+ * Only looks names up; never throws.
  */
-static bool
-executes_plaintext_statement(const char *sql)
+bool
+se_redact_executes_plaintext(const char *prepared_name)
 {
-	for (const char *p = sql; p != NULL && *p; p++)
-	{
-		char		name[NAMEDATALEN];
-		int			len = 0;
-		PreparedStatement *prepared;
+	PreparedStatement *prepared = FetchPreparedStatement(prepared_name, false);
+	const char *text;
 
-		if ((*p | 0x20) != 'e' || pg_strncasecmp(p, "execute", 7) != 0 ||
-			!isspace((unsigned char) p[7]))
-			continue;
-		p += 7;
-		while (isspace((unsigned char) *p))
-			p++;
-		if (*p == '"')
-		{
-			for (p++; *p && len < NAMEDATALEN - 1; p++)
-			{
-				if (p[0] == '"' && p[1] != '"')
-					break;
-				if (p[0] == '"')
-					p++;
-				name[len++] = *p;
-			}
-		}
-		else
-			while ((isalnum((unsigned char) *p) || *p == '_' || *p == '$') &&
-				   len < NAMEDATALEN - 1)
-				name[len++] = pg_tolower((unsigned char) *p++);
-		name[len] = '\0';
-		if (len == 0)
-			continue;
-		prepared = FetchPreparedStatement(name, false);
-		if (prepared != NULL &&
-			se_redact_mentions_plaintext(prepared->plansource->query_string))
-			return true;
-		if (*p == '\0')
-			break;
-	}
-	return false;
+	if (prepared == NULL || (text = prepared->plansource->query_string) == NULL)
+		return false;
+	return se_redact_scan_calls((char *) text, strlen(text), false, NULL) != SE_CALLS_NONE;
 }
 
 /* Whether the client message being processed has passed a plaintext. */
@@ -191,10 +132,19 @@ se_redact_statement_flagged(void)
 		plaintext_seen_at == GetCurrentStatementStartTimestamp();
 }
 
-static bool
-text_carries_plaintext(const char *sql)
+/* Whether the client message being processed has taken or returned one. */
+bool
+se_redact_statement_yields(void)
 {
-	return se_redact_mentions_plaintext(sql) || executes_plaintext_statement(sql);
+	return se_redact_statement_flagged() ||
+		(yield_seen && yield_seen_at == GetCurrentStatementStartTimestamp());
+}
+
+/* Whether the current transaction has taken or returned one. */
+bool
+se_redact_xact_marked(void)
+{
+	return xact_marked;
 }
 
 static void
@@ -205,54 +155,96 @@ forget_message_decision(void *arg)
 }
 
 /*
- * Whether the text sql, run as part of the current message, must be kept
- * out of every channel: by its names, or because the message has passed
- * a plaintext already.  Never throws: the log hook asks too.
+ * What the text sql, run as part of the current message, calls: see
+ * SE_CALLS_*.  Never throws: the log hook asks too.
  */
-bool
-se_redact_carries_plaintext(const char *sql)
+int
+se_redact_text_verdict(const char *sql)
 {
 	MessageDecision *decision;
 
-	if (se_redact_statement_flagged())
-		return true;
 	if (sql == NULL)
-		return false;
+		return SE_CALLS_NONE;
 	/* The log hook may run in a critical section, where nothing allocates. */
 	if (sql != debug_query_string || MessageContext == NULL || CritSectionCount > 0)
-		return text_carries_plaintext(sql);
+		return se_redact_scan_calls((char *) sql, strlen(sql), false, NULL);
 
 	if (message_decision != NULL && message_decision->text == sql)
-		return message_decision->carries;
+		return message_decision->verdict;
 	decision = MemoryContextAllocExtended(MessageContext, sizeof(MessageDecision),
 										  MCXT_ALLOC_NO_OOM);
 	if (decision == NULL)
-		return text_carries_plaintext(sql);
+		return se_redact_scan_calls((char *) sql, strlen(sql), false, NULL);
+	/* Before the catalog is read the verdict fails closed: not kept. */
+	if (!se_redact_catalog_read())
+	{
+		pfree(decision);
+		return se_redact_scan_calls((char *) sql, strlen(sql), false, NULL);
+	}
 	decision->text = sql;
-	decision->carries = text_carries_plaintext(sql);
+	decision->verdict = se_redact_scan_calls((char *) sql, strlen(sql), false, NULL);
 	decision->callback.func = forget_message_decision;
 	decision->callback.arg = decision;
 	MemoryContextRegisterResetCallback(MessageContext, &decision->callback);
 	message_decision = decision;
-	return decision->carries;
+	return decision->verdict;
 }
 
 /*
- * Called by every SQL-callable function that takes a plaintext, before it
- * looks at it.  Cheap when the message is marked already (a bulk INSERT
- * calls it once per row).
+ * Whether the text sql, run as part of the current message, must be kept
+ * out of every channel: by the calls it makes, or because the message has
+ * passed a plaintext already.  Never throws.
+ */
+bool
+se_redact_carries_plaintext(const char *sql)
+{
+	return se_redact_statement_flagged() ||
+		se_redact_text_verdict(sql) != SE_CALLS_NONE;
+}
+
+/*
+ * Called by every function that takes a plaintext, before it looks at it,
+ * and at parse analysis for a statement that calls one.  Cheap when the
+ * message is marked already (a bulk INSERT calls it once per row).
  */
 void
 se_redact_note_plaintext(void)
 {
 	TimestampTz now = GetCurrentStatementStartTimestamp();
 
+	xact_marked = true;
 	if (plaintext_seen && plaintext_seen_at == now)
 		return;
 	plaintext_seen = true;
 	plaintext_seen_at = now;
 	if (redact_logs)
 		se_redact_stats_plaintext_seen();
+}
+
+/*
+ * Called by every function that returns a plaintext, before it returns
+ * it, and at parse analysis for a statement that calls one: what the
+ * statement does with the value later (a cast, a constraint) must not
+ * print it.
+ */
+void
+se_redact_note_yield(void)
+{
+	xact_marked = true;
+	yield_seen = true;
+	yield_seen_at = GetCurrentStatementStartTimestamp();
+}
+
+static void
+redact_xact_callback(XactEvent event, void *arg)
+{
+	/* A client backend's first commit is its authentication's. */
+	if (event == XACT_EVENT_PRE_COMMIT && redact_logs && MyBackendType == B_BACKEND)
+		se_redact_catalog_load_at_commit();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+		xact_marked = false;
 }
 
 /*
@@ -349,7 +341,7 @@ se_redact_init(void)
 							 0,
 							 NULL, NULL, NULL);
 	DefineCustomStringVariable("secretenv.redact_names",
-							   "Further names whose presence marks a statement as carrying a plaintext.",
+							   "Further functions (wrappers) and tables whose calls or use mark a statement as carrying a plaintext.",
 							   "Comma-separated names without schema: application functions that wrap secret_create and the like, tables whose triggers call them.",
 							   &redact_names_string,
 							   "",
@@ -357,6 +349,8 @@ se_redact_init(void)
 							   GUC_LIST_INPUT,
 							   check_redact_names, assign_redact_names, NULL);
 
+	se_redact_catalog_init();
+	RegisterXactCallback(redact_xact_callback, NULL);
 	se_redact_log_init();
 	se_redact_stats_init();
 	if (process_shared_preload_libraries_in_progress)

@@ -4,26 +4,35 @@
  *	  Keep plaintexts and passphrases out of the server log.
  *
  * emit_log_hook sees every record before it is formatted for any
- * destination (stderr, csvlog, jsonlog, syslog), whoever emits it: core
- * statement logging, errors, pgaudit, auto_explain.  It rewrites the
- * records of a statement that carries a plaintext (redact.c decides):
+ * destination (stderr, csvlog, jsonlog, syslog) and sent to the client,
+ * whoever emits it: core statement logging, errors, pgaudit, auto_explain.
+ * redact.c says what a statement does; this file rewrites its records:
  *
- *	  - a statement-logging record ("statement: ", "execute <name>: ",
- *		"duration: ... ms  statement: ") keeps its prefix and loses the SQL
- *		text; its DETAIL (bind parameters, the PREPARE text of an EXECUTE)
- *		is replaced by the marker;
- *	  - a pgaudit line ("AUDIT: SESSION,..." or "AUDIT: OBJECT,...") keeps
- *		its audit fields (type, statement and substatement ids, class,
- *		command, object type and name) and loses the statement text, the
- *		parameter list and what follows;
- *	  - an auto_explain plan keeps its duration and loses the query text
- *		and the plan, which shows constants and parameters with log_verbose;
- *	  - the STATEMENT line of any record is suppressed, and every CONTEXT
- *		(which may quote the SQL or the bind parameters,
- *		log_parameter_max_length_on_error) is replaced by the marker;
- *	  - errors raised inside it by other code (a jsonb parser quoting its
- *		input) lose their DETAIL; secretenv's own errors, which never carry
- *		secret material, keep theirs.
+ *	  - statement text (a statement-logging record: "statement: ",
+ *		"execute <name>: ", "duration: ... statement: "; a pgaudit SESSION
+ *		or OBJECT line) of a statement that takes a plaintext: its plaintext
+ *		arguments are overwritten and the rest, the secret's name included,
+ *		stays; where they cannot be located (a listed wrapper, a statement
+ *		marked only at run time) every value is overwritten.  The bind
+ *		parameters in its DETAIL lose the values of the $n that fill a
+ *		plaintext argument (all of them when that cannot be told); pgaudit's
+ *		parameter list is replaced by the marker;
+ *	  - an auto_explain plan of such a statement keeps its duration and
+ *		loses the query text and the plan, which shows constants and
+ *		parameters with log_verbose;
+ *	  - every other record of a statement that takes or returns a plaintext
+ *		(or, at ERROR and above, of a transaction that did: a deferred
+ *		constraint at COMMIT), unless secretenv raised it itself: message,
+ *		detail, hint and context become the marker, the SQLSTATE stays (a
+ *		cast, a constraint or a trigger quoting the decrypted value).  The
+ *		message stays for the classes whose messages name objects only
+ *		(a constraint, a privilege: message_names_objects()).
+ *		secretenv's own messages never carry a value and stay readable;
+ *		so does the STATEMENT line of a statement that only returns one;
+ *	  - an ERROR of a statement that takes a plaintext also scrubs the
+ *		backend's pg_stat_activity entry, which PostgreSQL wrote before the
+ *		parser ran (a syntax error, an aborted transaction, a wrong
+ *		argument list).
  *
  * A record that quotes the value of a passphrase setting (the postmaster's
  * 'parameter ... changed to ...' on reload, a rejected value) keeps the
@@ -54,47 +63,40 @@ static const char *const secret_settings[] = {
 #define AUDIT_FIELDS_KEPT 7
 
 /*
- * The part of a statement-logging message to keep: "statement: ",
- * "execute <name>: ", "duration: 1.234 ms  statement: " and the like,
- * i.e. everything up to the last ": " before the SQL text.  NULL if the
- * message is not one of PostgreSQL's statement-logging messages.
+ * Where the SQL text starts in a statement-logging message: "statement: ",
+ * "execute <name>: ", "duration: 1.234 ms  statement: " and the like, i.e.
+ * after the last ": " before the SQL text.  *plan is set for auto_explain's
+ * "duration: 1.2 ms  plan:\n<query text and plan>", whose text starts after
+ * "plan:".  NULL if the message is not one of these.
  */
-static char *
-statement_log_prefix(const char *message)
+static const char *
+statement_text_start(const char *message, bool *plan)
 {
 	static const char *const named_kinds[] = {"execute ", "parse ", "bind ", NULL};
-	const char *text_start = NULL;
 
+	*plan = false;
 	if (strncmp(message, "statement: ", 11) == 0)
-		text_start = message + 11;
-	else if (strncmp(message, "duration: ", 10) == 0)
+		return message + 11;
+	if (strncmp(message, "duration: ", 10) == 0)
 	{
-		/* "duration: 1.2 ms  statement: SQL" or "...  execute <name>: SQL" */
 		const char *kind = strstr(message, "  ");
 		const char *colon = kind ? strstr(kind, ": ") : NULL;
 
-		/* auto_explain: "duration: 1.2 ms  plan:\n<query text and plan>" */
 		if (kind != NULL && strncmp(kind, "  plan:", 7) == 0)
-			return psprintf("%.*s ", (int) (kind + 7 - message), message);
-		if (colon != NULL)
-			text_start = colon + 2;
+		{
+			*plan = true;
+			return kind + 7;
+		}
+		return colon != NULL ? colon + 2 : NULL;
 	}
-	else
-	{
-		/* "execute <name>: SQL", "parse <name>: SQL", "bind <name>: SQL" */
-		for (int i = 0; named_kinds[i] != NULL; i++)
-			if (strncmp(message, named_kinds[i], strlen(named_kinds[i])) == 0)
-			{
-				const char *colon = strstr(message + strlen(named_kinds[i]), ": ");
+	for (int i = 0; named_kinds[i] != NULL; i++)
+		if (strncmp(message, named_kinds[i], strlen(named_kinds[i])) == 0)
+		{
+			const char *colon = strstr(message + strlen(named_kinds[i]), ": ");
 
-				if (colon != NULL)
-					text_start = colon + 2;
-				break;
-			}
-	}
-	if (text_start == NULL)
-		return NULL;
-	return pnstrdup(message, text_start - message);
+			return colon != NULL ? colon + 2 : NULL;
+		}
+	return NULL;
 }
 
 /*
@@ -131,7 +133,7 @@ audit_prefix(const char *message)
 			while (*p && *p != ',')
 				p++;
 		if (*p != ',')
-			return pstrdup("AUDIT: ");
+			return NULL;
 		p++;
 	}
 	return pnstrdup(message, p - message);
@@ -139,14 +141,280 @@ audit_prefix(const char *message)
 
 /*
  * secretenv's own messages never carry secret material.  Its C code is
- * compiled with TEXTDOMAIN "secretenv" (see se_messages.h); its SQL functions
- * raise only the SQLSTATEs of its own classes.
+ * compiled with TEXTDOMAIN "secretenv" (see se_messages.h); its PL/pgSQL
+ * functions raise with RAISE, whose innermost CONTEXT line names them; its
+ * SQL functions raise only the SQLSTATEs of its own classes.
  */
+static bool
+raised_by_plpgsql(const ErrorData *edata)
+{
+	return edata->funcname != NULL && strcmp(edata->funcname, "exec_stmt_raise") == 0;
+}
+
 static bool
 is_secretenv_error(const ErrorData *edata)
 {
-	return (edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
-		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED;
+	static const char plpgsql_frame[] = "PL/pgSQL function ";
+
+	if ((edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
+		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED)
+		return true;
+	if (raised_by_plpgsql(edata) && edata->context != NULL &&
+		strncmp(edata->context, plpgsql_frame, sizeof(plpgsql_frame) - 1) == 0)
+	{
+		/* "PL/pgSQL function secretenv.insert_secret(text,...) line 8 at RAISE" */
+		const char *name = edata->context + sizeof(plpgsql_frame) - 1;
+		const char *paren = strchr(name, '(');
+
+		if (paren != NULL && strncmp(name, "secretenv.", 10) == 0)
+			return se_redact_catalog_raiser(name + 10, paren - name - 10);
+	}
+	return false;
+}
+
+/*
+ * An error a parallel worker raised and the leader rethrows: the worker's
+ * own log hook, with the same rules, has redacted it already (a worker
+ * marks its statement when it decrypts, and gets the scrubbed text), and
+ * the leader cannot tell secretenv's errors in it any more (the text
+ * domain is not relayed).
+ */
+static bool
+relayed_from_worker(const ErrorData *edata)
+{
+	static const char frame[] = "parallel worker";
+	size_t		len;
+
+	if (edata->context == NULL)
+		return false;
+	len = strlen(edata->context);
+	return len >= sizeof(frame) - 1 &&
+		strcmp(edata->context + len - (sizeof(frame) - 1), frame) == 0 &&
+		(len == sizeof(frame) - 1 || edata->context[len - sizeof(frame)] == '\n');
+}
+
+/*
+ * Whether PostgreSQL's messages of the error's class name objects, never
+ * values (those go to the DETAIL): integrity constraints ("violates check
+ * constraint"), transaction state, resources, object state, operator
+ * intervention, system errors, and insufficient privilege.  A RAISE may
+ * say anything under any SQLSTATE, and is never one of them.
+ */
+static bool
+message_names_objects(const ErrorData *edata)
+{
+	int			class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	if (raised_by_plpgsql(edata))
+		return false;
+	return class == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		class == ERRCODE_INVALID_TRANSACTION_STATE ||
+		class == ERRCODE_TRANSACTION_ROLLBACK ||
+		class == ERRCODE_INSUFFICIENT_RESOURCES ||
+		class == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE ||
+		class == ERRCODE_OPERATOR_INTERVENTION ||
+		class == ERRCODE_SYSTEM_ERROR ||
+		edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE;
+}
+
+/*
+ * sql with what a statement that takes a plaintext must not show
+ * overwritten: its plaintext arguments, or every value when they cannot be
+ * located or the statement was marked only at run time.  *params receives
+ * the $n whose bound values must go (all bits: every one).
+ */
+static char *
+scrubbed_statement(const char *sql, size_t len, uint64 *params)
+{
+	char	   *copy = pnstrdup(sql, len);
+
+	if (se_redact_scan_calls(copy, len, false, params) == SE_CALLS_ARGS)
+		se_redact_scan_calls(copy, len, true, NULL);
+	else
+	{
+		se_redact_scrub_in_place(copy, len);
+		*params = ~UINT64CONST(0);
+	}
+	return copy;
+}
+
+/*
+ * A bind parameter DETAIL ("parameters: $1 = '...', $2 = NULL") with the
+ * values of the $n in params replaced by the marker; the marker alone if
+ * it is of another shape.
+ */
+static char *
+scrubbed_parameters(const char *detail, uint64 params)
+{
+	StringInfoData out;
+	const char *p = detail;
+	const char *prefix = strstr(detail, "parameters: ");
+
+	if (params == ~UINT64CONST(0) || prefix == NULL)
+		return pstrdup(SE_REDACTED_MARKER);
+	initStringInfo(&out);
+	p = prefix + 12;
+	appendBinaryStringInfo(&out, detail, p - detail);
+	while (*p == '$')
+	{
+		int			n = atoi(p + 1);
+		const char *eq = strstr(p, " = ");
+		const char *value;
+		const char *end;
+
+		if (eq == NULL || n < 1 || n > 64)
+			return pstrdup(SE_REDACTED_MARKER);
+		value = eq + 3;
+		end = value;
+		if (*end == '\'')
+		{
+			for (end++; *end; end++)
+				if (*end == '\'')
+				{
+					if (end[1] == '\'')
+						end++;
+					else
+					{
+						end++;
+						break;
+					}
+				}
+		}
+		else
+			while (*end && *end != ',')
+				end++;
+		appendBinaryStringInfo(&out, p, value - p);
+		if (params & (UINT64CONST(1) << (n - 1)))
+			appendStringInfoString(&out, SE_REDACTED_MARKER);
+		else
+			appendBinaryStringInfo(&out, value, end - value);
+		p = end;
+		if (strncmp(p, ", ", 2) == 0)
+		{
+			appendStringInfoString(&out, ", ");
+			p += 2;
+		}
+		else
+			break;
+	}
+	if (*p != '\0')
+		return pstrdup(SE_REDACTED_MARKER);
+	return out.data;
+}
+
+/* Append s to buf as one CSV field, quoted as pgaudit quotes it. */
+static void
+append_csv(StringInfo buf, const char *s)
+{
+	if (strpbrk(s, ",\"\r\n") == NULL)
+	{
+		appendStringInfoString(buf, s);
+		return;
+	}
+	appendStringInfoChar(buf, '"');
+	for (; *s; s++)
+	{
+		if (*s == '"')
+			appendStringInfoChar(buf, '"');
+		appendStringInfoChar(buf, *s);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/*
+ * A pgaudit line, message = prefix (its first fields) then its statement
+ * text field and the parameter (and row count) fields: the text scrubbed,
+ * the parameters replaced by the marker unless there are none.
+ */
+/*
+ * The statement text field of a pgaudit line (message = prefix, its first
+ * fields, then that field, CSV-quoted when needed, then the parameter and
+ * row count fields): unquoted, with *rest pointing after it.
+ */
+static char *
+audit_text(const char *message, const char *prefix, const char **rest)
+{
+	const char *p = message + strlen(prefix);
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	if (*p == '"')
+	{
+		for (p++; *p; p++)
+		{
+			if (*p == '"')
+			{
+				if (p[1] != '"')
+				{
+					p++;
+					break;
+				}
+				p++;
+			}
+			appendStringInfoChar(&sql, *p);
+		}
+	}
+	else
+		for (; *p && *p != ','; p++)
+			appendStringInfoChar(&sql, *p);
+	*rest = p;
+	return sql.data;
+}
+
+/*
+ * A pgaudit line of a statement that takes a plaintext: the text scrubbed,
+ * the parameters replaced by the marker unless there are none.
+ */
+static char *
+redacted_audit_line(const char *message, const char *prefix)
+{
+	const char *rest;
+	char	   *sql = audit_text(message, prefix, &rest);
+	StringInfoData out;
+	uint64		params;
+	char	   *scrubbed;
+
+	scrubbed = scrubbed_statement(sql, strlen(sql), &params);
+	initStringInfo(&out);
+	appendStringInfoString(&out, prefix);
+	append_csv(&out, scrubbed);
+	if (strncmp(rest, ",<none>", 7) == 0 || strncmp(rest, ",<not logged>", 13) == 0 ||
+		*rest == '\0')
+		appendStringInfoString(&out, rest);
+	else
+		appendStringInfo(&out, ",%s", SE_REDACTED_MARKER);
+	return out.data;
+}
+
+/*
+ * Whether the record carries statement text (a statement-logging line, a
+ * pgaudit line) and, if so, whether that text itself makes a
+ * plaintext-taking call: a nested statement's text, logged before the
+ * statement around it has reached secretenv.
+ */
+static bool
+statement_record(const ErrorData *edata, bool log_level, bool *text_takes)
+{
+	char	   *prefix;
+	const char *text;
+	bool		plan;
+
+	*text_takes = false;
+	if (edata->message == NULL)
+		return false;
+	if ((prefix = audit_prefix(edata->message)) != NULL)
+	{
+		const char *rest;
+		char	   *sql = audit_text(edata->message, prefix, &rest);
+
+		*text_takes = se_redact_scan_calls(sql, strlen(sql), false, NULL) != SE_CALLS_NONE;
+		return true;
+	}
+	if (!log_level || (text = statement_text_start(edata->message, &plan)) == NULL)
+		return false;
+	if (!plan)
+		*text_takes = se_redact_scan_calls((char *) text, strlen(text), false, NULL) != SE_CALLS_NONE;
+	return true;
 }
 
 /*
@@ -176,67 +444,113 @@ redact_setting_value(ErrorData *edata)
 	return false;
 }
 
+/*
+ * A record carrying statement text, of a statement that takes a
+ * plaintext: returns whether it was one (and was rewritten).
+ */
+static bool
+redact_statement_record(ErrorData *edata, bool log_level)
+{
+	char	   *prefix;
+	const char *text;
+	bool		plan;
+	uint64		params = ~UINT64CONST(0);
+
+	if (edata->message == NULL)
+		return false;
+	/* pgaudit logs at any level (pgaudit.log_level with log_client). */
+	if ((prefix = audit_prefix(edata->message)) != NULL)
+	{
+		edata->message = redacted_audit_line(edata->message, prefix);
+		return true;
+	}
+	if (!log_level || (text = statement_text_start(edata->message, &plan)) == NULL)
+		return false;
+	if (plan)
+		edata->message = psprintf("%.*s %s", (int) (text - edata->message),
+								  edata->message, SE_REDACTED_MARKER);
+	else
+	{
+		char	   *scrubbed = scrubbed_statement(text, strlen(text), &params);
+
+		edata->message = psprintf("%.*s%s", (int) (text - edata->message),
+								  edata->message, scrubbed);
+	}
+	/* Bind parameters, or the PREPARE text of an EXECUTE. */
+	if (edata->detail)
+		edata->detail = strncmp(edata->detail, "prepare: ", 9) == 0 ?
+			pstrdup(SE_REDACTED_MARKER) : scrubbed_parameters(edata->detail, params);
+	if (edata->detail_log)
+		edata->detail_log = strncmp(edata->detail_log, "prepare: ", 9) == 0 ?
+			pstrdup(SE_REDACTED_MARKER) : scrubbed_parameters(edata->detail_log, params);
+	return true;
+}
+
 static void
 redact_record(ErrorData *edata)
 {
-	char	   *prefix = NULL;
 	bool		log_level = edata->elevel == LOG || edata->elevel == LOG_SERVER_ONLY;
-	bool		statement_record = false;
+	bool		takes;
+	bool		yields;
+	bool		own;
+	bool		is_statement;
+	bool		text_takes;
 
-	if (!(se_redact_carries_plaintext(debug_query_string) ||
-		  se_redact_mentions_plaintext(edata->message) ||
-		  se_redact_mentions_plaintext(edata->detail)))
-		return;
-
-	edata->hide_stmt = true;
 	if (redact_setting_value(edata))
+	{
+		edata->hide_stmt = true;
+		return;
+	}
+
+	is_statement = statement_record(edata, log_level, &text_takes);
+	takes = text_takes || se_redact_carries_plaintext(debug_query_string);
+	yields = takes || se_redact_statement_yields() ||
+		(edata->elevel >= ERROR && se_redact_xact_marked());
+	if (!yields)
 		return;
 
-	/* A CONTEXT may quote the SQL or the bind parameters of the statement. */
+	/*
+	 * PostgreSQL wrote the text to pg_stat_activity before parsing it; a
+	 * statement that fails before secretenv's hooks saw it leaves it there.
+	 */
+	if (takes && edata->elevel >= ERROR)
+		se_redact_stats_scrub_activity();
+
+	if (takes && redact_statement_record(edata, log_level))
+	{
+		edata->hide_stmt = true;
+		if (edata->context)
+			edata->context = pstrdup(SE_REDACTED_MARKER);
+		return;
+	}
+	/* Statement records of a statement that only returns a plaintext: as they are. */
+	if (!takes && is_statement)
+		return;
+
+	own = is_secretenv_error(edata) || relayed_from_worker(edata);
+	/* A STATEMENT line quotes the plaintext arguments; a CONTEXT may quote anything. */
+	if (takes)
+	{
+		edata->hide_stmt = true;
+		if (edata->context)
+			edata->context = pstrdup(SE_REDACTED_MARKER);
+		if (edata->internalquery)
+			edata->internalquery = pstrdup(SE_REDACTED_MARKER);
+	}
+	if (own)
+		return;
+	if (edata->message && !message_names_objects(edata))
+		edata->message = pstrdup(SE_REDACTED_MARKER);
+	if (edata->detail)
+		edata->detail = pstrdup(SE_REDACTED_MARKER);
+	if (edata->detail_log)
+		edata->detail_log = pstrdup(SE_REDACTED_MARKER);
+	if (edata->hint)
+		edata->hint = pstrdup(SE_REDACTED_MARKER);
 	if (edata->context)
 		edata->context = pstrdup(SE_REDACTED_MARKER);
 	if (edata->internalquery)
 		edata->internalquery = pstrdup(SE_REDACTED_MARKER);
-
-	/* pgaudit logs at any level (pgaudit.log_level with log_client). */
-	if (edata->message)
-		prefix = audit_prefix(edata->message);
-	if (prefix == NULL && edata->message && log_level)
-		prefix = statement_log_prefix(edata->message);
-	if (prefix != NULL)
-	{
-		edata->message = psprintf("%s%s", prefix, SE_REDACTED_MARKER);
-		statement_record = true;
-	}
-	else if (log_level && se_redact_mentions_plaintext(edata->message))
-	{
-		/* A log line of unknown shape that quotes such a statement: fail closed. */
-		edata->message = pstrdup(SE_REDACTED_MARKER);
-		statement_record = true;
-	}
-
-	/*
-	 * Input functions quote what they could not parse in the message itself
-	 * ('invalid input syntax for type integer: "..."'): keep the message up
-	 * to the first quote.
-	 */
-	if (!statement_record && !is_secretenv_error(edata) && edata->message &&
-		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_DATA_EXCEPTION)
-	{
-		const char *quote = strchr(edata->message, '"');
-
-		if (quote != NULL)
-			edata->message = psprintf("%.*s%s", (int) (quote - edata->message),
-									  edata->message, SE_REDACTED_MARKER);
-	}
-
-	if (statement_record || !is_secretenv_error(edata))
-	{
-		if (edata->detail)
-			edata->detail = pstrdup(SE_REDACTED_MARKER);
-		if (edata->detail_log)
-			edata->detail_log = pstrdup(SE_REDACTED_MARKER);
-	}
 }
 
 static void

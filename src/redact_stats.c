@@ -12,7 +12,10 @@
  *
  * For a statement that carries a plaintext (redact.c), secretenv's hooks
  * hand everything after them a scrubbed copy of the text (redact_scrub.c:
- * same length, same token boundaries, values overwritten):
+ * same length, same token boundaries, the plaintext arguments overwritten,
+ * or every value where they cannot be located; pg_stat_activity always
+ * gets every value overwritten).  At parse analysis they also mark the
+ * statement by the calls its query tree makes (redact_catalog.c):
  *
  *	  - post_parse_analyze_hook: ParseState.p_sourcetext, for the normalised
  *		entry; for a utility statement also the query id, which PostgreSQL
@@ -105,8 +108,8 @@ static const char *activity_checked_text = NULL;
  * the current top-level statement.  Written the way pgstat_report_activity
  * writes it, but leaving state, timestamps and query id alone.
  */
-static void
-scrub_activity(void)
+void
+se_redact_stats_scrub_activity(void)
 {
 	volatile PgBackendStatus *beentry = MyBEEntry;
 	char	   *scrubbed;
@@ -154,7 +157,7 @@ scrub_activity_if_needed(void)
 	activity_checked_count = beentry->st_changecount;
 	activity_checked_text = debug_query_string;
 	if (se_redact_carries_plaintext(debug_query_string))
-		scrub_activity();
+		se_redact_stats_scrub_activity();
 }
 
 /* Redaction applies, and this is not an extension script. */
@@ -173,10 +176,10 @@ se_redact_stats_plaintext_seen(void)
 {
 	if (message_text != NULL && !message_text->scrubbed)
 	{
-		se_redact_scrub_in_place(message_text->copy, message_text->len);
+		se_redact_scrub_statement(message_text->copy, message_text->len);
 		message_text->scrubbed = true;
 	}
-	scrub_activity();
+	se_redact_stats_scrub_activity();
 }
 
 static void
@@ -224,10 +227,15 @@ scrubbed_text(const char *text)
 	MessageText *copy = message_copy(text);
 
 	if (copy == NULL)
-		return se_redact_scrubbed_copy(text);
+	{
+		char	   *scrubbed = pstrdup(text);
+
+		se_redact_scrub_statement(scrubbed, strlen(scrubbed));
+		return scrubbed;
+	}
 	if (!copy->scrubbed)
 	{
-		se_redact_scrub_in_place(copy->copy, copy->len);
+		se_redact_scrub_statement(copy->copy, copy->len);
 		copy->scrubbed = true;
 	}
 	return copy->copy;
@@ -258,6 +266,19 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 {
 	const char *original = pstate->p_sourcetext;
 
+	/* Mark the statement by what its query tree calls. */
+	if (redacting())
+	{
+		bool		takes;
+		bool		yields;
+
+		se_redact_catalog_load();
+		se_redact_query_calls(query, &takes, &yields);
+		if (takes)
+			se_redact_note_plaintext();
+		if (yields)
+			se_redact_note_yield();
+	}
 	if (redacting() && original != NULL &&
 		se_redact_carries_plaintext(original))
 	{
@@ -327,13 +348,15 @@ scrub_query_desc(QueryDesc *queryDesc)
 	memset(copy, ' ', start);
 	memcpy(copy + start, source + start, end - start);
 	copy[end] = '\0';
-	se_redact_scrub_in_place(copy + start, end - start);
+	se_redact_scrub_statement(copy + start, end - start);
 	queryDesc->sourceText = copy;
 }
 
 static void
 redact_ExecutorStart(QueryDesc *queryDesc, int eflags)
 {
+	if (redacting())
+		se_redact_catalog_load();
 	scrub_query_desc(queryDesc);
 	if (redacting())
 		scrub_activity_if_needed();
@@ -386,6 +409,7 @@ redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 {
 	if (redacting() && queryString != NULL)
 	{
+		se_redact_catalog_load();
 		queryString = utility_text(queryString, context);
 		scrub_activity_if_needed();
 	}

@@ -56,6 +56,7 @@
 #include "coherence.h"
 #include "envelope_sql.h"
 #include "key_health.h"
+#include "redact.h"
 #include "se_messages.h"
 
 /* The columns secret_get reads, in the order of the SPI query below. */
@@ -368,6 +369,8 @@ secret_get(PG_FUNCTION_ARGS)
 
 	may_serve = se_coherence_begin();
 	se_key_health_warn_once();
+	/* What the statement does with the value must not print it. */
+	se_redact_note_yield();
 
 	relid = se_secrets_relid();
 	if (!OidIsValid(relid))
