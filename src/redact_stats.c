@@ -375,8 +375,16 @@ static void
 redact_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
 				   bool execute_once)
 {
+	/*
+	 * Without preload the library, and these hooks, arrive while the
+	 * executor starts the statement's first call of secretenv: the catalog
+	 * is read here, or the text would fail closed, names included.
+	 */
 	if (redacting())
+	{
+		se_redact_catalog_load();
 		scrub_activity_if_needed();
+	}
 
 	if (prev_ExecutorRun_hook)
 		prev_ExecutorRun_hook(queryDesc, direction, count, execute_once);
