@@ -151,6 +151,32 @@ raised_by_plpgsql(const ErrorData *edata)
 	return edata->funcname != NULL && strcmp(edata->funcname, "exec_stmt_raise") == 0;
 }
 
+/*
+ * The identifier at *p of a CONTEXT frame, quoted or not (secretenv's names
+ * hold no quote): its characters in *name and *len, *p moved past it.
+ */
+static bool
+frame_identifier(const char **p, const char **name, size_t *len)
+{
+	const char *s = *p;
+	bool		quoted = (*s == '"');
+
+	if (quoted)
+		s++;
+	*name = s;
+	while (*s != '\0' && (quoted ? *s != '"' : (*s != '.' && *s != '(')))
+		s++;
+	*len = s - *name;
+	if (quoted)
+	{
+		if (*s != '"')
+			return false;
+		s++;
+	}
+	*p = s;
+	return *len > 0;
+}
+
 static bool
 is_secretenv_error(const ErrorData *edata)
 {
@@ -162,12 +188,21 @@ is_secretenv_error(const ErrorData *edata)
 	if (raised_by_plpgsql(edata) && edata->context != NULL &&
 		strncmp(edata->context, plpgsql_frame, sizeof(plpgsql_frame) - 1) == 0)
 	{
-		/* "PL/pgSQL function secretenv.insert_secret(text,...) line 8 at RAISE" */
-		const char *name = edata->context + sizeof(plpgsql_frame) - 1;
-		const char *paren = strchr(name, '(');
+		/*
+		 * "PL/pgSQL function secretenv.insert_secret(text,...) line 8 at
+		 * RAISE", or with quote_all_identifiers on
+		 * "PL/pgSQL function "secretenv"."insert_secret"(text,...) ...".
+		 */
+		const char *p = edata->context + sizeof(plpgsql_frame) - 1;
+		const char *name;
+		size_t		len;
 
-		if (paren != NULL && strncmp(name, "secretenv.", 10) == 0)
-			return se_redact_catalog_raiser(name + 10, paren - name - 10);
+		if (!frame_identifier(&p, &name, &len) ||
+			len != strlen("secretenv") || strncmp(name, "secretenv", len) != 0 ||
+			*p++ != '.' ||
+			!frame_identifier(&p, &name, &len) || *p != '(')
+			return false;
+		return se_redact_catalog_raiser(name, len);
 	}
 	return false;
 }
