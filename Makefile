@@ -7,6 +7,7 @@ MODULE_big = secretenv
 # The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer.
 CRYPTO_OBJS = \
 	src/crypto/aead.o \
+	src/crypto/audit_mac.o \
 	src/crypto/envelope.o \
 	src/crypto/fingerprint.o \
 	src/crypto/kdf.o \
