@@ -17,6 +17,11 @@ CRYPTO_OBJS = \
 OBJS = \
 	$(CRYPTO_OBJS) \
 	src/aead_engine.o \
+	src/audit_chain.o \
+	src/audit_queue.o \
+	src/audit_record.o \
+	src/audit_sql.o \
+	src/audit_worker.o \
 	src/cache.o \
 	src/coherence.o \
 	src/crypto_errors.o \

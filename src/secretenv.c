@@ -16,6 +16,7 @@
 #include "utils/guc.h"
 
 #include "aead_engine.h"
+#include "audit.h"
 #include "cache.h"
 #include "coherence.h"
 #include "drop_guard.h"
@@ -49,5 +50,6 @@ _PG_init(void)
 	se_key_health_init();
 	se_redact_init();
 	se_drop_guard_init();
+	se_audit_init();
 	MarkGUCPrefixReserved("secretenv");
 }
