@@ -249,6 +249,19 @@ enqueue(const SeAuditRecord *rec, bool waited)
 	return slot;
 }
 
+/*
+ * A strict read gives up on its record: if the writer has not taken it
+ * yet, it will say the read failed, as it did (no plaintext left).
+ */
+static void
+mark_read_failed(int slot)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	if (queue->slots[slot].state == SLOT_QUEUED)
+		queue->slots[slot].rec.outcome = SE_AUDIT_FAILED;
+	LWLockRelease(queue->lock);
+}
+
 /* Sleep until the slot is DONE or the deadline passes; returns written. */
 static bool
 wait_for_record(int slot, TimestampTz deadline)
@@ -286,10 +299,13 @@ wait_for_record(int slot, TimestampTz deadline)
 	{
 		/* Cancelled: the record stays queued; nobody waits for it any more. */
 		ConditionVariableCancelSleep();
+		mark_read_failed(slot);
 		release_waited_slot(0, (Datum) 0);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	if (!done)
+		mark_read_failed(slot);
 	release_waited_slot(0, (Datum) 0);
 	return done && written;
 }
