@@ -117,6 +117,70 @@ LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION secretenv.audit_stats() IS
 	'Access audit settings and counters of the queue: queued, written, dropped, given up, failures';
 
+-- status() shows the audit counters.
+CREATE OR REPLACE FUNCTION secretenv.status()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	/* Act on the key settings the server last loaded, not a stale view. */
+	SELECT secretenv.loaded_kek_version();
+	/* Once: key_config() reads the settings this session now has. */
+	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
+	versions AS (
+		SELECT c.kek_version, c.n,
+			   secretenv.kek_is_configured(c.kek_version) AS configured,
+			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
+									WHERE s.kek_version OPERATOR(pg_catalog.=) c.kek_version
+									LIMIT 1), c.kek_version) AS opens
+		FROM (SELECT s.kek_version, count(*) AS n
+			  FROM secretenv.secrets s GROUP BY s.kek_version) c
+	)
+	SELECT (SELECT cfg.c FROM cfg)
+		|| jsonb_build_object(
+			'versions', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'kek_version', v.kek_version,
+							'rows', v.n,
+							'kek_configured', v.configured,
+							'kek_opens_sample', v.opens)
+						ORDER BY v.kek_version)
+				FROM versions v), '[]'::jsonb),
+			/* Rows a read refuses (22S05) until they are rotated. */
+			'retired_rows', COALESCE((
+				SELECT sum(v.n) FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<)
+					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
+			/* Complete: every row on the current KEK, and that KEK opens them. */
+			'rotation_complete', NOT EXISTS (
+				SELECT 1 FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<>) secretenv.current_kek_version()
+				   OR v.opens IS DISTINCT FROM true),
+			'databases', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'database', d.database,
+							'kek_version', d.kek_version,
+							'rows', d.rows,
+							'kek_state', d.kek_state,
+							'checked_at', d.checked_at)
+						ORDER BY d.database, d.kek_version)
+				FROM (SELECT i.database, i.kek_version, i.rows, i.kek_state, i.checked_at
+					  FROM secretenv.key_inventory() i
+					  WHERE i.database OPERATOR(pg_catalog.<>) current_database()::text
+					  UNION ALL
+					  /* This database as counted now, not at the worker's last visit. */
+					  SELECT current_database()::text, v.kek_version, v.n,
+							 CASE WHEN NOT v.configured THEN 'not configured'
+								  WHEN v.opens THEN 'opens'
+								  ELSE 'does not open' END,
+							 now()
+					  FROM versions v) d), '[]'::jsonb),
+			'cache', secretenv.cache_stats(),
+			'audit', secretenv.audit_stats())
+$$;
+COMMENT ON FUNCTION secretenv.status() IS
+	'Key versions and fingerprints, default-passphrase use, preload, rows, retirement and key health per version and per database, cache counters; never key material';
+
 REVOKE ALL ON secretenv.audit_log FROM PUBLIC;
 GRANT SELECT ON secretenv.audit_log TO secretenv_admin;
 REVOKE ALL ON FUNCTION

@@ -685,6 +685,13 @@ LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION secretenv.key_inventory() IS
 	'Latest key health check of every database that has secretenv (with preload; else this database): rows and KEK state per version';
 
+CREATE FUNCTION secretenv.audit_stats()
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'audit_stats'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.audit_stats() IS
+	'Access audit settings and counters of the queue: queued, written, dropped, given up, failures';
+
 CREATE FUNCTION secretenv.status()
 RETURNS jsonb
 LANGUAGE sql VOLATILE
@@ -742,7 +749,8 @@ AS $$
 								  ELSE 'does not open' END,
 							 now()
 					  FROM versions v) d), '[]'::jsonb),
-			'cache', secretenv.cache_stats())
+			'cache', secretenv.cache_stats(),
+			'audit', secretenv.audit_stats())
 $$;
 COMMENT ON FUNCTION secretenv.status() IS
 	'Key versions and fingerprints, default-passphrase use, preload, rows, retirement and key health per version and per database, cache counters; never key material';
@@ -1351,13 +1359,6 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION secretenv.audit_purge(timestamptz) IS
 	'Delete the audit records up to the last one older than before, leaving a checkpoint that keeps the rest verifiable; refuses a broken chain';
-
-CREATE FUNCTION secretenv.audit_stats()
-RETURNS jsonb
-AS 'MODULE_PATHNAME', 'audit_stats'
-LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION secretenv.audit_stats() IS
-	'Access audit settings and counters of the queue: queued, written, dropped, given up, failures';
 
 REVOKE ALL ON secretenv.audit_log FROM PUBLIC;
 GRANT SELECT ON secretenv.audit_log TO secretenv_admin;
