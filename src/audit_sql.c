@@ -306,7 +306,7 @@ verify_chain(ChainBreak *b)
 	b->at = 0;
 	b->problem = NULL;
 
-	if (SPI_execute("SELECT min(seq), max(seq) FROM secretenv.audit_log", true, 0) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT pg_catalog.min(seq) FROM secretenv.audit_log", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secretenv.audit_log");
 	first = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)

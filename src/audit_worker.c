@@ -225,6 +225,8 @@ secretenv_audit_writer_main(Datum arg)
 		proc_exit(0);
 	before_shmem_exit(writer_exit, (Datum) 0);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* Nothing a database user created is ever resolved. */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	recs = MemoryContextAlloc(TopMemoryContext, sizeof(SeAuditRecord) * BATCH);
 	idle_since = GetCurrentTimestamp();

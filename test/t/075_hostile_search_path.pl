@@ -158,7 +158,14 @@ my %calls = (
 	'secretenv.drop_guard()' => undef,
 	'secretenv.invalidate_secret_caches()' => undef,
 	'secretenv.insert_secret(text,text,jsonb,text,text)' => undef,
-	'secretenv.replace_secret_value(text,text,jsonb)' => undef);
+	'secretenv.replace_secret_value(text,text,jsonb)' => undef,
+	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text)' =>
+	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name) FROM secretenv.secrets s",
+	'secretenv.audit_verify()' => 'SELECT * FROM secretenv.audit_verify()',
+	'secretenv.audit_purge(timestamp with time zone)' => "SELECT secretenv.audit_purge(now() - interval '1 hour')",
+	'secretenv.audit_stats()' => 'SELECT secretenv.audit_stats()',
+	'secretenv.audit_secret_write()' => undef,
+	'secretenv.audit_log_guard()' => undef);
 my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets');
 
 sub privileges_of
@@ -263,7 +270,8 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 		is($node->safe_psql('postgres', qq{
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
-   AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope')
+   AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope',
+					   'audit_secret_write', 'audit_log_guard')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),
