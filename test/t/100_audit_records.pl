@@ -136,6 +136,21 @@ is(new_records(2, 'set role'), join("\n",
 	'read decrypted_secrets ok pooler app openai-prod'),
 	'after SET ROLE: session_user is the login, current_user the role');
 
+# A parallel plan: the value is decrypted (and recorded) in the leader.
+my $parallel = $node->safe_psql('postgres', q{
+	SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+	SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+	SET parallel_leader_participation = off;
+	EXPLAIN (COSTS OFF) SELECT value FROM secretenv.decrypted_secrets;
+	SELECT pg_backend_pid() || ' ' || length(value) FROM secretenv.decrypted_secrets;
+}, extra_params => [ '-U', 'app' ]);
+like($parallel, qr/Gather.*Parallel Seq Scan on secrets/s, 'the view is read by a parallel plan');
+my ($leader) = $parallel =~ /^(\d+) \d+$/m;
+is(new_records(1, 'parallel'), 'read decrypted_secrets ok app app openai-prod',
+	'a read under a parallel plan is recorded');
+is($node->safe_psql('postgres', 'SELECT backend_pid FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1'),
+	$leader, 'by the leader, whose client it names');
+
 # --- comments, wrappers, SET cannot suppress a record ---
 ($ret, $out, $err) = $node->psql('postgres', q{SET secretenv.audit = off},
 	extra_params => [ '-U', 'app' ]);
