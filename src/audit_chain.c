@@ -21,7 +21,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -32,17 +34,25 @@
 
 #define INSERT_ARGS 17
 
+/* The columns' types, in the order of the INSERT below. */
+static const Oid column_types[INSERT_ARGS] = {
+	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID,
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID, BYTEAOID,
+	INT4OID, BYTEAOID
+};
+static const Oid array_types[INSERT_ARGS] = {
+	INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID,
+	INT4ARRAYOID, BYTEAARRAYOID
+};
+
 static SPIPlanPtr insert_plan = NULL;
 
+/* One statement inserts a whole batch: one array per column, unnested. */
 static SPIPlanPtr
 get_insert_plan(void)
 {
-	static const Oid argtypes[INSERT_ARGS] = {
-		INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID,
-		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID, BYTEAOID,
-		INT4OID, BYTEAOID
-	};
-
 	if (insert_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare("INSERT INTO secretenv.audit_log "
@@ -50,9 +60,16 @@ get_insert_plan(void)
 									   "current_user_name, secret_id, secret_name, operation, via, "
 									   "outcome, application_name, client_addr, backend_pid, "
 									   "purged_through, anchor_mac, mac_kek_version, mac) "
-									   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-									   "$12, $13, $14, $15, $16, $17)",
-									   INSERT_ARGS, (Oid *) argtypes);
+									   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), "
+									   "pg_catalog.unnest($2), pg_catalog.unnest($3), "
+									   "pg_catalog.unnest($4), pg_catalog.unnest($5), "
+									   "pg_catalog.unnest($6), pg_catalog.unnest($7), "
+									   "pg_catalog.unnest($8), pg_catalog.unnest($9), "
+									   "pg_catalog.unnest($10), pg_catalog.unnest($11), "
+									   "pg_catalog.unnest($12), pg_catalog.unnest($13), "
+									   "pg_catalog.unnest($14), pg_catalog.unnest($15), "
+									   "pg_catalog.unnest($16), pg_catalog.unnest($17))",
+									   INSERT_ARGS, (Oid *) array_types);
 
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -72,52 +89,82 @@ to_bytea(const uint8 *data, int len)
 	return b;
 }
 
+/* Row i's value of each column into v[c][i], n[c][i]. */
 static void
-insert_row(const SeAuditRow *row)
+row_values(const SeAuditRow *row, int i, Datum **v, bool **n)
 {
 	const SeAuditRecord *rec = &row->rec;
-	Datum		v[INSERT_ARGS];
-	char		n[INSERT_ARGS];
 
-	memset(n, ' ', sizeof(n));
-	v[0] = Int64GetDatum(row->seq);
-	v[1] = TimestampTzGetDatum(rec->time);
-	v[2] = CStringGetTextDatum(rec->database);
-	v[3] = CStringGetTextDatum(rec->session_user);
-	v[4] = CStringGetTextDatum(rec->current_user);
+	for (int c = 0; c < INSERT_ARGS; c++)
+		n[c][i] = false;
+	v[0][i] = Int64GetDatum(row->seq);
+	v[1][i] = TimestampTzGetDatum(rec->time);
+	v[2][i] = CStringGetTextDatum(rec->database);
+	v[3][i] = CStringGetTextDatum(rec->session_user);
+	v[4][i] = CStringGetTextDatum(rec->current_user);
 	if (rec->has_id)
 	{
 		pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
 
 		memcpy(u->data, rec->id, UUID_LEN);
-		v[5] = UUIDPGetDatum(u);
+		v[5][i] = UUIDPGetDatum(u);
 	}
 	else
-		n[5] = 'n';
+		n[5][i] = true;
 	if (rec->namelen >= 0)
-		v[6] = PointerGetDatum(cstring_to_text_with_len(rec->name, rec->namelen));
+		v[6][i] = PointerGetDatum(cstring_to_text_with_len(rec->name, rec->namelen));
 	else
-		n[6] = 'n';
-	v[7] = CStringGetTextDatum(se_audit_op_name(rec->op));
-	v[8] = CStringGetTextDatum(se_audit_via_name(rec->via));
-	v[9] = CStringGetTextDatum(se_audit_outcome_name(rec->outcome));
-	v[10] = CStringGetTextDatum(rec->application_name);
+		n[6][i] = true;
+	v[7][i] = CStringGetTextDatum(se_audit_op_name(rec->op));
+	v[8][i] = CStringGetTextDatum(se_audit_via_name(rec->via));
+	v[9][i] = CStringGetTextDatum(se_audit_outcome_name(rec->outcome));
+	v[10][i] = CStringGetTextDatum(rec->application_name);
 	if (rec->client_addr[0] != '\0')
-		v[11] = CStringGetTextDatum(rec->client_addr);
+		v[11][i] = CStringGetTextDatum(rec->client_addr);
 	else
-		n[11] = 'n';
-	v[12] = Int32GetDatum(rec->pid);
+		n[11][i] = true;
+	v[12][i] = Int32GetDatum(rec->pid);
 	if (row->has_purged_through)
-		v[13] = Int64GetDatum(row->purged_through);
+		v[13][i] = Int64GetDatum(row->purged_through);
 	else
-		n[13] = 'n';
+		n[13][i] = true;
 	if (row->has_anchor)
-		v[14] = PointerGetDatum(to_bytea(row->anchor, SE_AUDIT_MAC_LEN));
+		v[14][i] = PointerGetDatum(to_bytea(row->anchor, SE_AUDIT_MAC_LEN));
 	else
-		n[14] = 'n';
-	v[15] = Int32GetDatum(row->mac_kek_version);
-	v[16] = PointerGetDatum(to_bytea(row->mac, SE_AUDIT_MAC_LEN));
-	if (SPI_execute_plan(get_insert_plan(), v, n, false, 0) != SPI_OK_INSERT)
+		n[14][i] = true;
+	v[15][i] = Int32GetDatum(row->mac_kek_version);
+	v[16][i] = PointerGetDatum(to_bytea(row->mac, SE_AUDIT_MAC_LEN));
+}
+
+static void
+insert_rows(const SeAuditRow *rows, int count)
+{
+	Datum	   *v[INSERT_ARGS];
+	bool	   *n[INSERT_ARGS];
+	Datum		args[INSERT_ARGS];
+	int			dims[1] = {count};
+	int			lbs[1] = {1};
+
+	for (int c = 0; c < INSERT_ARGS; c++)
+	{
+		v[c] = palloc(sizeof(Datum) * count);
+		n[c] = palloc(sizeof(bool) * count);
+	}
+	for (int i = 0; i < count; i++)
+		row_values(&rows[i], i, v, n);
+	for (int c = 0; c < INSERT_ARGS; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(column_types[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(v[c], n[c], 1, dims, lbs,
+													 column_types[c], typlen,
+													 typbyval, typalign));
+	}
+	if (SPI_execute_plan(get_insert_plan(), args, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_processed != (uint64) count)
 		elog(ERROR, "could not insert into secretenv.audit_log");
 }
 
@@ -182,7 +229,6 @@ se_audit_chain_append(SeAuditRow *rows, int n)
 	if (st != SE_OK)
 		se_report_crypto_failure(st, version, "compute an audit record's MAC");
 
-	for (int i = 0; i < n; i++)
-		insert_row(&rows[i]);
+	insert_rows(rows, n);
 	SPI_finish();
 }

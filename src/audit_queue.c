@@ -77,13 +77,17 @@ typedef enum SlotState
 	SLOT_DONE					/* written or given up; its waiter reads the result */
 } SlotState;
 
+/*
+ * A slot's state, apart from its record: the scans under the lock walk
+ * these small entries, never the records (about 1.4 kB each).
+ */
 typedef struct QueueSlot
 {
 	uint64		ticket;
+	Oid			dboid;
 	uint8		state;
 	bool		waited;			/* a strict reader sleeps on it */
 	bool		written;		/* SLOT_DONE: committed (else given up) */
-	SeAuditRecord rec;
 } QueueSlot;
 
 typedef struct Writer
@@ -117,6 +121,7 @@ typedef struct AuditQueue
 	Writer		writers[MAX_WRITERS];
 	ChainHead	heads[MAX_HEADS];
 	QueueSlot	slots[QUEUE_SLOTS];
+	SeAuditRecord records[QUEUE_SLOTS];
 } AuditQueue;
 
 static AuditQueue *queue = NULL;
@@ -234,7 +239,8 @@ enqueue(const SeAuditRecord *rec, bool waited)
 	{
 		QueueSlot  *s = &queue->slots[slot];
 
-		memcpy(&s->rec, rec, sizeof(*rec));
+		memcpy(&queue->records[slot], rec, sizeof(*rec));
+		s->dboid = rec->dboid;
 		s->ticket = ++queue->next_ticket;
 		s->state = SLOT_QUEUED;
 		s->waited = waited;
@@ -258,7 +264,7 @@ mark_read_failed(int slot)
 {
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	if (queue->slots[slot].state == SLOT_QUEUED)
-		queue->slots[slot].rec.outcome = SE_AUDIT_FAILED;
+		queue->records[slot].outcome = SE_AUDIT_FAILED;
 	LWLockRelease(queue->lock);
 }
 
@@ -402,7 +408,7 @@ se_audit_databases_waiting(uint64 *writers, int max)
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < QUEUE_SLOTS && n < max; i++)
 	{
-		Oid			db = queue->slots[i].rec.dboid;
+		Oid			db = queue->slots[i].dboid;
 		bool		known = false;
 		int			free_writer = -1;
 
@@ -442,7 +448,7 @@ static void
 requeue_taken(Oid dboid)
 {
 	for (int i = 0; i < QUEUE_SLOTS; i++)
-		if (queue->slots[i].state == SLOT_TAKEN && queue->slots[i].rec.dboid == dboid)
+		if (queue->slots[i].state == SLOT_TAKEN && queue->slots[i].dboid == dboid)
 			queue->slots[i].state = SLOT_QUEUED;
 }
 
@@ -477,7 +483,7 @@ se_audit_worker_detach_if_idle(uint64 writer)
 	if (entry != NULL)
 	{
 		for (int i = 0; i < QUEUE_SLOTS; i++)
-			if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].rec.dboid == entry->dboid)
+			if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == entry->dboid)
 			{
 				LWLockRelease(queue->lock);
 				return false;
@@ -508,28 +514,40 @@ se_audit_worker_gone(uint64 writer)
 		SetLatch(queue->launcher);
 }
 
-/* Take up to max queued records of a database, oldest ticket first. */
+static int
+compare_tickets(const void *a, const void *b)
+{
+	uint64		ta = queue->slots[*(const int *) a].ticket;
+	uint64		tb = queue->slots[*(const int *) b].ticket;
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
+/*
+ * Take up to max queued records of a database, oldest ticket first.  A
+ * TAKEN slot belongs to its writer alone, so the records are copied after
+ * the lock is released.
+ */
 int
 se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max)
 {
+	int			found[QUEUE_SLOTS];
 	int			n = 0;
 
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
-	while (n < max)
+	for (int i = 0; i < QUEUE_SLOTS; i++)
+		if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == dboid)
+			found[n++] = i;
+	qsort(found, n, sizeof(int), compare_tickets);
+	n = Min(n, max);
+	for (int i = 0; i < n; i++)
 	{
-		int			best = -1;
-
-		for (int i = 0; i < QUEUE_SLOTS; i++)
-			if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].rec.dboid == dboid &&
-				(best < 0 || queue->slots[i].ticket < queue->slots[best].ticket))
-				best = i;
-		if (best < 0)
-			break;
-		queue->slots[best].state = SLOT_TAKEN;
-		memcpy(&recs[n], &queue->slots[best].rec, sizeof(SeAuditRecord));
-		slots[n++] = best;
+		queue->slots[found[i]].state = SLOT_TAKEN;
+		slots[i] = found[i];
 	}
 	LWLockRelease(queue->lock);
+	for (int i = 0; i < n; i++)
+		memcpy(&recs[i], &queue->records[slots[i]], sizeof(SeAuditRecord));
 	return n;
 }
 
