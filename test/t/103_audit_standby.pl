@@ -6,7 +6,8 @@
 # LOG_SERVER_ONLY line of the standby's log (seq=-), written before the
 # value is returned, also in strict mode; the primary's chain is
 # untouched by it (and its own records replicate to the standby, where
-# audit_verify() checks them). Without shared_preload_libraries there is no
+# audit_verify() checks them). A database still on 1.1 records reads in
+# the log until its extension is updated. Without shared_preload_libraries there is no
 # queue: a non-strict read is recorded in the log, a strict read fails
 # with 55S01 and returns nothing.
 use strict;
@@ -58,6 +59,23 @@ is($standby->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM
 is($primary->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '2',
 	'the primary\'s chain has no record of the standby\'s reads');
 $standby->stop;
+
+# A database still on 1.1 has no audit_log: its reads go to the log until
+# ALTER EXTENSION ... UPDATE, and then to the table.
+$primary->safe_psql('postgres', 'CREATE DATABASE old11');
+$primary->safe_psql('old11', qq{
+	CREATE EXTENSION secretenv VERSION '1.1';
+	SELECT secretenv.secret_create('legacy', '$value');});
+$offset = -s $primary->logfile;
+is($primary->safe_psql('old11', q{SELECT secretenv.secret_get('legacy')}), $value, '1.1 database: the read returns');
+like(slurp_file($primary->logfile, $offset),
+	qr/secretenv audit: seq=- time="[^"]+" database="old11" session_user="postgres" current_user="postgres" operation=read via=secret_get outcome=ok .*secret_name="legacy"/,
+	'1.1 database: the read is recorded in the log');
+$primary->safe_psql('old11', q{ALTER EXTENSION secretenv UPDATE TO '1.2'; SELECT secretenv.secret_get('legacy')});
+$primary->poll_query_until('old11', q{SELECT count(*) = 1 FROM secretenv.audit_log WHERE secret_name = 'legacy'})
+  or die 'no record after the update';
+is($primary->safe_psql('old11', q{SELECT concat_ws(' ', operation, outcome, database_name) FROM secretenv.audit_log}),
+	'read ok old11', 'updated to 1.2: the next read is recorded in its table');
 $primary->stop;
 
 # --- without preload ---
