@@ -11,6 +11,8 @@
 #    records, the rest are dropped and counted in audit_stats() and
 #    status(); once the writer resumes the queued ones are written and
 #    the chain verifies;
+#  - a writer whose insert fails keeps the records queued, retries, and
+#    writes them once the cause is gone;
 #  - audit_destination = both: one LOG_SERVER_ONLY line per record with
 #    its seq and MAC (the table's), in stderr, csvlog and jsonlog, never a
 #    value; = log: lines without a MAC and nothing in the table.
@@ -54,7 +56,7 @@ for my $i (1 .. 3)
 {
 	my $r = $s->query_safe(q{SELECT secretenv.secret_get('db-password') IS NOT NULL});
 	my $n = $s->query_safe(q{SELECT count(*) FROM secretenv.audit_log WHERE operation = 'read'});
-	is("$r $n", "t $i", "strict: read $i's record is committed before the value returns");
+	is("$r $n", "t $i", "strict: read ${i}'s record is committed before the value returns");
 }
 
 # --- strict, writer stopped ---
@@ -101,17 +103,32 @@ $node->poll_query_until('postgres', q{SELECT count(*) = 1029 FROM secretenv.audi
 is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
 	't|1030', 'the queued records are written once the writer resumes; the chain verifies');
 
+# --- a writer that fails keeps the records queued and retries ---
+$node->safe_psql('postgres', q{
+	ALTER TABLE secretenv.audit_log ADD CONSTRAINT poison CHECK (application_name <> 'poison');
+	SET application_name = 'poison';
+	SELECT secretenv.secret_get('db-password');});
+$node->poll_query_until('postgres', q{SELECT (secretenv.audit_stats()->>'write_failures')::int >= 2})
+  or die 'the writer did not fail';
+is($node->safe_psql('postgres', q{SELECT concat_ws(' ', s->>'pending', s->>'given_up') FROM secretenv.audit_stats() s}),
+	'1 0', 'a failing write keeps its record queued (retried every second)');
+$node->safe_psql('postgres', 'ALTER TABLE secretenv.audit_log DROP CONSTRAINT poison');
+$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM secretenv.audit_log WHERE application_name = 'poison'})
+  or die 'the record was not written after the failure cleared';
+is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
+	't|1031', 'once the cause is fixed it is written, and the chain verifies');
+
 # --- the log destination ---
 set_conf("secretenv.audit_destination = both\n");
 $node->safe_psql('postgres', q{SET application_name = 'billing "svc"'; SELECT secretenv.secret_get('db-password')},
 	extra_params => [ '-U', 'app' ]);
-$node->poll_query_until('postgres', q{SELECT count(*) = 1031 FROM secretenv.audit_log}) or die;
+$node->poll_query_until('postgres', q{SELECT count(*) = 1032 FROM secretenv.audit_log}) or die;
 my ($seq, $mac, $id) = split /\|/, $node->safe_psql('postgres',
 	q{SELECT seq, encode(mac, 'hex'), secret_id FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1});
 set_conf("secretenv.audit_destination = log\n");
 $node->safe_psql('postgres', q{SELECT secretenv.secret_get('db-password')}, extra_params => [ '-U', 'app' ]);
 $node->safe_psql('postgres', 'SELECT pg_sleep(1.5)');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '1031',
+is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '1032',
 	'destination = log: nothing goes to the table');
 
 my $dir = $node->data_dir . '/log';
