@@ -7,6 +7,7 @@ MODULE_big = secretenv
 # The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer.
 CRYPTO_OBJS = \
 	src/crypto/aead.o \
+	src/crypto/audit_mac.o \
 	src/crypto/envelope.o \
 	src/crypto/fingerprint.o \
 	src/crypto/kdf.o \
@@ -17,6 +18,11 @@ OBJS = \
 	$(CRYPTO_OBJS) \
 	src/access_rules.o \
 	src/aead_engine.o \
+	src/audit_chain.o \
+	src/audit_queue.o \
+	src/audit_record.o \
+	src/audit_sql.o \
+	src/audit_worker.o \
 	src/cache.o \
 	src/coherence.o \
 	src/crypto_errors.o \

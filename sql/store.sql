@@ -46,6 +46,8 @@ SELECT count(*) FROM secretenv.secrets;
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'secretenv';
 
 -- status(): versions, health and cache, never key material.
-SELECT s - 'cache' - 'key_memory_locked' - 'databases' - 'oldest_value_encrypted_at' AS status FROM secretenv.status() s;
+SELECT s - 'cache' - 'key_memory_locked' - 'databases' - 'oldest_value_encrypted_at' - 'audit' AS status FROM secretenv.status() s;
+-- The access audit's settings (its counters depend on what ran before).
+SELECT (s->'audit') - 'queued' - 'written' - 'pending' AS audit FROM secretenv.status() s;
 SELECT secretenv.status()::text ~ 'passphrase-0123' AS shows_passphrase;
 SELECT count(*) AS failures FROM secretenv.verify_secrets();

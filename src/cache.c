@@ -94,6 +94,7 @@ typedef struct CacheEntry
 	uint64		key_serial;		/* ... while it held this key */
 	uint8_t    *sealed;			/* nonce || ciphertext || tag */
 	size_t		sealed_len;
+	uint8		secret_id[SE_CACHE_ID_LEN];	/* the row's id, for the audit */
 } CacheEntry;
 
 typedef struct BucketKeys
@@ -351,10 +352,11 @@ se_cache_enabled(void)
 
 /*
  * Look a (user, name) up.  On a hit returns the plaintext as a text datum
- * allocated in the caller's memory context; NULL on a miss.
+ * allocated in the caller's memory context, and the id stored with it in
+ * secret_id; NULL on a miss.
  */
 text *
-se_cache_lookup(Oid userid, const char *name, int namelen)
+se_cache_lookup(Oid userid, const char *name, int namelen, uint8 *secret_id)
 {
 	CacheKey	key;
 	CacheEntry *entry;
@@ -406,6 +408,7 @@ se_cache_lookup(Oid userid, const char *name, int namelen)
 		return NULL;
 	}
 	SET_VARSIZE(result, VARHDRSZ + ptlen);
+	memcpy(secret_id, entry->secret_id, SE_CACHE_ID_LEN);
 	dlist_move_head(&lru_list, &entry->lru_node);
 	counters.hits++;
 	return result;
@@ -457,12 +460,13 @@ key_slot_for_fill(int64 now)
 }
 
 /*
- * Store a plaintext under (user, name).  Failing to store (no memory, no
- * key, name too long, key wiped meanwhile) is silent: the cache is an
- * optimisation.
+ * Store a plaintext under (user, name), with the secret's id (not a
+ * secret; kept in clear).  Failing to store (no memory, no key, name too
+ * long, key wiped meanwhile) is silent: the cache is an optimisation.
  */
 void
-se_cache_insert(Oid userid, const char *name, int namelen, const char *pt, size_t ptlen)
+se_cache_insert(Oid userid, const char *name, int namelen, const uint8 *secret_id,
+				const char *pt, size_t ptlen)
 {
 	CacheKey	key;
 	CacheEntry *entry;
@@ -525,6 +529,7 @@ se_cache_insert(Oid userid, const char *name, int namelen, const char *pt, size_
 	entry->key_serial = serial;
 	entry->sealed = sealed;
 	entry->sealed_len = sealed_len;
+	memcpy(entry->secret_id, secret_id, SE_CACHE_ID_LEN);
 	dlist_push_head(&lru_list, &entry->lru_node);
 	dlist_push_tail(&fill_list, &entry->fill_node);
 	num_entries++;

@@ -15,6 +15,7 @@
 #define SECRETENV_CACHE_H
 
 #define SE_CACHE_MAX_NAME_LEN 127	/* longer names are served uncached */
+#define SE_CACHE_ID_LEN 16			/* the uuid stored beside each value */
 
 extern void se_cache_init(void);
 extern bool se_cache_enabled(void);
@@ -23,9 +24,10 @@ extern bool se_cache_enabled(void);
  * Lookup and insert never raise an ERROR once the store exists: an
  * operation either completes or leaves the store as it was (see cache.c).
  */
-extern text *se_cache_lookup(Oid userid, const char *name, int namelen);
+extern text *se_cache_lookup(Oid userid, const char *name, int namelen,
+							 uint8 *secret_id);
 extern void se_cache_insert(Oid userid, const char *name, int namelen,
-							const char *pt, size_t ptlen);
+							const uint8 *secret_id, const char *pt, size_t ptlen);
 
 /* Drop every entry; the second form counts it as an invalidation. */
 extern void se_cache_clear_all(void);

@@ -32,5 +32,9 @@
 #define ERRCODE_SECRETENV_KEK_NOT_CONFIGURED	MAKE_SQLSTATE('2','2','S','0','4')
 #define ERRCODE_SECRETENV_KEK_RETIRED			MAKE_SQLSTATE('2','2','S','0','5')
 #define ERRCODE_SECRETENV_IDENTITY_CHANGE		MAKE_SQLSTATE('2','3','S','0','1')
+/* access rules exist but the row-level security that enforces them was lost */
+#define ERRCODE_SECRETENV_ACCESS_NOT_ENFORCED	MAKE_SQLSTATE('5','5','S','0','1')
+/* secretenv.audit_strict: a read whose audit record cannot be made durable */
+#define ERRCODE_SECRETENV_AUDIT_UNAVAILABLE		MAKE_SQLSTATE('5','5','S','0','2')
 
 #endif							/* SE_MESSAGES_H */

@@ -52,6 +52,7 @@
 #include "utils/uuid.h"
 
 #include "access_rules.h"
+#include "audit.h"
 #include "cache.h"
 #include "coherence.h"
 #include "envelope_sql.h"
@@ -246,13 +247,17 @@ report_missing(text *name)
 			 errmsg("secret \"%s\" does not exist", text_to_cstring(name))));
 }
 
+/* Decrypt a row's fields; its id goes into the audit record first. */
 static text *
-decrypt_fields(Datum id, Datum value, Datum wrapped, Datum version, text *name)
+decrypt_fields(Datum id, Datum value, Datum wrapped, Datum version, text *name,
+			   SeAuditRecord *audit)
 {
 	char		idtext[UUID_TEXT_LEN];
 	bytea	   *v = DatumGetByteaPP(value);
 	bytea	   *w = DatumGetByteaPP(wrapped);
 
+	audit->has_id = true;
+	memcpy(audit->id, DatumGetUUIDP(id)->data, SE_AUDIT_UUID_LEN);
 	se_uuid_to_text(DatumGetUUIDP(id), idtext);
 	return se_decrypt_to_text((const uint8_t *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
 							  (const uint8_t *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w),
@@ -266,7 +271,8 @@ decrypt_fields(Datum id, Datum value, Datum wrapped, Datum version, text *name)
  * NULL when no visible row has that name.
  */
 static text *
-read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid)
+read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid,
+			  SeAuditRecord *audit)
 {
 	Relation	index = index_open(layout.indexoid, AccessShareLock);
 	IndexScanDesc scan;
@@ -290,7 +296,7 @@ read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid)
 		}
 		*tid = slot->tts_tid;
 		result = decrypt_fields(val[COL_ID], val[COL_VALUE], val[COL_WRAPPED],
-								val[COL_VERSION], name);
+								val[COL_VERSION], name, audit);
 	}
 	index_endscan(scan);
 	index_close(index, NoLock);
@@ -302,7 +308,7 @@ read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid)
  * policies.  Same result as read_by_index.
  */
 static text *
-read_by_query(text *name, ItemPointer tid)
+read_by_query(text *name, ItemPointer tid, SeAuditRecord *audit)
 {
 	Datum		args[1] = {PointerGetDatum(name)};
 	MemoryContext caller_cxt = CurrentMemoryContext;
@@ -340,14 +346,20 @@ read_by_query(text *name, ItemPointer tid)
 								SPI_getbinval(tuple, desc, 2, &isnull),
 								SPI_getbinval(tuple, desc, 3, &isnull),
 								SPI_getbinval(tuple, desc, 4, &isnull),
-								name);
+								name, audit);
 		MemoryContextSwitchTo(spi_cxt);
 	}
 	SPI_finish();
 	return result;
 }
 
-/* Return the decrypted value of a stored secret, from the cache when fresh. */
+/*
+ * Return the decrypted value of a stored secret, from the cache when fresh.
+ * Every call is audited, hit or miss: the record is prepared before
+ * anything is read, and emitted once the outcome is known: before the
+ * plaintext is returned, or as the error leaves (denied, not_found,
+ * failed).
+ */
 PG_FUNCTION_INFO_V1(secret_get);
 Datum
 secret_get(PG_FUNCTION_ARGS)
@@ -356,74 +368,93 @@ secret_get(PG_FUNCTION_ARGS)
 	const char *namep = VARDATA_ANY(name);
 	int			namelen = VARSIZE_ANY_EXHDR(name);
 	Oid			userid = GetUserId();
-	bool		may_serve;
-	bool		rls;
-	bool		fresh = false;
-	bool		pushed_snapshot = false;
-	Oid			relid;
-	Relation	rel;
-	TupleTableSlot *slot;
-	ItemPointerData tid;
-	uint64		ticket;
-	text	   *result;
+	SeAuditRecord audit;
+	bool		audited;
+	text	   *volatile result = NULL;
 
-	may_serve = se_coherence_begin();
-	se_key_health_warn_once();
-	/* What the statement does with the value must not print it. */
-	se_redact_note_yield();
-
-	relid = se_secrets_relid();
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"secretenv.secrets\" does not exist")));
-
-	/* Hit or miss: the access rules must be enforced (55S01) ... */
-	se_access_check_enforced(userid);
-	/* ... and the caller must be allowed to read the row itself. */
-	rls = check_access(relid, userid);
-
-	if (may_serve)
+	audited = se_audit_prepare(&audit, SE_AUDIT_READ, SE_VIA_SECRET_GET, NULL, namep, namelen);
+	PG_TRY();
 	{
-		result = se_cache_lookup(userid, namep, namelen);
-		if (result != NULL)
-			PG_RETURN_TEXT_P(result);
-	}
+		bool		may_serve;
+		bool		rls;
+		bool		fresh = false;
+		bool		pushed_snapshot = false;
+		Oid			relid;
+		Relation	rel;
+		TupleTableSlot *slot;
+		ItemPointerData tid;
+		uint64		ticket;
+		text	   *value = NULL;
 
-	/* The caller's snapshot; a top-level call without one gets the transaction's. */
-	if (!ActiveSnapshotSet())
+		may_serve = se_coherence_begin();
+		se_key_health_warn_once();
+		/* What the statement does with the value must not print it. */
+		se_redact_note_yield();
+
+		relid = se_secrets_relid();
+		if (!OidIsValid(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation \"secretenv.secrets\" does not exist")));
+
+		/* Hit or miss: the access rules must be enforced (55S01) ... */
+		se_access_check_enforced(userid);
+		/* ... and the caller must be allowed to read the row itself. */
+		rls = check_access(relid, userid);
+
+		if (may_serve)
+		{
+			value = se_cache_lookup(userid, namep, namelen, audit.id);
+			if (value != NULL)
+			{
+				audit.has_id = true;
+				audit.via = SE_VIA_CACHE;
+			}
+		}
+
+		if (value == NULL)
+		{
+			/* The caller's snapshot; a top-level call without one gets the transaction's. */
+			if (!ActiveSnapshotSet())
+			{
+				PushActiveSnapshot(GetTransactionSnapshot());
+				pushed_snapshot = true;
+			}
+			ticket = se_coherence_ticket();
+			rel = table_open(relid, AccessShareLock);
+			refresh_layout(rel);
+			slot = table_slot_create(rel, NULL);
+			if (!rls && OidIsValid(layout.indexoid))
+				value = read_by_index(rel, name, slot, &tid, &audit);
+			else
+				value = read_by_query(name, &tid, &audit);
+			if (value == NULL)
+				report_missing(name);
+
+			/* Only unique names are cached: see coherence.c. */
+			if (may_serve && OidIsValid(layout.indexoid))
+				fresh = se_coherence_row_is_latest(rel, &tid, slot);
+			ExecDropSingleTupleTableSlot(slot);
+			table_close(rel, NoLock);
+			if (pushed_snapshot)
+				PopActiveSnapshot();
+
+			if (fresh && se_coherence_may_fill(ticket))
+				se_cache_insert(userid, namep, namelen, audit.id,
+								VARDATA(value), VARSIZE(value) - VARHDRSZ);
+		}
+		result = value;
+	}
+	PG_CATCH();
 	{
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pushed_snapshot = true;
+		if (audited)
+			se_audit_emit(&audit, se_audit_outcome_of_error(geterrcode()), false);
+		PG_RE_THROW();
 	}
-	ticket = se_coherence_ticket();
-	rel = table_open(relid, AccessShareLock);
-	refresh_layout(rel);
-	slot = table_slot_create(rel, NULL);
-	if (!rls && OidIsValid(layout.indexoid))
-		result = read_by_index(rel, name, slot, &tid);
-	else
-		result = read_by_query(name, &tid);
-	/*
-	 * Audit hook point (DESIGN §8b, §8f): when rls is set, a name that
-	 * exists but the caller's rules or policies hide is a "denied" read, not
-	 * a "not_found" one; the audit can tell them apart by probing the index
-	 * (read_by_index's lookup, without decrypting) before this error, which
-	 * stays the same for both.
-	 */
-	if (result == NULL)
-		report_missing(name);
+	PG_END_TRY();
 
-	/* Only unique names are cached: see coherence.c. */
-	if (may_serve && OidIsValid(layout.indexoid))
-		fresh = se_coherence_row_is_latest(rel, &tid, slot);
-	ExecDropSingleTupleTableSlot(slot);
-	table_close(rel, NoLock);
-	if (pushed_snapshot)
-		PopActiveSnapshot();
-
-	if (fresh && se_coherence_may_fill(ticket))
-		se_cache_insert(userid, namep, namelen,
-						VARDATA(result), VARSIZE(result) - VARHDRSZ);
+	/* Strict mode: returns once the record is durable, or raises 55S02. */
+	if (audited)
+		se_audit_emit(&audit, SE_AUDIT_OK, true);
 	PG_RETURN_TEXT_P(result);
 }

@@ -17,6 +17,7 @@
 
 #include "access_rules.h"
 #include "aead_engine.h"
+#include "audit.h"
 #include "cache.h"
 #include "coherence.h"
 #include "drop_guard.h"
@@ -51,5 +52,6 @@ _PG_init(void)
 	se_redact_init();
 	se_drop_guard_init();
 	se_access_rules_init();
+	se_audit_init();
 	MarkGUCPrefixReserved("secretenv");
 }

@@ -119,6 +119,20 @@ extern se_status se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
 								 uint8_t out[SE_IDENTITY_TAG_LEN]);
 
 /*
+ * The access audit chain (audit_mac.c).  se_audit_key derives a KEK
+ * version's audit key, HMAC-SHA256(KEK, "secretenv audit key"); the caller
+ * wipes it.  se_audit_mac computes HMAC-SHA256(audit key, prev_mac ||
+ * record): prevlen is 0 for the first record of a chain, else
+ * SE_AUDIT_MAC_LEN (SE_ERR_LENGTH otherwise).
+ */
+#define SE_AUDIT_MAC_LEN 32
+extern se_status se_audit_key(const uint8_t kek[SE_KEY_LEN], uint8_t out[SE_KEY_LEN]);
+extern se_status se_audit_mac(const uint8_t audit_key[SE_KEY_LEN],
+							  const uint8_t *prev_mac, size_t prevlen,
+							  const uint8_t *record, size_t recordlen,
+							  uint8_t out[SE_AUDIT_MAC_LEN]);
+
+/*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the
  * buffer; se_build_aad returns SE_ERR_AAD when secret_id contains '|'.
  */

@@ -122,12 +122,13 @@ is($same->safe_psql('appdb',
 # The identity triggers came through the dump and are in force.
 is($same->safe_psql('appdb',
 		q{SELECT tgname || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal ORDER BY 1}),
-	"secrets_check_envelope:A
+	"secrets_audit_write:O
+secrets_check_envelope:A
 secrets_identity_immutable:A
 secrets_invalidate_caches:A
 secrets_invalidate_caches_on_apply:R
 secrets_value_encrypted_at:A",
-	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA)');
+	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA, the audit one ORIGIN)');
 my ($out, $err);
 for my $case (
 	[ 'rename', q{UPDATE secretenv.secrets SET secret_name = secret_name || '-renamed' WHERE secret_name = 'dump-1'} ],

@@ -167,7 +167,14 @@ my %calls = (
 	'secretenv.grant_secrets(regrole,text,text)' =>
 	  "SELECT secretenv.grant_secrets(session_user::regrole, 'atk-%', 'write')",
 	'secretenv.revoke_secrets(regrole,text,text)' =>
-	  "SELECT secretenv.revoke_secrets(session_user::regrole, 'atk-%', 'write')");
+	  "SELECT secretenv.revoke_secrets(session_user::regrole, 'atk-%', 'write')",
+	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text)' =>
+	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name) FROM secretenv.secrets s",
+	'secretenv.audit_verify()' => 'SELECT * FROM secretenv.audit_verify()',
+	'secretenv.audit_purge(timestamp with time zone)' => "SELECT secretenv.audit_purge(now() - interval '1 hour')",
+	'secretenv.audit_stats()' => 'SELECT secretenv.audit_stats()',
+	'secretenv.audit_secret_write()' => undef,
+	'secretenv.audit_log_guard()' => undef);
 my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets', 'secretenv.access_rules');
 
 sub privileges_of
@@ -274,7 +281,8 @@ ALTER ROLE $atk SET search_path = $atk, pg_catalog;
 SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
    AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
-					   'enforce_access_rules', 'stamp_value_encrypted')
+					   'enforce_access_rules', 'stamp_value_encrypted', 'audit_secret_write',
+					   'audit_log_guard')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),

@@ -21,7 +21,8 @@
 #
 # In each, app_b never gets app_a's secret (P0002, as for an absent one),
 # right after app_a read it on the same backend, and app_a still reads it
-# afterwards, with the credential cache on and off.  PgBouncer runs as this test's user on a free port,
+# afterwards, with the credential cache on and off; the access audit records
+# each read with the pool's login as session_user and the role as current_user.  PgBouncer runs as this test's user on a free port,
 # bounded by the test's timeout, and is stopped at the end.
 use strict;
 use warnings;
@@ -174,6 +175,21 @@ COMMIT;
 	is(join(' ', @a_rows2[ 0 .. 2 ]), "app_a $value{'app_a/db'} $value{'app_a/db'}",
 		"$db: app_a still reads app_a/db");
 }
+
+# The access audit names the pool's login (session_user) and the role each
+# transaction set (current_user), for every read, hit, miss or hidden.
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 18 FROM secretenv.audit_log WHERE operation = 'read'})
+  or die 'timed out waiting for the audit records';
+is($node->safe_psql('postgres', q{
+	SELECT string_agg(concat_ws(' ', session_user_name, current_user_name, secret_name, outcome, n), ',')
+	FROM (SELECT session_user_name, current_user_name, secret_name, outcome, count(*) n
+		  FROM secretenv.audit_log WHERE operation = 'read'
+		  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4) g}),
+	'app_a app_a app_a/db ok 4,app_b app_b app_a/db not_found 1,app_b app_b app_b/db ok 1,'
+	  . 'pool_nocache app_a app_a/db ok 4,pool_nocache app_b app_a/db not_found 1,pool_nocache app_b app_b/db ok 1,'
+	  . 'pool_user app_a app_a/db ok 4,pool_user app_b app_a/db not_found 1,pool_user app_b app_b/db ok 1',
+	'audit: every read through PgBouncer is recorded with the login and the role SET LOCAL ROLE took');
 
 $bouncer->signal('TERM');
 $bouncer->finish;

@@ -1852,6 +1852,38 @@ test_fingerprint(void)
 	}
 }
 
+/* Audit key and chained MACs: HMAC-SHA256 as Python's hmac computes them. */
+static void
+test_audit_mac(void)
+{
+	buf			kek = H("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+	buf			want_key = H("de8f7098faccf1a19ba73cfa917947a9b4a70f79d15375e62b9f136b4caaea86");
+	buf			want1 = H("aec3582efd1ee7e1366a37b2dcc9b0c2843c276e754cbd6f3b26e3e4dcc40ad3");
+	buf			want2 = H("3603db6ee03d1cf59c1a5306be75912e5787d97a019b4fd436bf24633434006b");
+	uint8_t		key[SE_KEY_LEN];
+	uint8_t		m1[SE_AUDIT_MAC_LEN];
+	uint8_t		m2[SE_AUDIT_MAC_LEN];
+	uint8_t		other[SE_AUDIT_MAC_LEN];
+
+	check(se_audit_key(kek.data, key) == SE_OK && bytes_eq(key, sizeof(key), &want_key),
+		  "audit mac", "audit key known answer");
+	check(se_audit_mac(key, NULL, 0, (const uint8_t *) "record one", 10, m1) == SE_OK &&
+		  bytes_eq(m1, sizeof(m1), &want1), "audit mac", "first record known answer");
+	check(se_audit_mac(key, m1, sizeof(m1), (const uint8_t *) "record two", 10, m2) == SE_OK &&
+		  bytes_eq(m2, sizeof(m2), &want2), "audit mac", "chained record known answer");
+	check(se_audit_mac(key, m1, 5, (const uint8_t *) "record two", 10, other) == SE_ERR_LENGTH,
+		  "audit mac", "a previous MAC of the wrong length is refused");
+	/* Moving bytes between the previous MAC and the record changes the MAC. */
+	check(se_audit_mac(key, NULL, 0, (const uint8_t *) "record two", 10, other) == SE_OK &&
+		  memcmp(other, m2, sizeof(m2)) != 0, "audit mac", "the previous MAC is bound");
+	check(memcmp(key, kek.data, SE_KEY_LEN) != 0, "audit mac", "the audit key is not the KEK");
+	se_wipe(key, sizeof(key));
+	buf_free(&kek);
+	buf_free(&want_key);
+	buf_free(&want1);
+	buf_free(&want2);
+}
+
 static void
 run_group(const char *name, void (*fn) (void))
 {
@@ -1896,6 +1928,7 @@ main(int argc, char **argv)
 	run_group("mask", test_mask);
 	run_group("secure memory", test_secure_memory);
 	run_group("kek fingerprint", test_fingerprint);
+	run_group("audit mac", test_audit_mac);
 	run_group("secure memory after fork", test_secure_memory_fork);
 	test_vectors(vectors);
 

@@ -1,0 +1,251 @@
+
+# Copyright (c) secretenv contributors
+#
+# Access audit, what is recorded (DESIGN §8b): with the default
+# secretenv.audit = reads, every operation on a stored secret leaves one
+# row in secretenv.audit_log with the right operation, path (via),
+# outcome, session_user and current_user, also when the reading
+# transaction rolls back, fails, is cancelled or its backend is
+# terminated right after the read; cache hits, decrypted_secrets,
+# SET ROLE, wrappers and comments are recorded; a non-superuser cannot
+# turn it off; denied, not_found and failed reads are recorded; the
+# chain verifies; no record carries a value.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SecretenvTest;
+use Test::More;
+
+my $value = 'sk-live-audit-0123456789abcdef';
+my $node = new_secretenv_node('audit_records',
+	conf => kek_settings('audit-records-test-passphrase-0123456789', 1));
+$node->start;
+
+$node->safe_psql('postgres', qq{
+CREATE EXTENSION secretenv;
+CREATE ROLE app LOGIN IN ROLE secretenv_reader;
+CREATE ROLE pooler LOGIN NOINHERIT IN ROLE app;
+CREATE ROLE auditor LOGIN IN ROLE secretenv_admin;
+CREATE ROLE outsider LOGIN;
+GRANT USAGE ON SCHEMA secretenv TO outsider;
+GRANT EXECUTE ON FUNCTION secretenv.secret_get(text) TO outsider;
+CREATE FUNCTION public.wrapped_get(n text) RETURNS text LANGUAGE sql
+	AS 'SELECT secretenv.secret_get(n)';
+SELECT secretenv.secret_create('openai-prod', '$value');
+});
+
+# Rows of the log after the first $skip, as "operation via outcome session_user current_user name".
+my $seen = 0;
+sub new_records
+{
+	my ($n, $label) = @_;
+	my $want = $seen + $n;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) >= $want FROM secretenv.audit_log")
+	  or die "$label: timed out waiting for $want audit records";
+	my $rows = $node->safe_psql('postgres', qq{
+		SELECT string_agg(concat_ws(' ', operation, via, outcome, session_user_name,
+									current_user_name, secret_name), E'\\n' ORDER BY seq)
+		FROM secretenv.audit_log WHERE seq > $seen});
+	$seen = $want;
+	return $rows;
+}
+
+is(new_records(1, 'create'), 'create table ok postgres postgres openai-prod',
+	'secret_create is recorded as a create');
+
+# --- reads whose transaction does not commit ---
+$node->psql('postgres', "BEGIN; SELECT secretenv.secret_get('openai-prod'); ROLLBACK;",
+	extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'rollback'), 'read secret_get ok app app openai-prod',
+	'a read inside BEGIN ... ROLLBACK is recorded');
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	"BEGIN; SELECT secretenv.secret_get('openai-prod'); SELECT 1/0; COMMIT;",
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/division by zero/, 'the transaction after the read fails');
+is(new_records(1, 'error'), 'read secret_get ok app app openai-prod',
+	'a read followed by an error is recorded');
+
+my $s = $node->background_psql('postgres', on_error_stop => 0,
+	extra_params => [ '-U', 'app' ]);
+$s->query_safe('SELECT secretenv.cache_clear()');
+my $pid = $s->query_safe('SELECT pg_backend_pid()');
+$s->query_until(qr/started/, qq{BEGIN;
+SELECT length(secretenv.secret_get('openai-prod'));
+\\echo started
+SELECT pg_sleep(60);
+});
+$node->poll_query_until('postgres',
+	"SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = $pid");
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+is(new_records(1, 'cancel'), 'read secret_get ok app app openai-prod',
+	'a read followed by a cancel is recorded');
+$s->quit;
+
+# Terminated right after the read: the record was queued before the value left.
+$s = $node->background_psql('postgres', on_error_stop => 0,
+	extra_params => [ '-U', 'app' ]);
+$pid = $s->query_safe('SELECT pg_backend_pid()');
+$s->query_until(qr/started/, qq{BEGIN;
+\\echo started
+SELECT secretenv.secret_get('openai-prod'), pg_terminate_backend(pg_backend_pid());
+});
+$node->poll_query_until('postgres',
+	"SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $pid)");
+is(new_records(1, 'terminate'), 'read secret_get ok app app openai-prod',
+	'a read whose backend is terminated right after it is recorded');
+eval { $s->quit };    # its server connection is gone
+
+# --- the cache does not skip the record ---
+$node->safe_psql('postgres', q{
+	SELECT secretenv.secret_get('openai-prod');
+	SELECT secretenv.secret_get('openai-prod');
+	SELECT secretenv.secret_get('openai-prod');
+}, extra_params => [ '-U', 'app' ]);
+is(new_records(3, 'cache'), join("\n",
+	'read secret_get ok app app openai-prod',
+	'read secret_get_cached ok app app openai-prod',
+	'read secret_get_cached ok app app openai-prod'),
+	'a cache hit is recorded, as secret_get_cached');
+is($node->safe_psql('postgres', q{
+	SELECT count(DISTINCT secret_id) || ' ' || bool_and(secret_id = (SELECT secret_id FROM secretenv.secrets))
+	FROM secretenv.audit_log WHERE operation = 'read'}),
+	'1 true', 'hits and misses carry the secret id');
+
+# --- every path and role ---
+$node->safe_psql('postgres', q{
+	SELECT value FROM secretenv.decrypted_secrets WHERE secret_name = 'openai-prod';
+	SELECT count(*) FROM secretenv.decrypted_secrets;
+}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'view'), 'read decrypted_secrets ok app app openai-prod',
+	'decrypted_secrets is recorded; a count that never decrypts is not');
+
+$node->safe_psql('postgres', q{
+	SET ROLE app;
+	SELECT secretenv.secret_get('openai-prod');
+	RESET ROLE;
+	BEGIN; SET LOCAL ROLE app; SELECT value FROM secretenv.decrypted_secrets; COMMIT;
+}, extra_params => [ '-U', 'pooler' ]);
+is(new_records(2, 'set role'), join("\n",
+	'read secret_get ok pooler app openai-prod',
+	'read decrypted_secrets ok pooler app openai-prod'),
+	'after SET ROLE: session_user is the login, current_user the role');
+
+# A parallel plan: the value is decrypted (and recorded) in the leader.
+my $parallel = $node->safe_psql('postgres', q{
+	SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+	SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+	SET parallel_leader_participation = off;
+	EXPLAIN (COSTS OFF) SELECT value FROM secretenv.decrypted_secrets;
+	SELECT pg_backend_pid() || ' ' || length(value) FROM secretenv.decrypted_secrets;
+}, extra_params => [ '-U', 'app' ]);
+like($parallel, qr/Gather.*Parallel Seq Scan on secrets/s, 'the view is read by a parallel plan');
+my ($leader) = $parallel =~ /^(\d+) \d+$/m;
+is(new_records(1, 'parallel'), 'read decrypted_secrets ok app app openai-prod',
+	'a read under a parallel plan is recorded');
+is($node->safe_psql('postgres', 'SELECT backend_pid FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1'),
+	$leader, 'by the leader, whose client it names');
+
+# --- comments, wrappers, SET cannot suppress a record ---
+($ret, $out, $err) = $node->psql('postgres', q{SET secretenv.audit = off},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/parameter "secretenv.audit" cannot be changed now/,
+	'SET secretenv.audit by a role is refused');
+($ret, $out, $err) = $node->psql('postgres', q{SET secretenv.audit_destination = log},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/cannot be changed now/, 'SET secretenv.audit_destination is refused');
+$node->safe_psql('postgres', q{
+	/* secretenv.audit = off */ SELECT public.wrapped_get('openai-prod') -- no audit please
+}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'wrapper'), 'read secret_get ok app app openai-prod',
+	'a read through a wrapper, in a commented statement, is recorded');
+
+# --- outcomes ---
+$node->psql('postgres', q{SELECT secretenv.secret_get('openai-prod')},
+	extra_params => [ '-U', 'outsider' ]);
+$node->psql('postgres', q{SELECT secretenv.secret_get('no-such-secret')},
+	extra_params => [ '-U', 'app' ]);
+$node->safe_psql('postgres', q{
+	UPDATE secretenv.secrets
+	SET encrypted_value = set_byte(encrypted_value, 20, get_byte(encrypted_value, 20) # 1)});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_get('openai-prod')},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/AAD mismatch or tampered value/, 'a tampered value fails to decrypt');
+is(new_records(4, 'outcomes'), join("\n",
+	'read secret_get denied outsider outsider openai-prod',
+	'read secret_get not_found app app no-such-secret',
+	'update table ok postgres postgres openai-prod',
+	'read secret_get failed app app openai-prod'),
+	'denied, not_found, a direct update and failed are recorded');
+
+# --- writes ---
+$node->safe_psql('postgres', q{
+	SELECT secretenv.secret_update('openai-prod', 'sk-live-audit-rotated-0123456789');
+	SELECT secretenv.secret_rotate_all();
+	SELECT secretenv.secret_delete('openai-prod');
+});
+is(new_records(2, 'writes'), join("\n",
+	'update table ok postgres postgres openai-prod',
+	'delete table ok postgres postgres openai-prod'),
+	'update and delete are recorded; a rotation that re-wraps only is not');
+
+# --- audit = writes, then off ---
+$node->safe_psql('postgres', q{SELECT secretenv.secret_create('second', 'second-value-0123456789')});
+is(new_records(1, 'create 2'), 'create table ok postgres postgres second', 'create');
+$node->append_conf('postgresql.conf', "secretenv.audit = writes\n");
+$node->reload;
+$node->safe_psql('postgres', q{
+	SELECT secretenv.secret_get('second');
+	SELECT secretenv.secret_update('second', 'second-value-updated-0123456789');
+});
+is(new_records(1, 'writes only'), 'update table ok postgres postgres second',
+	'audit = writes: the write is recorded, the read is not');
+$node->append_conf('postgresql.conf', "secretenv.audit = off\n");
+$node->reload;
+$node->safe_psql('postgres', q{
+	SELECT secretenv.secret_get('second');
+	SELECT secretenv.secret_update('second', 'second-value-updated-again-0123456789');
+});
+$node->append_conf('postgresql.conf', "secretenv.audit = reads\n");
+$node->reload;
+$node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')});
+is(new_records(1, 'back on'), 'read secret_get ok postgres postgres second',
+	'audit = off recorded nothing; back on, the next read is recorded');
+
+# --- no value in any record, and the chain verifies ---
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM secretenv.audit_log a
+	WHERE strpos(a::text, 'sk-live') > 0 OR strpos(a::text, 'second-value') > 0}),
+	'0', 'no record carries a value');
+is($node->safe_psql('postgres', q{SELECT intact, records, first_break FROM secretenv.audit_verify()},
+	extra_params => [ '-U', 'auditor' ]),
+	"t|$seen|", 'audit_verify(): the chain of every record is intact');
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT (client_addr IS NULL AND backend_pid > 0
+	AND application_name <> '' AND database_name = 'postgres' AND mac_kek_version = 1
+	AND octet_length(mac) = 32 AND event_time <= now())::text, ',') FROM secretenv.audit_log}),
+	'true', 'every record has its database, pid, application_name, KEK version and MAC');
+
+# --- the table is admin-only and append-only ---
+($ret, $out, $err) = $node->psql('postgres', q{SELECT count(*) FROM secretenv.audit_log},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/permission denied for table audit_log/, 'a reader cannot read the log');
+($ret, $out, $err) = $node->psql('postgres', q{DELETE FROM secretenv.audit_log},
+	extra_params => [ '-U', 'auditor' ]);
+like($err, qr/permission denied for table audit_log/, 'an admin cannot delete from it');
+for my $stmt ('DELETE FROM secretenv.audit_log', 'UPDATE secretenv.audit_log SET outcome = \'ok\'',
+	'TRUNCATE secretenv.audit_log',
+	"SET session_replication_role = replica; DELETE FROM secretenv.audit_log")
+{
+	($ret, $out, $err) = $node->psql('postgres', $stmt);
+	like($err, qr/secretenv.audit_log is append-only/, "superuser: $stmt is refused");
+}
+is($node->safe_psql('postgres', q{SELECT count(*) FROM secretenv.audit_log}), $seen,
+	'nothing was removed');
+
+$node->stop;
+done_testing();
