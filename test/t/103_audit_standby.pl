@@ -79,32 +79,28 @@ is($primary->safe_psql('old11', q{SELECT concat_ws(' ', operation, outcome, data
 $primary->stop;
 
 # --- without preload ---
-my $plain = new_secretenv_node('audit_nopreload', preload => 0, conf => $keys);
+# A written passphrase is refused without preload (DESIGN 8a): the key comes from a command.
+my $plain = new_secretenv_node('audit_nopreload', preload => 0,
+	conf => kek_command_settings('audit-standby-test-passphrase-0123456789', 1));
 $plain->start;
 $plain->safe_psql('postgres', qq{
 CREATE EXTENSION secretenv;
 CREATE ROLE app LOGIN IN ROLE secretenv_reader;
+SELECT secretenv.secret_create('plain', '$value');
 });
-# The passphrase in postgresql.conf is refused without preload (DESIGN §8a)
-# once that lands; this part needs a key that works without preload.
-my ($ret, $out, $err) = $plain->psql('postgres', qq{SELECT secretenv.secret_create('plain', '$value')});
-SKIP:
-{
-	skip 'this build refuses a configured passphrase without preload', 4 if $ret != 0;
-	$offset = -s $plain->logfile;
-	is($plain->safe_psql('postgres', q{SELECT secretenv.secret_get('plain')}, extra_params => [ '-U', 'app' ]),
-		$value, 'no preload: the read returns');
-	like(slurp_file($plain->logfile, $offset), qr/secretenv audit: seq=- .* operation=read via=secret_get outcome=ok .*secret_name="plain"/,
-		'no preload: recorded in the log');
-	is($plain->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '0',
-		'no preload: nothing in the table');
-	$plain->append_conf('postgresql.conf', "secretenv.audit_strict = on\n");
-	$plain->reload;
-	$plain->poll_query_until('postgres', q{SELECT current_setting('secretenv.audit_strict') = 'on'}) or die;
-	($ret, $out, $err) = $plain->psql('postgres', q{SELECT secretenv.secret_get('plain')},
-		extra_params => [ '-U', 'app' ]);
-	ok($out eq '' && $err =~ /ERROR:  could not record the read in the access audit\nDETAIL:  secretenv is not in shared_preload_libraries/,
-		'no preload, strict: the read fails, no plaintext');
-}
+$offset = -s $plain->logfile;
+is($plain->safe_psql('postgres', q{SELECT secretenv.secret_get('plain')}, extra_params => [ '-U', 'app' ]),
+	$value, 'no preload: the read returns');
+like(slurp_file($plain->logfile, $offset), qr/secretenv audit: seq=- .* operation=read via=secret_get outcome=ok .*secret_name="plain"/,
+	'no preload: recorded in the log');
+is($plain->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '0',
+	'no preload: nothing in the table');
+$plain->append_conf('postgresql.conf', "secretenv.audit_strict = on\n");
+$plain->reload;
+$plain->poll_query_until('postgres', q{SELECT current_setting('secretenv.audit_strict') = 'on'}) or die;
+my ($ret, $out, $err) = $plain->psql('postgres', q{SELECT secretenv.secret_get('plain')},
+	extra_params => [ '-U', 'app' ]);
+ok($out eq '' && $err =~ /ERROR:  could not record the read in the access audit\nDETAIL:  secretenv is not in shared_preload_libraries/,
+	'no preload, strict: the read fails, no plaintext');
 $plain->stop;
 done_testing();
