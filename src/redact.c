@@ -45,6 +45,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 
@@ -273,7 +274,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 		if (*p == ',')
 			count++;
 	/* One block: the pointer array, then the strings; freed by guc.c. */
-	names = malloc(sizeof(char *) * (count + 1) + strlen(raw) + 1);
+	names = guc_malloc_compat(sizeof(char *) * (count + 1) + strlen(raw) + 1);
 	if (names == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
