@@ -142,7 +142,7 @@ count_secrets(Oid relid)
 	/* The drop takes this lock too; taking it now closes the window. */
 	rel = table_open(relid, AccessExclusiveLock);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
+	scan = table_beginscan_compat(rel, snapshot, 0, NULL);
 	slot = table_slot_create(rel, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 		rows++;

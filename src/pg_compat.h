@@ -17,15 +17,21 @@
 
 #include "postgres.h"
 
+#include "port/atomics.h"		/* before any header that uses barriers */
+
 #include "access/genam.h"
+#include "access/tableam.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "executor/executor.h"
 #include "optimizer/planner.h"
 #include "parser/analyze.h"
+#include "parser/parser.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
 
 #if PG_VERSION_NUM < 150000
 #error "secretenv needs PostgreSQL 15 or later"
@@ -47,14 +53,22 @@
 #endif
 
 /*
+ * 18: "pg_noreturn" before a declaration replaced pg_attribute_noreturn()
+ * after it.
+ */
+#if !PG18_GE
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
+/*
  * 18: the module magic block may carry the library's name and version,
  * shown by pg_get_loaded_modules().
  */
 #if PG18_GE
-#define PG_MODULE_MAGIC_COMPAT(name, version) \
-	PG_MODULE_MAGIC_EXT(.name = (name), .version = (version))
+#define PG_MODULE_MAGIC_COMPAT(module_name, module_version) \
+	PG_MODULE_MAGIC_EXT(.name = (module_name), .version = (module_version))
 #else
-#define PG_MODULE_MAGIC_COMPAT(name, version) PG_MODULE_MAGIC
+#define PG_MODULE_MAGIC_COMPAT(module_name, module_version) PG_MODULE_MAGIC
 #endif
 
 /*
@@ -117,13 +131,17 @@ guc_free_compat(void *ptr)
 }
 
 /*
- * 18: index_beginscan() takes the scan's instrumentation (NULL: none).
+ * 18: index_beginscan() takes the scan's instrumentation (NULL: none);
+ * 19: and scan option flags, as table_beginscan() does.
  */
 static inline IndexScanDesc
 index_beginscan_compat(Relation heapRelation, Relation indexRelation,
 					   Snapshot snapshot, int nkeys, int norderbys)
 {
-#if PG18_GE
+#if PG19_GE
+	return index_beginscan(heapRelation, indexRelation, snapshot, NULL,
+						   nkeys, norderbys, SO_NONE);
+#elif PG18_GE
 	return index_beginscan(heapRelation, indexRelation, snapshot, NULL,
 						   nkeys, norderbys);
 #else
@@ -131,6 +149,53 @@ index_beginscan_compat(Relation heapRelation, Relation indexRelation,
 						   norderbys);
 #endif
 }
+
+static inline TableScanDesc
+table_beginscan_compat(Relation rel, Snapshot snapshot, int nkeys,
+					   ScanKeyData *key)
+{
+#if PG19_GE
+	return table_beginscan(rel, snapshot, nkeys, key, SO_NONE);
+#else
+	return table_beginscan(rel, snapshot, nkeys, key);
+#endif
+}
+
+/*
+ * 19: standard_conforming_strings is always on (the variable is gone);
+ * before, a session could turn it off.
+ */
+#if PG19_GE
+#define standard_conforming_strings_compat true
+#else
+#define standard_conforming_strings_compat standard_conforming_strings
+#endif
+
+/*
+ * 19: building a jsonb value goes through a JsonbInState (zeroed), whose
+ * result is the finished value, instead of a JsonbParseState pointer
+ * (NULL) and pushJsonbValue's return value.
+ */
+#if PG19_GE
+typedef JsonbInState JsonbPushStateCompat;
+#define JSONB_PUSH_STATE_INIT_COMPAT {0}
+static inline JsonbValue *
+pushJsonbValue_compat(JsonbPushStateCompat *state, JsonbIteratorToken seq,
+					  JsonbValue *jbval)
+{
+	pushJsonbValue(state, seq, jbval);
+	return state->result;
+}
+#else
+typedef JsonbParseState *JsonbPushStateCompat;
+#define JSONB_PUSH_STATE_INIT_COMPAT NULL
+static inline JsonbValue *
+pushJsonbValue_compat(JsonbPushStateCompat *state, JsonbIteratorToken seq,
+					  JsonbValue *jbval)
+{
+	return pushJsonbValue(state, seq, jbval);
+}
+#endif
 
 /*
  * Hook signatures.  A hook is declared with the *_PARAMS list and passes
@@ -171,5 +236,12 @@ index_beginscan_compat(Relation heapRelation, Relation indexRelation,
 	ParseState *pstate, Query *query, JumbleState *jstate
 #endif
 #define POST_PARSE_ANALYZE_ARGS_COMPAT pstate, query, jstate
+
+/* 19: a dynahash allocator receives the table's alloc_arg. */
+#if PG19_GE
+#define HASH_ALLOC_PARAMS_COMPAT Size size, void *alloc_arg
+#else
+#define HASH_ALLOC_PARAMS_COMPAT Size size
+#endif
 
 #endif							/* PG_COMPAT_H */

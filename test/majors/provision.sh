@@ -62,10 +62,13 @@ debootstrap --variant=minbase "$suite" "$build" "$mirror" >"$cache/.debootstrap-
 }
 
 echo "deb $mirror $suite main" >"$build/etc/apt/sources.list"
-pin=
 if [ -n "$extra_suite" ]; then
+	# Only PostgreSQL's own packages come from the extra suite; the rest
+	# (perl, python, the toolchain) from $suite.
 	echo "deb $mirror $extra_suite main" >>"$build/etc/apt/sources.list"
-	pin="-t $extra_suite"
+	mkdir -p "$build/etc/apt/preferences.d"
+	printf 'Package: postgresql* libpq*\nPin: release a=%s\nPin-Priority: 500\n' \
+		"$extra_suite" >"$build/etc/apt/preferences.d/secretenv"
 fi
 # No service starts inside the chroot, and installing a server creates no cluster.
 printf '#!/bin/sh\nexit 101\n' >"$build/usr/sbin/policy-rc.d"
@@ -91,7 +94,7 @@ else
 	echo "note: Debian $label has no postgresql-$major-pgaudit"
 fi
 chroot_run "$build" env DEBIAN_FRONTEND=noninteractive \
-	apt-get install -y -q --no-install-recommends $pin $packages >>"$cache/.apt-$label-$major.log" 2>&1 || {
+	apt-get install -y -q --no-install-recommends $packages >>"$cache/.apt-$label-$major.log" 2>&1 || {
 	tail -30 "$cache/.apt-$label-$major.log" >&2
 	echo "provision.sh: installing postgresql-$major in $suite failed" >&2
 	exit 1
