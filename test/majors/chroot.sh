@@ -42,3 +42,17 @@ chroot_run() {
 	) 9>"$root/.secretenv-lock"
 	return "$rc"
 }
+
+# chroot_cleanup ROOT: after a run that may have been cut short (a timeout),
+# stop what still runs inside ROOT (processes whose root directory is ROOT:
+# only this run's clusters and tools live there), then unmount.
+chroot_cleanup() {
+	local root pid
+	root=$(cd "$1" && pwd -P)
+	for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+		[ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ] && kill -KILL "$pid" 2>/dev/null
+	done
+	sleep 1
+	echo 0 >"$root/.secretenv-users"
+	chroot_umount "$root"
+}

@@ -48,10 +48,18 @@ if [ -n "$existing" ] && [ -n "$(chroot_version "$existing")" ]; then
 	echo "the archive now serves postgresql-$major $want (cached: $have): building a new chroot"
 fi
 
+# What an earlier run cut short left behind (its process is gone).
+for stale in "$cache/.building-$label-$major".*; do
+	[ -d "$stale" ] || continue
+	kill -0 "${stale##*.}" 2>/dev/null && continue
+	chroot_cleanup "$stale"
+	rm -rf --one-file-system "$stale"
+done
 build="$cache/.building-$label-$major.$$"
 rm -rf "$build"
-cleanup_build() { chroot_umount "$build" 2>/dev/null || true; rm -rf "$build"; }
+cleanup_build() { chroot_cleanup "$build" 2>/dev/null || true; rm -rf --one-file-system "$build"; }
 trap cleanup_build EXIT
+trap 'exit 1' INT TERM
 start=$(date +%s)
 
 echo "debootstrap $suite into $build"
