@@ -32,9 +32,18 @@ if [ -n "${SECRETENV_VECTORS:-}" ] && [ -d "$SECRETENV_VECTORS" ]; then
 fi
 pgc=/usr/lib/postgresql/$major/bin/pg_config
 inside() { chroot_run "$root" "$@"; }
+# The host's PostgreSQL 15 with secretenv 1.1 beside this major, for the
+# pg_upgrade test (test/t/079_pg_upgrade_major.pl).
+old_pg=
+if [ "$major" -gt 15 ] && bash "$here/old_server.sh" "$root" >"$logdir/old_server.log" 2>&1; then
+	old_pg=/usr/lib/postgresql/15
+else
+	echo "pg$major: no PostgreSQL 15 beside it, the pg_upgrade test skips itself:"
+	tail -5 "$logdir/old_server.log"
+fi
 as_postgres() {
 	chroot_run "$root" runuser -u postgres -- env SECRETENV_VECTORS=/secretenv/vectors \
-		PATH="/usr/lib/postgresql/$major/bin:/usr/local/bin:/usr/bin:/bin" "$@"
+		SECRETENV_OLD_PG="$old_pg" PATH="/usr/lib/postgresql/$major/bin:/usr/local/bin:/usr/bin:/bin" "$@"
 }
 
 if inside make -C /secretenv/src -s PG_CONFIG="$pgc" COPT=-Werror >"$logdir/build.log" 2>&1 &&
