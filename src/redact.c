@@ -301,7 +301,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 			if (comma != NULL || n > 0)
 			{
 				GUC_check_errdetail("The list contains an empty name.");
-				free(names);
+				guc_free_compat(names);
 				return false;
 			}
 		}
@@ -312,7 +312,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
 				{
 					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
-					free(names);
+					guc_free_compat(names);
 					return false;
 				}
 				*c = pg_tolower((unsigned char) *c);
@@ -320,7 +320,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 			if (end - item >= NAMEDATALEN)
 			{
 				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
-				free(names);
+				guc_free_compat(names);
 				return false;
 			}
 			names[n++] = item;
