@@ -86,7 +86,7 @@ echo "create_main_cluster = false" >"$build/etc/postgresql-common/createcluster.
 
 packages="postgresql-$major postgresql-server-dev-$major build-essential libssl-dev
 	libipc-run-perl python3 python3-psycopg2 python3-cryptography procps gdb pgbouncer
-	locales make"
+	locales make debhelper dpkg-dev fakeroot postgresql-common-dev"
 # The archive reachable here may serve a sid/experimental Release file past
 # its Valid-Until date (a frozen mirror): accept it rather than fail.
 echo 'Acquire::Check-Valid-Until "false";' >"$build/etc/apt/apt.conf.d/99secretenv"

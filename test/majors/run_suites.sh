@@ -3,13 +3,13 @@
 # provision.sh): copy the tree in, build it with -Werror against that
 # major's PGXS, install it into the chroot's server, then run pg_regress,
 # pg_isolation_regress and the TAP files, each on throwaway clusters run by
-# the chroot's postgres user.
+# the chroot's postgres user; then build the Debian package for the major.
 #
 # Usage (as root):  test/majors/run_suites.sh MAJOR CHROOT LOGDIR [TAP files...]
 #   TAP files: paths like test/t/010_mlflow_vectors.pl; none = every file.
 # Environment:      SECRETENV_VECTORS  MLflow vector directory (copied in)
 # Prints one "SUITE: N passed, N failed, N skipped" line per suite
-# (build, pg_regress, isolation, tap), for test/run_all.sh to record.
+# (build, pg_regress, isolation, tap, package), for test/run_all.sh to record.
 set -uo pipefail
 
 major=${1:?usage: run_suites.sh MAJOR CHROOT LOGDIR [TAP files]}
@@ -92,3 +92,23 @@ if [ "$bad" -gt 0 ]; then
 fi
 grep -iE '# skip' "$log" | sed "s/^/pg$major skip: /" | head -20
 echo "tap: $ok passed, $bad failed, $skip skipped"
+
+# The Debian package for this major, built as the README says (pg_buildext;
+# its build runs pg_regress against the library just built): one check for
+# the .deb, one per pg_regress file of its build.
+if ! inside sh -c 'command -v pg_buildext && command -v dpkg-buildpackage' >/dev/null 2>&1; then
+	inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		debhelper dpkg-dev fakeroot postgresql-common-dev >"$logdir/package-deps.log" 2>&1
+fi
+rm -rf "$root/secretenv/deb"
+mkdir -p "$root/secretenv/deb/secretenv"
+(cd "$top" && tar --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+	--exclude=./tmp_check --exclude=./results -cf - .) | tar -C "$root/secretenv/deb/secretenv" -xf -
+inside sh -c "cd /secretenv/deb/secretenv && export PG_SUPPORTED_VERSIONS=$major &&
+	pg_buildext updatecontrol && dpkg-buildpackage -us -uc -b -d" >"$logdir/package.log" 2>&1
+deb_ok=0
+ls "$root/secretenv/deb/postgresql-$major-secretenv_"*_amd64.deb >/dev/null 2>&1 && deb_ok=1
+ok=$(grep -cE '^ok [0-9]+ ' "$logdir/package.log")
+bad=$(grep -cE '^not ok [0-9]+ ' "$logdir/package.log")
+[ "$deb_ok" -eq 1 ] || { tail -30 "$logdir/package.log"; bad=$((bad + 1)); }
+echo "package: $((ok + deb_ok)) passed, $bad failed, 0 skipped"
