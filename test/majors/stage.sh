@@ -7,7 +7,8 @@
 # The other majors, one after the other (two cores: in parallel they only
 # slow each other down).  On 17 and 19 the TAP files below run: the MLflow
 # vectors, rotation, cache coherence, redaction, the hostile search_path and
-# the upgrades (of the extension, and pg_upgrade from 15); 18, the newest stable major, runs every file as 15 does.
+# the upgrades (of the extension, and pg_upgrade from 15); 18, the newest
+# stable major, runs every file as 15 does.
 majors_tap="001_rotation_10k 010_mlflow_vectors 040_cache_stress 041_cache_replicas
 	042_cache_roles 043_cache_2pc 044_cache_timer 051_online_rotation 060_log_redaction
 	061_key_health 062_redact_channels 063_redact_wrapper 064_redact_preload_order
