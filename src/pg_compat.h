@@ -237,6 +237,14 @@ pushJsonbValue_compat(JsonbPushStateCompat *state, JsonbIteratorToken seq,
 #endif
 #define POST_PARSE_ANALYZE_ARGS_COMPAT pstate, query, jstate
 
+/*
+ * 16: the postmaster's signal handlers only set a flag and its latch (on
+ * Linux a SIGURG read through a signalfd); its server loop reloads the
+ * configuration afterwards.  Before, the handler itself did the work, with
+ * signals blocked.  key_freshness.c observes the postmaster accordingly.
+ */
+#define POSTMASTER_DEFERS_SIGNALS_COMPAT PG16_GE
+
 /* 19: a dynahash allocator receives the table's alloc_arg. */
 #if PG19_GE
 #define HASH_ALLOC_PARAMS_COMPAT Size size, void *alloc_arg
