@@ -14,8 +14,8 @@
 #                   SECRETENV_MAJORS     the other PostgreSQL majors to test after 15
 #                                        (default "17 18 19"; "" for none)
 #
-# After the suites on the host's PostgreSQL 15, each other major is tested in
-# a chroot of the Debian suite that carries it (test/majors/provision.sh,
+# After the suites on the host's PostgreSQL 15, the other majors are tested
+# side by side, each in a chroot of the Debian suite that carries it (test/majors/provision.sh,
 # cached under /var/cache/secretenv-majors by exact server version): build,
 # pg_regress, isolation and TAP (every file on 18; on 17 and 19 the files of
 # test/majors/stage.sh).  Each major's lines and totals are printed on their own.
