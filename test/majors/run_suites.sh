@@ -85,9 +85,12 @@ skipped_asserts=$(grep -ciE '^ *ok [0-9]+ *(- .*)?# skip' "$log")
 ok=$(( $(grep -cE '^ *ok [0-9]+' "$log") - skipped_asserts ))
 bad=$(grep -cE '^ *not ok [0-9]+' "$log")
 skip=$(( skipped_asserts + $(grep -ciE '^ *1\.\.0 # skip' "$log") ))
+# A file that died without a failed assertion ("Failed: 0" in prove's
+# summary) counts one failure.
+bad=$((bad + $(grep -cE '\(Wstat: [1-9][0-9]* .*Failed: 0\)' "$log")))
 if [ "$tap_rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
 if [ "$bad" -gt 0 ]; then
-	grep -E '^ *not ok|^# |Failed|Dubious' "$log" | head -60
+	grep -E '^ *not ok|Failed|Dubious|Wstat' "$log" | head -60
 	cp -a "$root/secretenv/src/tmp_check/log" "$logdir/tap-logs" 2>/dev/null
 fi
 grep -iE '# skip' "$log" | sed "s/^/pg$major skip: /" | head -20
