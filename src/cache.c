@@ -69,6 +69,7 @@
 
 #include "aead_engine.h"
 #include "cache.h"
+#include "pg_compat.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 #include "utility_hook_chain.h"
@@ -294,7 +295,7 @@ live_key_count(void)
 }
 
 static void *
-cache_hash_alloc(Size size)
+cache_hash_alloc(HASH_ALLOC_PARAMS_COMPAT)
 {
 	return MemoryContextAllocExtended(cache_context, size, MCXT_ALLOC_NO_OOM);
 }

@@ -8,11 +8,12 @@
 #ifndef SECRETENV_CRYPTO_ERRORS_H
 #define SECRETENV_CRYPTO_ERRORS_H
 
+#include "pg_compat.h"
 #include "se_crypto.h"
 
 /* crypto_errors.c: ereport after the caller cleaned up; never returns */
-extern void se_report_crypto_failure(se_status status, int32 kek_version,
-									 const char *what) pg_attribute_noreturn();
+pg_noreturn extern void se_report_crypto_failure(se_status status, int32 kek_version,
+												 const char *what);
 extern void se_check_version_argument(int32 version);
 
 /* crypto_errors.c: the DETAILs every report of a bad envelope shares */

@@ -53,6 +53,7 @@
 #include "utils/snapmgr.h"
 
 #include "drop_guard.h"
+#include "pg_compat.h"
 #include "se_messages.h"
 
 static bool allow_drop_with_secrets = false;
@@ -120,9 +121,9 @@ drops_owned_secretenv(List *roles, Oid extoid, Oid nspoid, Oid relid)
 
 		if (!OidIsValid(role) || !has_privs_of_role(GetUserId(), role))
 			continue;
-		if (pg_extension_ownercheck(extoid, role) ||
-			pg_namespace_ownercheck(nspoid, role) ||
-			(OidIsValid(relid) && pg_class_ownercheck(relid, role)))
+		if (pg_extension_ownercheck_compat(extoid, role) ||
+			pg_namespace_ownercheck_compat(nspoid, role) ||
+			(OidIsValid(relid) && pg_class_ownercheck_compat(relid, role)))
 			return true;
 	}
 	return false;
@@ -141,7 +142,7 @@ count_secrets(Oid relid)
 	/* The drop takes this lock too; taking it now closes the window. */
 	rel = table_open(relid, AccessExclusiveLock);
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
+	scan = table_beginscan_compat(rel, snapshot, 0, NULL);
 	slot = table_slot_create(rel, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 		rows++;
@@ -183,10 +184,10 @@ secret_drop_guard(PG_FUNCTION_ARGS)
 
 		if (stmt->removeType == OBJECT_EXTENSION)
 			targeted = names_secretenv(stmt->objects) &&
-				pg_extension_ownercheck(extoid, GetUserId());
+				pg_extension_ownercheck_compat(extoid, GetUserId());
 		else if (stmt->removeType == OBJECT_SCHEMA)
 			targeted = names_secretenv(stmt->objects) &&
-				pg_namespace_ownercheck(nspoid, GetUserId());
+				pg_namespace_ownercheck_compat(nspoid, GetUserId());
 	}
 	else if (IsA(parsetree, DropOwnedStmt))
 		targeted = drops_owned_secretenv(((DropOwnedStmt *) parsetree)->roles,

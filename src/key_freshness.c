@@ -20,6 +20,11 @@
  *		 So "not pending and not blocked" means any reload requested before
  *		 this moment has been loaded, and the postmaster has already
  *		 signalled this backend;
+ *		 From PostgreSQL 16 the postmaster's handler only sets a flag and
+ *		 wakes its server loop (a SIGURG to itself), which reloads after
+ *		 the handler returned, so the postmaster also counts as busy while
+ *		 that SIGURG is pending or while it is not asleep (State "S": its
+ *		 loop sleeps in epoll_wait, and reloading runs);
  *	  2. apply that pending reload in this backend now (ProcessConfigFile,
  *		 as the main loop would do when idle).  Settings read from the
  *		 files never take part in transaction rollback (guc.c makes them
@@ -47,6 +52,7 @@
 #include "utils/guc.h"
 
 #include "keyring.h"
+#include "pg_compat.h"
 #include "se_messages.h"
 
 /* How long to wait for the postmaster to finish handling a reload. */
@@ -85,6 +91,8 @@ postmaster_state(void)
 	uint64		mask;
 	int			found = 0;
 	uint64		sighup = UINT64CONST(1) << (SIGHUP - 1);
+	uint64		sigurg = UINT64CONST(1) << (SIGURG - 1);
+	char		state = '?';
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int) PostmasterPid);
 	file = AllocateFile(path, "r");
@@ -103,11 +111,17 @@ postmaster_state(void)
 			blocked = mask;
 			found++;
 		}
+		else if (strncmp(line, "State:", 6) == 0)
+			(void) sscanf(line + 6, " %c", &state);
 	}
 	FreeFile(file);
 	if (found != 3)
 		return POSTMASTER_UNKNOWN;
-	return ((pending | blocked) & sighup) != 0 ? POSTMASTER_BUSY : POSTMASTER_IDLE;
+	if (((pending | blocked) & sighup) != 0)
+		return POSTMASTER_BUSY;
+	if (POSTMASTER_DEFERS_SIGNALS_COMPAT && ((pending & sigurg) != 0 || state != 'S'))
+		return POSTMASTER_BUSY;
+	return POSTMASTER_IDLE;
 }
 
 static void

@@ -59,6 +59,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/tuplestore.h"
 
 #include "aead_engine.h"
 #include "crypto_errors.h"

@@ -14,6 +14,7 @@
 #include "aead_engine.h"
 #include "crypto_errors.h"
 #include "keyring.h"
+#include "pg_compat.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 

@@ -91,6 +91,7 @@
 #include "kek_retirement.h"
 #include "keyring.h"
 #include "passphrase_command.h"
+#include "pg_compat.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 
@@ -856,8 +857,8 @@ check_passphrase(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("The passphrase could not be moved into secure memory.");
 		return false;
 	}
-	/* guc.c frees setting strings with free(): malloc, not palloc. */
-	placeholder = malloc(PLACEHOLDER_LEN + 1);
+	/* guc.c frees setting strings itself: its allocator, not palloc. */
+	placeholder = guc_malloc_compat(PLACEHOLDER_LEN + 1);
 	if (placeholder == NULL)
 	{
 		se_wipe(value, len);
@@ -868,7 +869,7 @@ check_passphrase(char **newval, void **extra, GucSource source)
 	for (int i = 0; i < SE_IDENTITY_TAG_LEN; i++)
 		snprintf(placeholder + PLACEHOLDER_PREFIX_LEN + 2 * i, 3, "%02x", tag[i]);
 	se_wipe(value, len);
-	free(value);
+	guc_free_compat(value);
 	*newval = placeholder;
 	return true;
 }

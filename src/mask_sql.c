@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "pg_compat.h"
 #include "plaintext_wipe.h"
 #include "redact.h"
 #include "se_crypto.h"
@@ -71,7 +72,7 @@ Datum
 secret_mask_jsonb(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *jb = PG_GETARG_JSONB_P(0);
-	JsonbParseState *state = NULL;
+	JsonbPushStateCompat state = JSONB_PUSH_STATE_INIT_COMPAT;
 	JsonbIterator *it;
 	JsonbIteratorToken token;
 	JsonbValue	v;
@@ -101,10 +102,10 @@ secret_mask_jsonb(PG_FUNCTION_ARGS)
 		if (token == WJB_VALUE)
 		{
 			mask_jsonb_value(&v, &masked);
-			result = pushJsonbValue(&state, token, &masked);
+			result = pushJsonbValue_compat(&state, token, &masked);
 		}
 		else
-			result = pushJsonbValue(&state, token, token == WJB_KEY ? &v : NULL);
+			result = pushJsonbValue_compat(&state, token, token == WJB_KEY ? &v : NULL);
 	}
 	PG_RETURN_JSONB_P(JsonbValueToJsonb(result));
 }

@@ -54,6 +54,7 @@
 #include "utils/guc.h"
 
 #include "passphrase_command.h"
+#include "pg_compat.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 
@@ -71,7 +72,7 @@
 
 static int	passphrase_command_timeout = DEFAULT_TIMEOUT_S;
 
-static void exec_command(const char *command, int out_fd, int null_fd) pg_attribute_noreturn();
+pg_noreturn static void exec_command(const char *command, int out_fd, int null_fd);
 
 /* What the output read so far says about the passphrase. */
 typedef struct OutputState

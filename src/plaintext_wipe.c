@@ -16,6 +16,7 @@
 
 #include "utils/memutils.h"
 
+#include "pg_compat.h"
 #include "plaintext_wipe.h"
 #include "se_crypto.h"
 #include "se_messages.h"

@@ -53,6 +53,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 
@@ -265,7 +266,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 		if (*p == ',')
 			count++;
 	/* One block: the pointer array, then the strings; freed by guc.c. */
-	names = malloc(sizeof(char *) * (count + 1) + strlen(raw) + 1);
+	names = guc_malloc_compat(sizeof(char *) * (count + 1) + strlen(raw) + 1);
 	if (names == NULL)
 	{
 		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
@@ -292,7 +293,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 			if (comma != NULL || n > 0)
 			{
 				GUC_check_errdetail("The list contains an empty name.");
-				free(names);
+				guc_free_compat(names);
 				return false;
 			}
 		}
@@ -303,7 +304,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
 				{
 					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
-					free(names);
+					guc_free_compat(names);
 					return false;
 				}
 				*c = pg_tolower((unsigned char) *c);
@@ -311,7 +312,7 @@ check_redact_names(char **newval, void **extra, GucSource source)
 			if (end - item >= NAMEDATALEN)
 			{
 				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
-				free(names);
+				guc_free_compat(names);
 				return false;
 			}
 			names[n++] = item;

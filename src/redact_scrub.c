@@ -34,6 +34,7 @@
 
 #include "parser/parser.h"
 
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 
@@ -167,7 +168,7 @@ se_redact_scrub_in_place(char *s, size_t len)
 		else if (c == '\'')
 		{
 			/* E'...' is an escape string; the E was skipped as a name. */
-			bool		backslash = !standard_conforming_strings ||
+			bool		backslash = !standard_conforming_strings_compat ||
 				(i >= 1 && (s[i - 1] == 'e' || s[i - 1] == 'E') &&
 				 (i < 2 || !ident_cont((unsigned char) s[i - 2])));
 			size_t		end = string_end(s, len, i, backslash);

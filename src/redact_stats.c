@@ -65,9 +65,9 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/memutils.h"
-#include "utils/queryjumble.h"
 #include "utils/varlena.h"
 
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 #include "utility_hook_chain.h"
@@ -262,7 +262,7 @@ utility_text(const char *queryString, ProcessUtilityContext context)
 }
 
 static void
-redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
+redact_post_parse_analyze(POST_PARSE_ANALYZE_PARAMS_COMPAT)
 {
 	const char *original = pstate->p_sourcetext;
 
@@ -302,21 +302,20 @@ redact_post_parse_analyze(ParseState *pstate, Query *query, JumbleState *jstate)
 		scrub_activity_if_needed();
 
 	if (prev_post_parse_analyze_hook)
-		prev_post_parse_analyze_hook(pstate, query, jstate);
+		prev_post_parse_analyze_hook(POST_PARSE_ANALYZE_ARGS_COMPAT);
 	pstate->p_sourcetext = original;
 }
 
 static PlannedStmt *
-redact_planner(Query *parse, const char *query_string, int cursorOptions,
-			   ParamListInfo boundParams)
+redact_planner(PLANNER_PARAMS_COMPAT)
 {
 	if (redacting() && query_string != NULL &&
 		se_redact_carries_plaintext(query_string))
 		query_string = scrubbed_text(query_string);
 
 	if (prev_planner_hook)
-		return prev_planner_hook(parse, query_string, cursorOptions, boundParams);
-	return standard_planner(parse, query_string, cursorOptions, boundParams);
+		return prev_planner_hook(PLANNER_ARGS_COMPAT);
+	return standard_planner(PLANNER_ARGS_COMPAT);
 }
 
 /*
@@ -372,8 +371,7 @@ redact_ExecutorStart(QueryDesc *queryDesc, int eflags)
  * only at Execute, which runs it: the entry is checked again here.
  */
 static void
-redact_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
-				   bool execute_once)
+redact_ExecutorRun(EXECUTOR_RUN_PARAMS_COMPAT)
 {
 	/*
 	 * Without preload the library, and these hooks, arrive while the
@@ -387,9 +385,9 @@ redact_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
 	}
 
 	if (prev_ExecutorRun_hook)
-		prev_ExecutorRun_hook(queryDesc, direction, count, execute_once);
+		prev_ExecutorRun_hook(EXECUTOR_RUN_ARGS_COMPAT);
 	else
-		standard_ExecutorRun(queryDesc, direction, count, execute_once);
+		standard_ExecutorRun(EXECUTOR_RUN_ARGS_COMPAT);
 }
 
 static void

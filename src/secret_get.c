@@ -57,6 +57,7 @@
 #include "coherence.h"
 #include "envelope_sql.h"
 #include "key_health.h"
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 
@@ -281,7 +282,7 @@ read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid,
 
 	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(name));
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
+	scan = index_beginscan_compat(rel, index, GetActiveSnapshot(), 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{

@@ -25,11 +25,12 @@
 #include "key_health.h"
 #include "keyring.h"
 #include "passphrase_command.h"
+#include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
 #include "writer_counters.h"
 
-PG_MODULE_MAGIC;
+PG_MODULE_MAGIC_COMPAT("secretenv", "1.2");
 
 void		_PG_init(void);
 

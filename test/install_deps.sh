@@ -23,6 +23,7 @@ packages=(
 	fakeroot
 	postgresql-server-dev-all
 	pgbouncer
+	debootstrap
 )
 
 missing=()

@@ -11,6 +11,14 @@
 #                                        (default ../shared/vectors/mlflow,
 #                                        else test/vectors/mlflow)
 #                   SECRETENV_FUZZ_SECONDS  length of the fuzz run (default 30)
+#                   SECRETENV_MAJORS     the other PostgreSQL majors to test after 15
+#                                        (default "17 18 19"; "" for none)
+#
+# After the suites on the host's PostgreSQL 15, the other majors are tested
+# side by side, each in a chroot of the Debian suite that carries it (test/majors/provision.sh,
+# cached under /var/cache/secretenv-majors by exact server version): build,
+# pg_regress, isolation and TAP (every file on 18; on 17 and 19 the files of
+# test/majors/stage.sh).  Each major's lines and totals are printed on their own.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,11 +44,17 @@ echo "MLflow vectors: $SECRETENV_VECTORS"
 passed=0
 failed=0
 skipped=0
+# Totals per PostgreSQL major ("pg15", ...): record adds to $major's.
+major=pg15
+declare -A major_passed major_failed major_skipped
 # record SUITE PASSED FAILED [SKIPPED]: a skipped check is neither passed nor failed.
 record() {
 	passed=$((passed + $2))
 	failed=$((failed + $3))
 	skipped=$((skipped + ${4:-0}))
+	major_passed[$major]=$(( ${major_passed[$major]:-0} + $2 ))
+	major_failed[$major]=$(( ${major_failed[$major]:-0} + $3 ))
+	major_skipped[$major]=$(( ${major_skipped[$major]:-0} + ${4:-0} ))
 	printf '== %-22s %d passed, %d failed, %d skipped\n' "$1" "$2" "$3" "${4:-0}"
 }
 
@@ -150,6 +164,13 @@ else
 	record package 0 1
 fi
 
+# The other PostgreSQL majors, each in its Debian chroot (test/majors/stage.sh).
+. "$top/test/majors/stage.sh"
+run_major_stages ${SECRETENV_MAJORS-17 18 19}
+
 echo "logs: $logdir"
+for m in $(printf '%s\n' "${!major_passed[@]}" | sort -V); do
+	echo "$m: ${major_passed[$m]} passed, ${major_failed[$m]} failed, ${major_skipped[$m]} skipped"
+done
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

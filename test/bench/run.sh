@@ -5,7 +5,8 @@
 #     sudo bash test/bench/run.sh              # full run (several minutes)
 #     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run, about 3 minutes
 #
-# Starts two throwaway PostgreSQL 15 clusters as the postgres user (one with
+# Starts two throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
+# by default) as the postgres user (one with
 # shared_preload_libraries = 'secretenv', one without), measures secretenv
 # against pgcrypto and against plain SQL doing the same row work, prints a
 # table and writes it as Markdown to $BENCH_OUT.  Everything lives in one
@@ -82,18 +83,23 @@ log() { printf '== %s\n' "$*" >&2; }
 # --------------------------------------------------------------------------
 # Dependencies and build (as root); the clusters themselves run as postgres.
 # --------------------------------------------------------------------------
+# Any major: PG_CONFIG chooses the server (e.g. /usr/lib/postgresql/18/bin/pg_config,
+# also inside a chroot of test/majors/provision.sh).
 PG_CONFIG=${PG_CONFIG:-pg_config}
+pg_major=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
 if [ "$(id -u)" -eq 0 ]; then
-	bash "$repo/test/install_deps.sh"
+	# The host's packages are those of Debian 12 (PostgreSQL 15).
+	[ "$pg_major" = 15 ] && bash "$repo/test/install_deps.sh"
 	# pgbench ships with the client package; pgcrypto with the server (contrib).
 	if [ ! -x "$("$PG_CONFIG" --bindir)/pgbench" ] ||
 		[ ! -e "$("$PG_CONFIG" --sharedir)/extension/pgcrypto.control" ]; then
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client-15 postgresql-contrib
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-client-$pg_major" \
+			$([ "$pg_major" = 15 ] && echo postgresql-contrib)
 	fi
 	if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
-		log "building and installing secretenv"
-		make -s -C "$repo" >/dev/null
-		make -s -C "$repo" install >/dev/null
+		log "building and installing secretenv for PostgreSQL $pg_major"
+		make -s -C "$repo" PG_CONFIG="$PG_CONFIG" >/dev/null
+		make -s -C "$repo" PG_CONFIG="$PG_CONFIG" install >/dev/null
 	fi
 	as_pg() { runuser -u postgres -- "$@"; }
 	pg_user=postgres

@@ -181,7 +181,7 @@ WHERE application_name = 'rotator' AND state = 'active'
 	{
 		ok( $node->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()'),
 			"$label: server back after crash recovery");
-		ok($node->log_contains(qr/server process \(PID $pid\) was terminated by signal 9/),
+		ok($node->log_contains(qr/(?:server process|client backend) \(PID $pid\) was terminated by signal 9/),
 			"$label: the log shows backend $pid killed by signal 9");
 	}
 	else

@@ -178,7 +178,7 @@ $node->restart;
 ###########################################################################
 ($rc, $out, $err) = $node->psql('postgres', 'SHOW secretenv.kek_passphrase_command',
 	extra_params => [ '-U', 'plain' ]);
-like($err, qr/must be superuser or have privileges of pg_read_all_settings/,
+like($err, qr/(?:must be superuser or have privileges of pg_read_all_settings|permission denied) to examine/,
 	'an ordinary role cannot SHOW the command');
 ($rc, $out, $err) = $node->psql('postgres',
 	"SELECT count(*) FROM pg_settings WHERE name = 'secretenv.kek_passphrase_command'");
