@@ -60,6 +60,7 @@
 
 #include "access_rules.h"
 #include "coherence.h"
+#include "pg_compat.h"
 #include "se_messages.h"
 #include "writer_counters.h"
 
@@ -233,7 +234,7 @@ scan_rules(Oid relid, Oid userid, List **mine)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
 	Snapshot	snapshot = RegisterSnapshot(GetCatalogSnapshot(relid));
-	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	TableScanDesc scan = table_beginscan_compat(rel, snapshot, 0, NULL);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	bool		any = false;
 

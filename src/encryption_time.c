@@ -54,6 +54,7 @@
 #include "utils/timestamp.h"
 
 #include "encryption_time.h"
+#include "pg_compat.h"
 #include "se_crypto.h"
 #include "se_messages.h"
 
@@ -72,7 +73,7 @@ static LocalTransactionId fresh_lxid = InvalidLocalTransactionId;
 static HTAB *
 current_set(bool create)
 {
-	if (fresh_envelopes != NULL && fresh_lxid == MyProc->lxid)
+	if (fresh_envelopes != NULL && fresh_lxid == proc_lxid_compat(MyProc))
 		return fresh_envelopes;
 	/* An older transaction's set went with its TopTransactionContext. */
 	fresh_envelopes = NULL;
@@ -85,7 +86,7 @@ current_set(bool create)
 		ctl.hcxt = TopTransactionContext;
 		fresh_envelopes = hash_create("secretenv fresh envelopes", 64, &ctl,
 									  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		fresh_lxid = MyProc->lxid;
+		fresh_lxid = proc_lxid_compat(MyProc);
 	}
 	return fresh_envelopes;
 }

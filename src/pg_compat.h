@@ -38,6 +38,7 @@
 #endif
 
 #define PG16_GE (PG_VERSION_NUM >= 160000)
+#define PG17_GE (PG_VERSION_NUM >= 170000)
 #define PG18_GE (PG_VERSION_NUM >= 180000)
 #define PG19_GE (PG_VERSION_NUM >= 190000)
 
@@ -50,6 +51,15 @@
 #include "varatt.h"
 #else
 #include "utils/queryjumble.h"
+#endif
+
+/*
+ * 17: a process's local transaction id moved into PGPROC.vxid.
+ */
+#if PG17_GE
+#define proc_lxid_compat(proc) ((proc)->vxid.lxid)
+#else
+#define proc_lxid_compat(proc) ((proc)->lxid)
 #endif
 
 /*

@@ -376,7 +376,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 
 		if (c == '\'')
 		{
-			bool		backslash = !standard_conforming_strings ||
+			bool		backslash = !standard_conforming_strings_compat ||
 				(i >= 1 && (s[i - 1] == 'e' || s[i - 1] == 'E') &&
 				 (i < 2 || !ident_cont((unsigned char) s[i - 2])));
 			size_t		end = string_end(s, len, i, backslash);
