@@ -75,8 +75,8 @@ JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'secretenv'
 WHERE p.prorettype IN ('text'::regtype, 'jsonb'::regtype)
    OR EXISTS (SELECT FROM unnest(p.proargnames, coalesce(p.proargmodes, array_fill('i'::"char", ARRAY[coalesce(cardinality(p.proargnames), 0)]))) a(n, m)
               WHERE a.n IN ('value', 'plaintext') AND a.m IN ('i', 'b', 'v'))}),
-	'cache_stats,insert_secret,key_config,replace_secret_value,secret_create,secret_decrypt,secret_encrypt,secret_get,secret_mask,secret_update,status',
-	'the convention selects the functions that take or return a plaintext (and three jsonb reports, harmlessly)');
+	'audit_stats,cache_stats,insert_secret,key_config,replace_secret_value,secret_create,secret_decrypt,secret_decrypt_stored,secret_encrypt,secret_get,secret_mask,secret_update,status',
+	'the convention selects the functions that take or return a plaintext (and four jsonb reports, harmlessly)');
 
 ###########################################################################
 # Reads: a cast or a function that quotes the decrypted value
