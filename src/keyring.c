@@ -67,6 +67,20 @@
  * derived from, so a command that prints what it printed before costs no
  * PBKDF2.
  *
+ * One derivation per reload (DESIGN §8d).  With preload the postmaster,
+ * which processes a reload before it signals any backend, publishes the
+ * KEKs it derived or fetched in a shared mapping of its own (secure
+ * memory: locked, excluded from core dumps, no name, not part of the
+ * server's shared memory segment, lost on exec), each with the version,
+ * salt and source tag it stands for, under a sequence counter (odd while
+ * the postmaster writes).  A backend whose configuration changed takes a
+ * published KEK of exactly its (version, salt, source) instead of running
+ * the command or PBKDF2, so a reload costs one derivation per changed
+ * version for the whole server; only when none matches (a failure in the
+ * postmaster, no preload) does it derive on its own.  The mapping holds
+ * nothing that the backends forked from the postmaster did not already
+ * hold in their own secure memory, and only such processes map it.
+ *
  * Key commands (DESIGN §8d).  secretenv.kek_key_command (current version)
  * and secretenv.kek_previous_key_command (previous version; usually the
  * same command line, told apart by %v) print the KEK itself, 32 bytes as
@@ -254,6 +268,26 @@ typedef struct KeyringShared
 } KeyringShared;
 
 static KeyringShared *keyring_shared = NULL;
+
+/* A KEK the postmaster published, and what it was derived from. */
+typedef struct PublishedKek
+{
+	bool		valid;
+	int32		version;
+	char		salt[NAMEDATALEN * 4];
+	uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
+	uint8_t		source[SE_IDENTITY_TAG_LEN];
+	uint8_t		kek[SE_KEY_LEN];
+} PublishedKek;
+
+/* The postmaster's KEKs, in secure memory shared with its children. */
+typedef struct PublishedKeks
+{
+	pg_atomic_uint64 sequence;	/* odd while the postmaster writes */
+	PublishedKek slot[NUM_SLOTS];
+} PublishedKeks;
+
+static PublishedKeks *published = NULL;
 static uint64 seen_postmaster_changes = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -725,6 +759,88 @@ refresh_slot_in_worker(int slot, int32 version, const char *salt,
 }
 
 /*
+ * In the postmaster: publish its KEKs for the backends (see the header).
+ * A slot that failed is published as invalid, and wiped.
+ */
+static void
+publish_keks(const KekFailure failures[NUM_SLOTS])
+{
+	uint64		sequence;
+
+	if (published == NULL)
+		return;
+	sequence = pg_atomic_read_u64(&published->sequence);
+	pg_atomic_write_u64(&published->sequence, sequence + 1);
+	pg_write_barrier();
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
+		PublishedKek *p = &published->slot[slot];
+		const SlotState *s = &slots[slot];
+
+		se_wipe(p, sizeof(PublishedKek));
+		if (config.version[slot] <= 0 || failures[slot] != KEK_OK || !s->derived)
+			continue;
+		p->version = s->version;
+		strlcpy(p->salt, s->salt, sizeof(p->salt));
+		memcpy(p->passphrase, s->passphrase, SE_IDENTITY_TAG_LEN);
+		memcpy(p->source, s->source, SE_IDENTITY_TAG_LEN);
+		memcpy(p->kek, secure_keys->kek[slot], SE_KEY_LEN);
+		p->valid = true;
+	}
+	pg_write_barrier();
+	pg_atomic_write_u64(&published->sequence, sequence + 2);
+}
+
+/*
+ * In a backend: take the KEK the postmaster published for this version,
+ * salt and source, if any.  The copy is checked against the sequence
+ * counter, so a KEK half-written by the postmaster is never marked derived.
+ */
+static bool
+take_published(int slot, int32 version, const char *salt,
+			   const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	SlotState  *s = &slots[slot];
+
+	if (published == NULL || !IsUnderPostmaster)
+		return false;
+	for (int attempt = 0; attempt < 1000; attempt++)
+	{
+		uint64		before = pg_atomic_read_u64(&published->sequence);
+		int			found = -1;
+		uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
+
+		if (before % 2 == 1)
+		{
+			pg_usleep(1000L);
+			continue;
+		}
+		pg_read_barrier();
+		s->derived = false;
+		for (int i = 0; i < NUM_SLOTS && found < 0; i++)
+		{
+			const PublishedKek *p = &published->slot[i];
+
+			if (p->valid && p->version == version && strcmp(p->salt, salt) == 0 &&
+				memcmp(p->source, source, SE_IDENTITY_TAG_LEN) == 0)
+			{
+				memcpy(secure_keys->kek[slot], p->kek, SE_KEY_LEN);
+				memcpy(passphrase, p->passphrase, SE_IDENTITY_TAG_LEN);
+				found = i;
+			}
+		}
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&published->sequence) != before)
+			continue;
+		if (found < 0)
+			return false;
+		mark_slot_derived(s, version, salt, passphrase, source);
+		return true;
+	}
+	return false;
+}
+
+/*
  * refresh_slot for a key command: run it (never in a parallel worker) and
  * place the KEK it printed, unless a slot already holds that very KEK.
  * Only a complete, valid key ever reaches kek[]: on any failure the slot
@@ -793,6 +909,8 @@ refresh_slot(int slot)
 		return KEK_DERIVATION_FAILED;
 	if (IsParallelWorker())
 		return refresh_slot_in_worker(slot, version, salt, source);
+	if (take_published(slot, version, salt, source))
+		return KEK_OK;
 
 	if (key_source == SOURCE_KEY_COMMAND)
 		return refresh_slot_from_key_command(slot, version, salt, source);
@@ -882,6 +1000,7 @@ refresh_in_postmaster(void)
 		return;
 	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
+	publish_keks(failures);
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
 	{
 		if (failures[slot] != KEK_OK)
@@ -1316,7 +1435,14 @@ se_keyring_init(void)
 	{
 		KekFailure	failures[NUM_SLOTS];
 
+		published = se_secure_alloc_shared(sizeof(PublishedKeks), NULL);
+		if (published == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not allocate shared secure memory for key material")));
+		pg_atomic_init_u64(&published->sequence, 0);
 		refresh_all_slots(failures);
+		publish_keks(failures);
 		for (int slot = 0; slot < NUM_SLOTS; slot++)
 		{
 			/* The server starts; each use of the version says why it fails. */
