@@ -816,7 +816,6 @@ take_published(int slot, int32 version, const char *salt,
 			continue;
 		}
 		pg_read_barrier();
-		s->derived = false;
 		for (int i = 0; i < NUM_SLOTS && found < 0; i++)
 		{
 			const PublishedKek *p = &published->slot[i];
@@ -824,6 +823,8 @@ take_published(int slot, int32 version, const char *salt,
 			if (p->valid && p->version == version && strcmp(p->salt, salt) == 0 &&
 				memcmp(p->source, source, SE_IDENTITY_TAG_LEN) == 0)
 			{
+				/* kek[] is overwritten: not derived until the copy is known whole. */
+				s->derived = false;
 				memcpy(secure_keys->kek[slot], p->kek, SE_KEY_LEN);
 				memcpy(passphrase, p->passphrase, SE_IDENTITY_TAG_LEN);
 				found = i;
