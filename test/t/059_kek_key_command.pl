@@ -18,6 +18,8 @@
 #    wrong length, two lines, a NUL byte, no line, a timeout, a non-zero
 #    exit) makes the next write fail with 39000 and a DETAIL saying which,
 #    and writes nothing; the key itself never appears in any message;
+#  - the key command settings are hidden from other roles, from
+#    pg_settings, and refused by ALTER SYSTEM;
 #  - a version with a key command and a passphrase (or the passphrase
 #    command) fails with F0000 "has two sources"; at start the server
 #    refuses to start;
@@ -143,6 +145,19 @@ like($log, qr/LOG:  could not obtain the KEK of version 1 from its key command/,
 set_mode('good');
 reconf($node, "secretenv.kek_key_command = '$keycmd %v'\n");
 is($node->safe_psql('postgres', $reads), 'value-a value-b', 'fixing the command and reloading recovers');
+
+# The settings are superuser-only, hidden and refused by ALTER SYSTEM.
+$node->safe_psql('postgres', 'CREATE ROLE plain_user LOGIN');
+for my $setting (qw(secretenv.kek_key_command secretenv.kek_previous_key_command))
+{
+	my ($o, $e) = run_sql($node, 'postgres', "SET ROLE plain_user; SHOW $setting");
+	like($e, qr/ERROR:  42501: must be superuser or have privileges of pg_read_all_settings to examine "\Q$setting\E"/,
+		"$setting: hidden from a role that is not superuser");
+	($o, $e) = run_sql($node, 'postgres', "ALTER SYSTEM SET $setting = 'echo x'");
+	like($e, qr/ERROR:  .*cannot be changed/, "$setting: refused by ALTER SYSTEM");
+}
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name LIKE 'secretenv.kek%key_command'}), '0',
+	'the key command settings are no rows of pg_settings');
 
 # Two sources for one version.
 reconf($node, "secretenv.kek_passphrase = '$pass1'\n");
