@@ -67,6 +67,33 @@
  * derived from, so a command that prints what it printed before costs no
  * PBKDF2.
  *
+ * One derivation per reload (DESIGN §8d).  With preload the postmaster,
+ * which processes a reload before it signals any backend, publishes the
+ * KEKs it derived or fetched in a shared mapping of its own (secure
+ * memory: locked, excluded from core dumps, no name, not part of the
+ * server's shared memory segment, lost on exec), each with the version,
+ * salt and source tag it stands for, under a sequence counter (odd while
+ * the postmaster writes).  A backend whose configuration changed takes a
+ * published KEK of exactly its (version, salt, source) instead of running
+ * the command or PBKDF2, so a reload costs one derivation per changed
+ * version for the whole server; only when none matches (a failure in the
+ * postmaster, no preload) does it derive on its own.  The mapping holds
+ * nothing that the backends forked from the postmaster did not already
+ * hold in their own secure memory, and only such processes map it.
+ *
+ * Key commands (DESIGN §8d).  secretenv.kek_key_command (current version)
+ * and secretenv.kek_previous_key_command (previous version; usually the
+ * same command line, told apart by %v) print the KEK itself, 32 bytes as
+ * hex or base64, typically a data key that a KMS decrypts: no PBKDF2.  A
+ * version has exactly one source: a slot whose key command is set while
+ * its passphrase setting or the passphrase command (which serves every
+ * version) is set too is a configuration error (F0000), never a silent
+ * choice.  Per-slot key commands let a rotation go from a passphrase
+ * version to a KMS version and back.  A key command's KEK is identified
+ * by a keyed tag of the key, as a passphrase is, so everything above
+ * (inheritance from the postmaster, parallel workers, re-runs on reload,
+ * the previous KEK becoming current by copy) works the same.
+ *
  * The passphrase GUCs are superuser-only, hidden from SHOW ALL and
  * pg_settings, refused by ALTER SYSTEM, and their show hook prints a mask
  * even to superusers: no SQL route reads a passphrase back.
@@ -110,9 +137,14 @@
 #define PLACEHOLDER_PREFIX_LEN (sizeof(PLACEHOLDER_PREFIX) - 1)
 #define PLACEHOLDER_LEN (PLACEHOLDER_PREFIX_LEN + 2 * SE_IDENTITY_TAG_LEN)
 
-/* Domains of the identity tags: a passphrase, or a passphrase command. */
+/*
+ * Domains of the identity tags: a passphrase, a passphrase command, a key
+ * command's command line, a raw KEK that a key command printed.
+ */
 #define TAG_PASSPHRASE 'p'
 #define TAG_COMMAND 'c'
+#define TAG_KEY_COMMAND 'k'
+#define TAG_RAW_KEY 'r'
 
 /*
  * Passphrases kept in secure memory: the two that the settings refer to,
@@ -131,6 +163,8 @@ static char *kek_previous_passphrase_guc = NULL;
 static int	kek_previous_version_guc = 0;
 static char *kek_salt_guc = NULL;
 static char *kek_passphrase_command_guc = NULL;
+static char *kek_key_command_guc = NULL;
+static char *kek_previous_key_command_guc = NULL;
 static bool allow_development_guc = false;
 
 /*
@@ -146,6 +180,7 @@ typedef struct KeyConfig
 	int32		version[NUM_SLOTS];
 	const char *salt;
 	const char *command;
+	const char *key_command[NUM_SLOTS];
 	bool		allow_development;
 } KeyConfig;
 
@@ -174,6 +209,7 @@ typedef struct SecureKeys
 {
 	uint8_t		kek[NUM_SLOTS][SE_KEY_LEN];
 	uint8_t		tag_key[SE_KEY_LEN];
+	uint8_t		raw_kek[SE_KEY_LEN];	/* a key command's KEK, until placed */
 	char		command_output[SE_MAX_PASSPHRASE_LEN + 2];
 	KeptPassphrase kept[KEPT_PASSPHRASES];
 } SecureKeys;
@@ -198,17 +234,19 @@ typedef struct SlotState
 /* Where a slot's passphrase comes from. */
 typedef enum KeySource
 {
+	SOURCE_KEY_COMMAND,			/* the slot's key command: the KEK itself */
 	SOURCE_COMMAND,				/* secretenv.kek_passphrase_command */
 	SOURCE_SETTING,				/* the slot's passphrase setting, preloaded */
 	SOURCE_DEVELOPMENT,			/* none set; development passphrase allowed */
 	SOURCE_NONE,				/* none set: the version is not configured */
-	SOURCE_EXPOSED				/* a setting readable before the library loaded */
+	SOURCE_EXPOSED,				/* a setting readable before the library loaded */
+	SOURCE_CONFLICT				/* a key command and another source */
 } KeySource;
 
 /* key_config()'s name of each source. */
 static const char *const key_source_names[] = {
-	"command", "passphrase", "development passphrase", "not configured",
-	"passphrase refused without preload"
+	"key command", "command", "passphrase", "development passphrase",
+	"not configured", "passphrase refused without preload", "two sources"
 };
 
 static SecureKeys *secure_keys = NULL;
@@ -231,6 +269,26 @@ typedef struct KeyringShared
 } KeyringShared;
 
 static KeyringShared *keyring_shared = NULL;
+
+/* A KEK the postmaster published, and what it was derived from. */
+typedef struct PublishedKek
+{
+	bool		valid;
+	int32		version;
+	char		salt[NAMEDATALEN * 4];
+	uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
+	uint8_t		source[SE_IDENTITY_TAG_LEN];
+	uint8_t		kek[SE_KEY_LEN];
+} PublishedKek;
+
+/* The postmaster's KEKs, in secure memory shared with its children. */
+typedef struct PublishedKeks
+{
+	pg_atomic_uint64 sequence;	/* odd while the postmaster writes */
+	PublishedKek slot[NUM_SLOTS];
+} PublishedKeks;
+
+static PublishedKeks *published = NULL;
 static uint64 seen_postmaster_changes = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -247,7 +305,8 @@ typedef enum KekFailure
 	KEK_NOT_INHERITED,			/* parallel worker: no inherited KEK matches */
 	KEK_PASSPHRASE_FORGOTTEN,	/* no kept passphrase for the placeholder */
 	KEK_NOT_CONFIGURED,			/* SOURCE_NONE */
-	KEK_PASSPHRASE_EXPOSED		/* SOURCE_EXPOSED */
+	KEK_PASSPHRASE_EXPOSED,		/* SOURCE_EXPOSED */
+	KEK_TWO_SOURCES				/* SOURCE_CONFLICT */
 } KekFailure;
 
 /*
@@ -258,9 +317,12 @@ typedef enum KekFailure
 static uint64 derivations = 0;
 static int	derivations_pid = 0;
 
-/* How and why the last passphrase command failed (never its output). */
-static se_passphrase_result last_command_result = SE_PASSPHRASE_OK;
-static char last_command_failure[SE_PASSPHRASE_REASON_LEN];
+/*
+ * How and why each slot's last command run failed (never its output): per
+ * slot, since one refresh runs the command for both.
+ */
+static se_passphrase_result last_command_result[NUM_SLOTS];
+static char last_command_failure[NUM_SLOTS][SE_PASSPHRASE_REASON_LEN];
 
 static bool
 command_configured(void)
@@ -276,9 +338,20 @@ passphrase_set(int slot)
 	return p != NULL && p[0] != '\0';
 }
 
+static bool
+key_command_set(int slot)
+{
+	const char *c = config.key_command[slot];
+
+	return c != NULL && c[0] != '\0';
+}
+
 static KeySource
 slot_key_source(int slot)
 {
+	if (key_command_set(slot))
+		return command_configured() || passphrase_set(slot) ?
+			SOURCE_CONFLICT : SOURCE_KEY_COMMAND;
 	if (command_configured())
 		return SOURCE_COMMAND;
 	if (passphrase_set(slot))
@@ -289,8 +362,8 @@ slot_key_source(int slot)
 static bool
 source_usable(KeySource source)
 {
-	return source == SOURCE_COMMAND || source == SOURCE_SETTING ||
-		source == SOURCE_DEVELOPMENT;
+	return source == SOURCE_KEY_COMMAND || source == SOURCE_COMMAND ||
+		source == SOURCE_SETTING || source == SOURCE_DEVELOPMENT;
 }
 
 static bool
@@ -307,12 +380,49 @@ passphrase_setting_name(int slot)
 		"secretenv.kek_previous_passphrase";
 }
 
+/* The setting that holds a slot's key command. */
+static const char *
+key_command_setting_name(int slot)
+{
+	return slot == SLOT_CURRENT ? "secretenv.kek_key_command" :
+		"secretenv.kek_previous_key_command";
+}
+
+/* What failed, as the key failure KekFailure describes it. */
+static KekFailure
+source_failure(KeySource source)
+{
+	return source == SOURCE_NONE ? KEK_NOT_CONFIGURED :
+		source == SOURCE_CONFLICT ? KEK_TWO_SOURCES : KEK_PASSPHRASE_EXPOSED;
+}
+
+/*
+ * Run a slot's key command for its version (passphrase_command.c): the
+ * KEK goes to secure_keys->raw_kek; on failure keep the reason.
+ */
+static bool
+run_key_command(int slot, int32 version)
+{
+	char		reason[SE_PASSPHRASE_REASON_LEN];
+	se_passphrase_result result;
+
+	result = se_key_command_run(config.key_command[slot], version,
+								secure_keys->command_output,
+								sizeof(secure_keys->command_output),
+								secure_keys->raw_kek, reason, sizeof(reason));
+	if (result == SE_PASSPHRASE_OK)
+		return true;
+	last_command_result[slot] = result;
+	strlcpy(last_command_failure[slot], reason, sizeof(last_command_failure[slot]));
+	return false;
+}
+
 /*
  * Run the passphrase command for a version (passphrase_command.c) into buf;
  * on failure keep the reason for the error report.
  */
 static bool
-run_passphrase_command(int32 version, char *buf, size_t bufsize)
+run_passphrase_command(int slot, int32 version, char *buf, size_t bufsize)
 {
 	char		reason[SE_PASSPHRASE_REASON_LEN];
 	se_passphrase_result result;
@@ -323,8 +433,8 @@ run_passphrase_command(int32 version, char *buf, size_t bufsize)
 									   reason, sizeof(reason));
 	if (result == SE_PASSPHRASE_OK)
 		return true;
-	last_command_result = result;
-	strlcpy(last_command_failure, reason, sizeof(last_command_failure));
+	last_command_result[slot] = result;
+	strlcpy(last_command_failure[slot], reason, sizeof(last_command_failure[slot]));
 	return false;
 }
 
@@ -456,6 +566,8 @@ slot_source(int slot, uint8_t source[SE_IDENTITY_TAG_LEN])
 {
 	const char *p = config.passphrase[slot];
 
+	if (key_command_set(slot))
+		return identity_tag(TAG_KEY_COMMAND, config.key_command[slot], source);
 	if (command_configured())
 		return identity_tag(TAG_COMMAND, config.command, source);
 	if (p == NULL || p[0] == '\0')
@@ -519,14 +631,32 @@ report_kek_failure(int elevel, int slot, KekFailure failure)
 {
 	int32		version = config.version[slot];
 
-	if (failure == KEK_COMMAND_FAILED)
+	if (failure == KEK_COMMAND_FAILED && slot_key_source(slot) == SOURCE_KEY_COMMAND)
+		ereport(elevel,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
+				 errmsg("could not obtain the KEK of version %d from its key command", version),
+				 errdetail("%s failed: %s.", key_command_setting_name(slot),
+						   last_command_failure[slot]),
+				 last_command_result[slot] == SE_PASSPHRASE_TIMED_OUT ?
+				 errhint("Make the command finish within secretenv.kek_passphrase_command_timeout, or raise that setting.") :
+				 last_command_result[slot] == SE_PASSPHRASE_INTERRUPTED ? 0 :
+				 errhint("The command must print the 32-byte KEK as 64 hex digits or as base64 on one line, and exit with status 0.")));
+	else if (failure == KEK_TWO_SOURCES)
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("KEK version %d has two sources", version),
+				 errdetail("%s is set, and so is %s.", key_command_setting_name(slot),
+						   command_configured() ? "secretenv.kek_passphrase_command" :
+						   passphrase_setting_name(slot)),
+				 errhint("Configure each KEK version by exactly one source: remove one of the two settings and reload.")));
+	else if (failure == KEK_COMMAND_FAILED)
 		ereport(elevel,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION),
 				 errmsg("could not obtain the KEK passphrase of version %d", version),
-				 errdetail("The passphrase command failed: %s.", last_command_failure),
-				 last_command_result == SE_PASSPHRASE_TIMED_OUT ?
+				 errdetail("The passphrase command failed: %s.", last_command_failure[slot]),
+				 last_command_result[slot] == SE_PASSPHRASE_TIMED_OUT ?
 				 errhint("Make the command finish within secretenv.kek_passphrase_command_timeout, or raise that setting.") :
-				 last_command_result == SE_PASSPHRASE_INTERRUPTED ? 0 :
+				 last_command_result[slot] == SE_PASSPHRASE_INTERRUPTED ? 0 :
 				 errhint("The command must print the passphrase on its first line and exit with status 0.")));
 	else if (failure == KEK_NOT_INHERITED)
 		ereport(elevel,
@@ -543,12 +673,13 @@ report_kek_failure(int elevel, int slot, KekFailure failure)
 		ereport(elevel,
 				(errcode(ERRCODE_SECRETENV_KEK_NOT_CONFIGURED),
 				 errmsg("no KEK is configured for version %d", version),
-				 errdetail("Neither secretenv.kek_passphrase_command nor %s is set, and secretenv.allow_development_passphrase is off.",
-						   passphrase_setting_name(slot)),
+				 errdetail("None of %s, secretenv.kek_passphrase_command and %s is set, and secretenv.allow_development_passphrase is off.",
+						   key_command_setting_name(slot), passphrase_setting_name(slot)),
 				 errhint("Set secretenv.kek_passphrase_command (or %s, with secretenv in shared_preload_libraries) in postgresql.conf and reload; "
 						 "check the spelling of every secretenv setting there. "
-						 "For a development store only, set secretenv.allow_development_passphrase = on.",
-						 passphrase_setting_name(slot))));
+						 "For a development store only, set secretenv.allow_development_passphrase = on. "
+						 "For a KEK kept in a KMS, set %s instead.",
+						 passphrase_setting_name(slot), key_command_setting_name(slot))));
 	else if (failure == KEK_PASSPHRASE_EXPOSED)
 		ereport(elevel,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -629,6 +760,125 @@ refresh_slot_in_worker(int slot, int32 version, const char *salt,
 }
 
 /*
+ * In the postmaster: publish its KEKs for the backends (see the header).
+ * A slot that failed is published as invalid, and wiped.
+ */
+static void
+publish_keks(const KekFailure failures[NUM_SLOTS])
+{
+	uint64		sequence;
+
+	if (published == NULL)
+		return;
+	sequence = pg_atomic_read_u64(&published->sequence);
+	pg_atomic_write_u64(&published->sequence, sequence + 1);
+	pg_write_barrier();
+	for (int slot = 0; slot < NUM_SLOTS; slot++)
+	{
+		PublishedKek *p = &published->slot[slot];
+		const SlotState *s = &slots[slot];
+
+		se_wipe(p, sizeof(PublishedKek));
+		if (config.version[slot] <= 0 || failures[slot] != KEK_OK || !s->derived)
+			continue;
+		p->version = s->version;
+		strlcpy(p->salt, s->salt, sizeof(p->salt));
+		memcpy(p->passphrase, s->passphrase, SE_IDENTITY_TAG_LEN);
+		memcpy(p->source, s->source, SE_IDENTITY_TAG_LEN);
+		memcpy(p->kek, secure_keys->kek[slot], SE_KEY_LEN);
+		p->valid = true;
+	}
+	pg_write_barrier();
+	pg_atomic_write_u64(&published->sequence, sequence + 2);
+}
+
+/*
+ * In a backend: take the KEK the postmaster published for this version,
+ * salt and source, if any.  The copy is checked against the sequence
+ * counter, so a KEK half-written by the postmaster is never marked derived.
+ */
+static bool
+take_published(int slot, int32 version, const char *salt,
+			   const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	SlotState  *s = &slots[slot];
+
+	if (published == NULL || !IsUnderPostmaster)
+		return false;
+	for (int attempt = 0; attempt < 1000; attempt++)
+	{
+		uint64		before = pg_atomic_read_u64(&published->sequence);
+		int			found = -1;
+		uint8_t		passphrase[SE_IDENTITY_TAG_LEN];
+
+		if (before % 2 == 1)
+		{
+			pg_usleep(1000L);
+			continue;
+		}
+		pg_read_barrier();
+		for (int i = 0; i < NUM_SLOTS && found < 0; i++)
+		{
+			const PublishedKek *p = &published->slot[i];
+
+			if (p->valid && p->version == version && strcmp(p->salt, salt) == 0 &&
+				memcmp(p->source, source, SE_IDENTITY_TAG_LEN) == 0)
+			{
+				/* kek[] is overwritten: not derived until the copy is known whole. */
+				s->derived = false;
+				memcpy(secure_keys->kek[slot], p->kek, SE_KEY_LEN);
+				memcpy(passphrase, p->passphrase, SE_IDENTITY_TAG_LEN);
+				found = i;
+			}
+		}
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&published->sequence) != before)
+			continue;
+		if (found < 0)
+			return false;
+		mark_slot_derived(s, version, salt, passphrase, source);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * refresh_slot for a key command: run it (never in a parallel worker) and
+ * place the KEK it printed, unless a slot already holds that very KEK.
+ * Only a complete, valid key ever reaches kek[]: on any failure the slot
+ * keeps its stale generation, so every use of it raises the error.
+ */
+static KekFailure
+refresh_slot_from_key_command(int slot, int32 version, const char *salt,
+							  const uint8_t source[SE_IDENTITY_TAG_LEN])
+{
+	SlotState  *s = &slots[slot];
+	uint8_t		key_tag[SE_IDENTITY_TAG_LEN];
+	KekFailure	result = KEK_OK;
+
+	if (!run_key_command(slot, version))
+		return KEK_COMMAND_FAILED;
+	if (se_identity_tag(secure_keys->tag_key, TAG_RAW_KEY, secure_keys->raw_kek,
+						SE_KEY_LEN, key_tag) != SE_OK)
+		result = KEK_DERIVATION_FAILED;
+	else if (slot_holds(s, version, salt, key_tag))
+		mark_slot_derived(s, version, salt, key_tag, source);
+	else if (slot_holds(&slots[1 - slot], version, salt, key_tag))
+	{
+		copy_other_slot(slot);
+		memcpy(s->source, source, SE_IDENTITY_TAG_LEN);
+	}
+	else
+	{
+		s->derived = false;
+		memcpy(secure_keys->kek[slot], secure_keys->raw_kek, SE_KEY_LEN);
+		mark_slot_derived(s, version, salt, key_tag, source);
+	}
+	se_wipe(secure_keys->raw_kek, SE_KEY_LEN);
+	return result;
+}
+
+/*
  * Bring a slot up to date with the configuration.  Never throws; the
  * caller decides whether a failure is an ERROR.  Obtain the passphrase
  * (run the command, or find the kept passphrase); PBKDF2 only when neither
@@ -655,18 +905,23 @@ refresh_slot(int slot)
 	if (!source_usable(key_source))
 	{
 		clear_slot(slot);
-		return key_source == SOURCE_NONE ? KEK_NOT_CONFIGURED : KEK_PASSPHRASE_EXPOSED;
+		return source_failure(key_source);
 	}
 	if (secure_keys == NULL || !slot_source(slot, source))
 		return KEK_DERIVATION_FAILED;
 	if (IsParallelWorker())
 		return refresh_slot_in_worker(slot, version, salt, source);
+	if (take_published(slot, version, salt, source))
+		return KEK_OK;
+
+	if (key_source == SOURCE_KEY_COMMAND)
+		return refresh_slot_from_key_command(slot, version, salt, source);
 
 	output = secure_keys->command_output;
 	se_wipe(output, sizeof(secure_keys->command_output));
 	if (key_source == SOURCE_COMMAND)
 	{
-		if (!run_passphrase_command(version, output,
+		if (!run_passphrase_command(slot, version, output,
 									sizeof(secure_keys->command_output)))
 			return KEK_COMMAND_FAILED;
 		if (!identity_tag(TAG_PASSPHRASE, output, passphrase))
@@ -747,6 +1002,7 @@ refresh_in_postmaster(void)
 		return;
 	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
+	publish_keks(failures);
 	for (int slot = 0; slot < NUM_SLOTS; slot++)
 	{
 		if (failures[slot] != KEK_OK)
@@ -959,6 +1215,28 @@ assign_passphrase_command(const char *newval, void *extra)
 		config_changed();
 }
 
+/* A key command, like the passphrase command, runs again on every reload. */
+static void
+assign_slot_key_command(int slot, const char *newval)
+{
+	bool		changed = take_string_setting(&config.key_command[slot], newval);
+
+	if (changed || (key_command_set(slot) && command_rerun_needed()))
+		config_changed();
+}
+
+static void
+assign_key_command(const char *newval, void *extra)
+{
+	assign_slot_key_command(SLOT_CURRENT, newval);
+}
+
+static void
+assign_previous_key_command(const char *newval, void *extra)
+{
+	assign_slot_key_command(SLOT_PREVIOUS, newval);
+}
+
 static void
 assign_allow_development(bool newval, void *extra)
 {
@@ -1114,6 +1392,27 @@ se_keyring_init(void)
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
 							   NULL, assign_passphrase_command, NULL);
 
+	DefineCustomStringVariable("secretenv.kek_key_command",
+							   "Command that prints the current KEK itself.",
+							   "%v is replaced by the version and %% by a percent sign; the output is one line, the 32-byte KEK as 64 hex digits or base64, used without PBKDF2. "
+							   "The version must have no other source.",
+							   &kek_key_command_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
+							   NULL, assign_key_command, NULL);
+
+	DefineCustomStringVariable("secretenv.kek_previous_key_command",
+							   "Command that prints the KEK of the previous version itself.",
+							   "As secretenv.kek_key_command, for secretenv.kek_previous_version; usually the same command line.",
+							   &kek_previous_key_command_guc,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_AUTO_FILE,
+							   NULL, assign_previous_key_command, NULL);
+
 	DefineCustomBoolVariable("secretenv.allow_development_passphrase",
 							 "Use MLflow's built-in development passphrase for a KEK version that has no passphrase or command.",
 							 "It is publicly known and protects nothing: for development stores only.",
@@ -1138,7 +1437,14 @@ se_keyring_init(void)
 	{
 		KekFailure	failures[NUM_SLOTS];
 
+		published = se_secure_alloc_shared(sizeof(PublishedKeks), NULL);
+		if (published == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not allocate shared secure memory for key material")));
+		pg_atomic_init_u64(&published->sequence, 0);
 		refresh_all_slots(failures);
+		publish_keks(failures);
 		for (int slot = 0; slot < NUM_SLOTS; slot++)
 		{
 			/* The server starts; each use of the version says why it fails. */
@@ -1233,8 +1539,7 @@ se_keyring_check_source(int32 version)
 		return;
 	key_source = slot_key_source(slot);
 	if (!source_usable(key_source))
-		report_kek_failure(ERROR, slot, key_source == SOURCE_NONE ?
-						   KEK_NOT_CONFIGURED : KEK_PASSPHRASE_EXPOSED);
+		report_kek_failure(ERROR, slot, source_failure(key_source));
 }
 
 bool

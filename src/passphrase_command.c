@@ -1,11 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * passphrase_command.c
- *	  Running secretenv.kek_passphrase_command.
+ *	  Running the KEK commands: secretenv.kek_passphrase_command, and the
+ *	  key commands secretenv.kek_key_command and kek_previous_key_command.
  *
- * The command is run with /bin/sh -c, its %v replaced by the KEK version
- * and %% by a percent sign, like ssl_passphrase_command.  The first line of
- * its output (up to the first CR or LF) is the passphrase.
+ * A command is run with /bin/sh -c, its %v replaced by the KEK version and
+ * %% by a percent sign, like ssl_passphrase_command.  The first line of its
+ * output (up to the first CR or LF) is the passphrase, or for a key command
+ * the KEK itself: 32 bytes as 64 hex digits or as padded base64, and nothing
+ * after that line (a key command's output has no room for interpretation).
+ * Both kinds share every rule below and the timeout setting.
  *
  * Bounded wait.  With shared_preload_libraries the postmaster runs the
  * command inside _PG_init and, in PostgreSQL 15, inside its SIGHUP handler
@@ -81,6 +85,7 @@ typedef struct OutputState
 	bool		line_done;		/* a CR or LF ended the first line */
 	bool		too_long;		/* the first line did not fit in buf */
 	bool		nul;			/* a NUL byte anywhere in the output */
+	bool		more_lines;		/* something but CR or LF after the first line */
 } OutputState;
 
 static int64
@@ -247,10 +252,12 @@ consume_output(OutputState *st, const char *chunk, size_t n,
 {
 	if (memchr(chunk, '\0', n) != NULL)
 		st->nul = true;
-	for (size_t i = 0; i < n && !st->line_done; i++)
+	for (size_t i = 0; i < n; i++)
 	{
 		if (chunk[i] == '\n' || chunk[i] == '\r')
 			st->line_done = true;
+		else if (st->line_done)
+			st->more_lines = true;
 		else if (st->len < bufsize - 1)
 			buf[st->len++] = chunk[i];
 		else
@@ -259,18 +266,18 @@ consume_output(OutputState *st, const char *chunk, size_t n,
 }
 
 /*
- * Run the passphrase command for a version and put the first line of its
- * output, NUL-terminated, into buf (at most bufsize - 1 bytes).  On any
- * result other than SE_PASSPHRASE_OK, buf is wiped and reason holds a
- * lower-case clause for an error detail ("it timed out after 30 s and was
- * killed"), never anything the command printed.  Never throws once the
+ * Run a command (a passphrase command, or a key command, which must print
+ * one line only) for a version and put the first line of its output,
+ * NUL-terminated, into buf (at most bufsize - 1 bytes).  On any result
+ * other than SE_PASSPHRASE_OK, buf is wiped and reason holds a lower-case
+ * clause for an error detail ("it timed out after 30 s and was killed"),
+ * never anything the command printed.  Never throws once the
  * command runs (only out-of-memory while building its command line can),
  * so no ERROR ever unwinds past output left unwiped.
  */
-se_passphrase_result
-se_passphrase_command_run(const char *command, int32 version,
-						  char *buf, size_t bufsize,
-						  char *reason, size_t reasonsize)
+static se_passphrase_result
+run_command(const char *command, int32 version, bool key_command,
+			char *buf, size_t bufsize, char *reason, size_t reasonsize)
 {
 	char	   *cmdline;
 	char		chunk[512];
@@ -447,7 +454,13 @@ se_passphrase_command_run(const char *command, int32 version,
 	else if (st.len == 0)
 	{
 		result = SE_PASSPHRASE_BAD_OUTPUT;
-		snprintf(reason, reasonsize, "it printed no passphrase line");
+		snprintf(reason, reasonsize, "it printed no %s line",
+				 key_command ? "key" : "passphrase");
+	}
+	else if (key_command && st.more_lines)
+	{
+		result = SE_PASSPHRASE_BAD_OUTPUT;
+		snprintf(reason, reasonsize, "it printed more than one line");
 	}
 	else
 		result = SE_PASSPHRASE_OK;
@@ -457,11 +470,167 @@ se_passphrase_command_run(const char *command, int32 version,
 	return result;
 }
 
+/*
+ * Run the passphrase command for a version and put the first line of its
+ * output, NUL-terminated, into buf (at most bufsize - 1 bytes).  On any
+ * result other than SE_PASSPHRASE_OK, buf is wiped and reason holds a
+ * lower-case clause for an error detail, never anything the command
+ * printed.
+ */
+se_passphrase_result
+se_passphrase_command_run(const char *command, int32 version,
+						  char *buf, size_t bufsize,
+						  char *reason, size_t reasonsize)
+{
+	return run_command(command, version, false, buf, bufsize, reason, reasonsize);
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int
+base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * How many bytes a padded standard base64 text of len characters encodes,
+ * or -1 if it is not one.
+ */
+static int
+base64_decoded_len(const char *text, size_t len)
+{
+	size_t		pad = 0;
+
+	if (len == 0 || len % 4 != 0)
+		return -1;
+	while (pad < 2 && text[len - 1 - pad] == '=')
+		pad++;
+	for (size_t i = 0; i < len - pad; i++)
+		if (base64_value(text[i]) < 0)
+			return -1;
+	return (int) (len / 4 * 3 - pad);
+}
+
+/* Decode base64 of exactly SE_KEY_LEN bytes (checked by the caller). */
+static void
+base64_decode_key(const char *text, uint8_t key[SE_KEY_LEN])
+{
+	uint32_t	acc = 0;
+	int			bits = 0;
+	size_t		out = 0;
+
+	for (const char *p = text; *p && *p != '=' && out < SE_KEY_LEN; p++)
+	{
+		acc = (acc << 6) | (uint32_t) base64_value(*p);
+		bits += 6;
+		if (bits >= 8)
+		{
+			bits -= 8;
+			key[out++] = (uint8_t) (acc >> bits);
+		}
+	}
+	se_wipe(&acc, sizeof(acc));	/* it held key bits */
+}
+
+/*
+ * A key command's line as a KEK: 64 hex digits (either case) or padded
+ * base64 of 32 bytes.  False, with the reason, for anything else; the
+ * reason says what the line looks like, never what it holds.
+ */
+static bool
+parse_key_line(const char *line, uint8_t key[SE_KEY_LEN],
+			   char *reason, size_t reasonsize)
+{
+	size_t		len = strlen(line);
+	bool		all_hex = true;
+	int			b64;
+
+	for (size_t i = 0; i < len; i++)
+		if (hex_value(line[i]) < 0)
+			all_hex = false;
+	if (all_hex)
+	{
+		if (len != 2 * SE_KEY_LEN)
+		{
+			snprintf(reason, reasonsize,
+					 "its first line has %d hex digits, not %d",
+					 (int) len, 2 * SE_KEY_LEN);
+			return false;
+		}
+		for (int i = 0; i < SE_KEY_LEN; i++)
+			key[i] = (uint8_t) (hex_value(line[2 * i]) << 4 | hex_value(line[2 * i + 1]));
+		return true;
+	}
+	b64 = base64_decoded_len(line, len);
+	if (b64 < 0)
+	{
+		snprintf(reason, reasonsize,
+				 "its first line is neither %d hex digits nor base64 of %d bytes",
+				 2 * SE_KEY_LEN, SE_KEY_LEN);
+		return false;
+	}
+	if (b64 != SE_KEY_LEN)
+	{
+		snprintf(reason, reasonsize,
+				 "its first line is base64 of %d bytes, not %d", b64, SE_KEY_LEN);
+		return false;
+	}
+	base64_decode_key(line, key);
+	return true;
+}
+
+/*
+ * Run a key command for a version and put the KEK it prints into key.  buf
+ * (at least SE_KEY_LINE_MAX + 1 bytes, in secure memory) receives the
+ * line and is wiped before return.  On any result other than
+ * SE_PASSPHRASE_OK key is wiped and reason says why: a key command whose
+ * output breaks any rule gives no key at all, never part of one.
+ */
+se_passphrase_result
+se_key_command_run(const char *command, int32 version,
+				   char *buf, size_t bufsize, uint8_t key[SE_KEY_LEN],
+				   char *reason, size_t reasonsize)
+{
+	se_passphrase_result result;
+
+	Assert(bufsize > SE_KEY_LINE_MAX);
+	result = run_command(command, version, true, buf, SE_KEY_LINE_MAX + 1,
+						 reason, reasonsize);
+	if (result == SE_PASSPHRASE_OK &&
+		!parse_key_line(buf, key, reason, reasonsize))
+		result = SE_PASSPHRASE_BAD_OUTPUT;
+	se_wipe(buf, bufsize);
+	if (result != SE_PASSPHRASE_OK)
+		se_wipe(key, SE_KEY_LEN);
+	return result;
+}
+
 void
 se_passphrase_command_init(void)
 {
 	DefineCustomIntVariable("secretenv.kek_passphrase_command_timeout",
-							"Time the KEK passphrase command may take before it is killed.",
+							"Time the KEK passphrase command or key command may take before it is killed.",
 							"A command that outlives it is killed with its process group and counts as failed.",
 							&passphrase_command_timeout,
 							DEFAULT_TIMEOUT_S, 1, MAX_TIMEOUT_S,

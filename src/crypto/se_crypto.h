@@ -203,8 +203,11 @@ extern size_t se_mask_utf8(const char *s, size_t len, char *out);
  * locked again in a forked child (locks are not inherited by fork), and
  * se_secure_memory_locked says whether every live secure allocation is
  * locked in the calling process (1; also when there is none) or not (0).
+ * se_secure_alloc_shared makes the same kind of memory shared with the
+ * processes forked after it (MAP_SHARED, no name, no file).
  */
 extern void *se_secure_alloc(size_t len, int *locked);
+extern void *se_secure_alloc_shared(size_t len, int *locked);
 extern void se_secure_free(void *ptr, size_t len);
 extern int	se_secure_memory_locked(void);
 

@@ -91,8 +91,9 @@ relock_in_child(void)
 		r->locked = mlock(r->ptr, r->maplen) == 0;
 }
 
-void *
-se_secure_alloc(size_t len, int *locked)
+/* se_secure_alloc, with the mmap sharing flag given. */
+static void *
+secure_alloc(size_t len, int *locked, int share)
 {
 	size_t		maplen = secure_mapping_len(len);
 	SecureRegion *region;
@@ -120,7 +121,7 @@ se_secure_alloc(size_t len, int *locked)
 
 	/* Anonymous mappings are zero-filled by the kernel. */
 	ptr = mmap(NULL, maplen, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			   share | MAP_ANONYMOUS, -1, 0);
 	if (ptr == MAP_FAILED)
 	{
 		free(region);
@@ -145,6 +146,23 @@ se_secure_alloc(size_t len, int *locked)
 	if (locked != NULL)
 		*locked = region->locked;
 	return ptr;
+}
+
+void *
+se_secure_alloc(size_t len, int *locked)
+{
+	return secure_alloc(len, locked, MAP_PRIVATE);
+}
+
+/*
+ * As se_secure_alloc, but shared with the processes forked afterwards
+ * (MAP_SHARED): what one of them writes, all of them read.  The mapping
+ * has no name and no file; a process that execs loses it.
+ */
+void *
+se_secure_alloc_shared(size_t len, int *locked)
+{
+	return secure_alloc(len, locked, MAP_SHARED);
 }
 
 void
