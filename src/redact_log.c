@@ -357,11 +357,6 @@ append_csv(StringInfo buf, const char *s)
 }
 
 /*
- * A pgaudit line, message = prefix (its first fields) then its statement
- * text field and the parameter (and row count) fields: the text scrubbed,
- * the parameters replaced by the marker unless there are none.
- */
-/*
  * The statement text field of a pgaudit line (message = prefix, its first
  * fields, then that field, CSV-quoted when needed, then the parameter and
  * row count fields): unquoted, with *rest pointing after it.
