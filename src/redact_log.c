@@ -15,8 +15,10 @@
  *		stays; where they cannot be located (a listed wrapper, a statement
  *		marked only at run time) every value is overwritten.  The bind
  *		parameters in its DETAIL lose the values of the $n that fill a
- *		plaintext argument (all of them when that cannot be told); pgaudit's
- *		parameter list is replaced by the marker;
+ *		plaintext argument (all of them when that cannot be told), and so do
+ *		those of pgaudit's parameter list.  A pgaudit line of secretenv's
+ *		own statement that calls nothing taking a plaintext (the INSERT
+ *		nested in secret_create) stays whole: it is given the row written;
  *	  - an auto_explain plan of such a statement keeps its duration and
  *		loses the query text and the plan, which shows constants and
  *		parameters with log_verbose;
@@ -177,34 +179,63 @@ frame_identifier(const char **p, const char **name, size_t *len)
 	return *len > 0;
 }
 
+/*
+ * Whether the CONTEXT frame at frame is one of a PL/pgSQL function of the
+ * extension: "PL/pgSQL function secretenv.insert_secret(text,...) line 8
+ * at RAISE", or with quote_all_identifiers on
+ * "PL/pgSQL function "secretenv"."insert_secret"(text,...) ...".
+ */
+static bool
+secretenv_plpgsql_frame(const char *frame)
+{
+	static const char plpgsql_frame[] = "PL/pgSQL function ";
+	const char *p = frame;
+	const char *name;
+	size_t		len;
+
+	if (strncmp(p, plpgsql_frame, sizeof(plpgsql_frame) - 1) != 0)
+		return false;
+	p += sizeof(plpgsql_frame) - 1;
+	if (!frame_identifier(&p, &name, &len) ||
+		len != strlen("secretenv") || strncmp(name, "secretenv", len) != 0 ||
+		*p++ != '.' ||
+		!frame_identifier(&p, &name, &len) || *p != '(')
+		return false;
+	return se_redact_catalog_raiser(name, len);
+}
+
 static bool
 is_secretenv_error(const ErrorData *edata)
 {
-	static const char plpgsql_frame[] = "PL/pgSQL function ";
-
 	if ((edata->domain != NULL && strcmp(edata->domain, TEXTDOMAIN) == 0) ||
 		edata->sqlerrcode == ERRCODE_SECRETENV_KEK_NOT_CONFIGURED)
 		return true;
-	if (raised_by_plpgsql(edata) && edata->context != NULL &&
-		strncmp(edata->context, plpgsql_frame, sizeof(plpgsql_frame) - 1) == 0)
-	{
-		/*
-		 * "PL/pgSQL function secretenv.insert_secret(text,...) line 8 at
-		 * RAISE", or with quote_all_identifiers on
-		 * "PL/pgSQL function "secretenv"."insert_secret"(text,...) ...".
-		 */
-		const char *p = edata->context + sizeof(plpgsql_frame) - 1;
-		const char *name;
-		size_t		len;
+	return raised_by_plpgsql(edata) && edata->context != NULL &&
+		secretenv_plpgsql_frame(edata->context);
+}
 
-		if (!frame_identifier(&p, &name, &len) ||
-			len != strlen("secretenv") || strncmp(name, "secretenv", len) != 0 ||
-			*p++ != '.' ||
-			!frame_identifier(&p, &name, &len) || *p != '(')
+/*
+ * Whether the statement sql, whose pgaudit line this is, is one of
+ * secretenv's own: run by a PL/pgSQL function of the extension, i.e. the
+ * innermost CONTEXT frame is that function's, after the frame SPI adds
+ * for the statement itself ('SQL statement "<sql>"').
+ */
+static bool
+secretenv_statement(const char *context, const char *sql)
+{
+	static const char spi_frame[] = "SQL statement \"";
+	size_t		len = strlen(sql);
+
+	if (context == NULL)
+		return false;
+	if (strncmp(context, spi_frame, sizeof(spi_frame) - 1) == 0)
+	{
+		context += sizeof(spi_frame) - 1;
+		if (strncmp(context, sql, len) != 0 || strncmp(context + len, "\"\n", 2) != 0)
 			return false;
-		return se_redact_catalog_raiser(name, len);
+		context += len + 2;
 	}
-	return false;
+	return secretenv_plpgsql_frame(context);
 }
 
 /*
@@ -392,27 +423,116 @@ audit_text(const char *message, const char *prefix, const char **rest)
 }
 
 /*
- * A pgaudit line of a statement that takes a plaintext: the text scrubbed,
- * the parameters replaced by the marker unless there are none.
+ * One CSV field at *p, unquoted, appended to field; *p moved past it.
+ * Returns false on a quoted field left open.
+ */
+static bool
+read_csv_field(const char **p, StringInfo field)
+{
+	const char *s = *p;
+
+	if (*s != '"')
+	{
+		for (; *s && *s != ','; s++)
+			appendStringInfoChar(field, *s);
+		*p = s;
+		return true;
+	}
+	for (s++; *s; s++)
+	{
+		if (*s == '"')
+		{
+			if (s[1] != '"')
+			{
+				*p = s + 1;
+				return true;
+			}
+			s++;
+		}
+		appendStringInfoChar(field, *s);
+	}
+	return false;
+}
+
+/*
+ * The fields after the statement text of a pgaudit line (rest: ",PARAMS"
+ * then ",ROWS" with log_rows) with the parameters in params (bit n - 1
+ * for $n) replaced by the marker.  PARAMS is one CSV field holding the
+ * values, each CSV-quoted, separated by commas, $1 first.  The marker in
+ * place of the whole list if every parameter goes or rest is of another
+ * shape.
  */
 static char *
-redacted_audit_line(const char *message, const char *prefix)
+audit_parameters(const char *rest, uint64 params)
+{
+	StringInfoData list;
+	StringInfoData kept;
+	StringInfoData out;
+	const char *p = rest + 1;
+	const char *l;
+	int			n = 0;
+
+	if (strncmp(rest, ",<none>", 7) == 0 || strncmp(rest, ",<not logged>", 13) == 0 ||
+		*rest == '\0')
+		return pstrdup(rest);
+	initStringInfo(&list);
+	if (params == ~UINT64CONST(0) || *rest != ',' || !read_csv_field(&p, &list) ||
+		(*p != '\0' && (*p != ',' || strspn(p + 1, "0123456789") != strlen(p + 1))))
+		return psprintf(",%s", SE_REDACTED_MARKER);
+
+	initStringInfo(&kept);
+	for (l = list.data;; l++)
+	{
+		StringInfoData value;
+		const char *start = l;
+
+		initStringInfo(&value);
+		if (n >= 64 || !read_csv_field(&l, &value) || (*l != ',' && *l != '\0'))
+			return psprintf(",%s", SE_REDACTED_MARKER);
+		if (n > 0)
+			appendStringInfoChar(&kept, ',');
+		if (params & (UINT64CONST(1) << n))
+			appendStringInfoString(&kept, SE_REDACTED_MARKER);
+		else
+			appendBinaryStringInfo(&kept, start, l - start);
+		n++;
+		if (*l == '\0')
+			break;
+	}
+	initStringInfo(&out);
+	appendStringInfoChar(&out, ',');
+	append_csv(&out, kept.data);
+	appendStringInfoString(&out, p);
+	return out.data;
+}
+
+/*
+ * A pgaudit line of a statement that takes a plaintext.  One that calls a
+ * plaintext-taking function itself: its plaintext arguments overwritten,
+ * and the parameters that fill them replaced by the marker.  One of
+ * secretenv's own statements that calls none (the INSERT of
+ * insert_secret, the UPDATE of replace_secret_value: they are given the
+ * row being written, never the plaintext): as it is, so that it names the
+ * secret.  Any other (a user's function run by a statement that passed a
+ * plaintext): every value of its text, and its parameters, overwritten.
+ */
+static char *
+redacted_audit_line(const ErrorData *edata, const char *prefix)
 {
 	const char *rest;
-	char	   *sql = audit_text(message, prefix, &rest);
+	char	   *sql = audit_text(edata->message, prefix, &rest);
 	StringInfoData out;
 	uint64		params;
 	char	   *scrubbed;
 
+	if (se_redact_scan_calls(sql, strlen(sql), false, NULL) == SE_CALLS_NONE &&
+		secretenv_statement(edata->context, sql))
+		return edata->message;
 	scrubbed = scrubbed_statement(sql, strlen(sql), &params);
 	initStringInfo(&out);
 	appendStringInfoString(&out, prefix);
 	append_csv(&out, scrubbed);
-	if (strncmp(rest, ",<none>", 7) == 0 || strncmp(rest, ",<not logged>", 13) == 0 ||
-		*rest == '\0')
-		appendStringInfoString(&out, rest);
-	else
-		appendStringInfo(&out, ",%s", SE_REDACTED_MARKER);
+	appendStringInfoString(&out, audit_parameters(rest, params));
 	return out.data;
 }
 
@@ -491,7 +611,7 @@ redact_statement_record(ErrorData *edata, bool log_level)
 	/* pgaudit logs at any level (pgaudit.log_level with log_client). */
 	if ((prefix = audit_prefix(edata->message)) != NULL)
 	{
-		edata->message = redacted_audit_line(edata->message, prefix);
+		edata->message = redacted_audit_line(edata, prefix);
 		return true;
 	}
 	if (!log_level || (text = statement_text_start(edata->message, &plan)) == NULL)

@@ -17,8 +17,11 @@
 #    off (backslash escapes, E'' and dollar quotes): no plaintext in the
 #    log, pg_stat_activity or pg_stat_statements;
 #  - names are not secrets: the log_statement line, the pgaudit SESSION
-#    and OBJECT lines and pg_stat_statements still name the secret read,
-#    created, updated or deleted;
+#    and OBJECT lines (those of the statements nested in secret_create and
+#    secret_update included, with pgaudit.log_parameter on) and
+#    pg_stat_statements still name the secret read, created, updated or
+#    deleted; a user's PL/pgSQL wrapper that stores the plaintext in its own
+#    table still has that statement's parameters redacted;
 #  - a comment naming kek_passphrase or secret_create changes nothing;
 #  - the catalog convention that finds plaintext-carrying functions (an
 #    argument named value or plaintext; a text or jsonb result) selects
@@ -244,6 +247,40 @@ like($log, qr/statement: DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv\.secret
 	'DO LANGUAGE: the body is read as code, its plaintext argument overwritten');
 like($log, qr/AUDIT: OBJECT,[^\n]*decrypted_secrets[^\n]*audit_created/,
 	'the pgaudit OBJECT line of a read names the secret');
+
+# Each call's records, from its log_statement line to the next one.
+my %call_log;
+for my $record (split /(?=^\S+ \S+ UTC \[\d+\] \S+ LOG:  statement: )/m, $log)
+{
+	next unless $record =~ /LOG:  statement: SELECT .*?(secret_\w+|decrypted_secrets)\b[^\n]*'audit_created'/;
+	$call_log{$1} .= $record;
+}
+# The parameter list of a pgaudit line on secretenv.secrets (the last
+# fields after the statement text, which may span lines).
+my $on_secrets = qr/secretenv\.secrets,(?:"(?:[^"]|"")*"|[^,\n]*),[^\n]*audit_created/;
+# secret_get reads the table by an index scan of its own, outside the
+# executor (without row-level security): pgaudit logs its call only.
+like($call_log{secret_get} // '',
+	qr/AUDIT: SESSION,\d+,\d+,FUNCTION,EXECUTE,FUNCTION,secretenv\.secret_get,[^\n]*audit_created/,
+	'secret_get: the SESSION line of its call names the secret');
+for my $fn (qw(secret_create secret_update secret_delete decrypted_secrets))
+{
+	my $records = $call_log{$fn} // '';
+	for my $class (qw(SESSION OBJECT))
+	{
+		like($records, qr/AUDIT: $class,\d+,\d+,[A-Z]+,[A-Z ]+,(?:TABLE|VIEW),secretenv\.(?:secrets|decrypted_secrets),[^\n]*(?:\n\t[^\n]*)*audit_created/,
+			"$fn: a $class line of its statement on secretenv.secrets names the secret");
+	}
+}
+like($call_log{secret_create} // '',
+	qr/AUDIT: SESSION,\d+,\d+,WRITE,INSERT,TABLE,$on_secrets/,
+	'secret_create: the SESSION line of its INSERT keeps the parameters, the name among them');
+like($call_log{secret_create} // '',
+	qr/AUDIT: OBJECT,\d+,\d+,WRITE,INSERT,TABLE,$on_secrets/,
+	'secret_create: the OBJECT line of its INSERT keeps the parameters, the name among them');
+like($call_log{secret_update} // '',
+	qr/AUDIT: OBJECT,\d+,\d+,WRITE,UPDATE,TABLE,secretenv\.secrets,"UPDATE[^"]*",(?!\[secretenv)/,
+	'secret_update: the OBJECT line of its UPDATE keeps the parameters');
 like($log, qr/AUDIT: OBJECT,\d+,\d+,WRITE,DELETE,TABLE,secretenv\.secrets,[^\n]*\n(?:\t[^\n]*\n)*[^\n]*,audit_created\n/,
 	'the pgaudit OBJECT line of a delete names the secret');
 
@@ -267,6 +304,35 @@ like($pgss, qr/secretenv\.secret_create\(\$1, \$2\)/,
 	'pg_stat_statements: a plannable call, normalised as ever');
 like($pgss, qr/PERFORM secretenv\.secret_create\('audit_do', '\*+'\)/,
 	'pg_stat_statements: a DO block keeps the name, not the plaintext');
+
+# A user's PL/pgSQL wrapper, unlisted, that keeps a copy of the plaintext
+# in its own table: the statement is marked by the secret_create before
+# it, and its parameters are redacted, whatever the wrapper's name (one
+# spelt like secretenv's own, in a schema of the user's).  The plaintext
+# is made on the server, so that no text the test sends holds it.
+$node->safe_psql('postgres', q{
+CREATE TABLE app_copy (n text, v text);
+GRANT SELECT, INSERT ON app_copy TO auditor;
+CREATE FUNCTION app_keep(n text, v text) RETURNS void LANGUAGE plpgsql AS
+	$$BEGIN PERFORM secretenv.secret_create(n, v); INSERT INTO app_copy VALUES (n, v); END$$;
+CREATE FUNCTION "secretenv.insert_secret"(n text, v text) RETURNS void LANGUAGE plpgsql AS
+	$$BEGIN PERFORM secretenv.secret_create(n, v); INSERT INTO app_copy VALUES (n, v); END$$;
+});
+$offset = -s $node->logfile;
+$node->safe_psql('postgres', q{
+SELECT app_keep('wrapped_a', 'pt' || md5(random()::text));
+SELECT "secretenv.insert_secret"('wrapped_b', 'pt' || md5(random()::text));
+});
+my $wrapper_log = slurp_file($node->logfile, $offset);
+my $copies = $node->safe_psql('postgres', 'SELECT v FROM app_copy ORDER BY n');
+push @plaintexts, split /\n/, $copies;
+is(scalar(split /\n/, $copies), 2, 'the wrappers stored their copies');
+my $copy_lines = () = $wrapper_log =~
+  /AUDIT: (?:SESSION|OBJECT),\d+,\d+,WRITE,INSERT,TABLE,public\.app_copy,[^\n]*,\[secretenv: redacted\]\n/g;
+is($copy_lines, 4,
+	"a user's wrapper: the SESSION and OBJECT lines of its INSERT have their parameters redacted");
+is(scalar(grep { index($wrapper_log, $_) >= 0 } split /\n/, $copies), 0,
+	"a user's wrapper: its plaintexts are nowhere in the log");
 
 ###########################################################################
 # No plaintext anywhere
