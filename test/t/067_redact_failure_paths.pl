@@ -292,6 +292,9 @@ pgbench_check($node, PostgreSQL::Test::Utils::tempdir, 'bind_named',
 like(slurp_file($node->logfile, $offset),
 	qr/parameters: \$1 = 'bindname-067-', \$2 = '\d+', \$3 = \[secretenv: redacted\]/,
 	'bind parameters: the name stays, the plaintext is overwritten');
+like(slurp_file($node->logfile, $offset),
+	qr/AUDIT: SESSION,\d+,\d+,READ,SELECT,,,"SELECT secretenv\.secret_create\(\$1 \|\| \$2, \$3\)","bindname-067-,\d+,\[secretenv: redacted\]"/,
+	'pgaudit parameters: the name stays, the plaintext is overwritten');
 like($log, qr/statement: SELECT 'comment-probe'/,
 	'a comment naming kek_passphrase does not hide the statement');
 like($log, qr/AUDIT: SESSION,[^\n]*'comment-probe'[^\n]*rd_1/,
