@@ -308,6 +308,16 @@ like($pgss, qr/secretenv\.secret_create\(\$1, \$2\)/,
 like($pgss, qr/PERFORM secretenv\.secret_create\('audit_do', '\*+'\)/,
 	'pg_stat_statements: a DO block keeps the name, not the plaintext');
 
+# With quote_all_identifiers on, the CONTEXT frame quotes the schema and
+# the function's name: still secretenv's own statement.
+$offset = -s $node->logfile;
+my $quoted_pt = pt();
+$node->safe_psql('postgres',
+	"SET quote_all_identifiers = on; SELECT secretenv.secret_create('audit_quoted', '$quoted_pt');");
+like(slurp_file($node->logfile, $offset),
+	qr/AUDIT: OBJECT,\d+,\d+,WRITE,INSERT,TABLE,"""secretenv"".""secrets""",(?:"(?:[^"]|"")*"),"audit_quoted,/,
+	'quote_all_identifiers: the OBJECT line of the INSERT still names the secret');
+
 # A user's PL/pgSQL wrapper, unlisted, that keeps a copy of the plaintext
 # in its own table: the statement is marked by the secret_create before
 # it, and its parameters are redacted, whatever the wrapper's name (one
