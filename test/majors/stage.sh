@@ -16,7 +16,8 @@
 majors_tap="001_rotation_10k 010_mlflow_vectors 040_cache_stress 041_cache_replicas
 	042_cache_roles 043_cache_2pc 044_cache_timer 051_online_rotation 060_log_redaction
 	061_key_health 062_redact_channels 063_redact_wrapper 064_redact_preload_order
-	065_redact_scrub_shapes 066_redact_activity_extended 070_upgrade_equivalence
+	065_redact_scrub_shapes 066_redact_activity_extended 067_redact_failure_paths
+	070_upgrade_equivalence
 	075_hostile_search_path 085_batched_rotation 086_rotate_table 087_reencrypt
 	079_pg_upgrade_major 093_upgrade_names"
 
