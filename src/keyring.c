@@ -114,6 +114,7 @@
 #include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "kek_retirement.h"
 #include "keyring.h"
@@ -726,6 +727,9 @@ derive_slot(int slot, const char *pass, int32 version, const char *salt,
 		derivations = 0;
 	}
 	derivations++;
+	/* Counted by test 077 in the postmaster's log; never key material. */
+	ereport(DEBUG1,
+			(errmsg_internal("secretenv runs PBKDF2 for KEK version %d", version)));
 	status = se_derive_kek((const uint8_t *) pass, strlen(pass),
 						   (const uint8_t *) salt, strlen(salt),
 						   (uint32_t) version, secure_keys->kek[slot]);
@@ -982,14 +986,22 @@ refresh_all_slots(KekFailure failures[NUM_SLOTS])
 	{
 		int			slot = i == 0 ? first : 1 - first;
 
-		failures[slot] = config.version[slot] > 0 ? refresh_slot(slot) : KEK_OK;
+		if (config.version[slot] > 0)
+			failures[slot] = refresh_slot(slot);
+		else
+		{
+			/* No previous version any more: its KEK must not linger. */
+			clear_slot(slot);
+			failures[slot] = KEK_OK;
+		}
 	}
 }
 
 /*
- * In the postmaster (preloaded), derive as soon as the configuration
- * changes, so that backends forked afterwards inherit the KEKs.  A failure
- * is logged; backends retry, and report it as an ERROR, on first use.
+ * In the postmaster (preloaded), derive once the configuration has
+ * changed, so that backends forked afterwards inherit the KEKs and open
+ * ones take the published copies.  A failure is logged; backends retry,
+ * and report it as an ERROR, on first use.
  */
 static void
 refresh_in_postmaster(void)
@@ -998,8 +1010,6 @@ refresh_in_postmaster(void)
 	SlotState	before[NUM_SLOTS];
 	bool		changed = false;
 
-	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
-		return;
 	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
 	publish_keks(failures);
@@ -1046,11 +1056,59 @@ command_rerun_needed(void)
 	return true;
 }
 
+/*
+ * The memory context that ProcessConfigFile (guc-file.l) creates for one
+ * reload and deletes once every setting of the reload is assigned, before
+ * the postmaster signals its children.
+ */
+#define RELOAD_CONTEXT_NAME "config file processing"
+
+/* A refresh is registered on the reload's context and has not run yet. */
+static bool postmaster_refresh_pending = false;
+static MemoryContextCallback postmaster_refresh_callback;
+
+static void
+run_pending_refresh(void *arg)
+{
+	postmaster_refresh_pending = false;
+	refresh_in_postmaster();
+}
+
+/*
+ * A key setting changed in the preloading postmaster.  A reload assigns
+ * its settings one by one (a rotation sets kek_version, then
+ * kek_previous_version); refreshing after each would run the command for
+ * half-applied configurations and overwrite the old current KEK before the
+ * previous slot could take it.  So during a reload the refresh waits until
+ * ProcessConfigFile deletes its memory context: then it runs once, for the
+ * whole new configuration, still before any backend is signalled.  Outside
+ * a reload's context (never expected) it runs at once.
+ */
+static void
+postmaster_config_changed(void)
+{
+	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
+		return;
+	if (postmaster_refresh_pending)
+		return;
+	if (CurrentMemoryContext == NULL || CurrentMemoryContext->name == NULL ||
+		strcmp(CurrentMemoryContext->name, RELOAD_CONTEXT_NAME) != 0)
+	{
+		refresh_in_postmaster();
+		return;
+	}
+	postmaster_refresh_callback.func = run_pending_refresh;
+	postmaster_refresh_callback.arg = NULL;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext,
+									   &postmaster_refresh_callback);
+	postmaster_refresh_pending = true;
+}
+
 static void
 config_changed(void)
 {
 	config_generation++;
-	refresh_in_postmaster();
+	postmaster_config_changed();
 }
 
 static bool
