@@ -968,18 +968,42 @@ refresh_slot(int slot)
 }
 
 /*
+ * Exchange the two slots' KEKs and what they were derived from, through
+ * the secure scratch buffer (wiped after): no key material on the stack.
+ */
+static void
+swap_slots(void)
+{
+	SlotState	state = slots[SLOT_CURRENT];
+
+	memcpy(secure_keys->raw_kek, secure_keys->kek[SLOT_CURRENT], SE_KEY_LEN);
+	memcpy(secure_keys->kek[SLOT_CURRENT], secure_keys->kek[SLOT_PREVIOUS], SE_KEY_LEN);
+	memcpy(secure_keys->kek[SLOT_PREVIOUS], secure_keys->raw_kek, SE_KEY_LEN);
+	se_wipe(secure_keys->raw_kek, SE_KEY_LEN);
+	slots[SLOT_CURRENT] = slots[SLOT_PREVIOUS];
+	slots[SLOT_PREVIOUS] = state;
+}
+
+/*
  * Bring every configured slot up to date.  In a rotation the new previous
  * KEK is the old current one: refreshing the previous slot first lets it
  * copy that KEK before the current slot is overwritten, so a rotation costs
- * one derivation, for the new KEK only.
+ * one derivation, for the new KEK only.  A rotation undone (the two
+ * versions exchanged) exchanges the KEKs, so it costs none.
  */
 static void
 refresh_all_slots(KekFailure failures[NUM_SLOTS])
 {
 	int			first = SLOT_CURRENT;
 
-	if (slots[SLOT_CURRENT].derived &&
-		slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS])
+	if (secure_keys != NULL &&
+		slots[SLOT_CURRENT].derived && slots[SLOT_PREVIOUS].derived &&
+		slots[SLOT_CURRENT].version != slots[SLOT_PREVIOUS].version &&
+		slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS] &&
+		slots[SLOT_PREVIOUS].version == config.version[SLOT_CURRENT])
+		swap_slots();
+	else if (slots[SLOT_CURRENT].derived &&
+			 slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS])
 		first = SLOT_PREVIOUS;
 
 	for (int i = 0; i < NUM_SLOTS; i++)

@@ -19,6 +19,9 @@
 # then the same with passphrases written in the configuration (version 3
 # new, version 2 previous): no backend ran PBKDF2, every read right, and
 # the postmaster ran PBKDF2 exactly once, for version 3, and no command.
+# Then the rotation undone (version 2 current again, version 3 previous):
+# the postmaster exchanges the two KEKs it holds, no PBKDF2 anywhere,
+# every read right.
 # The postmaster's PBKDF2 runs are counted from its log (DEBUG1 line
 # "secretenv runs PBKDF2 for KEK version N", never key material).
 use strict;
@@ -103,5 +106,13 @@ is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(derivations) || 
 	"$n 0 $n", 'passphrases: no PBKDF2 in any of the backends; every read right');
 is($pbkdf2, 'v3', 'passphrases: the whole server ran PBKDF2 once for the reload, in the postmaster, for the new version 3');
 is(scalar(@$runs), 0, 'passphrases: and no command');
+
+# The rotation undone: both versions' KEKs are already held.
+($runs, $pbkdf2) = round("secretenv.kek_passphrase = '$p2'\nsecretenv.kek_version = 2\n"
+	  . "secretenv.kek_previous_passphrase = 'written-passphrase-version-3-8a1f0c2e4b6d9e7f5a3c'\nsecretenv.kek_previous_version = 3\n", 3);
+is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || sum(derivations) || ' '
+	|| count(*) FILTER (WHERE version = 2 AND got = 'value-a' AND own = 'own-value') FROM results}),
+	"$n 0 $n", 'rotation undone: no PBKDF2 in any of the backends; every read right');
+is($pbkdf2, '', 'rotation undone: no PBKDF2 in the postmaster either (it exchanged the two KEKs it held)');
 $node->stop;
 done_testing();
