@@ -18,9 +18,10 @@
  * the same KEK (the previous KEK becoming current).
  *
  * With shared_preload_libraries the postmaster derives both slots at start
- * and again whenever a reload changes them, so every backend forked later
- * inherits ready KEKs and no connection pays for PBKDF2.  Without preload
- * each backend derives on first use.
+ * and again once per reload that changes them (after the reload has
+ * assigned all its settings, see postmaster_config_changed), so every
+ * backend forked later inherits ready KEKs and no connection pays for
+ * PBKDF2.  Without preload each backend derives on first use.
  *
  * Passphrases only in secure memory.  guc.c keeps a setting's value in
  * ordinary malloc'd strings, copies it into every parallel query's shared
@@ -60,10 +61,10 @@
  * Every reload re-runs the passphrase command: its assign hook, which
  * guc.c calls on every reload of a file that sets it, changed or not,
  * counts as a configuration change.  In the preloading postmaster that
- * runs the command at once, and a shared counter says whether that changed
- * any KEK; a backend (which processes the reload after the postmaster has)
- * runs the command on its next use of a KEK only if it did, or, without
- * preload, always.  A KEK is identified by the tag of the passphrase it was
+ * runs the command once per version at the end of the reload, and a
+ * shared counter says whether that changed any KEK; a backend (which
+ * processes the reload after the postmaster has) runs the command on its
+ * next use of a KEK only if it did, or, without preload, always.  A KEK is identified by the tag of the passphrase it was
  * derived from, so a command that prints what it printed before costs no
  * PBKDF2.
  *
