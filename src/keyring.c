@@ -64,9 +64,9 @@
  * runs the command once per version at the end of the reload, and a
  * shared counter says whether that changed any KEK; a backend (which
  * processes the reload after the postmaster has) runs the command on its
- * next use of a KEK only if it did, or, without preload, always.  A KEK is identified by the tag of the passphrase it was
- * derived from, so a command that prints what it printed before costs no
- * PBKDF2.
+ * next use of a KEK only if it did, or, without preload, always.  A KEK
+ * is identified by the tag of the passphrase it was derived from, so a
+ * command that prints what it printed before costs no PBKDF2.
  *
  * One derivation per reload (DESIGN §8d).  With preload the postmaster,
  * which processes a reload before it signals any backend, publishes the
