@@ -18,9 +18,10 @@
  * the same KEK (the previous KEK becoming current).
  *
  * With shared_preload_libraries the postmaster derives both slots at start
- * and again whenever a reload changes them, so every backend forked later
- * inherits ready KEKs and no connection pays for PBKDF2.  Without preload
- * each backend derives on first use.
+ * and again once per reload that changes them (after the reload has
+ * assigned all its settings, see postmaster_config_changed), so every
+ * backend forked later inherits ready KEKs and no connection pays for
+ * PBKDF2.  Without preload each backend derives on first use.
  *
  * Passphrases only in secure memory.  guc.c keeps a setting's value in
  * ordinary malloc'd strings, copies it into every parallel query's shared
@@ -60,12 +61,12 @@
  * Every reload re-runs the passphrase command: its assign hook, which
  * guc.c calls on every reload of a file that sets it, changed or not,
  * counts as a configuration change.  In the preloading postmaster that
- * runs the command at once, and a shared counter says whether that changed
- * any KEK; a backend (which processes the reload after the postmaster has)
- * runs the command on its next use of a KEK only if it did, or, without
- * preload, always.  A KEK is identified by the tag of the passphrase it was
- * derived from, so a command that prints what it printed before costs no
- * PBKDF2.
+ * runs the command once per version at the end of the reload, and a
+ * shared counter says whether that changed any KEK; a backend (which
+ * processes the reload after the postmaster has) runs the command on its
+ * next use of a KEK only if it did, or, without preload, always.  A KEK
+ * is identified by the tag of the passphrase it was derived from, so a
+ * command that prints what it printed before costs no PBKDF2.
  *
  * One derivation per reload (DESIGN §8d).  With preload the postmaster,
  * which processes a reload before it signals any backend, publishes the
@@ -114,6 +115,7 @@
 #include "storage/shmem.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "kek_retirement.h"
 #include "keyring.h"
@@ -726,6 +728,9 @@ derive_slot(int slot, const char *pass, int32 version, const char *salt,
 		derivations = 0;
 	}
 	derivations++;
+	/* Counted by test 077 in the postmaster's log; never key material. */
+	ereport(DEBUG1,
+			(errmsg_internal("secretenv runs PBKDF2 for KEK version %d", version)));
 	status = se_derive_kek((const uint8_t *) pass, strlen(pass),
 						   (const uint8_t *) salt, strlen(salt),
 						   (uint32_t) version, secure_keys->kek[slot]);
@@ -964,32 +969,64 @@ refresh_slot(int slot)
 }
 
 /*
+ * Exchange the two slots' KEKs and what they were derived from, through
+ * the secure scratch buffer (wiped after): no key material on the stack.
+ */
+static void
+swap_slots(void)
+{
+	SlotState	state = slots[SLOT_CURRENT];
+
+	memcpy(secure_keys->raw_kek, secure_keys->kek[SLOT_CURRENT], SE_KEY_LEN);
+	memcpy(secure_keys->kek[SLOT_CURRENT], secure_keys->kek[SLOT_PREVIOUS], SE_KEY_LEN);
+	memcpy(secure_keys->kek[SLOT_PREVIOUS], secure_keys->raw_kek, SE_KEY_LEN);
+	se_wipe(secure_keys->raw_kek, SE_KEY_LEN);
+	slots[SLOT_CURRENT] = slots[SLOT_PREVIOUS];
+	slots[SLOT_PREVIOUS] = state;
+}
+
+/*
  * Bring every configured slot up to date.  In a rotation the new previous
  * KEK is the old current one: refreshing the previous slot first lets it
  * copy that KEK before the current slot is overwritten, so a rotation costs
- * one derivation, for the new KEK only.
+ * one derivation, for the new KEK only.  A rotation undone (the two
+ * versions exchanged) exchanges the KEKs, so it costs none.
  */
 static void
 refresh_all_slots(KekFailure failures[NUM_SLOTS])
 {
 	int			first = SLOT_CURRENT;
 
-	if (slots[SLOT_CURRENT].derived &&
-		slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS])
+	if (secure_keys != NULL &&
+		slots[SLOT_CURRENT].derived && slots[SLOT_PREVIOUS].derived &&
+		slots[SLOT_CURRENT].version != slots[SLOT_PREVIOUS].version &&
+		slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS] &&
+		slots[SLOT_PREVIOUS].version == config.version[SLOT_CURRENT])
+		swap_slots();
+	else if (slots[SLOT_CURRENT].derived &&
+			 slots[SLOT_CURRENT].version == config.version[SLOT_PREVIOUS])
 		first = SLOT_PREVIOUS;
 
 	for (int i = 0; i < NUM_SLOTS; i++)
 	{
 		int			slot = i == 0 ? first : 1 - first;
 
-		failures[slot] = config.version[slot] > 0 ? refresh_slot(slot) : KEK_OK;
+		if (config.version[slot] > 0)
+			failures[slot] = refresh_slot(slot);
+		else
+		{
+			/* No previous version any more: its KEK must not linger. */
+			clear_slot(slot);
+			failures[slot] = KEK_OK;
+		}
 	}
 }
 
 /*
- * In the postmaster (preloaded), derive as soon as the configuration
- * changes, so that backends forked afterwards inherit the KEKs.  A failure
- * is logged; backends retry, and report it as an ERROR, on first use.
+ * In the postmaster (preloaded), derive once the configuration has
+ * changed, so that backends forked afterwards inherit the KEKs and open
+ * ones take the published copies.  A failure is logged; backends retry,
+ * and report it as an ERROR, on first use.
  */
 static void
 refresh_in_postmaster(void)
@@ -998,8 +1035,6 @@ refresh_in_postmaster(void)
 	SlotState	before[NUM_SLOTS];
 	bool		changed = false;
 
-	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
-		return;
 	memcpy(before, slots, sizeof(before));
 	refresh_all_slots(failures);
 	publish_keks(failures);
@@ -1046,11 +1081,59 @@ command_rerun_needed(void)
 	return true;
 }
 
+/*
+ * The memory context that ProcessConfigFile (guc-file.l) creates for one
+ * reload and deletes once every setting of the reload is assigned, before
+ * the postmaster signals its children.
+ */
+#define RELOAD_CONTEXT_NAME "config file processing"
+
+/* A refresh is registered on the reload's context and has not run yet. */
+static bool postmaster_refresh_pending = false;
+static MemoryContextCallback postmaster_refresh_callback;
+
+static void
+run_pending_refresh(void *arg)
+{
+	postmaster_refresh_pending = false;
+	refresh_in_postmaster();
+}
+
+/*
+ * A key setting changed in the preloading postmaster.  A reload assigns
+ * its settings one by one (a rotation sets kek_version, then
+ * kek_previous_version); refreshing after each would run the command for
+ * half-applied configurations and overwrite the old current KEK before the
+ * previous slot could take it.  So during a reload the refresh waits until
+ * ProcessConfigFile deletes its memory context: then it runs once, for the
+ * whole new configuration, still before any backend is signalled.  Outside
+ * a reload's context (never expected) it runs at once.
+ */
+static void
+postmaster_config_changed(void)
+{
+	if (!keyring_ready || IsUnderPostmaster || !process_shared_preload_libraries_done)
+		return;
+	if (postmaster_refresh_pending)
+		return;
+	if (CurrentMemoryContext == NULL || CurrentMemoryContext->name == NULL ||
+		strcmp(CurrentMemoryContext->name, RELOAD_CONTEXT_NAME) != 0)
+	{
+		refresh_in_postmaster();
+		return;
+	}
+	postmaster_refresh_callback.func = run_pending_refresh;
+	postmaster_refresh_callback.arg = NULL;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext,
+									   &postmaster_refresh_callback);
+	postmaster_refresh_pending = true;
+}
+
 static void
 config_changed(void)
 {
 	config_generation++;
-	refresh_in_postmaster();
+	postmaster_config_changed();
 }
 
 static bool

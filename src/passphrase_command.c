@@ -13,8 +13,8 @@
  *
  * Bounded wait.  With shared_preload_libraries the postmaster runs the
  * command inside _PG_init and, in PostgreSQL 15, inside its SIGHUP handler
- * (the handler calls ProcessConfigFile, whose assign hooks re-derive the
- * KEKs).  A postmaster blocked there accepts no connection, reaps no child
+ * (the handler calls ProcessConfigFile, at the end of which the keyring
+ * re-derives the KEKs).  A postmaster blocked there accepts no connection, reaps no child
  * and answers no shutdown request, so it must never wait unboundedly:
  * popen's blocking reads are out.  The command is forked in a process group
  * of its own, its output read through a pipe with poll() against a deadline

@@ -12,6 +12,9 @@
 #  - after a reload to another passphrase, the old passphrase and its KEK
 #    are wiped from the postmaster's secure memory (no setting refers to
 #    them any more) and the new ones are there;
+#  - a rotation (version 2 new, version 1 previous) keeps both KEKs; a
+#    reload that then drops the previous version wipes its passphrase and
+#    its KEK from the postmaster's secure memory;
 #  - passphrase command: once the KEK is derived the command's output is
 #    wiped, in the postmaster and in a backend;
 #  - a passphrase setting whose value has the form of a placeholder is
@@ -33,6 +36,7 @@ use Time::HiRes qw(usleep);
 my $pass1 = 'secure-memory-test-passphrase-1-9d2b7e4a1c6f0b3e';
 my $pass2 = 'secure-memory-test-passphrase-2-3a8c5f1d7e0b9c2a';
 my $pass3 = 'secure-memory-test-passphrase-3-7f4e2a9c1b8d6e0f';
+my $pass4 = 'secure-memory-test-passphrase-4-2c9e7b1f4a6d0e3b';
 my $salt = 'secretenv-kek-v1';
 my $tmp = PostgreSQL::Test::Utils::tempdir;
 
@@ -131,6 +135,19 @@ $pm = secure_memory(postmaster_pid($node));
 ok(has($pm, $pass3) && has($pm, $kek3),
 	'... and the postmaster keeps the passphrase and KEK it had');
 
+# A rotation keeps both KEKs; dropping the previous version wipes its KEK.
+my $kek4 = kek($pass4, 2);
+reload_generation($node, "secretenv.kek_passphrase = '$pass4'\nsecretenv.kek_version = 2\n"
+	  . "secretenv.kek_previous_passphrase = '$pass3'\nsecretenv.kek_previous_version = 1\n", 1);
+$pm = secure_memory(postmaster_pid($node));
+ok(has($pm, $kek4) && has($pm, $kek3),
+	'rotation: the new KEK and the previous one are in the postmaster\'s secure memory');
+reload_generation($node, "secretenv.kek_previous_passphrase = ''\nsecretenv.kek_previous_version = 0\n", 2);
+$pm = secure_memory(postmaster_pid($node));
+ok(has($pm, $pass4) && has($pm, $kek4), 'previous version dropped: the current KEK stays');
+is(has($pm, $pass3), 0, 'previous version dropped: its passphrase is wiped');
+is(has($pm, $kek3), 0, 'previous version dropped: its KEK is wiped from the postmaster\'s secure memory');
+
 # Passphrase command: its output does not stay, even in secure memory.
 my $command = "$tmp/passphrase.sh";
 PostgreSQL::Test::Utils::append_to_file($command, "#!/bin/sh\necho '$pass2'\n");
@@ -138,6 +155,7 @@ chmod 0700, $command or die "chmod: $!";
 $node->append_conf(
 	'postgresql.conf', qq{
 secretenv.kek_passphrase = ''
+secretenv.kek_version = 1
 secretenv.kek_passphrase_command = '$command %v'
 });
 $node->restart;
