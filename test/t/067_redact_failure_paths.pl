@@ -136,9 +136,11 @@ for my $r (@readers)
 # A parallel query: the view scanned by a worker.
 {
 	my $name = 'rd_' . $k++;
+	# PostgreSQL 16 renamed force_parallel_mode to debug_parallel_query.
+	my $force = $node->pg_version->major >= 16 ? 'debug_parallel_query' : 'force_parallel_mode';
 	my (undef, $err) = run_sql($node, 'postgres', qq{
 SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
-SET min_parallel_table_scan_size = 0; SET force_parallel_mode = on;
+SET min_parallel_table_scan_size = 0; SET $force = on;
 SELECT value::int FROM secretenv.decrypted_secrets WHERE secret_name = '$name';
 });
 	like($err, qr/ERROR:  22P02/, 'parallel decrypted_secrets ::int fails with 22P02');
@@ -298,7 +300,7 @@ pgbench_check($node, PostgreSQL::Test::Utils::tempdir, 'bind_named',
 	"\\set n random(1, 2000000000)\nSELECT secretenv.secret_create(:harmless || :n, :value);\n",
 	value => $bound, harmless => 'bindname-067-');
 like(slurp_file($node->logfile, $offset),
-	qr/parameters: \$1 = 'bindname-067-', \$2 = '\d+', \$3 = \[secretenv: redacted\]/,
+	qr/[Pp]arameters: \$1 = 'bindname-067-', \$2 = '\d+', \$3 = \[secretenv: redacted\]/,
 	'bind parameters: the name stays, the plaintext is overwritten');
 like(slurp_file($node->logfile, $offset),
 	qr/AUDIT: SESSION,\d+,\d+,READ,SELECT,,,"SELECT secretenv\.secret_create\(\$1 \|\| \$2, \$3\)","bindname-067-,\d+,\[secretenv: redacted\]"/,
