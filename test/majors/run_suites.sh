@@ -107,7 +107,9 @@ rm -rf "$root/secretenv/deb"
 mkdir -p "$root/secretenv/deb/secretenv"
 (cd "$top" && tar --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 	--exclude=./tmp_check --exclude=./results -cf - .) | tar -C "$root/secretenv/deb/secretenv" -xf -
-inside sh -c "cd /secretenv/deb/secretenv && export PG_SUPPORTED_VERSIONS=$major &&
+# The majors build side by side and share the host's network: each one's
+# pg_virtualenv cluster gets a port of its own (it would take 5432).
+inside sh -c "cd /secretenv/deb/secretenv && export PG_SUPPORTED_VERSIONS=$major PGPORT=$((54000 + major)) &&
 	pg_buildext updatecontrol && dpkg-buildpackage -us -uc -b -d" >"$logdir/package.log" 2>&1
 deb_ok=0
 ls "$root/secretenv/deb/postgresql-$major-secretenv_"*_amd64.deb >/dev/null 2>&1 && deb_ok=1
