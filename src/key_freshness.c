@@ -23,8 +23,10 @@
  *		 From PostgreSQL 16 the postmaster's handler only sets a flag and
  *		 wakes its server loop (a SIGURG to itself), which reloads after
  *		 the handler returned, so the postmaster also counts as busy while
- *		 that SIGURG is pending or while it is not asleep (State "S": its
- *		 loop sleeps in epoll_wait, and reloading runs);
+ *		 that SIGURG is pending, while it is not asleep (State "S": its
+ *		 loop sleeps in epoll_wait, and reloading runs), or while it has a
+ *		 child that is not a PostgreSQL process (a passphrase or key
+ *		 command it waits for, asleep in poll());
  *	  2. apply that pending reload in this backend now (ProcessConfigFile,
  *		 as the main loop would do when idle).  Settings read from the
  *		 files never take part in transaction rollback (guc.c makes them
@@ -80,6 +82,45 @@ signal_mask_line(const char *line, const char *name, uint64 *mask)
 	return true;
 }
 
+/*
+ * Whether the postmaster has a child that is not a PostgreSQL process: a
+ * passphrase or key command it runs while it reloads, waiting for it in
+ * poll(), which /proc shows as asleep ("S") like its idle server loop.
+ * Every process the postmaster forks runs the postgres binary, whose
+ * /proc/<pid>/comm is "postgres"; a command is another program.
+ */
+static bool
+postmaster_runs_command(void)
+{
+	char		path[MAXPGPATH];
+	FILE	   *file;
+	int			child;
+	bool		found = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children",
+			 (int) PostmasterPid, (int) PostmasterPid);
+	file = AllocateFile(path, "r");
+	if (file == NULL)
+		return false;
+	while (!found && fscanf(file, "%d", &child) == 1)
+	{
+		char		comm_path[MAXPGPATH];
+		char		comm[64] = "";
+		FILE	   *comm_file;
+
+		snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", child);
+		comm_file = AllocateFile(comm_path, "r");
+		if (comm_file == NULL)
+			continue;			/* gone already */
+		if (fgets(comm, sizeof(comm), comm_file) != NULL &&
+			strcmp(comm, "postgres\n") != 0)
+			found = true;
+		FreeFile(comm_file);
+	}
+	FreeFile(file);
+	return found;
+}
+
 static PostmasterState
 postmaster_state(void)
 {
@@ -119,7 +160,8 @@ postmaster_state(void)
 		return POSTMASTER_UNKNOWN;
 	if (((pending | blocked) & sighup) != 0)
 		return POSTMASTER_BUSY;
-	if (POSTMASTER_DEFERS_SIGNALS_COMPAT && ((pending & sigurg) != 0 || state != 'S'))
+	if (POSTMASTER_DEFERS_SIGNALS_COMPAT &&
+		((pending & sigurg) != 0 || state != 'S' || postmaster_runs_command()))
 		return POSTMASTER_BUSY;
 	return POSTMASTER_IDLE;
 }

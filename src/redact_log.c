@@ -305,9 +305,9 @@ scrubbed_statement(const char *sql, size_t len, uint64 *params)
 }
 
 /*
- * A bind parameter DETAIL ("parameters: $1 = '...', $2 = NULL") with the
- * values of the $n in params replaced by the marker; the marker alone if
- * it is of another shape.
+ * A bind parameter DETAIL ("parameters: $1 = '...', $2 = NULL"; from
+ * PostgreSQL 16 "Parameters: ...") with the values of the $n in params
+ * replaced by the marker; the marker alone if it is of another shape.
  */
 static char *
 scrubbed_parameters(const char *detail, uint64 params)
@@ -315,6 +315,9 @@ scrubbed_parameters(const char *detail, uint64 params)
 	StringInfoData out;
 	const char *p = detail;
 	const char *prefix = strstr(detail, "parameters: ");
+
+	if (prefix == NULL)
+		prefix = strstr(detail, "Parameters: ");
 
 	if (params == ~UINT64CONST(0) || prefix == NULL)
 		return pstrdup(SE_REDACTED_MARKER);
