@@ -260,7 +260,7 @@ like($log, qr/AUDIT: OBJECT,[^\n]*decrypted_secrets[^\n]*audit_created/,
 
 # Each call's records, from its log_statement line to the next one.
 my %call_log;
-for my $record (split /(?=^\S+ \S+ UTC \[\d+\] \S+ LOG:  statement: )/m, $log)
+for my $record (split /(?=^\S+ \S+ UTC [^\[\n]*\[\d+\] \S+ LOG:  statement: )/m, $log)
 {
 	next unless $record =~ /LOG:  statement: SELECT .*?(secret_\w+|decrypted_secrets)\b[^\n]*'audit_created'/;
 	$call_log{$1} .= $record;
