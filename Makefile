@@ -4,7 +4,8 @@ EXTENSION = secretenv
 MODULE_big = secretenv
 
 
-# The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer.
+# The cryptographic core (no PostgreSQL headers), then the PostgreSQL layer,
+# area by area (docs/layout.md), then the module's entry point.
 CRYPTO_OBJS = \
 	src/crypto/aead.o \
 	src/crypto/audit_mac.o \
@@ -16,45 +17,45 @@ CRYPTO_OBJS = \
 	src/crypto/wipe.o
 OBJS = \
 	$(CRYPTO_OBJS) \
-	src/access_rules.o \
-	src/aead_engine.o \
-	src/audit_chain.o \
-	src/audit_queue.o \
-	src/audit_record.o \
-	src/audit_sql.o \
-	src/audit_worker.o \
-	src/cache.o \
-	src/coherence.o \
-	src/crypto_errors.o \
-	src/drop_guard.o \
-	src/encryption_time.o \
-	src/envelope_memo.o \
-	src/envelope_sql.o \
-	src/kek_retirement.o \
-	src/key_freshness.o \
-	src/key_health.o \
-	src/key_health_worker.o \
-	src/key_status_sql.o \
-	src/keyring.o \
-	src/mask_sql.o \
-	src/passphrase_command.o \
-	src/plaintext_wipe.o \
-	src/reencrypt.o \
-	src/redact.o \
-	src/redact_catalog.o \
-	src/redact_log.o \
-	src/redact_scrub.o \
-	src/redact_stats.o \
-	src/secret_get.o \
-	src/secretenv.o \
-	src/trigger.o \
-	src/verify.o \
-	src/writer_counters.o
+	src/keys/aead_engine.o \
+	src/keys/crypto_errors.o \
+	src/keys/kek_retirement.o \
+	src/keys/key_freshness.o \
+	src/keys/key_health.o \
+	src/keys/key_health_worker.o \
+	src/keys/key_status_sql.o \
+	src/keys/keyring.o \
+	src/keys/passphrase_command.o \
+	src/cache/cache.o \
+	src/cache/coherence.o \
+	src/cache/writer_counters.o \
+	src/secrets/access_rules.o \
+	src/secrets/drop_guard.o \
+	src/secrets/encryption_time.o \
+	src/secrets/envelope_memo.o \
+	src/secrets/envelope_sql.o \
+	src/secrets/mask_sql.o \
+	src/secrets/plaintext_wipe.o \
+	src/secrets/reencrypt.o \
+	src/secrets/secret_get.o \
+	src/secrets/trigger.o \
+	src/secrets/verify.o \
+	src/redaction/redact.o \
+	src/redaction/redact_catalog.o \
+	src/redaction/redact_log.o \
+	src/redaction/redact_scrub.o \
+	src/redaction/redact_stats.o \
+	src/audit/audit_chain.o \
+	src/audit/audit_queue.o \
+	src/audit/audit_record.o \
+	src/audit/audit_sql.o \
+	src/audit/audit_worker.o \
+	src/secretenv.o
 
 # Every released version's full script and the upgrade scripts between them.
 DATA = sql/secretenv--1.0.sql sql/secretenv--1.1.sql sql/secretenv--1.2.sql \
 	sql/secretenv--1.0--1.1.sql sql/secretenv--1.1--1.2.sql
-PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/crypto
+PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcrypto
 
 # `make installcheck` follows the PGXS convention: pg_regress runs against the
@@ -89,4 +90,4 @@ $(shell mkdir -p $(sort $(dir $(OBJS))))
 endif
 
 # PGXS does not track header dependencies.
-$(OBJS): $(wildcard $(srcdir)/src/*.h) $(wildcard $(srcdir)/src/crypto/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(wildcard $(srcdir)/src/*/*.h)

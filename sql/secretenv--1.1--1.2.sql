@@ -443,7 +443,7 @@ COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb) IS
 
 /*
  * When each value was last encrypted, recorded where only secretenv writes
- * it (see the install script and src/encryption_time.c).  Rows written by
+ * it (see the install script and src/secrets/encryption_time.c).  Rows written by
  * 1.0 or 1.1 get NULL: their encryption time is unknown, so the next
  * secret_reencrypt re-encrypts them whatever its cutoff.
  */

@@ -437,7 +437,7 @@ ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_check_envelope;
  * value_encrypted_at is set from what only this backend knows: now() for an
  * envelope it sealed under a fresh DEK in this transaction, the old time
  * when the ciphertext did not change (a rotation), NULL (unknown) for any
- * other envelope; see src/encryption_time.c.  ENABLE ALWAYS, like the
+ * other envelope; see src/secrets/encryption_time.c.  ENABLE ALWAYS, like the
  * store's other triggers.
  */
 CREATE FUNCTION secretenv.stamp_value_encrypted()

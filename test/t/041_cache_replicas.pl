@@ -6,7 +6,7 @@
 # "Applied" is observed with a read that never uses the cache (the
 # decrypted_secrets view, from a fresh connection each poll).  On the
 # standby, replay must deliver the commit's invalidation before a cached
-# value could be served (src/coherence.c); on the subscriber, apply fires
+# value could be served (src/cache/coherence.c); on the subscriber, apply fires
 # no statement triggers, so the replica-only row trigger is what
 # invalidates.
 use strict;

@@ -2,7 +2,7 @@
 # visible, so the old value is still the committed one and may be served;
 # COMMIT PREPARED (run by another session) makes it visible and must reach
 # every cache.  COMMIT PREPARED counts as a writer in flight from before it
-# starts until its invalidations went out (src/writer_counters.c): a session that
+# starts until its invalidations went out (src/cache/writer_counters.c): a session that
 # begins a secret_get while it is in progress reads the table.
 use strict;
 use warnings;

@@ -49,8 +49,8 @@ sub append_to
 my @cases = (
 	[
 		'an include cycle',
-		sub { append_to("$_[0]/src/cache.c", "#include \"coherence.h\"\n") },
-		qr/^not ok - no include cycle between the modules of src\/: .*src\/cache -> .*src\/coherence/m
+		sub { append_to("$_[0]/src/cache/cache.c", "#include \"cache/coherence.h\"\n") },
+		qr/^not ok - no include cycle between the modules of src\/: .*src\/cache\/cache -> .*src\/cache\/coherence/m
 	],
 	[
 		'a PostgreSQL header in the core',

@@ -1,0 +1,739 @@
+/*-------------------------------------------------------------------------
+ *
+ * audit_queue.c
+ *	  The audit settings, and the shared-memory queue that carries records
+ *	  out of the reading transaction.
+ *
+ * A reader never writes its record itself: its transaction may roll back,
+ * fail or be cancelled, and the record must stay.  It copies the record
+ * into a slot of a fixed array in shared memory (needs
+ * shared_preload_libraries) and wakes the writer of its database
+ * (audit_worker.c), which inserts queued records, oldest ticket first, in
+ * transactions of its own and then frees their slots.  The slot is filled
+ * before the plaintext leaves secretenv; the backend's own exit (a
+ * pg_terminate_backend right after the read) does not touch it.
+ *
+ * Strict mode (secretenv.audit_strict): the reader marks its slot as
+ * waited for and sleeps on a condition variable until the writer reports
+ * the record committed, for at most SE_AUDIT_STRICT_WAIT_MS; then, or
+ * when the queue stays full that long, the read fails with 55S02 and no
+ * plaintext leaves.  Not strict: a full queue drops the record and counts
+ * it (audit_stats(), status()).
+ *
+ * Where the table cannot be written the record goes to the server log,
+ * written by the backend before the plaintext leaves: on a hot standby,
+ * without preload (there is no queue; strict reads refuse instead), and in
+ * a database whose extension is still 1.0 or 1.1 (no audit_log table).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "audit/audit.h"
+#include "se_messages.h"
+
+#define QUEUE_SLOTS 1024
+#define MAX_WRITERS 16
+#define MAX_HEADS 64
+#define SE_AUDIT_STRICT_WAIT_MS 5000
+
+int			se_audit_level = SE_AUDIT_READS;
+bool		se_audit_strict = false;
+int			se_audit_destination = SE_AUDIT_DEST_TABLE;
+
+static const struct config_enum_entry level_options[] = {
+	{"off", SE_AUDIT_OFF, false},
+	{"writes", SE_AUDIT_WRITES, false},
+	{"reads", SE_AUDIT_READS, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry destination_options[] = {
+	{"table", SE_AUDIT_DEST_TABLE, false},
+	{"log", SE_AUDIT_DEST_LOG, false},
+	{"both", SE_AUDIT_DEST_BOTH, false},
+	{NULL, 0, false}
+};
+
+typedef enum SlotState
+{
+	SLOT_FREE,
+	SLOT_QUEUED,				/* waiting for its database's writer */
+	SLOT_TAKEN,					/* being written */
+	SLOT_DONE					/* written or given up; its waiter reads the result */
+} SlotState;
+
+/*
+ * A slot's state, apart from its record: the scans under the lock walk
+ * these small entries, never the records (about 1.4 kB each).
+ */
+typedef struct QueueSlot
+{
+	uint64		ticket;
+	Oid			dboid;
+	uint8		state;
+	bool		waited;			/* a strict reader sleeps on it */
+	bool		written;		/* SLOT_DONE: committed (else given up) */
+} QueueSlot;
+
+typedef struct Writer
+{
+	Oid			dboid;			/* InvalidOid: unused */
+	Latch	   *latch;			/* NULL while starting */
+	uint32		generation;		/* tells a writer from its predecessor */
+} Writer;
+
+/* The last record a writer chained in a database, since the server started. */
+typedef struct ChainHead
+{
+	Oid			dboid;
+	int64		seq;
+	uint8		mac[SE_AUDIT_MAC_LEN];
+} ChainHead;
+
+typedef struct AuditQueue
+{
+	LWLock	   *lock;
+	ConditionVariable done_cv;	/* a slot became DONE or FREE */
+	Latch	   *launcher;
+	uint64		next_ticket;
+	uint64		queued;
+	uint64		written;
+	uint64		dropped;
+	uint64		given_up;
+	uint64		write_failures;
+	uint64		strict_failures;
+	uint64		log_only;
+	Writer		writers[MAX_WRITERS];
+	ChainHead	heads[MAX_HEADS];
+	QueueSlot	slots[QUEUE_SLOTS];
+	SeAuditRecord records[QUEUE_SLOTS];
+} AuditQueue;
+
+static AuditQueue *queue = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* The slot this backend waits on, released if it exits while waiting. */
+static int	waiting_slot = -1;
+static bool exit_callback_set = false;
+
+bool
+se_audit_queue_exists(void)
+{
+	return queue != NULL;
+}
+
+/* ---------- the reader's side ---------- */
+
+SeAuditOutcome
+se_audit_outcome_of_error(int sqlerrcode)
+{
+	if (sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE)
+		return SE_AUDIT_DENIED;
+	if (sqlerrcode == ERRCODE_NO_DATA_FOUND)
+		return SE_AUDIT_NOT_FOUND;
+	return SE_AUDIT_FAILED;
+}
+
+/* Does this database have the 1.2 table? (1.0 and 1.1 databases do not.) */
+static bool
+audit_table_exists(void)
+{
+	Oid			nsp = get_namespace_oid("secretenv", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp));
+}
+
+bool
+se_audit_prepare(SeAuditRecord *rec, SeAuditOp op, SeAuditVia via,
+				 const uint8 *id, const char *name, int namelen)
+{
+	if (se_audit_level == SE_AUDIT_OFF ||
+		(op == SE_AUDIT_READ && se_audit_level != SE_AUDIT_READS))
+	{
+		rec->sink = SE_AUDIT_SINK_NONE;
+		return false;
+	}
+	se_audit_fill(rec, op, via, SE_AUDIT_OK, id, name, namelen);
+	if (se_audit_destination == SE_AUDIT_DEST_LOG)
+		rec->sink = SE_AUDIT_SINK_LOG;
+	else if (queue == NULL)
+		rec->sink = se_audit_strict ? SE_AUDIT_SINK_REFUSE : SE_AUDIT_SINK_LOG;
+	else if (RecoveryInProgress() || !audit_table_exists())
+		rec->sink = SE_AUDIT_SINK_LOG;
+	else
+		rec->sink = SE_AUDIT_SINK_QUEUE;
+	return true;
+}
+
+static void
+release_waited_slot(int code, Datum arg)
+{
+	if (waiting_slot < 0 || queue == NULL)
+		return;
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	if (queue->slots[waiting_slot].state == SLOT_DONE)
+		queue->slots[waiting_slot].state = SLOT_FREE;
+	queue->slots[waiting_slot].waited = false;
+	LWLockRelease(queue->lock);
+	waiting_slot = -1;
+}
+
+static void
+refuse_unrecorded(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_SECRETENV_AUDIT_UNAVAILABLE),
+			 errmsg("could not record the read in the access audit"),
+			 errdetail("%s", why),
+			 errhint("secretenv.audit_strict is on: a read whose audit record cannot be made durable fails.")));
+}
+
+static Latch *
+writer_latch(Oid dboid)
+{
+	for (int i = 0; i < MAX_WRITERS; i++)
+		if (queue->writers[i].dboid == dboid)
+			return queue->writers[i].latch;
+	return queue->launcher;
+}
+
+/*
+ * Copy the record into a free slot; returns it, or -1 when the queue is
+ * full.  A record that only a strict reader waits for is marked so.
+ */
+static int
+enqueue(const SeAuditRecord *rec, bool waited)
+{
+	static int	hint = 0;
+	Latch	   *latch = NULL;
+	int			slot = -1;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int n = 0; n < QUEUE_SLOTS; n++)
+	{
+		int			i = (hint + n) % QUEUE_SLOTS;
+
+		if (queue->slots[i].state == SLOT_FREE && !queue->slots[i].waited)
+		{
+			slot = i;
+			break;
+		}
+	}
+	if (slot >= 0)
+	{
+		QueueSlot  *s = &queue->slots[slot];
+
+		memcpy(&queue->records[slot], rec, sizeof(*rec));
+		s->dboid = rec->dboid;
+		s->ticket = ++queue->next_ticket;
+		s->state = SLOT_QUEUED;
+		s->waited = waited;
+		s->written = false;
+		queue->queued++;
+		latch = writer_latch(rec->dboid);
+		hint = (slot + 1) % QUEUE_SLOTS;
+	}
+	LWLockRelease(queue->lock);
+	if (latch != NULL)
+		SetLatch(latch);
+	return slot;
+}
+
+/*
+ * A strict read gives up on its record: if the writer has not taken it
+ * yet, it will say the read failed, as it did (no plaintext left).
+ */
+static void
+mark_read_failed(int slot)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	if (queue->slots[slot].state == SLOT_QUEUED)
+		queue->records[slot].outcome = SE_AUDIT_FAILED;
+	LWLockRelease(queue->lock);
+}
+
+/* Sleep until the slot is DONE or the deadline passes; returns written. */
+static bool
+wait_for_record(int slot, TimestampTz deadline)
+{
+	bool		written = false;
+	bool		done = false;
+
+	if (!exit_callback_set)
+	{
+		before_shmem_exit(release_waited_slot, (Datum) 0);
+		exit_callback_set = true;
+	}
+	waiting_slot = slot;
+	PG_TRY();
+	{
+		ConditionVariablePrepareToSleep(&queue->done_cv);
+		for (;;)
+		{
+			long		remaining;
+
+			LWLockAcquire(queue->lock, LW_SHARED);
+			done = queue->slots[slot].state == SLOT_DONE;
+			written = queue->slots[slot].written;
+			LWLockRelease(queue->lock);
+			if (done)
+				break;
+			remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+			if (remaining <= 0)
+				break;
+			(void) ConditionVariableTimedSleep(&queue->done_cv, remaining, PG_WAIT_EXTENSION);
+		}
+		ConditionVariableCancelSleep();
+	}
+	PG_CATCH();
+	{
+		/* Cancelled: the record stays queued; nobody waits for it any more. */
+		ConditionVariableCancelSleep();
+		mark_read_failed(slot);
+		release_waited_slot(0, (Datum) 0);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (!done)
+		mark_read_failed(slot);
+	release_waited_slot(0, (Datum) 0);
+	return done && written;
+}
+
+void
+se_audit_emit(SeAuditRecord *rec, SeAuditOutcome outcome, bool releases)
+{
+	bool		strict = releases && se_audit_strict;
+	TimestampTz deadline;
+	int			slot;
+
+	rec->outcome = outcome;
+	switch (rec->sink)
+	{
+		case SE_AUDIT_SINK_NONE:
+			return;
+		case SE_AUDIT_SINK_LOG:
+			se_audit_log_line(rec, NULL, NULL);
+			if (queue != NULL)
+			{
+				LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+				queue->log_only++;
+				LWLockRelease(queue->lock);
+			}
+			return;
+		case SE_AUDIT_SINK_REFUSE:
+			if (strict)
+				refuse_unrecorded("secretenv is not in shared_preload_libraries, so no record can be made durable.");
+			/* Nothing is released: a denied or failed read goes to the log. */
+			se_audit_log_line(rec, NULL, NULL);
+			return;
+		case SE_AUDIT_SINK_QUEUE:
+			break;
+	}
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SE_AUDIT_STRICT_WAIT_MS);
+	for (;;)
+	{
+		long		remaining;
+
+		slot = enqueue(rec, strict);
+		if (slot >= 0)
+			break;
+		if (!strict)
+		{
+			LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+			queue->dropped++;
+			LWLockRelease(queue->lock);
+			return;
+		}
+		/* Strict: wait for room, within the same bound. */
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+		{
+			ConditionVariableCancelSleep();
+			LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+			queue->strict_failures++;
+			LWLockRelease(queue->lock);
+			refuse_unrecorded("The audit queue stayed full.");
+		}
+		(void) ConditionVariableTimedSleep(&queue->done_cv, remaining, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	if (!strict)
+		return;
+	if (!wait_for_record(slot, deadline))
+	{
+		LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+		queue->strict_failures++;
+		LWLockRelease(queue->lock);
+		refuse_unrecorded("The audit writer did not commit the record in time; it stays queued.");
+	}
+}
+
+/* ---------- the writers' side ---------- */
+
+void
+se_audit_set_launcher(Latch *latch)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	queue->launcher = latch;
+	LWLockRelease(queue->lock);
+}
+
+/*
+ * Databases with queued records and no writer: each gets a writer entry,
+ * named by its index and generation (the writer's argument).
+ */
+int
+se_audit_databases_waiting(uint64 *writers, int max)
+{
+	int			n = 0;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < QUEUE_SLOTS && n < max; i++)
+	{
+		Oid			db = queue->slots[i].dboid;
+		bool		known = false;
+		int			free_writer = -1;
+
+		if (queue->slots[i].state != SLOT_QUEUED)
+			continue;
+		for (int w = 0; w < MAX_WRITERS; w++)
+		{
+			if (queue->writers[w].dboid == db)
+				known = true;
+			else if (queue->writers[w].dboid == InvalidOid && free_writer < 0)
+				free_writer = w;
+		}
+		if (known || free_writer < 0)
+			continue;
+		queue->writers[free_writer].dboid = db;
+		queue->writers[free_writer].latch = NULL;
+		queue->writers[free_writer].generation++;
+		writers[n++] = ((uint64) queue->writers[free_writer].generation << 32) | free_writer;
+	}
+	LWLockRelease(queue->lock);
+	return n;
+}
+
+static Writer *
+writer_entry(uint64 writer)
+{
+	int			w = (int) (writer & 0xffffffff);
+	uint32		generation = (uint32) (writer >> 32);
+
+	if (w < 0 || w >= MAX_WRITERS || queue->writers[w].generation != generation ||
+		queue->writers[w].dboid == InvalidOid)
+		return NULL;
+	return &queue->writers[w];
+}
+
+static void
+requeue_taken(Oid dboid)
+{
+	for (int i = 0; i < QUEUE_SLOTS; i++)
+		if (queue->slots[i].state == SLOT_TAKEN && queue->slots[i].dboid == dboid)
+			queue->slots[i].state = SLOT_QUEUED;
+}
+
+/* A writer starts: its database, or InvalidOid if its entry is gone. */
+Oid
+se_audit_worker_attach(uint64 writer, Latch *latch)
+{
+	Writer	   *entry;
+	Oid			dboid = InvalidOid;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	entry = writer_entry(writer);
+	if (entry != NULL)
+	{
+		entry->latch = latch;
+		dboid = entry->dboid;
+		/* Records a dead predecessor had taken are queued again. */
+		requeue_taken(dboid);
+	}
+	LWLockRelease(queue->lock);
+	return dboid;
+}
+
+/* Leave when nothing is queued for the database (checked under the lock). */
+bool
+se_audit_worker_detach_if_idle(uint64 writer)
+{
+	Writer	   *entry;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	entry = writer_entry(writer);
+	if (entry != NULL)
+	{
+		for (int i = 0; i < QUEUE_SLOTS; i++)
+			if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == entry->dboid)
+			{
+				LWLockRelease(queue->lock);
+				return false;
+			}
+		entry->dboid = InvalidOid;
+		entry->latch = NULL;
+	}
+	LWLockRelease(queue->lock);
+	return true;
+}
+
+/* A writer exited or never started: free its entry, requeue what it held. */
+void
+se_audit_worker_gone(uint64 writer)
+{
+	Writer	   *entry;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	entry = writer_entry(writer);
+	if (entry != NULL)
+	{
+		requeue_taken(entry->dboid);
+		entry->dboid = InvalidOid;
+		entry->latch = NULL;
+	}
+	LWLockRelease(queue->lock);
+	if (queue->launcher)
+		SetLatch(queue->launcher);
+}
+
+static int
+compare_tickets(const void *a, const void *b)
+{
+	uint64		ta = queue->slots[*(const int *) a].ticket;
+	uint64		tb = queue->slots[*(const int *) b].ticket;
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
+/*
+ * Take up to max queued records of a database, oldest ticket first.  A
+ * TAKEN slot belongs to its writer alone, so the records are copied after
+ * the lock is released.
+ */
+int
+se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max)
+{
+	int			found[QUEUE_SLOTS];
+	int			n = 0;
+
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < QUEUE_SLOTS; i++)
+		if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == dboid)
+			found[n++] = i;
+	qsort(found, n, sizeof(int), compare_tickets);
+	n = Min(n, max);
+	for (int i = 0; i < n; i++)
+	{
+		queue->slots[found[i]].state = SLOT_TAKEN;
+		slots[i] = found[i];
+	}
+	LWLockRelease(queue->lock);
+	for (int i = 0; i < n; i++)
+		memcpy(&recs[i], &queue->records[slots[i]], sizeof(SeAuditRecord));
+	return n;
+}
+
+/* The records are committed (written) or given up: wake their waiters. */
+void
+se_audit_finish(const int *slots, int n, bool written)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		QueueSlot  *s = &queue->slots[slots[i]];
+
+		s->written = written;
+		s->state = s->waited ? SLOT_DONE : SLOT_FREE;
+	}
+	if (written)
+		queue->written += n;
+	else
+		queue->given_up += n;
+	LWLockRelease(queue->lock);
+	ConditionVariableBroadcast(&queue->done_cv);
+}
+
+void
+se_audit_requeue(const int *slots, int n)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+		queue->slots[slots[i]].state = SLOT_QUEUED;
+	queue->write_failures++;
+	LWLockRelease(queue->lock);
+}
+
+void
+se_audit_count_failure(void)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	queue->write_failures++;
+	LWLockRelease(queue->lock);
+}
+
+bool
+se_audit_get_head(Oid dboid, int64 *seq, uint8 *mac)
+{
+	bool		found = false;
+
+	if (queue == NULL)
+		return false;
+	LWLockAcquire(queue->lock, LW_SHARED);
+	for (int i = 0; i < MAX_HEADS; i++)
+		if (queue->heads[i].dboid == dboid)
+		{
+			*seq = queue->heads[i].seq;
+			if (mac != NULL)
+				memcpy(mac, queue->heads[i].mac, SE_AUDIT_MAC_LEN);
+			found = true;
+			break;
+		}
+	LWLockRelease(queue->lock);
+	return found;
+}
+
+void
+se_audit_set_head(Oid dboid, int64 seq, const uint8 *mac)
+{
+	int			slot = -1;
+
+	if (queue == NULL)
+		return;
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < MAX_HEADS; i++)
+	{
+		if (queue->heads[i].dboid == dboid)
+		{
+			slot = i;
+			break;
+		}
+		if (slot < 0 && queue->heads[i].dboid == InvalidOid)
+			slot = i;
+	}
+	/* More databases than heads: that one's truncation goes unnoticed. */
+	if (slot >= 0 && (queue->heads[slot].dboid != dboid || queue->heads[slot].seq < seq))
+	{
+		queue->heads[slot].dboid = dboid;
+		queue->heads[slot].seq = seq;
+		memcpy(queue->heads[slot].mac, mac, SE_AUDIT_MAC_LEN);
+	}
+	LWLockRelease(queue->lock);
+}
+
+/* The counters audit_stats() shows. */
+Datum
+se_audit_stats_jsonb(void)
+{
+	StringInfoData s;
+	uint64		c[8] = {0};
+	int			queued_now = 0;
+
+	if (queue != NULL)
+	{
+		LWLockAcquire(queue->lock, LW_SHARED);
+		c[0] = queue->queued;
+		c[1] = queue->written;
+		c[2] = queue->dropped;
+		c[3] = queue->given_up;
+		c[4] = queue->write_failures;
+		c[5] = queue->strict_failures;
+		c[6] = queue->log_only;
+		for (int i = 0; i < QUEUE_SLOTS; i++)
+			if (queue->slots[i].state == SLOT_QUEUED || queue->slots[i].state == SLOT_TAKEN)
+				queued_now++;
+		LWLockRelease(queue->lock);
+	}
+	initStringInfo(&s);
+	appendStringInfo(&s,
+					 "{\"level\": \"%s\", \"strict\": %s, \"destination\": \"%s\", "
+					 "\"queue\": %s, \"queue_slots\": %d, \"pending\": %d, "
+					 "\"queued\": " UINT64_FORMAT ", \"written\": " UINT64_FORMAT
+					 ", \"dropped\": " UINT64_FORMAT ", \"given_up\": " UINT64_FORMAT
+					 ", \"write_failures\": " UINT64_FORMAT
+					 ", \"strict_failures\": " UINT64_FORMAT
+					 ", \"log_only\": " UINT64_FORMAT "}",
+					 level_options[se_audit_level].name,
+					 se_audit_strict ? "true" : "false",
+					 destination_options[se_audit_destination].name,
+					 queue != NULL ? "true" : "false", QUEUE_SLOTS, queued_now,
+					 c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data));
+}
+
+/* ---------- shared memory and settings ---------- */
+
+static void
+audit_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditQueue)));
+	RequestNamedLWLockTranche("secretenv audit", 1);
+}
+
+static void
+audit_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	queue = ShmemInitStruct("secretenv audit", sizeof(AuditQueue), &found);
+	if (!found)
+	{
+		memset(queue, 0, sizeof(AuditQueue));
+		queue->lock = &(GetNamedLWLockTranche("secretenv audit"))->lock;
+		ConditionVariableInit(&queue->done_cv);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+se_audit_init(void)
+{
+	DefineCustomEnumVariable("secretenv.audit",
+							 "Which operations on stored secrets are recorded in the access audit.",
+							 "off, writes (create, update, delete) or reads (every read as well).",
+							 &se_audit_level,
+							 SE_AUDIT_READS, level_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("secretenv.audit_strict",
+							 "No plaintext leaves secretenv until its audit record is durable.",
+							 "A read whose record cannot be committed within 5 seconds fails with SQLSTATE 55S02.",
+							 &se_audit_strict,
+							 false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("secretenv.audit_destination",
+							 "Where access audit records go.",
+							 "table (secretenv.audit_log), log (one LOG_SERVER_ONLY line each) or both.",
+							 &se_audit_destination,
+							 SE_AUDIT_DEST_TABLE, destination_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = audit_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = audit_shmem_startup;
+	se_audit_worker_register();
+}
