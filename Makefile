@@ -25,8 +25,10 @@ OBJS = \
 	src/keys/key_health_worker.o \
 	src/keys/key_status_sql.o \
 	src/keys/keyring.o \
+	src/keys/keys_init.o \
 	src/keys/passphrase_command.o \
 	src/cache/cache.o \
+	src/cache/cache_init.o \
 	src/cache/coherence.o \
 	src/cache/writer_counters.o \
 	src/secrets/access_rules.o \
@@ -38,6 +40,7 @@ OBJS = \
 	src/secrets/plaintext_wipe.o \
 	src/secrets/reencrypt.o \
 	src/secrets/secret_get.o \
+	src/secrets/secrets_init.o \
 	src/secrets/trigger.o \
 	src/secrets/verify.o \
 	src/redaction/redact.o \
@@ -45,7 +48,9 @@ OBJS = \
 	src/redaction/redact_log.o \
 	src/redaction/redact_scrub.o \
 	src/redaction/redact_stats.o \
+	src/redaction/redaction_init.o \
 	src/audit/audit_chain.o \
+	src/audit/audit_init.o \
 	src/audit/audit_queue.o \
 	src/audit/audit_record.o \
 	src/audit/audit_sql.o \

@@ -3,10 +3,11 @@
  * secretenv.c
  *	  Module entry point of the secretenv extension.
  *
- * Each area defines its own GUCs and hooks in its se_<area>_init function;
- * this file only calls them, then reserves the "secretenv." GUC prefix.
+ * Each area (a folder of src/) defines its own GUCs, hooks and workers;
+ * this file only calls each area's init (areas.h), then reserves the
+ * "secretenv." GUC prefix.
  * Loaded through shared_preload_libraries, the KEKs are derived here, in
- * the postmaster, and inherited by every backend (see keyring.c).
+ * the postmaster, and inherited by every backend (see keys/keyring.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -15,20 +16,9 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
-#include "audit/audit.h"
-#include "cache/cache.h"
-#include "cache/coherence.h"
-#include "cache/writer_counters.h"
-#include "keys/aead_engine.h"
-#include "keys/kek_retirement.h"
-#include "keys/key_health.h"
-#include "keys/keyring.h"
-#include "keys/passphrase_command.h"
+#include "areas.h"
 #include "pg_compat.h"
-#include "redaction/redact.h"
 #include "se_messages.h"
-#include "secrets/access_rules.h"
-#include "secrets/drop_guard.h"
 
 PG_MODULE_MAGIC_COMPAT("secretenv", "1.2");
 
@@ -41,18 +31,10 @@ _PG_init(void)
 	if (IsBinaryUpgrade)
 		return;
 
-	se_engine_init();
-	/* Before the keyring: a preloaded keyring runs the command right away. */
-	se_passphrase_command_init();
-	se_keyring_init();
-	se_retirement_init();
-	se_cache_init();
-	se_coherence_init();
-	se_writers_init();
-	se_key_health_init();
-	se_redact_init();
-	se_drop_guard_init();
-	se_access_rules_init();
-	se_audit_init();
+	se_keys_area_init();
+	se_cache_area_init();
+	se_redaction_area_init();
+	se_secrets_area_init();
+	se_audit_area_init();
 	MarkGUCPrefixReserved("secretenv");
 }

@@ -735,5 +735,4 @@ se_audit_init(void)
 	shmem_request_hook = audit_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = audit_shmem_startup;
-	se_audit_worker_register();
 }

@@ -680,5 +680,4 @@ se_key_health_init(void)
 	shmem_request_hook = health_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = health_shmem_startup;
-	se_key_health_worker_register();
 }

@@ -24,7 +24,7 @@ extern void se_key_health_forget_database(Oid dboid);
 extern void se_key_health_set_launcher(Latch *latch);
 extern int	se_key_health_take_rechecks(Oid *dboids, int max);
 
-/* key_health_worker.c: the launcher and its per-database workers */
+/* key_health_worker.c: the launcher and its per-database workers (keys_init.c) */
 extern void se_key_health_worker_register(void);
 
 #endif							/* SECRETENV_KEY_HEALTH_H */

@@ -47,22 +47,15 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/prepare.h"
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "pg_compat.h"
 #include "redaction/redact.h"
 #include "se_messages.h"
 
 static bool redact_logs = true;
-static char *redact_names_string = NULL;
-
-/* The parsed secretenv.redact_names: NULL-terminated, lower case. */
-static char **redact_names = NULL;
-
 /*
  * What the client's text of the current message calls (SE_CALLS_*):
  * decided once per message (a message of many statements is asked once
@@ -86,43 +79,23 @@ static TimestampTz yield_seen_at = 0;
 /* The current transaction has taken or yielded a plaintext. */
 static bool xact_marked = false;
 
+/*
+ * What runs when the current message first passes a plaintext, redaction
+ * on: redact_stats.c scrubs the texts it handed on.  The part sets it at
+ * its init, so that this file, which the parts call, calls none of them.
+ */
+static se_redact_plaintext_callback plaintext_callback = NULL;
+
+void
+se_redact_on_plaintext(se_redact_plaintext_callback callback)
+{
+	plaintext_callback = callback;
+}
+
 bool
 se_redact_enabled(void)
 {
 	return redact_logs;
-}
-
-/* Whether secretenv.redact_names lists any name. */
-bool
-se_redact_names_listed(void)
-{
-	return redact_names != NULL && redact_names[0] != NULL;
-}
-
-/* Whether name (lower case, no schema) is listed in secretenv.redact_names. */
-bool
-se_redact_listed_name(const char *name)
-{
-	for (int i = 0; redact_names != NULL && redact_names[i] != NULL; i++)
-		if (pg_strcasecmp(name, redact_names[i]) == 0)
-			return true;
-	return false;
-}
-
-/*
- * Whether the prepared statement prepared_name of this session makes a
- * plaintext-taking call in its text: "EXECUTE p('x')" itself makes none.
- * Only looks names up; never throws.
- */
-bool
-se_redact_executes_plaintext(const char *prepared_name)
-{
-	PreparedStatement *prepared = FetchPreparedStatement(prepared_name, false);
-	const char *text;
-
-	if (prepared == NULL || (text = prepared->plansource->query_string) == NULL)
-		return false;
-	return se_redact_scan_calls((char *) text, strlen(text), false, NULL) != SE_CALLS_NONE;
 }
 
 /* Whether the client message being processed has passed a plaintext. */
@@ -218,8 +191,8 @@ se_redact_note_plaintext(void)
 		return;
 	plaintext_seen = true;
 	plaintext_seen_at = now;
-	if (redact_logs)
-		se_redact_stats_plaintext_seen();
+	if (redact_logs && plaintext_callback != NULL)
+		plaintext_callback();
 }
 
 /*
@@ -248,88 +221,6 @@ redact_xact_callback(XactEvent event, void *arg)
 		xact_marked = false;
 }
 
-/*
- * secretenv.redact_names: a comma-separated list of names (of functions,
- * tables, views), each made of identifier characters.  Parsed here,
- * installed by the assign hook, as GUC check hooks must not throw.
- */
-static bool
-check_redact_names(char **newval, void **extra, GucSource source)
-{
-	const char *raw = *newval;
-	int			count = 1;
-	char	  **names;
-	char	   *strings;
-	int			n = 0;
-
-	for (const char *p = raw; *p; p++)
-		if (*p == ',')
-			count++;
-	/* One block: the pointer array, then the strings; freed by guc.c. */
-	names = guc_malloc_compat(sizeof(char *) * (count + 1) + strlen(raw) + 1);
-	if (names == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errmsg("out of memory");
-		return false;
-	}
-	strings = (char *) (names + count + 1);
-	strcpy(strings, raw);
-
-	for (char *item = strings; item != NULL;)
-	{
-		char	   *comma = strchr(item, ',');
-		char	   *end;
-
-		if (comma)
-			*comma = '\0';
-		while (isspace((unsigned char) *item))
-			item++;
-		end = item + strlen(item);
-		while (end > item && isspace((unsigned char) end[-1]))
-			*--end = '\0';
-		if (*item == '\0')
-		{
-			if (comma != NULL || n > 0)
-			{
-				GUC_check_errdetail("The list contains an empty name.");
-				guc_free_compat(names);
-				return false;
-			}
-		}
-		else
-		{
-			for (char *c = item; *c; c++)
-			{
-				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
-				{
-					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
-					guc_free_compat(names);
-					return false;
-				}
-				*c = pg_tolower((unsigned char) *c);
-			}
-			if (end - item >= NAMEDATALEN)
-			{
-				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
-				guc_free_compat(names);
-				return false;
-			}
-			names[n++] = item;
-		}
-		item = comma ? comma + 1 : NULL;
-	}
-	names[n] = NULL;
-	*extra = names;
-	return true;
-}
-
-static void
-assign_redact_names(const char *newval, void *extra)
-{
-	redact_names = (char **) extra;
-}
-
 void
 se_redact_init(void)
 {
@@ -341,19 +232,6 @@ se_redact_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
-	DefineCustomStringVariable("secretenv.redact_names",
-							   "Further functions (wrappers) and tables whose calls or use mark a statement as carrying a plaintext.",
-							   "Comma-separated names without schema: application functions that wrap secret_create and the like, tables whose triggers call them.",
-							   &redact_names_string,
-							   "",
-							   PGC_SUSET,
-							   GUC_LIST_INPUT,
-							   check_redact_names, assign_redact_names, NULL);
 
-	se_redact_catalog_init();
 	RegisterXactCallback(redact_xact_callback, NULL);
-	se_redact_log_init();
-	se_redact_stats_init();
-	if (process_shared_preload_libraries_in_progress)
-		se_redact_check_preload_order();
 }

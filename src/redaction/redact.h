@@ -4,13 +4,18 @@
  *	  Keeping plaintexts out of every channel that keeps statement text.
  *
  * redact_catalog.c derives from the catalog which functions and views take
- * or return a plaintext, and finds their calls in a query tree; redact.c
- * marks the current statement (by those calls, by the calls its text makes,
- * or because it passed a plaintext to secretenv or got one from it while
- * running); redact_scrub.c overwrites the values, or only the plaintext
- * arguments, in a copy of its text; redact_log.c rewrites its server log
- * records; redact_stats.c hands the scrubbed text to pg_stat_activity and
- * to pg_stat_statements.
+ * or return a plaintext (and holds the names secretenv.redact_names adds),
+ * and finds their calls in a query tree; redact.c marks the current
+ * statement (by those calls, by the calls its text makes, or because it
+ * passed a plaintext to secretenv or got one from it while running);
+ * redact_scrub.c overwrites the values, or only the plaintext arguments, in
+ * a copy of its text; redact_log.c rewrites its server log records;
+ * redact_stats.c hands the scrubbed text to pg_stat_activity and to
+ * pg_stat_statements.
+ *
+ * Each file calls only those listed before it here (catalog, scrub,
+ * redact.c, stats, log); redaction_init.c calls their inits.  redact.c
+ * reaches redact_stats.c only through the callback that file sets.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,21 +36,22 @@
 #define SE_FUNCTION_TAKES	1	/* a secretenv function taking a plaintext */
 #define SE_FUNCTION_UNKNOWN 2	/* a listed wrapper, or the catalog is not read yet */
 
-/* redact.c: the module's init, the marks of the statement, the verdicts */
+/* redact.c: what a message's first plaintext sets off (redact_stats.c) */
+typedef void (*se_redact_plaintext_callback) (void);
+
+/* redact.c: its settings, the marks of the statement, the verdicts */
 extern void se_redact_init(void);
+extern void se_redact_on_plaintext(se_redact_plaintext_callback callback);
 extern void se_redact_note_plaintext(void);
 extern void se_redact_note_yield(void);
 extern bool se_redact_enabled(void);
-extern bool se_redact_names_listed(void);
-extern bool se_redact_listed_name(const char *name);
-extern bool se_redact_executes_plaintext(const char *prepared_name);
 extern int	se_redact_text_verdict(const char *sql);
 extern bool se_redact_carries_plaintext(const char *sql);
 extern bool se_redact_statement_flagged(void);
 extern bool se_redact_statement_yields(void);
 extern bool se_redact_xact_marked(void);
 
-/* redact_catalog.c */
+/* redact_catalog.c: with secretenv.redact_names */
 extern void se_redact_catalog_init(void);
 extern void se_redact_catalog_load(void);
 extern void se_redact_catalog_load_at_commit(void);
@@ -64,10 +70,8 @@ extern void se_redact_scrub_statement(char *sql, size_t len);
 /* redact_log.c */
 extern void se_redact_log_init(void);
 
-/* redact_stats.c */
+/* redact_stats.c: its init also warns of a wrong preload order */
 extern void se_redact_stats_init(void);
-extern void se_redact_stats_plaintext_seen(void);
 extern void se_redact_stats_scrub_activity(void);
-extern void se_redact_check_preload_order(void);
 
 #endif							/* SECRETENV_REDACT_H */

@@ -49,6 +49,7 @@
 #include "nodes/nodeFuncs.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -56,6 +57,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "pg_compat.h"
 #include "redaction/redact.h"
 #include "se_messages.h"
 
@@ -79,6 +81,110 @@ typedef struct CatalogSets
 static MemoryContext catalog_context = NULL;
 static CatalogSets *sets = NULL;	/* NULL until first read */
 static bool sets_valid = false;
+
+static char *redact_names_string = NULL;
+
+/* The parsed secretenv.redact_names: NULL-terminated, lower case. */
+static char **redact_names = NULL;
+
+/* Whether secretenv.redact_names lists any name. */
+static bool
+names_listed(void)
+{
+	return redact_names != NULL && redact_names[0] != NULL;
+}
+
+/* Whether name (lower case, no schema) is listed in secretenv.redact_names. */
+static bool
+listed_name(const char *name)
+{
+	for (int i = 0; redact_names != NULL && redact_names[i] != NULL; i++)
+		if (pg_strcasecmp(name, redact_names[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * secretenv.redact_names: a comma-separated list of names (of functions,
+ * tables, views), each made of identifier characters.  Parsed here,
+ * installed by the assign hook, as GUC check hooks must not throw.
+ */
+static bool
+check_redact_names(char **newval, void **extra, GucSource source)
+{
+	const char *raw = *newval;
+	int			count = 1;
+	char	  **names;
+	char	   *strings;
+	int			n = 0;
+
+	for (const char *p = raw; *p; p++)
+		if (*p == ',')
+			count++;
+	/* One block: the pointer array, then the strings; freed by guc.c. */
+	names = guc_malloc_compat(sizeof(char *) * (count + 1) + strlen(raw) + 1);
+	if (names == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errmsg("out of memory");
+		return false;
+	}
+	strings = (char *) (names + count + 1);
+	strcpy(strings, raw);
+
+	for (char *item = strings; item != NULL;)
+	{
+		char	   *comma = strchr(item, ',');
+		char	   *end;
+
+		if (comma)
+			*comma = '\0';
+		while (isspace((unsigned char) *item))
+			item++;
+		end = item + strlen(item);
+		while (end > item && isspace((unsigned char) end[-1]))
+			*--end = '\0';
+		if (*item == '\0')
+		{
+			if (comma != NULL || n > 0)
+			{
+				GUC_check_errdetail("The list contains an empty name.");
+				guc_free_compat(names);
+				return false;
+			}
+		}
+		else
+		{
+			for (char *c = item; *c; c++)
+			{
+				if (!(isalnum((unsigned char) *c) || *c == '_' || *c == '$'))
+				{
+					GUC_check_errdetail("Names may contain only letters, digits, \"_\" and \"$\"; give them without schema or quotes.");
+					guc_free_compat(names);
+					return false;
+				}
+				*c = pg_tolower((unsigned char) *c);
+			}
+			if (end - item >= NAMEDATALEN)
+			{
+				GUC_check_errdetail("A name is longer than %d bytes.", NAMEDATALEN - 1);
+				guc_free_compat(names);
+				return false;
+			}
+			names[n++] = item;
+		}
+		item = comma ? comma + 1 : NULL;
+	}
+	names[n] = NULL;
+	*extra = names;
+	return true;
+}
+
+static void
+assign_redact_names(const char *newval, void *extra)
+{
+	redact_names = (char **) extra;
+}
 
 static void
 invalidate_sets(Datum arg, int cacheid, uint32 hashvalue)
@@ -145,11 +251,11 @@ check_function(Oid funcid, CallsContext *ctx)
 		ctx->takes = true;
 	if (list_member_oid(ctx->sets->yields, funcid))
 		ctx->yields = true;
-	if (!ctx->takes && se_redact_names_listed())
+	if (!ctx->takes && names_listed())
 	{
 		char	   *name = get_func_name(funcid);
 
-		if (name != NULL && se_redact_listed_name(name))
+		if (name != NULL && listed_name(name))
 			ctx->takes = true;
 	}
 }
@@ -171,9 +277,9 @@ calls_walker(Node *node, CallsContext *ctx)
 
 			if (list_member_oid(ctx->sets->views, rte->relid))
 				ctx->yields = true;
-			if (se_redact_names_listed() &&
+			if (names_listed() &&
 				(name = get_rel_name(rte->relid)) != NULL &&
-				se_redact_listed_name(name))
+				listed_name(name))
 				ctx->takes = true;
 		}
 		return false;
@@ -380,7 +486,7 @@ int
 se_redact_catalog_call(const char *name, uint32 *positions)
 {
 	*positions = 0;
-	if (se_redact_listed_name(name))
+	if (listed_name(name))
 		return SE_FUNCTION_UNKNOWN;
 	if (sets == NULL)
 		return SE_FUNCTION_UNKNOWN;
@@ -456,6 +562,15 @@ se_redact_query_calls(Query *query, bool *takes, bool *yields)
 void
 se_redact_catalog_init(void)
 {
+	DefineCustomStringVariable("secretenv.redact_names",
+							   "Further functions (wrappers) and tables whose calls or use mark a statement as carrying a plaintext.",
+							   "Comma-separated names without schema: application functions that wrap secret_create and the like, tables whose triggers call them.",
+							   &redact_names_string,
+							   "",
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   check_redact_names, assign_redact_names, NULL);
+
 	CacheRegisterSyscacheCallback(PROCOID, invalidate_sets, (Datum) 0);
 	CacheRegisterSyscacheCallback(RULERELNAME, invalidate_sets, (Datum) 0);
 }

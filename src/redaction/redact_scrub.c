@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "commands/prepare.h"
 #include "parser/parser.h"
 
 #include "pg_compat.h"
@@ -334,6 +335,22 @@ quoted_body_mentions(const char *s, size_t len)
 	return contains_ci(s, len, "passphrase") || se_redact_catalog_mentions(s, len);
 }
 
+/*
+ * Whether the prepared statement prepared_name of this session makes a
+ * plaintext-taking call in its text: "EXECUTE p('x')" itself makes none.
+ * Only looks names up; never throws.
+ */
+static bool
+executes_plaintext(const char *prepared_name)
+{
+	PreparedStatement *prepared = FetchPreparedStatement(prepared_name, false);
+	const char *text;
+
+	if (prepared == NULL || (text = prepared->plansource->query_string) == NULL)
+		return false;
+	return se_redact_scan_calls((char *) text, strlen(text), false, NULL) != SE_CALLS_NONE;
+}
+
 static void
 scan_calls(CallScan *scan, size_t from, size_t len)
 {
@@ -435,7 +452,7 @@ scan_calls(CallScan *scan, size_t from, size_t len)
 				after_do = after_language = true;
 			else if (was_do && was_language)
 				after_do = true;
-			else if (was_execute && se_redact_executes_plaintext(ident))
+			else if (was_execute && executes_plaintext(ident))
 				raise_verdict(scan, SE_CALLS_ALL);
 			if (c != '"' && n == 7 && strcmp(ident, "execute") == 0)
 				after_execute = true;

@@ -43,7 +43,7 @@
  *
  * These hooks only see what runs inside them, so secretenv must be loaded
  * after pg_stat_statements (its hooks are then installed later and run
- * first): se_redact_check_preload_order() warns at start when it is not.
+ * first): check_preload_order() warns at start when it is not.
  *
  * The backend's pg_stat_activity entry is overwritten with the scrubbed
  * text as soon as the statement is known to carry a plaintext: after parse
@@ -171,8 +171,8 @@ redacting(void)
  * The current message has just passed a plaintext: scrub the text handed
  * to its utility statements and the pg_stat_activity entry.
  */
-void
-se_redact_stats_plaintext_seen(void)
+static void
+scrub_on_plaintext(void)
 {
 	if (message_text != NULL && !message_text->scrubbed)
 	{
@@ -431,8 +431,8 @@ redact_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
  * pgaudit and auto_explain may come in any order: their output goes
  * through the log hook.
  */
-void
-se_redact_check_preload_order(void)
+static void
+check_preload_order(void)
 {
 	char	   *raw = pstrdup(shared_preload_libraries_string);
 	List	   *libraries;
@@ -480,4 +480,7 @@ se_redact_stats_init(void)
 	ExecutorEnd_hook = redact_ExecutorEnd;
 	prev_ProcessUtility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = redact_ProcessUtility;
+	se_redact_on_plaintext(scrub_on_plaintext);
+	if (process_shared_preload_libraries_in_progress)
+		check_preload_order();
 }
