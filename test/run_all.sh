@@ -149,7 +149,8 @@ run_checker() {
 
 # META.json against PGXN Meta Spec 1.0.0 and the tree.
 run_checker meta meta_check.py
-# The source layout: include cycles, the core's headers, the README's Layout.
+# The source layout (docs/layout.md): areas, include and call cycles (from the
+# object files of the build above), the core's headers.
 run_checker layout layout_check.py
 
 # The Debian package, last: installing it replaces the files `make install`
