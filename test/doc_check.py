@@ -14,7 +14,8 @@ lines).  A block fenced as "text output" right after a runnable SQL block
         print the documents whose examples run, in their order: README.md,
         then every docs/ file its "## Documentation" section links to, in
         the order of their first link.  Exit 1, saying why, if a linked
-        file does not exist or a Markdown file under docs/ is not linked
+        file does not exist, does not open with its "# title" and a "What
+        this is: " paragraph, or a Markdown file under docs/ is not linked
         (so a new document joins the run once the map names it, and cannot
         be left out of it)
     doc_check.py run FILE... [--psql PATH] [--conf FILE] [--replace OLD=NEW]...
@@ -120,10 +121,15 @@ def docs_order(readme):
         if target not in linked:
             linked.append(target)
     for target in linked:
-        if not os.path.isfile(os.path.join(top, target)):
+        path = os.path.join(top, target)
+        if not os.path.isfile(path):
             problems.append('%s, linked from the documentation map, does not exist' % target)
-        else:
-            order.append(os.path.join(top, target))
+            continue
+        order.append(path)
+        with open(path, encoding='utf-8') as f:
+            head = f.read().split('\n\n', 2)
+        if len(head) < 2 or not head[0].startswith('# ') or not head[1].startswith('What this is: '):
+            problems.append('%s does not open with its title and a "What this is: " paragraph' % target)
     for folder, _, names in os.walk(os.path.join(top, 'docs')):
         for name in sorted(names):
             if name.endswith('.md'):

@@ -16,9 +16,11 @@
 # follows it.
 #
 # The map is the run order and must be complete: every Markdown file under
-# docs/ is in it and every file it links exists, so a new document runs
-# once it is listed.  The checker fails on a file left out of the map, on a
-# map link to a missing file, on a new mapped document whose example fails,
+# docs/ is in it and every file it links exists and opens with its title
+# and a "What this is: " paragraph, so a new document runs once it is
+# listed.  The checker fails on a file left out of the map, on a map link to
+# a missing file, on a mapped file that does not say what it is, on a new
+# mapped document whose example fails,
 # on a broken example (the 1.1 Quick start, whose app.tokens does not
 # exist) and on an output block that does not match what psql prints.
 
@@ -167,6 +169,11 @@ $tree = mutated_tree(sub {
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on a map link to a missing file');
 like($out, qr/^not ok - docs\/planted\.md, linked from the documentation map, does not exist$/m, '... and names it');
+
+write_file("$tree/docs/planted.md", "# Planted\n\nA document that does not say what it is.\n");
+($rc, $out) = checker('order', "$tree/README.md");
+is($rc, 1, 'the checker fails on a mapped document that does not say what it is');
+like($out, qr/^not ok - docs\/planted\.md does not open with its title and a "What this is: " paragraph$/m, '... and names it');
 
 write_file("$tree/docs/planted.md", $planted);
 ($rc, $out) = checker('order', "$tree/README.md");
