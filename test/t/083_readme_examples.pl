@@ -4,9 +4,10 @@
 # The runnable examples of the README and of docs/ run as written
 # (test/doc_check.py), the path a new user follows first: on a throwaway
 # cluster configured with the README's "ini runnable" lines (the Install
-# section's postgresql.conf, its passphrase command being the real sample
-# command contrib/secretenv-passphrase-file reading passphrase files kek-v1,
-# kek-v2, kek-v3 as the README and the runbooks make them), every "sql
+# section's postgresql.conf, its passphrase command being the sample command
+# contrib/secretenv-passphrase-file that the README's own shell lines
+# install, reading the passphrase files kek-v1, kek-v2, kek-v3 that the
+# README's and the runbooks' shell lines make), every "sql
 # runnable" block runs in order — the README's Install section (CREATE
 # EXTENSION and the roles) and Quick start, then every document of the
 # README's "## Documentation" map in the map's order (the online rotation,
@@ -29,6 +30,7 @@ use warnings;
 
 use Cwd ();
 use File::Find;
+use File::Path qw(make_path);
 use FindBin;
 use lib $FindBin::RealBin;
 use SecretenvTest;
@@ -50,22 +52,48 @@ sub checker
 	return ($? >> 8, $out . $err);
 }
 
-# The passphrase files the README and the runbooks create, one per KEK
-# version, owned by the server's user and closed to everybody else, read by
-# the sample command the README installs; the server finds them through the
-# command's SECRETENV_KEY_DIR.
-my $keys = "$dir/keys";
-mkdir $keys, 0700 or die "$keys: $!";
+# The README's key setup, run as written but for its paths: the shell lines
+# of its blocks and of the rotation runbook that name /etc/postgresql/ run
+# as the server's user (their "sudo" and "sudo -u postgres" dropped) with
+# /etc/postgresql/ moved under this test's directory.  They make the key
+# directory, the passphrase file of version 1 (and the runbook's of version
+# 2; version 3's the same way, as the compromise runbook says) and install
+# the sample passphrase command, which the configuration then names; the
+# server finds the files through the command's SECRETENV_KEY_DIR.
+my $etc = "$dir/etc/postgresql";
+make_path($etc);
+sub shell_steps
+{
+	my ($file) = @_;
+	my @steps;
+	my $text = slurp_file($file);
+	while ($text =~ /^[ \t]*```sh\n(.*?)^[ \t]*```/msg)
+	{
+		push @steps, grep { m{/etc/postgresql/} } map { s/^\s+//r } split /\n/, $1;
+	}
+	return @steps;
+}
+my @steps = (shell_steps($readme), shell_steps("$srcdir/docs/runbooks/rotation.md"));
+is(scalar(@steps), 4, 'the README and the rotation runbook set up the keys in 4 shell lines');
+push @steps, $steps[-1] =~ s/kek-v2/kek-v3/r;
+for my $step (@steps)
+{
+	(my $run = $step) =~ s{^sudo (?:-u postgres )?}{};
+	$run =~ s{/etc/postgresql/}{$etc/}g;
+	$run =~ s{#.*$}{};
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'sh', '-c', "cd '$srcdir' && $run" ], '<', \undef, '>', \$out, '2>', \$err);
+	is($?, 0, "key setup runs as written: $step") or diag($err);
+}
+my $keys = "$etc/secretenv";
 for my $version (1 .. 3)
 {
-	my $file = "$keys/kek-v$version";
-	open(my $fh, '>', $file) or die "$file: $!";
-	print $fh "readme-example-passphrase-v$version-0123456789abcdef0123456789\n";
-	close($fh);
-	chmod 0600, $file or die "$file: $!";
+	ok(-s "$keys/kek-v$version" && ((stat "$keys/kek-v$version")[2] & 077) == 0,
+		"the passphrase file of version $version exists, closed to group and others");
 }
 $ENV{SECRETENV_KEY_DIR} = $keys;
-my $command = "$srcdir/contrib/secretenv-passphrase-file";
+my $command = "$etc/secretenv-passphrase";
+ok(-x $command, 'the sample passphrase command is installed');
 my @replace = ('--replace', "/etc/postgresql/secretenv-passphrase=$command");
 
 # The configuration, as the README writes it.
