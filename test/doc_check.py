@@ -15,7 +15,9 @@ lines).  A block fenced as "text output" right after a runnable SQL block
         then every docs/ file its "## Documentation" section links to, in
         the order of their first link.  Exit 1, saying why, if a linked
         file does not exist, does not open with its "# title" and a "What
-        this is: " paragraph, or a Markdown file under docs/ is not linked
+        this is: " paragraph, or a Markdown file under docs/ is not linked,
+        or a relative link of one of these documents names a file or a
+        heading that does not exist
         (so a new document joins the run once the map names it, and cannot
         be left out of it)
     doc_check.py run FILE... [--psql PATH] [--conf FILE] [--replace OLD=NEW]...
@@ -130,6 +132,8 @@ def docs_order(readme):
             head = f.read().split('\n\n', 2)
         if len(head) < 2 or not head[0].startswith('# ') or not head[1].startswith('What this is: '):
             problems.append('%s does not open with its title and a "What this is: " paragraph' % target)
+    for path in order:
+        problems.extend(broken_links(path, top))
     for folder, _, names in os.walk(os.path.join(top, 'docs')):
         for name in sorted(names):
             if name.endswith('.md'):
@@ -137,6 +141,44 @@ def docs_order(readme):
                 if path not in linked:
                     problems.append('%s is not in the documentation map of %s' % (path, os.path.basename(readme)))
     return order, problems
+
+
+def slug(heading):
+    """The anchor a heading gets: lower case, spaces to '-', no punctuation."""
+    text = re.sub(r'[`*_]', lambda m: '_' if m.group(0) == '_' else '', heading.strip().lower())
+    return re.sub(r'[^\w\- ]', '', text).replace(' ', '-')
+
+
+def prose(path):
+    """A Markdown file's text outside fenced blocks."""
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().split('\n')
+    out, fenced = [], False
+    for line in lines:
+        if re.match(r'^\s*```', line):
+            fenced = not fenced
+            continue
+        if not fenced:
+            out.append(line)
+    return '\n'.join(out)
+
+
+def broken_links(path, top):
+    """Relative links of a document to a file or heading that does not exist."""
+    problems = []
+    for target in re.findall(r'\]\(([^)\s]+)\)', re.sub(r'`[^`]*`', '', prose(path))):
+        if re.match(r'^[a-z]+:', target):
+            continue
+        file, _, anchor = target.partition('#')
+        dest = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+        where = os.path.relpath(path, top)
+        if not os.path.exists(dest):
+            problems.append('%s links to %s, which does not exist' % (where, target))
+        elif anchor and dest.endswith('.md'):
+            anchors = {slug(h) for h in re.findall(r'^#+\s+(.*)$', prose(dest), re.M)}
+            if anchor not in anchors:
+                problems.append('%s links to %s, a heading that does not exist' % (where, target))
+    return problems
 
 
 def label(path):

@@ -20,7 +20,8 @@
 # docs/ is in it and every file it links exists and opens with its title
 # and a "What this is: " paragraph, so a new document runs once it is
 # listed.  The checker fails on a file left out of the map, on a map link to
-# a missing file, on a mapped file that does not say what it is, on a new
+# a missing file, on a mapped file that does not say what it is, on a
+# relative link to a missing file or heading, on a new
 # mapped document whose example fails,
 # on a broken example (the 1.1 Quick start, whose app.tokens does not
 # exist) and on an output block that does not match what psql prints.
@@ -107,7 +108,7 @@ like($conf, qr/^shared_preload_libraries = 'secretenv'/m, '... and preloads secr
 my $out;
 ($rc, $out) = checker('order', $readme);
 my @docs = grep { !/^not ok/ } split /\n/, $out;
-is($rc, 0, 'every document the map links exists, and every docs/ file is in the map') or diag($out);
+is($rc, 0, 'every document the map links exists and says what it is, every relative link resolves, and every docs/ file is in the map') or diag($out);
 is($docs[0], $readme, 'the README comes first');
 my @files;
 find(sub { push @files, $File::Find::name if /\.md$/ }, "$srcdir/docs");
@@ -188,6 +189,16 @@ my $tree = mutated_tree(sub { write_file("$_[0]/docs/runbooks/planted.md", $plan
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on a docs/ file the map leaves out');
 like($out, qr/^not ok - docs\/runbooks\/planted\.md is not in the documentation map of README\.md$/m, '... and names it');
+
+$tree = mutated_tree(sub {
+	my $text = slurp_file("$_[0]/docs/audit.md");
+	$text .= "\nSee [the old section](security.md#no-such-heading) and [the old file](no-such-file.md).\n";
+	write_file("$_[0]/docs/audit.md", $text);
+});
+($rc, $out) = checker('order', "$tree/README.md");
+is($rc, 1, 'the checker fails on links to a missing heading and a missing file');
+like($out, qr/^not ok - docs\/audit\.md links to security\.md#no-such-heading, a heading that does not exist$/m, '... naming the heading');
+like($out, qr/^not ok - docs\/audit\.md links to no-such-file\.md, which does not exist$/m, '... naming the file');
 
 $tree = mutated_tree(sub {
 	my $text = slurp_file("$_[0]/README.md");
