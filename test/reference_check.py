@@ -69,33 +69,46 @@ def line_of(text, pos):
     return text.count("\n", 0, pos) + 1
 
 
-def strip_c_comments(text):
-    """Comments blanked out, line breaks and string literals kept."""
+def strip_comments(text, quotes, line_comment, backslash):
+    """Block comments (/* */) and line comments blanked out, line breaks and
+    quoted literals kept.  backslash: a backslash escapes the next character
+    in a literal (C); otherwise a doubled quote does (SQL)."""
     out = []
     i = 0
     n = len(text)
     while i < n:
         c = text[i]
-        if c == '"' or c == "'":
+        if c in quotes:
             j = i + 1
-            while j < n and text[j] != c:
-                j += 2 if text[j] == "\\" else 1
+            while j < n:
+                if backslash and text[j] == "\\":
+                    j += 2
+                elif not backslash and text[j] == c and j + 1 < n and text[j + 1] == c:
+                    j += 2
+                elif text[j] == c:
+                    break
+                else:
+                    j += 1
             out.append(text[i:j + 1])
             i = j + 1
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            j = n if j < 0 else j + 2
+        elif text.startswith("/*", i) or text.startswith(line_comment, i):
+            end = "*/" if text.startswith("/*", i) else "\n"
+            j = text.find(end, i + 2)
+            j = n if j < 0 else (j + 2 if end == "*/" else j)
             out.append(re.sub(r"[^\n]", " ", text[i:j]))
-            i = j
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            j = n if j < 0 else j
-            out.append(" " * (j - i))
             i = j
         else:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def strip_c_comments(text):
+    return strip_comments(text, "\"'", "//", True)
+
+
+def strip_sql_comments(text):
+    return strip_comments(text, "'", "--", False)
 
 
 # --- SQLSTATEs --------------------------------------------------------------
@@ -139,40 +152,6 @@ def sql_scripts(top):
     upgrades = [p for p in files_under(top, "sql", (".sql",))
                 if re.match(r"secretenv--[^-]+--[^-]+\.sql$", os.path.basename(p))]
     return install, [install] + upgrades
-
-
-def strip_sql_comments(text):
-    """SQL with -- and /* */ comments blanked out, string literals kept."""
-    out = []
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "'":
-            j = i + 1
-            while j < n:
-                if text[j] == "'" and j + 1 < n and text[j + 1] == "'":
-                    j += 2
-                elif text[j] == "'":
-                    break
-                else:
-                    j += 1
-            out.append(text[i:j + 1])
-            i = j + 1
-        elif text.startswith("--", i):
-            j = text.find("\n", i)
-            j = n if j < 0 else j
-            out.append(" " * (j - i))
-            i = j
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            j = n if j < 0 else j + 2
-            out.append(re.sub(r"[^\n]", " ", text[i:j]))
-            i = j
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def statement_end(text, start):

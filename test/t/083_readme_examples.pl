@@ -176,24 +176,14 @@ sub mutated_tree
 	return $tree;
 }
 
-sub write_file
-{
-	my ($file, $text) = @_;
-	open(my $fh, '>', $file) or die "$file: $!";
-	print $fh $text;
-	close($fh);
-}
-
 my $planted = "# Planted\n\nWhat this is: a document the map does not name.\n\n```sql runnable\nSELECT secretenv.secret_get('no-such-secret');\n```\n";
-my $tree = mutated_tree(sub { write_file("$_[0]/docs/runbooks/planted.md", $planted) });
+my $tree = mutated_tree(sub { append_to_file("$_[0]/docs/runbooks/planted.md", $planted) });
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on a docs/ file the map leaves out');
 like($out, qr/^not ok - docs\/runbooks\/planted\.md is not in the documentation map of README\.md$/m, '... and names it');
 
 $tree = mutated_tree(sub {
-	my $text = slurp_file("$_[0]/docs/audit.md");
-	$text .= "\nSee [the old section](security.md#no-such-heading) and [the old file](no-such-file.md).\n";
-	write_file("$_[0]/docs/audit.md", $text);
+	append_to_file("$_[0]/docs/audit.md", "\nSee [the old section](security.md#no-such-heading) and [the old file](no-such-file.md).\n");
 });
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on links to a missing heading and a missing file');
@@ -203,18 +193,20 @@ like($out, qr/^not ok - docs\/audit\.md links to no-such-file\.md, which does no
 $tree = mutated_tree(sub {
 	my $text = slurp_file("$_[0]/README.md");
 	$text =~ s{^(- \[docs/design\.md\].*)$}{$1\n- [docs/planted.md](docs/planted.md): planted}m or die 'no design.md in the map';
-	write_file("$_[0]/README.md", $text);
+	unlink "$_[0]/README.md" or die $!;
+	append_to_file("$_[0]/README.md", $text);
 });
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on a map link to a missing file');
 like($out, qr/^not ok - docs\/planted\.md, linked from the documentation map, does not exist$/m, '... and names it');
 
-write_file("$tree/docs/planted.md", "# Planted\n\nA document that does not say what it is.\n");
+append_to_file("$tree/docs/planted.md", "# Planted\n\nA document that does not say what it is.\n");
 ($rc, $out) = checker('order', "$tree/README.md");
 is($rc, 1, 'the checker fails on a mapped document that does not say what it is');
 like($out, qr/^not ok - docs\/planted\.md does not open with its title and a "What this is: " paragraph$/m, '... and names it');
 
-write_file("$tree/docs/planted.md", $planted);
+unlink "$tree/docs/planted.md" or die $!;
+append_to_file("$tree/docs/planted.md", $planted);
 ($rc, $out) = checker('order', "$tree/README.md");
 my @planted_order = grep { !/^not ok/ } split /\n/, $out;
 is($planted_order[-1], "$tree/docs/planted.md", 'a new document linked last in the map runs last, with no change to the test');

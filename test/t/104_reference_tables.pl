@@ -71,6 +71,7 @@ sub mutated
 	return run_tree_checker($checker, $dir);
 }
 
+# Change a file of the copy in place; dies when $change changes nothing.
 sub edit
 {
 	my ($file, $change) = @_;
@@ -78,17 +79,8 @@ sub edit
 	my $before = $text;
 	$change->($text);
 	die "$file: nothing changed" if $text eq $before;
-	open my $fh, '>', $file or die "$file: $!";
-	print $fh $text;
-	close $fh;
-}
-
-sub write_file
-{
-	my ($file, $text) = @_;
-	open my $fh, '>', $file or die "$file: $!";
-	print $fh $text;
-	close $fh;
+	unlink $file or die "$file: $!";
+	append_to_file($file, $text);
 }
 
 my @cases = (
@@ -111,7 +103,7 @@ my @cases = (
 		'an errcode() in a file of a subfolder',
 		sub {
 			mkdir "$_[0]/src/planted" or die $!;
-			write_file("$_[0]/src/planted/planted.c",
+			append_to_file("$_[0]/src/planted/planted.c",
 				"void planted(void)\n{\n\tereport(ERROR, (errcode(ERRCODE_DIVISION_BY_ZERO), errmsg(\"planted\")));\n}\n");
 		},
 		qr/^not ok - SQLSTATE 22012 is in the SQLSTATE table: raised at src\/planted\/planted\.c:3$/m
@@ -151,7 +143,7 @@ my @cases = (
 		'a setting defined in a file of a subfolder',
 		sub {
 			mkdir "$_[0]/src/planted" or die $!;
-			write_file("$_[0]/src/planted/setting.c",
+			append_to_file("$_[0]/src/planted/setting.c",
 				"#define PLANTED_DEFAULT 7\nstatic int planted;\nvoid planted_init(void)\n{\n\tDefineCustomIntVariable(\"secretenv.planted_setting\", \"Planted.\", NULL, &planted,\n\t\t\t\t\t\t\tPLANTED_DEFAULT, 0, 10, PGC_SUSET, 0, NULL, NULL, NULL);\n}\n");
 		},
 		qr/^not ok - secretenv\.planted_setting is in the settings table: defined at src\/planted\/setting\.c:5$/m
