@@ -1,8 +1,9 @@
 
 # Copyright (c) secretenv contributors
 #
-# The runnable examples of the README and of docs/ run as written
-# (test/doc_check.py), the path a new user follows first: on a throwaway
+# The README has at most 300 lines, and the runnable examples of the README
+# and of docs/ run as written (test/doc_check.py), the path a new user
+# follows first: on a throwaway
 # cluster configured with the README's "ini runnable" lines (the Install
 # section's postgresql.conf, its passphrase command being the sample command
 # contrib/secretenv-passphrase-file that the README's own shell lines
@@ -96,6 +97,10 @@ $ENV{SECRETENV_KEY_DIR} = $keys;
 my $command = "$etc/secretenv-passphrase";
 ok(-x $command, 'the sample passphrase command is installed');
 my @replace = ('--replace', "/etc/postgresql/secretenv-passphrase=$command");
+
+# The README stays a front door a newcomer reads in minutes.
+my $readme_lines = () = slurp_file($readme) =~ /\n/g;
+cmp_ok($readme_lines, '<=', 300, "the README has at most 300 lines ($readme_lines): the rest belongs in docs/");
 
 # The configuration, as the README writes it.
 my ($rc, $conf) = checker('config', $readme, @replace);
