@@ -95,7 +95,7 @@ else
 	tail -20 "$logdir/sanitize.log"; record unit-asan-ubsan 0 1
 fi
 
-# Fuzzing the core's parsers of untrusted bytes (short run; see README for long).
+# Fuzzing the core's parsers of untrusted bytes (short run; see docs/testing.md for long).
 if make -C "$top/test/fuzz" -s run FUZZ_SECONDS="${SECRETENV_FUZZ_SECONDS:-30}" >"$logdir/fuzz.log" 2>&1; then
 	grep -E 'Done [0-9]+ runs' "$logdir/fuzz.log" | tail -1
 	record fuzz 1 0

@@ -96,7 +96,7 @@ fi
 grep -iE '# skip' "$log" | sed "s/^/pg$major skip: /" | head -20
 echo "tap: $ok passed, $bad failed, $skip skipped"
 
-# The Debian package for this major, built as the README says (pg_buildext;
+# The Debian package for this major, built as docs/installation.md says (pg_buildext;
 # its build runs pg_regress against the library just built): one check for
 # the .deb, one per pg_regress file of its build.
 if ! inside sh -c 'command -v pg_buildext && command -v dpkg-buildpackage' >/dev/null 2>&1; then

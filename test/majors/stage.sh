@@ -66,7 +66,7 @@ run_major_stages() {
 		fi
 		grep -E '^(reusing|provisioned|note:)' "$mlog/provision.log"
 		record "$major provision" 1 0
-		[ "$m" != 18 ] && echo "$major: TAP files $(echo $majors_tap | wc -w) of $(ls "$top"/test/t/*.pl | wc -l) (see README, Supported PostgreSQL versions)"
+		[ "$m" != 18 ] && echo "$major: TAP files $(echo $majors_tap | wc -w) of $(ls "$top"/test/t/*.pl | wc -l) (see docs/postgresql-versions.md)"
 		grep -vE '^[a-z_]+: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$mlog/summary.log" | tail -80
 		while read -r suite p _ f _ s _; do
 			record "$major ${suite%:}" "$p" "$f" "$s"

@@ -389,7 +389,7 @@ for my $cat (keys %total)
 }
 is($decrypted, 0, 'no tampered input decrypted');
 
-# Summary figures for the README.
+# Summary figures for docs/testing.md (Reliability).
 sub sum_cat
 {
 	my $total = 0;

@@ -6,7 +6,7 @@
 # 1. Core dumps.  A backend that holds derived KEKs (current and previous;
 #    a decrypt has just run) and the postmaster that derived them are
 #    dumped with gdb's gcore, which honours MADV_DONTDUMP ("dd" in VmFlags
-#    of /proc/PID/smaps).  Two key sources, as the README's security model
+#    of /proc/PID/smaps).  Two key sources, as docs/security.md
 #    states them:
 #    a. passphrases as settings in postgresql.conf: the KEK bytes, computed
 #       independently in Python (PBKDF2-HMAC-SHA256, salt || be32(version),
@@ -14,7 +14,7 @@
 #       placeholders (found in the cores).  Freed, unwiped copies of the
 #       passphrases that PostgreSQL's configuration file reader leaves in
 #       the heap may or may not be in the cores: that is counted and shown,
-#       not asserted either way (the README says so).
+#       not asserted either way (docs/security.md says so).
 #    b. the passphrase command: neither the passphrases nor the KEKs are in
 #       the core of the backend or of the postmaster.
 #    Controls prove the search finds what is there: the row's wrapped DEK

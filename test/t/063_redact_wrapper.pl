@@ -12,7 +12,7 @@
 # lines, duration lines, auto_explain plans, pgaudit lines logged at the
 # end of a statement).
 #
-# Not covered, and documented in the README's security model: the records
+# Not covered, and documented in docs/security.md: the records
 # PostgreSQL and pgaudit emit before the plaintext reaches secretenv:
 # log_statement's line and its bind parameters, the Bind message's
 # duration line, pgaudit's lines for the statement (its READ/FUNCTION lines

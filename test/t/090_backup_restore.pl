@@ -1,5 +1,5 @@
 
-# The backup and restore runbook of the README, followed literally:
+# The backup and restore runbook (docs/runbooks/backup-restore.md), followed literally:
 #   - the key configuration lives in its own file, apart from the data;
 #   - pg_dumpall --roles-only, then pg_dump -Fc of the database;
 #   - a new cluster with the same key settings (the same file), roles

@@ -1,5 +1,5 @@
 
-# The README's drivers note, checked with the real driver: psycopg2's Json()
+# The drivers note of docs/primitives.md, checked with the real driver: psycopg2's Json()
 # sends its value as an untyped literal, so secret_create(%s, %s) picks the
 # text overload (a text secret, masked as one string); %s::jsonb picks the
 # jsonb overload (a structured secret, masked per key).  Both read back as

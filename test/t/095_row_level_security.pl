@@ -192,7 +192,7 @@ SELECT secretenv.secret_get('app_a/db');
 	}
 }
 
-# The README's single policy keyed on current_user, for roles named like
+# The single policy of docs/access.md keyed on current_user, for roles named like
 # their prefix, in place of the two.
 $node->safe_psql('postgres', q{
 DROP POLICY app_a ON secretenv.secrets;
@@ -208,12 +208,12 @@ for my $me ('app_a', 'app_b')
 
 # pg_dump leaves out the policies and the RLS switch of the extension's
 # table (PostgreSQL 15 dumps an extension member's ACL, not its policies):
-# the README's runbook says to re-apply them after a restore.
+# the backup runbook (docs/runbooks/backup-restore.md) says to re-apply them after a restore.
 my ($dump, $dump_err);
 IPC::Run::run([ 'pg_dump', '-d', $node->connstr('postgres') ], '>', \$dump, '2>', \$dump_err);
 like($dump, qr/COPY secretenv\.secrets /, 'pg_dump dumps the rows of secretenv.secrets');
 unlike($dump, qr/ROW LEVEL SECURITY|CREATE POLICY/,
-	'... but not its policies nor ENABLE ROW LEVEL SECURITY (re-applied after a restore, README)');
+	'... but not its policies nor ENABLE ROW LEVEL SECURITY (re-applied after a restore, docs/runbooks/backup-restore.md)');
 
 $node->stop;
 done_testing();

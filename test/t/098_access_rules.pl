@@ -20,7 +20,7 @@
 #    changed by a superuser): every read of a role subject to row-level
 #    security refuses with 55S01, cache hits included, until
 #    enforce_access_rules(); superusers still read;
-#  - the README's backup and restore runbook followed literally: after
+#  - the backup and restore runbook (docs/runbooks/backup-restore.md) followed literally: after
 #    pg_restore the applications are isolated on their first connection,
 #    with no manual step;
 #  - 1.1 -> 1.2 upgrade with hand-written policies: they keep working, and
@@ -318,7 +318,7 @@ is($node->safe_psql('appdb', q{SELECT secret_name FROM secretenv.decrypted_secre
 	'no refused write changed anything');
 
 ###########################################################################
-# Backup and restore, the README runbook literally.
+# Backup and restore, the runbook of docs/runbooks/backup-restore.md literally.
 my $backup = PostgreSQL::Test::Utils::tempdir;
 $node->command_ok([ 'pg_dumpall', '--roles-only', '-d', $node->connstr('postgres'), '-f', "$backup/roles.sql" ],
 	'backup: pg_dumpall --roles-only');
