@@ -26,6 +26,8 @@ import re
 import subprocess
 import sys
 
+from check_report import Checks
+
 DOC = "docs/layout.md"
 SECTION = "## src/ by area"
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+([<"])([^">]+)[">]', re.M)
@@ -38,19 +40,6 @@ FILE_LINE_RE = re.compile(r"^  ([a-z0-9_]+)(\.c/\.h|\.c|\.h)(?:\s|$)")
 # nm's types of a symbol a file needs from elsewhere.
 UNDEFINED_TYPES = ("U", "w", "v")
 
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok, what, detail=""):
-        if ok:
-            self.passed += 1
-            print("ok - " + what)
-        else:
-            self.failed += 1
-            print("not ok - " + what + (": " + detail if detail else ""))
 
 
 def source_files(top):

@@ -30,21 +30,10 @@ import re
 import subprocess
 import sys
 
+from check_report import Checks
+
 SQLSTATE_RE = re.compile(r'^[0-9A-Z]{5}$')
 
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok, what, detail=""):
-        if ok:
-            self.passed += 1
-            print("ok - " + what)
-        else:
-            self.failed += 1
-            print("not ok - " + what + (": " + detail if detail else ""))
 
 
 def read(path):
