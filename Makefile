@@ -49,6 +49,9 @@ OBJS = \
 	src/secretenv.o \
 	src/trigger.o \
 	src/verify.o \
+	src/versions/version_audit.o \
+	src/versions/version_get.o \
+	src/versions/version_settings.o \
 	src/writer_counters.o
 
 # Every released version's full script and the upgrade scripts between them.
@@ -89,4 +92,5 @@ $(shell mkdir -p $(sort $(dir $(OBJS))))
 endif
 
 # PGXS does not track header dependencies.
-$(OBJS): $(wildcard $(srcdir)/src/*.h) $(wildcard $(srcdir)/src/crypto/*.h)
+$(OBJS): $(wildcard $(srcdir)/src/*.h) $(wildcard $(srcdir)/src/crypto/*.h) \
+	$(wildcard $(srcdir)/src/versions/*.h)

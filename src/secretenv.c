@@ -28,6 +28,7 @@
 #include "pg_compat.h"
 #include "redact.h"
 #include "se_messages.h"
+#include "versions/versions.h"
 #include "writer_counters.h"
 
 PG_MODULE_MAGIC_COMPAT("secretenv", "1.2");
@@ -54,5 +55,6 @@ _PG_init(void)
 	se_drop_guard_init();
 	se_access_rules_init();
 	se_audit_init();
+	se_versions_init();
 	MarkGUCPrefixReserved("secretenv");
 }
