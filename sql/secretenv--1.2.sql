@@ -2339,8 +2339,11 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	/* The key settings the server last loaded, not a stale view. */
-	current_version int4 := secretenv.loaded_kek_version();
+	/*
+	 * The key settings the server last loaded, not a stale view.  Not
+	 * named current_version: that is a column of secretenv.secrets.
+	 */
+	target_version int4 := secretenv.loaded_kek_version();
 	missing text;
 	rotated bigint;
 	rotated_versions bigint;
@@ -2351,10 +2354,10 @@ BEGIN
 	 */
 	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
 	FROM (SELECT kek_version AS v FROM secretenv.secrets
-		  WHERE kek_version <> current_version
+		  WHERE kek_version <> target_version
 		  UNION
 		  SELECT kek_version FROM secretenv.secret_versions
-		  WHERE kek_version <> current_version) old
+		  WHERE kek_version <> target_version) old
 	WHERE NOT secretenv.kek_is_configured(v);
 
 	IF missing IS NOT NULL THEN
@@ -2367,19 +2370,43 @@ BEGIN
 	/* One transaction: all rows are re-wrapped, or none is. */
 	UPDATE secretenv.secrets
 	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
-		kek_version = current_version
-	WHERE kek_version <> current_version;
+		kek_version = target_version
+	WHERE kek_version <> target_version;
 	GET DIAGNOSTICS rotated = ROW_COUNT;
 	UPDATE secretenv.secret_versions
 	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
-		kek_version = current_version
-	WHERE kek_version <> current_version;
+		kek_version = target_version
+	WHERE kek_version <> target_version;
 	GET DIAGNOSTICS rotated_versions = ROW_COUNT;
 	RETURN rotated + rotated_versions;
 END
 $$;
 COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
 	'Re-wrap the DEK of every secret and every kept version not on the current KEK, in one transaction; returns the count';
+
+/* secret_rotate's window over secretenv.secrets, its variable renamed as above. */
+CREATE OR REPLACE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
+											   OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
+	UPDATE secretenv.secrets s
+	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
+		kek_version = target_version
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.kek_version OPERATOR(pg_catalog.<>) target_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
 
 /* One window of secret_rotate over the versions, as the tables' owner. */
 CREATE FUNCTION secretenv.rotate_versions_batch(first_block int8, blocks int8,
@@ -2388,7 +2415,7 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	current_version int4 := secretenv.loaded_kek_version();
+	target_version int4 := secretenv.loaded_kek_version();
 	lo tid := format('(%s,0)', first_block)::tid;
 	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
 BEGIN
@@ -2397,9 +2424,9 @@ BEGIN
 
 	UPDATE secretenv.secret_versions v
 	SET wrapped_dek = secretenv.secret_rewrap(v.wrapped_dek, v.kek_version),
-		kek_version = current_version
+		kek_version = target_version
 	WHERE v.ctid OPERATOR(pg_catalog.>=) lo AND v.ctid OPERATOR(pg_catalog.<) hi
-	  AND v.kek_version OPERATOR(pg_catalog.<>) current_version;
+	  AND v.kek_version OPERATOR(pg_catalog.<>) target_version;
 	GET DIAGNOSTICS changed = ROW_COUNT;
 END
 $$;
@@ -2712,7 +2739,7 @@ AS $$
 										WHERE s.deleted_at IS NULL
 										  AND s.expires_at OPERATOR(pg_catalog.>) now()
 										  AND s.expires_at OPERATOR(pg_catalog.<=)
-											  now() OPERATOR(pg_catalog.+) '30 days'::interval),
+											  (now() OPERATOR(pg_catalog.+) '30 days'::interval)),
 			'databases', COALESCE((
 				SELECT jsonb_agg(jsonb_build_object(
 							'database', d.database,
