@@ -998,6 +998,20 @@ BEGIN
 		RAISE EXCEPTION 'secret name and value must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' ||
+				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+				 pg_catalog.chr(12288)) = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	IF labels IS NOT NULL AND jsonb_typeof(labels) <> 'object' THEN
 		RAISE EXCEPTION 'labels must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value';
