@@ -72,7 +72,7 @@ REGRESS_OPTS += --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress
 endif
 
 # The isolation specs and the TAP tests always bring their own clusters.
-ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes
+ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes version_promote
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 

@@ -953,7 +953,10 @@ BEGIN
 	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
 	/*
 	 * ON CONFLICT rather than an exception block: no subtransaction per
-	 * secret, and a concurrent create of the same name is waited for.
+	 * secret, and a concurrent create of the same name is waited for.  No
+	 * literal in it: the log redaction overwrites a secretenv statement's
+	 * parameters when its text holds one, and pgaudit's line of this
+	 * INSERT keeps the secret's name.
 	 */
 	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
 								   kek_version, masked_value, provider, description,
@@ -961,7 +964,7 @@ BEGIN
 	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
 			e.kek_version, masked, insert_secret.provider, insert_secret.description,
 			session_user, session_user, insert_secret.expires_at,
-			COALESCE(insert_secret.labels, '{}'))
+			COALESCE(insert_secret.labels, jsonb_build_object()))
 	ON CONFLICT ON CONSTRAINT secrets_secret_name_key DO NOTHING;
 	IF NOT FOUND THEN
 		SELECT s.destroy_after INTO destroy_at FROM secretenv.secrets s
