@@ -693,9 +693,12 @@ GRANT EXECUTE ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uu
 -------------------------------------------------------------------------------
 
 /*
- * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql:
- * it turns the 1.1 store into the versioned one by altering and replacing
- * objects, so a fresh install and an upgrade run the very same statements.
+ * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql,
+ * except that the upgrade first drops the 1.1 functions whose signature
+ * changes (insert_secret, replace_secret_value, secret_create,
+ * secret_update, secret_delete, verify_secrets): it turns the 1.1 store into
+ * the versioned one by altering and replacing objects, so a fresh install
+ * and an upgrade run the same statements.
  *
  * The current version of a secret stays in secretenv.secrets, in MLflow's
  * byte format and columns; current_version numbers it.  Every other version

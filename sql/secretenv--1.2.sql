@@ -453,8 +453,10 @@ CREATE TRIGGER secrets_value_encrypted_at
 ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_value_encrypted_at;
 
 /*
- * The managed store is written through these functions.  Text and jsonb
- * values share the two internal functions below: a jsonb secret is
+ * The managed store is written through the functions of the section
+ * "Secret versions" at the end (secret_create, secret_update,
+ * secret_delete, ...).  Text and jsonb values share two internal
+ * functions, insert_secret and replace_secret_value: a jsonb secret is
  * encrypted as its text form, which is exactly what secret_encrypt(jsonb)
  * produces.
  *
@@ -471,168 +473,6 @@ ALTER TABLE secretenv.secrets ENABLE ALWAYS TRIGGER secrets_value_encrypted_at;
  * the grants at the end), and the trigger above keeps direct writes of
  * envelopes honest.  The search_path stays pinned all the same.
  */
-CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
-										provider text, description text)
-RETURNS uuid
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	new_id uuid := gen_random_uuid();
-	e secretenv.envelope;
-BEGIN
-	IF secret_name IS NULL OR plaintext IS NULL THEN
-		RAISE EXCEPTION 'secret name and value must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF octet_length(secret_name) > 1024 THEN
-		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
-			USING ERRCODE = 'program_limit_exceeded',
-				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
-								  octet_length(secret_name));
-	END IF;
-	IF btrim(secret_name, E' \t\n\r\f\v' ||
-				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
-				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
-				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
-				 pg_catalog.chr(12288)) = '' THEN
-		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
-	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
-	/*
-	 * ON CONFLICT rather than an exception block: no subtransaction per
-	 * secret, and a concurrent create of the same name is waited for.
-	 */
-	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
-								   kek_version, masked_value, provider, description,
-								   created_by, last_updated_by)
-	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
-			e.kek_version, masked, insert_secret.provider, insert_secret.description,
-			session_user, session_user)
-	ON CONFLICT ON CONSTRAINT secrets_secret_name_key DO NOTHING;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'secret "%" already exists', insert_secret.secret_name
-			USING ERRCODE = 'unique_violation',
-				  HINT = 'Change its value with secretenv.secret_update, or delete it first with secretenv.secret_delete.';
-	END IF;
-	RETURN new_id;
-END
-$$;
-COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text) IS
-	'Internal to secret_create: encrypt and insert one secret';
-
-CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	target_id uuid;
-	e secretenv.envelope;
-BEGIN
-	IF secret_name IS NULL OR plaintext IS NULL THEN
-		RAISE EXCEPTION 'secret name and value must not be null'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF octet_length(secret_name) > 1024 THEN
-		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
-			USING ERRCODE = 'program_limit_exceeded',
-				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
-								  octet_length(secret_name));
-	END IF;
-	IF btrim(secret_name, E' \t\n\r\f\v' ||
-				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
-				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
-				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
-				 pg_catalog.chr(12288)) = '' THEN
-		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	/* Lock the row first: the AAD needs its id, and a rename cannot happen. */
-	SELECT s.secret_id INTO target_id FROM secretenv.secrets s
-	WHERE s.secret_name = replace_secret_value.secret_name
-	FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'secret "%" does not exist', replace_secret_value.secret_name
-			USING ERRCODE = 'no_data_found';
-	END IF;
-
-	e := secretenv.secret_encrypt(plaintext, target_id, replace_secret_value.secret_name);
-	UPDATE secretenv.secrets
-	SET encrypted_value = e.encrypted_value,
-		wrapped_dek = e.wrapped_dek,
-		kek_version = e.kek_version,
-		masked_value = masked,
-		last_updated_at = now(),
-		last_updated_by = session_user
-	WHERE secret_id = target_id;
-END
-$$;
-COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb) IS
-	'Internal to secret_update: re-encrypt one secret under a fresh DEK';
-
-CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
-										provider text DEFAULT NULL,
-										description text DEFAULT NULL)
-RETURNS uuid
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
-								   provider, description)
-$$;
-COMMENT ON FUNCTION secretenv.secret_create(text, text, text, text) IS
-	'Store a new text secret under a fresh DEK; returns its secret_id';
-
-CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
-										provider text DEFAULT NULL,
-										description text DEFAULT NULL)
-RETURNS uuid
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
-								   provider, description)
-$$;
-COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text) IS
-	'Store a new structured secret (JSON object) under a fresh DEK; returns its secret_id';
-
-CREATE FUNCTION secretenv.secret_update(secret_name text, value text)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)))
-$$;
-COMMENT ON FUNCTION secretenv.secret_update(text, text) IS
-	'Replace the value of a text secret, under a fresh DEK';
-
-CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value))
-$$;
-COMMENT ON FUNCTION secretenv.secret_update(text, jsonb) IS
-	'Replace the value of a structured secret, under a fresh DEK';
-
-CREATE FUNCTION secretenv.secret_delete(secret_name text)
-RETURNS boolean
-LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog, pg_temp
-AS $$
-	WITH d AS (
-		DELETE FROM secretenv.secrets WHERE secret_name = secret_delete.secret_name
-		RETURNING 1
-	)
-	SELECT count(*) > 0 FROM d
-$$;
-COMMENT ON FUNCTION secretenv.secret_delete(text) IS
-	'Delete a secret by name; returns whether it existed';
-
 CREATE FUNCTION secretenv.secret_get(secret_name text)
 RETURNS text
 AS 'MODULE_PATHNAME', 'secret_get'
@@ -720,14 +560,6 @@ END
 $$;
 COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
 	'Re-wrap the DEK of every secret not on the current KEK, in one statement; returns the count';
-
-CREATE FUNCTION secretenv.verify_secrets()
-RETURNS TABLE (secret_id uuid, secret_name text, kek_version int4, failed_check text)
-AS 'MODULE_PATHNAME', 'secret_verify_all'
-LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION secretenv.verify_secrets() IS
-	'Open every stored secret (wrapped DEK and value, AAD included); one row per failure, never plaintext';
 
 CREATE FUNCTION secretenv.key_inventory()
 RETURNS TABLE (database text, kek_version int4, rows bigint, kek_state text,
@@ -1292,18 +1124,12 @@ GRANT EXECUTE ON FUNCTION
 	secretenv.secret_encrypt(text, text, text),
 	secretenv.secret_encrypt(jsonb, uuid, text),
 	secretenv.secret_encrypt(jsonb, text, text),
-	secretenv.secret_create(text, text, text, text),
-	secretenv.secret_create(text, jsonb, text, text),
-	secretenv.secret_update(text, text),
-	secretenv.secret_update(text, jsonb),
-	secretenv.secret_delete(text),
 	secretenv.current_kek_version()
 	TO secretenv_writer;
 
 GRANT EXECUTE ON FUNCTION
 	secretenv.secret_rewrap(bytea, int4),
 	secretenv.secret_rotate_all(),
-	secretenv.verify_secrets(),
 	secretenv.status(),
 	secretenv.key_config(),
 	secretenv.key_inventory(),
@@ -1332,10 +1158,6 @@ GRANT UPDATE (encrypted_value, wrapped_dek, kek_version, masked_value,
 			  last_updated_at, last_updated_by)
 	ON secretenv.secrets TO secretenv_writer;
 GRANT DELETE ON secretenv.secrets TO secretenv_writer;
-GRANT EXECUTE ON FUNCTION
-	secretenv.insert_secret(text, text, jsonb, text, text),
-	secretenv.replace_secret_value(text, text, jsonb)
-	TO secretenv_writer;
 
 -- check_envelope answers whether an envelope opens for an id and name: an
 -- oracle on ciphertexts (never a plaintext), so not for PUBLIC.
@@ -1696,9 +1518,12 @@ GRANT EXECUTE ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uu
 -------------------------------------------------------------------------------
 
 /*
- * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql:
- * it turns the 1.1 store into the versioned one by altering and replacing
- * objects, so a fresh install and an upgrade run the very same statements.
+ * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql,
+ * except that the upgrade first drops the 1.1 functions whose signature
+ * changes (insert_secret, replace_secret_value, secret_create,
+ * secret_update, secret_delete, verify_secrets): it turns the 1.1 store into
+ * the versioned one by altering and replacing objects, so a fresh install
+ * and an upgrade run the same statements.
  *
  * The current version of a secret stays in secretenv.secrets, in MLflow's
  * byte format and columns; current_version numbers it.  Every other version
@@ -1917,7 +1742,6 @@ $$;
 COMMENT ON FUNCTION secretenv.lock_live_secret(text) IS
 	'Internal: lock the row of a secret that is not deleted; its id, current version and the number of a new version';
 
-DROP FUNCTION secretenv.insert_secret(text, text, jsonb, text, text);
 CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
 										provider text, description text,
 										expires_at timestamptz, labels jsonb)
@@ -1988,7 +1812,6 @@ $$;
 COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text, timestamptz, jsonb) IS
 	'Internal to secret_create: encrypt and insert one secret';
 
-DROP FUNCTION secretenv.replace_secret_value(text, text, jsonb);
 CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb,
 											   expected_version int4, expires_at timestamptz,
 											   labels jsonb, pending boolean)
@@ -2061,8 +1884,6 @@ $$;
 COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb, int4, timestamptz, jsonb, boolean) IS
 	'Internal to secret_update and secret_stage: encrypt a new version under a fresh DEK, current or pending';
 
-DROP FUNCTION secretenv.secret_create(text, text, text, text);
-DROP FUNCTION secretenv.secret_create(text, jsonb, text, text);
 CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
 										provider text DEFAULT NULL,
 										description text DEFAULT NULL,
@@ -2093,8 +1914,6 @@ $$;
 COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text, timestamptz, jsonb) IS
 	'Store a new structured secret (JSON object) under a fresh DEK (version 1); returns its secret_id';
 
-DROP FUNCTION secretenv.secret_update(text, text);
-DROP FUNCTION secretenv.secret_update(text, jsonb);
 CREATE FUNCTION secretenv.secret_update(secret_name text, value text,
 										expected_version int4 DEFAULT NULL,
 										expires_at timestamptz DEFAULT NULL,
@@ -2212,7 +2031,6 @@ $$;
 COMMENT ON FUNCTION secretenv.secret_rollback(text, int4) IS
 	'Make an older version current again in one transaction (the old current becomes previous)';
 
-DROP FUNCTION secretenv.secret_delete(text);
 CREATE FUNCTION secretenv.secret_delete(secret_name text, recovery_window interval DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
@@ -2686,7 +2504,6 @@ COMMENT ON PROCEDURE secretenv.secret_reencrypt(timestamptz, int4) IS
 	'Give every secret and kept version last encrypted before since a fresh DEK and ciphertext under the current KEK, in batches; resumable';
 
 /* verify_secrets() also opens every kept version, and says which. */
-DROP FUNCTION secretenv.verify_secrets();
 CREATE FUNCTION secretenv.verify_secrets()
 RETURNS TABLE (secret_id uuid, secret_name text, kek_version int4, failed_check text, version int4)
 AS 'MODULE_PATHNAME', 'secret_verify_all'
