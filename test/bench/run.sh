@@ -590,13 +590,14 @@ SQL
 #     the current value is read from secretenv.secrets either way.
 #   - secret_update keeping history (secretenv.max_versions = 10: each
 #     update moves the old value into secretenv.secret_versions and
-#     destroys the oldest) against the 1.1-style overwrite
-#     (max_versions = 0), over $upd_secrets secrets in the steady state of
-#     10 kept versions, $upd_rows updates per timed statement.  max_versions
-#     is a SIGHUP setting: ALTER SYSTEM and a reload before each variant.
+#     destroys the oldest) of $upd_secrets secrets in the steady state of 10
+#     kept versions ("upd-"), against the 1.1-style overwrite
+#     (max_versions = 0) of $upd_secrets secrets that have no kept version
+#     ("ovr-"); each timed statement updates every secret of its set once.
+#     max_versions is a SIGHUP setting: ALTER SYSTEM and a reload before
+#     each variant.
 # --------------------------------------------------------------------------
-upd_secrets=1000
-upd_rows=$((rows / 4))
+upd_secrets=$((rows / 10 < 5000 ? rows / 10 : 5000))
 log "loading $get_secrets secrets with 10 kept versions each"
 sql "$main" <<SQL
 SELECT count(secretenv.secret_create('hist-' || i,
@@ -609,6 +610,8 @@ SELECT count(secretenv.secret_create('upd-' || i, 'sk-live-initial-value-0123456
 FROM generate_series(1, $upd_secrets) AS i;
 SELECT count(*) FROM (SELECT secretenv.secret_update('upd-' || i, 'sk-live-history-' || r)
 	FROM generate_series(1, 10) AS r, generate_series(1, $upd_secrets) AS i) u;
+SELECT count(secretenv.secret_create('ovr-' || i, 'sk-live-initial-value-0123456789'))
+FROM generate_series(1, $upd_secrets) AS i;
 VACUUM (FREEZE, ANALYZE) secretenv.secrets, secretenv.secret_versions;
 SQL
 [ "$(sql "$main" -c "SELECT count(*) FROM secretenv.secret_versions WHERE secret_name LIKE 'hist-%'")" = $((get_secrets * 10)) ] ||
@@ -633,18 +636,17 @@ set_max_versions() {
 	echo "bench: secretenv.max_versions = $1 did not reach new backends" >&2
 	exit 1
 }
-upd_query="SELECT count(*) FROM (SELECT secretenv.secret_update('upd-' || (i % $upd_secrets + 1), 'sk-live-updated-' || i) FROM generate_series(1, $upd_rows) AS i) u"
-upd_warm="SELECT count(*) FROM (SELECT secretenv.secret_update('upd-' || i, 'sk-live-warm-' || i) FROM generate_series(1, 100) AS i) u"
+# upd_query PREFIX: update every secret of a set once.
+upd_query() { echo "SELECT count(*) FROM (SELECT secretenv.secret_update('$1' || i, 'sk-live-updated-' || i) FROM generate_series(1, $upd_secrets) AS i) u"; }
+upd_warm="SELECT count(*) FROM (SELECT secretenv.secret_update('warm-' || i, 'sk-live-warm-' || i) FROM generate_series(1, 100) AS i) u"
+sql "$main" -c "SELECT count(secretenv.secret_create('warm-' || i, 'sk-live-warm')) FROM generate_series(1, 100) AS i" >/dev/null
 for ((run = 1; run <= runs; run++)); do
 	log "secret_update run $run/$runs"
 	for v in $(rotated "$run" history overwrite); do
-		if [ "$v" = history ]; then set_max_versions 10; else set_max_versions 0; fi
+		if [ "$v" = history ]; then set_max_versions 10; prefix=upd-; else set_max_versions 0; prefix=ovr-; fi
 		sql "$main" -c "VACUUM secretenv.secrets, secretenv.secret_versions" -c "CHECKPOINT"
-		sql "$main" -c "SELECT bench.measure('update', '$v', $run, $upd_rows, \$q\$$upd_query\$q\$, \$q\$$upd_warm\$q\$)" >/dev/null
+		sql "$main" -c "SELECT bench.measure('update', '$v', $run, $upd_secrets, \$q\$$(upd_query "$prefix")\$q\$, \$q\$$upd_warm\$q\$)" >/dev/null
 	done
-	# Back to the steady state of 10 kept versions for the next run's history variant.
-	set_max_versions 10
-	sql "$main" -c "SELECT count(*) FROM (SELECT secretenv.secret_update('upd-' || i, 'sk-live-refill-' || r) FROM generate_series(1, 10) AS r, generate_series(1, $upd_secrets) AS i) u" >/dev/null
 done
 sql "$main" -c "ALTER SYSTEM RESET secretenv.max_versions" -c "SELECT pg_reload_conf()" >/dev/null
 
@@ -804,7 +806,7 @@ WITH per AS (
 	(14.5, 'secret_get, cached, access rules', 'get_rules', 'rules_cached', 'hand_cached', 'hand-written policy, same condition', 'tps', 0.95),
 	(14.6, 'secret_get, uncached, access rules', 'get_rules', 'rules_uncached', 'hand_uncached', 'hand-written policy, same condition', 'tps', 0.95),
 	(14.7, 'secret_get, cached, 10 kept versions', 'get_history', 'with_history', 'no_history', 'same read without kept versions', 'tps', 0.95),
-	(14.8, 'secret_update keeping history (max_versions = 10)', 'update', 'history', 'overwrite', '1.1-style overwrite (max_versions = 0)', 'us', 1.3),
+	(14.8, 'secret_update keeping history (max_versions = 10, 10 kept)', 'update', 'history', 'overwrite', '1.1-style overwrite (max_versions = 0, none kept)', 'us', 1.3),
 	(15, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
