@@ -55,6 +55,10 @@ OBJS = \
 	src/audit/audit_record.o \
 	src/audit/audit_sql.o \
 	src/audit/audit_worker.o \
+	src/versions/version_audit.o \
+	src/versions/version_get.o \
+	src/versions/version_settings.o \
+	src/versions/versions_init.o \
 	src/secretenv.o
 
 # Every released version's full script and the upgrade scripts between them.
@@ -75,7 +79,7 @@ REGRESS_OPTS += --temp-instance=tmp_regress --temp-config=$(srcdir)/test/regress
 endif
 
 # The isolation specs and the TAP tests always bring their own clusters.
-ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes
+ISOLATION = cache_invalidation cache_races rotation_concurrency concurrent_writes version_promote
 ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-instance=tmp_isolation \
 	--temp-config=$(srcdir)/test/regress.conf --encoding=UTF8 --no-locale
 

@@ -687,3 +687,1179 @@ GRANT EXECUTE ON FUNCTION
 	TO secretenv_admin;
 GRANT EXECUTE ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text)
 	TO secretenv_reader;
+
+-------------------------------------------------------------------------------
+-- Secret versions, staged rotation, deletion with recovery (DESIGN section 8c)
+-------------------------------------------------------------------------------
+
+/*
+ * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql,
+ * except that the upgrade first drops the 1.1 functions whose signature
+ * changes (insert_secret, replace_secret_value, secret_create,
+ * secret_update, secret_delete, verify_secrets): it turns the 1.1 store into
+ * the versioned one by altering and replacing objects, so a fresh install
+ * and an upgrade run the same statements.
+ *
+ * The current version of a secret stays in secretenv.secrets, in MLflow's
+ * byte format and columns; current_version numbers it.  Every other version
+ * (pending, previous, deprecated) is a row of secretenv.secret_versions with
+ * an envelope of its own (its own DEK, wrapped under some KEK version), so
+ * that no version ever needs re-encrypting when another one changes.  A
+ * version moves between the two tables as its envelope bytes: promotion,
+ * rollback and the demotion of the current value never decrypt anything.
+ *
+ * Deletion is a mark (deleted_at, destroy_after): the row and its versions
+ * stay where they are, and every read path of secretenv hides them, until
+ * secret_restore clears the mark or a destroy deletes the row (its
+ * versions go with it, ON DELETE CASCADE): secret_destroy,
+ * secret_delete(name, recovery_window => '0'), or purge_deleted() once
+ * destroy_after has passed.
+ */
+ALTER TABLE secretenv.secrets
+	ADD COLUMN current_version int4 NOT NULL DEFAULT 1 CONSTRAINT secrets_current_version_valid CHECK (current_version >= 1),
+	ADD COLUMN expires_at timestamptz,
+	ADD COLUMN labels jsonb NOT NULL DEFAULT '{}' CONSTRAINT secrets_labels_object CHECK (pg_catalog.jsonb_typeof(labels) OPERATOR(pg_catalog.=) 'object'),
+	ADD COLUMN deleted_at timestamptz,
+	ADD COLUMN destroy_after timestamptz;
+COMMENT ON COLUMN secretenv.secrets.current_version IS
+	'Version number of the value in this row; the other versions are in secretenv.secret_versions';
+COMMENT ON COLUMN secretenv.secrets.deleted_at IS
+	'Set by secret_delete: the secret is hidden and can be restored until destroy_after';
+
+CREATE TABLE secretenv.secret_versions (
+	secret_id uuid NOT NULL REFERENCES secretenv.secrets (secret_id) ON DELETE CASCADE,
+	/* The AAD is secret_id|secret_name, as for the current value. */
+	secret_name text NOT NULL,
+	version int4 NOT NULL CHECK (version >= 1),
+	state text NOT NULL CHECK (state IN ('pending', 'previous', 'deprecated')),
+	encrypted_value bytea NOT NULL,
+	wrapped_dek bytea NOT NULL,
+	kek_version int4 NOT NULL CHECK (kek_version >= 1),
+	masked_value jsonb,
+	created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by name NOT NULL DEFAULT CURRENT_USER,
+	value_encrypted_at timestamptz,
+	PRIMARY KEY (secret_id, version)
+);
+COMMENT ON TABLE secretenv.secret_versions IS
+	'Non-current versions of the secrets of secretenv.secrets (pending, previous, deprecated), each with its own envelope';
+/* At most one pending version per secret. */
+CREATE UNIQUE INDEX secret_versions_one_pending ON secretenv.secret_versions (secret_id)
+	WHERE state = 'pending';
+SELECT pg_catalog.pg_extension_config_dump('secretenv.secret_versions', '');
+
+/* The same guarantees as the rows of secretenv.secrets; see there. */
+CREATE TRIGGER secret_versions_identity_immutable
+	BEFORE UPDATE ON secretenv.secret_versions
+	FOR EACH ROW EXECUTE FUNCTION secretenv.forbid_identity_change('secret_id', 'secret_name', 'version');
+ALTER TABLE secretenv.secret_versions ENABLE ALWAYS TRIGGER secret_versions_identity_immutable;
+CREATE TRIGGER secret_versions_check_envelope
+	BEFORE INSERT OR UPDATE OF encrypted_value, wrapped_dek, kek_version ON secretenv.secret_versions
+	FOR EACH ROW
+	WHEN (NOT pg_catalog.has_table_privilege('secretenv.secret_versions'::pg_catalog.regclass, 'TRUNCATE'))
+	EXECUTE FUNCTION secretenv.check_envelope('encrypted_value', 'wrapped_dek', 'kek_version',
+											  'secret_id', 'secret_name');
+ALTER TABLE secretenv.secret_versions ENABLE ALWAYS TRIGGER secret_versions_check_envelope;
+CREATE TRIGGER secret_versions_value_encrypted_at
+	BEFORE INSERT OR UPDATE ON secretenv.secret_versions
+	FOR EACH ROW EXECUTE FUNCTION secretenv.stamp_value_encrypted();
+ALTER TABLE secretenv.secret_versions ENABLE ALWAYS TRIGGER secret_versions_value_encrypted_at;
+
+/*
+ * A version is visible to a role exactly when its secret is: the policy
+ * reads secretenv.secrets with the role's own policies (hand-written ones
+ * and the access rules alike), so a secret a role cannot see has no
+ * versions for it either.  Created by this script, like the access rules'
+ * policies, so a restore that runs CREATE EXTENSION has it again.
+ */
+CREATE POLICY secret_versions_follow_secret ON secretenv.secret_versions AS PERMISSIVE FOR ALL TO PUBLIC
+	USING (EXISTS (SELECT FROM secretenv.secrets s
+				   WHERE s.secret_id OPERATOR(pg_catalog.=) secret_versions.secret_id))
+	WITH CHECK (EXISTS (SELECT FROM secretenv.secrets s
+						WHERE s.secret_id OPERATOR(pg_catalog.=) secret_versions.secret_id));
+ALTER TABLE secretenv.secret_versions ENABLE ROW LEVEL SECURITY;
+
+/* A stage is an operation on the secret: recorded by the access audit. */
+CREATE FUNCTION secretenv.audit_version_write()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'secret_audit_version_write'
+LANGUAGE C;
+COMMENT ON FUNCTION secretenv.audit_version_write() IS
+	'Trigger: an audit record for each version staged in secretenv.secret_versions';
+CREATE TRIGGER secret_versions_audit_write
+	AFTER INSERT ON secretenv.secret_versions
+	FOR EACH ROW EXECUTE FUNCTION secretenv.audit_version_write();
+
+/* Version reads are not cached, but promote and rollback go through secrets' trigger. */
+
+CREATE FUNCTION secretenv.max_versions()
+RETURNS int4
+AS 'MODULE_PATHNAME', 'secret_max_versions'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.max_versions() IS
+	'secretenv.max_versions: how many non-current, non-pending versions a secret keeps';
+
+CREATE FUNCTION secretenv.delete_recovery_window()
+RETURNS interval
+AS 'MODULE_PATHNAME', 'secret_delete_recovery_window'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION secretenv.delete_recovery_window() IS
+	'secretenv.delete_recovery_window: how long a deleted secret can be restored';
+
+CREATE FUNCTION secretenv.note_version_operation(operation text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'secret_note_version_operation'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION secretenv.note_version_operation(text) IS
+	'Internal to secret_promote and secret_rollback: name the operation of the next value change in the access audit';
+
+/*
+ * The one place where a version becomes current: a BEFORE UPDATE trigger
+ * on secretenv.secrets that fires when current_version changes.
+ *	- With a new envelope in the row (secret_update), that is the new
+ *	  version.
+ *	- Without one (secret_promote, secret_rollback set only
+ *	  current_version), the kept version of that number moves into the row,
+ *	  as its envelope bytes.
+ * Either way the old current value becomes the "previous" version (the
+ * one before it "deprecated") unless secretenv.max_versions is 0, and
+ * the versions beyond max_versions, oldest first, are destroyed (a pending
+ * version is not history and never counts).  SECURITY DEFINER: it reads
+ * and writes envelopes, which the writer role may not read, but it fires
+ * only for an UPDATE that the writer's own privileges and row-level
+ * security allowed.  Enabled for origin sessions only: on a logical
+ * subscriber the versions arrive replicated like the rows.
+ */
+CREATE FUNCTION secretenv.keep_versions()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	keep int4 := secretenv.max_versions();
+	t secretenv.secret_versions;
+BEGIN
+	IF NEW.encrypted_value IS NOT DISTINCT FROM OLD.encrypted_value
+	   AND NEW.wrapped_dek IS NOT DISTINCT FROM OLD.wrapped_dek THEN
+		DELETE FROM secretenv.secret_versions v
+		WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+		  AND v.version OPERATOR(pg_catalog.=) NEW.current_version
+		RETURNING * INTO t;
+		IF NOT FOUND THEN
+			RAISE EXCEPTION 'version % of secret "%" does not exist', NEW.current_version, OLD.secret_name
+				USING ERRCODE = 'no_data_found',
+					  HINT = 'secretenv.secret_versions lists the versions kept (secretenv.max_versions).';
+		END IF;
+		NEW.encrypted_value := t.encrypted_value;
+		NEW.wrapped_dek := t.wrapped_dek;
+		NEW.kek_version := t.kek_version;
+		NEW.masked_value := t.masked_value;
+		PERFORM secretenv.note_version_operation(CASE WHEN t.state OPERATOR(pg_catalog.=) 'pending'
+													  THEN 'promote' ELSE 'rollback' END);
+	ELSIF EXISTS (SELECT FROM secretenv.secret_versions v
+				  WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+					AND v.version OPERATOR(pg_catalog.=) NEW.current_version) THEN
+		RAISE EXCEPTION 'version % of secret "%" already exists', NEW.current_version, OLD.secret_name
+			USING ERRCODE = 'unique_violation';
+	END IF;
+	IF keep OPERATOR(pg_catalog.>) 0 THEN
+		UPDATE secretenv.secret_versions v SET state = 'deprecated'
+		WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+		  AND v.state OPERATOR(pg_catalog.=) 'previous';
+		INSERT INTO secretenv.secret_versions (secret_id, secret_name, version, state,
+											   encrypted_value, wrapped_dek, kek_version,
+											   masked_value, created_at, created_by)
+		VALUES (OLD.secret_id, OLD.secret_name, OLD.current_version, 'previous',
+				OLD.encrypted_value, OLD.wrapped_dek, OLD.kek_version,
+				OLD.masked_value, OLD.last_updated_at, OLD.last_updated_by);
+	END IF;
+	DELETE FROM secretenv.secret_versions v
+	WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+	  AND v.state OPERATOR(pg_catalog.<>) 'pending'
+	  AND v.version OPERATOR(pg_catalog.<>) ALL (
+			SELECT k.version FROM secretenv.secret_versions k
+			WHERE k.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+			  AND k.state OPERATOR(pg_catalog.<>) 'pending'
+			ORDER BY k.version DESC LIMIT keep);
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION secretenv.keep_versions() IS
+	'Trigger: when a secret''s current version changes, keep the old value as a version (up to secretenv.max_versions) or bring a kept one back';
+
+CREATE TRIGGER secrets_keep_versions
+	BEFORE UPDATE OF current_version ON secretenv.secrets
+	FOR EACH ROW WHEN (OLD.current_version IS DISTINCT FROM NEW.current_version)
+	EXECUTE FUNCTION secretenv.keep_versions();
+
+/* The locked, live row of a secret, or P0002 (a deleted secret is absent). */
+CREATE FUNCTION secretenv.lock_live_secret(secret_name text,
+										   OUT secret_id uuid, OUT current_version int4,
+										   OUT next_version int4)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	SELECT s.secret_id, s.current_version INTO secret_id, current_version
+	FROM secretenv.secrets s
+	WHERE s.secret_name = lock_live_secret.secret_name AND s.deleted_at IS NULL
+	FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" does not exist', lock_live_secret.secret_name
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	/* Numbers are never reused: above the current one and every kept one. */
+	next_version := greatest(current_version,
+							 (SELECT max(v.version) FROM secretenv.secret_versions v
+							  WHERE v.secret_id = lock_live_secret.secret_id)) + 1;
+END
+$$;
+COMMENT ON FUNCTION secretenv.lock_live_secret(text) IS
+	'Internal: lock the row of a secret that is not deleted; its id, current version and the number of a new version';
+
+DROP FUNCTION secretenv.insert_secret(text, text, jsonb, text, text);
+CREATE FUNCTION secretenv.insert_secret(secret_name text, plaintext text, masked jsonb,
+										provider text, description text,
+										expires_at timestamptz, labels jsonb)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	new_id uuid := gen_random_uuid();
+	e secretenv.envelope;
+	destroy_at timestamptz;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' ||
+				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+				 pg_catalog.chr(12288)) = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF labels IS NOT NULL AND jsonb_typeof(labels) <> 'object' THEN
+		RAISE EXCEPTION 'labels must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	/* One call, one DEK: the value and its wrapped DEK must come from the same call. */
+	e := secretenv.secret_encrypt(plaintext, new_id, secret_name);
+	/*
+	 * ON CONFLICT rather than an exception block: no subtransaction per
+	 * secret, and a concurrent create of the same name is waited for.  No
+	 * literal in it: the log redaction overwrites a secretenv statement's
+	 * parameters when its text holds one, and pgaudit's line of this
+	 * INSERT keeps the secret's name.
+	 */
+	INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek,
+								   kek_version, masked_value, provider, description,
+								   created_by, last_updated_by, expires_at, labels)
+	VALUES (new_id, insert_secret.secret_name, e.encrypted_value, e.wrapped_dek,
+			e.kek_version, masked, insert_secret.provider, insert_secret.description,
+			session_user, session_user, insert_secret.expires_at,
+			COALESCE(insert_secret.labels, jsonb_build_object()))
+	ON CONFLICT ON CONSTRAINT secrets_secret_name_key DO NOTHING;
+	IF NOT FOUND THEN
+		SELECT s.destroy_after INTO destroy_at FROM secretenv.secrets s
+		WHERE s.secret_name = insert_secret.secret_name AND s.deleted_at IS NOT NULL;
+		IF FOUND THEN
+			RAISE EXCEPTION 'secret "%" is deleted but not destroyed', insert_secret.secret_name
+				USING ERRCODE = '55S04',
+					  DETAIL = format('It can be restored until %s, and is destroyed then.', destroy_at),
+					  HINT = 'Restore it with secretenv.secret_restore, or destroy it first with secretenv.secret_destroy or secretenv.secret_delete(name, recovery_window => ''0'').';
+		END IF;
+		RAISE EXCEPTION 'secret "%" already exists', insert_secret.secret_name
+			USING ERRCODE = 'unique_violation',
+				  HINT = 'Change its value with secretenv.secret_update, or delete it first with secretenv.secret_delete.';
+	END IF;
+	RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.insert_secret(text, text, jsonb, text, text, timestamptz, jsonb) IS
+	'Internal to secret_create: encrypt and insert one secret';
+
+DROP FUNCTION secretenv.replace_secret_value(text, text, jsonb);
+CREATE FUNCTION secretenv.replace_secret_value(secret_name text, plaintext text, masked jsonb,
+											   expected_version int4, expires_at timestamptz,
+											   labels jsonb, pending boolean)
+RETURNS int4
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cur record;
+	e secretenv.envelope;
+BEGIN
+	IF secret_name IS NULL OR plaintext IS NULL THEN
+		RAISE EXCEPTION 'secret name and value must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF octet_length(secret_name) > 1024 THEN
+		RAISE EXCEPTION 'secret name exceeds the maximum length of 1024 bytes'
+			USING ERRCODE = 'program_limit_exceeded',
+				  DETAIL = format('A secret name may be at most 1024 bytes; this one has %s.',
+								  octet_length(secret_name));
+	END IF;
+	IF btrim(secret_name, E' \t\n\r\f\v' ||
+				 pg_catalog.chr(133) || pg_catalog.chr(160) || pg_catalog.chr(5760) || pg_catalog.chr(8192) || pg_catalog.chr(8193) || pg_catalog.chr(8194) ||
+				 pg_catalog.chr(8195) || pg_catalog.chr(8196) || pg_catalog.chr(8197) || pg_catalog.chr(8198) || pg_catalog.chr(8199) || pg_catalog.chr(8200) ||
+				 pg_catalog.chr(8201) || pg_catalog.chr(8202) || pg_catalog.chr(8232) || pg_catalog.chr(8233) || pg_catalog.chr(8239) || pg_catalog.chr(8287) ||
+				 pg_catalog.chr(12288)) = '' THEN
+		RAISE EXCEPTION 'secret name must not be empty or only whitespace'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF labels IS NOT NULL AND jsonb_typeof(labels) <> 'object' THEN
+		RAISE EXCEPTION 'labels must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	/* Lock the row first: the AAD needs its id, and versions are numbered under the lock. */
+	cur := secretenv.lock_live_secret(secret_name);
+	IF expected_version IS NOT NULL AND expected_version <> cur.current_version THEN
+		RAISE EXCEPTION 'secret "%" is at version %, not %', secret_name,
+						cur.current_version, expected_version
+			USING ERRCODE = '55S03',
+				  DETAIL = 'Another writer changed the secret since the expected version was read; nothing was changed.',
+				  HINT = 'Read the current version with secretenv.secret_versions, and retry with it.';
+	END IF;
+	e := secretenv.secret_encrypt(plaintext, cur.secret_id, secret_name);
+	IF pending THEN
+		/* A new stage replaces the pending version, as a new AWSPENDING moves the label. */
+		DELETE FROM secretenv.secret_versions v
+		WHERE v.secret_id = cur.secret_id AND v.state = 'pending';
+		INSERT INTO secretenv.secret_versions (secret_id, secret_name, version, state,
+											   encrypted_value, wrapped_dek, kek_version,
+											   masked_value, created_by)
+		VALUES (cur.secret_id, secret_name, cur.next_version, 'pending',
+				e.encrypted_value, e.wrapped_dek, e.kek_version, masked, session_user);
+	ELSE
+		/* The trigger secrets_keep_versions keeps the old value. */
+		UPDATE secretenv.secrets s
+		SET encrypted_value = e.encrypted_value,
+			wrapped_dek = e.wrapped_dek,
+			kek_version = e.kek_version,
+			masked_value = masked,
+			current_version = cur.next_version,
+			expires_at = COALESCE(replace_secret_value.expires_at, s.expires_at),
+			labels = COALESCE(replace_secret_value.labels, s.labels),
+			last_updated_at = now(),
+			last_updated_by = session_user
+		WHERE s.secret_id = cur.secret_id;
+	END IF;
+	RETURN cur.next_version;
+END
+$$;
+COMMENT ON FUNCTION secretenv.replace_secret_value(text, text, jsonb, int4, timestamptz, jsonb, boolean) IS
+	'Internal to secret_update and secret_stage: encrypt a new version under a fresh DEK, current or pending';
+
+DROP FUNCTION secretenv.secret_create(text, text, text, text);
+DROP FUNCTION secretenv.secret_create(text, jsonb, text, text);
+CREATE FUNCTION secretenv.secret_create(secret_name text, value text,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL,
+										expires_at timestamptz DEFAULT NULL,
+										labels jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+								   provider, description, expires_at, labels)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, text, text, text, timestamptz, jsonb) IS
+	'Store a new text secret under a fresh DEK (version 1); returns its secret_id';
+
+CREATE FUNCTION secretenv.secret_create(secret_name text, value jsonb,
+										provider text DEFAULT NULL,
+										description text DEFAULT NULL,
+										expires_at timestamptz DEFAULT NULL,
+										labels jsonb DEFAULT NULL)
+RETURNS uuid
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.insert_secret(secret_name, value::text, secretenv.secret_mask(value),
+								   provider, description, expires_at, labels)
+$$;
+COMMENT ON FUNCTION secretenv.secret_create(text, jsonb, text, text, timestamptz, jsonb) IS
+	'Store a new structured secret (JSON object) under a fresh DEK (version 1); returns its secret_id';
+
+DROP FUNCTION secretenv.secret_update(text, text);
+DROP FUNCTION secretenv.secret_update(text, jsonb);
+CREATE FUNCTION secretenv.secret_update(secret_name text, value text,
+										expected_version int4 DEFAULT NULL,
+										expires_at timestamptz DEFAULT NULL,
+										labels jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT FROM secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+											   expected_version, expires_at, labels, false)
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, text, int4, timestamptz, jsonb) IS
+	'Replace the value of a text secret with a new version under a fresh DEK, keeping the old one; with expected_version, only if that is the current version (else 55S03)';
+
+CREATE FUNCTION secretenv.secret_update(secret_name text, value jsonb,
+										expected_version int4 DEFAULT NULL,
+										expires_at timestamptz DEFAULT NULL,
+										labels jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT FROM secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value),
+											   expected_version, expires_at, labels, false)
+$$;
+COMMENT ON FUNCTION secretenv.secret_update(text, jsonb, int4, timestamptz, jsonb) IS
+	'Replace the value of a structured secret with a new version under a fresh DEK, keeping the old one; with expected_version, only if that is the current version (else 55S03)';
+
+CREATE FUNCTION secretenv.secret_stage(secret_name text, value text)
+RETURNS int4
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value, to_jsonb(secretenv.secret_mask(value)),
+										  NULL, NULL, NULL, true)
+$$;
+COMMENT ON FUNCTION secretenv.secret_stage(text, text) IS
+	'Store a new value as the pending version (read with label => ''pending'', made current by secret_promote); returns its version';
+
+CREATE FUNCTION secretenv.secret_stage(secret_name text, value jsonb)
+RETURNS int4
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT secretenv.replace_secret_value(secret_name, value::text, secretenv.secret_mask(value),
+										  NULL, NULL, NULL, true)
+$$;
+COMMENT ON FUNCTION secretenv.secret_stage(text, jsonb) IS
+	'Store a new structured value as the pending version; returns its version';
+
+CREATE FUNCTION secretenv.secret_promote(secret_name text)
+RETURNS int4
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cur record;
+	pending_version int4;
+BEGIN
+	cur := secretenv.lock_live_secret(secret_name);
+	SELECT v.version INTO pending_version FROM secretenv.secret_versions v
+	WHERE v.secret_id = cur.secret_id AND v.state = 'pending';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'secret "%" has no pending version', secret_name
+			USING ERRCODE = '55S05',
+				  HINT = 'Stage one with secretenv.secret_stage first.';
+	END IF;
+	/* The trigger secrets_keep_versions moves the pending envelope in. */
+	UPDATE secretenv.secrets s
+	SET current_version = pending_version, last_updated_at = now(), last_updated_by = session_user
+	WHERE s.secret_id = cur.secret_id;
+	RETURN pending_version;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_promote(text) IS
+	'Make the pending version current in one transaction (the old current becomes previous); returns its version';
+
+CREATE FUNCTION secretenv.secret_rollback(secret_name text, version int4)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	cur record;
+	target_state text;
+BEGIN
+	IF version IS NULL THEN
+		RAISE EXCEPTION 'version must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	cur := secretenv.lock_live_secret(secret_name);
+	IF version = cur.current_version THEN
+		RAISE EXCEPTION 'version % of secret "%" is already current', version, secret_name
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	SELECT v.state INTO target_state FROM secretenv.secret_versions v
+	WHERE v.secret_id = cur.secret_id AND v.version = secret_rollback.version;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'version % of secret "%" does not exist', version, secret_name
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'secretenv.secret_versions lists the versions kept (secretenv.max_versions).';
+	END IF;
+	IF target_state = 'pending' THEN
+		RAISE EXCEPTION 'version % of secret "%" is pending', version, secret_name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Make it current with secretenv.secret_promote.';
+	END IF;
+	/* The trigger secrets_keep_versions moves that version's envelope in. */
+	UPDATE secretenv.secrets s
+	SET current_version = secret_rollback.version, last_updated_at = now(),
+		last_updated_by = session_user
+	WHERE s.secret_id = cur.secret_id;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_rollback(text, int4) IS
+	'Make an older version current again in one transaction (the old current becomes previous)';
+
+DROP FUNCTION secretenv.secret_delete(text);
+CREATE FUNCTION secretenv.secret_delete(secret_name text, recovery_window interval DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w interval := COALESCE(recovery_window, secretenv.delete_recovery_window());
+BEGIN
+	IF secret_name IS NULL THEN
+		RETURN NULL;
+	END IF;
+	IF w < '0'::interval THEN
+		RAISE EXCEPTION 'recovery window must not be negative'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF w = '0'::interval THEN
+		/* Destroyed at once, as in 1.1: the row and every version. */
+		DELETE FROM secretenv.secrets s WHERE s.secret_name = secret_delete.secret_name;
+	ELSE
+		UPDATE secretenv.secrets s SET deleted_at = now(), destroy_after = now() + w
+		WHERE s.secret_name = secret_delete.secret_name AND s.deleted_at IS NULL;
+	END IF;
+	RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_delete(text, interval) IS
+	'Delete a secret: hidden and restorable for recovery_window (default secretenv.delete_recovery_window), destroyed at once with ''0''; returns whether it existed';
+
+CREATE FUNCTION secretenv.secret_restore(secret_name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH r AS (
+		UPDATE secretenv.secrets s SET deleted_at = NULL, destroy_after = NULL
+		WHERE s.secret_name = secret_restore.secret_name AND s.deleted_at IS NOT NULL
+		RETURNING 1
+	)
+	SELECT count(*) > 0 FROM r
+$$;
+COMMENT ON FUNCTION secretenv.secret_restore(text) IS
+	'Bring back a deleted secret, every version with it; returns whether a deleted secret of that name existed';
+
+/*
+ * Destroying deletes the row of the secret and, by the foreign key, the
+ * rows of its versions: their wrapped DEKs are gone from the live tables
+ * when the transaction commits (no index holds them).  The dead tuples
+ * keep their bytes until VACUUM reclaims the space; WAL and backups keep
+ * them until they expire.  As the owner: the admin role holds no DELETE.
+ */
+CREATE FUNCTION secretenv.secret_destroy(secret_name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE STRICT
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH d AS (
+		DELETE FROM secretenv.secrets s
+		WHERE s.secret_name OPERATOR(pg_catalog.=) secret_destroy.secret_name
+		RETURNING 1
+	)
+	SELECT count(*) OPERATOR(pg_catalog.>) 0 FROM d
+$$;
+COMMENT ON FUNCTION secretenv.secret_destroy(text) IS
+	'Destroy a secret, deleted or not: every version''s wrapped DEK is deleted at once; returns whether it existed';
+
+CREATE PROCEDURE secretenv.purge_deleted()
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	n bigint;
+BEGIN
+	DELETE FROM secretenv.secrets s
+	WHERE s.deleted_at IS NOT NULL AND s.destroy_after OPERATOR(pg_catalog.<=) now();
+	GET DIAGNOSTICS n = ROW_COUNT;
+	RAISE NOTICE 'destroyed % deleted secrets past their recovery window', n;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.purge_deleted() IS
+	'Destroy every deleted secret whose recovery window has ended';
+
+CREATE FUNCTION secretenv.secret_get(secret_name text, version int4)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_get_version'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_get(text, int4) IS
+	'Decrypted value of one version of a stored secret (not cached)';
+
+CREATE FUNCTION secretenv.secret_get(secret_name text, label text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_get_label'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_get(text, text) IS
+	'Decrypted value of the version of a stored secret with a label: current, pending or previous (not cached)';
+
+CREATE FUNCTION secretenv.secret_versions(secret_name text)
+RETURNS TABLE (version int4, state text, created_at timestamptz, created_by name, kek_version int4)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.current_version, 'current', s.last_updated_at, s.last_updated_by, s.kek_version
+	FROM secretenv.secrets s
+	WHERE s.secret_name = secret_versions.secret_name AND s.deleted_at IS NULL
+	UNION ALL
+	SELECT v.version, v.state, v.created_at, v.created_by, v.kek_version
+	FROM secretenv.secrets s
+		 JOIN secretenv.secret_versions v ON v.secret_id = s.secret_id
+	WHERE s.secret_name = secret_versions.secret_name AND s.deleted_at IS NULL
+	ORDER BY 1 DESC
+$$;
+COMMENT ON FUNCTION secretenv.secret_versions(text) IS
+	'Versions of a secret: number, state (current, pending, previous, deprecated), when and by whom written, KEK version; never a value';
+
+CREATE VIEW secretenv.deleted_secrets WITH (security_invoker = true) AS
+	SELECT secret_id, secret_name, deleted_at, destroy_after, current_version
+	FROM secretenv.secrets
+	WHERE deleted_at IS NOT NULL;
+COMMENT ON VIEW secretenv.deleted_secrets IS
+	'Deleted secrets that can still be restored, and when each is destroyed';
+
+/* Deleted secrets are hidden; expires_at, labels and the version are shown. */
+CREATE OR REPLACE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
+	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
+		   created_at, created_by, last_updated_at, last_updated_by,
+		   current_version, expires_at, labels
+	FROM secretenv.secrets
+	WHERE deleted_at IS NULL;
+
+CREATE OR REPLACE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
+	SELECT secret_id, secret_name,
+		   secretenv.secret_decrypt_stored(encrypted_value, wrapped_dek, kek_version,
+										   secret_id, secret_name) AS value,
+		   provider, description, kek_version, last_updated_at
+	FROM secretenv.secrets
+	WHERE deleted_at IS NULL;
+
+/* Rotation re-wraps every version, current or not, in the same statement. */
+CREATE OR REPLACE FUNCTION secretenv.secret_rotate_all()
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	/*
+	 * The key settings the server last loaded, not a stale view.  Not
+	 * named current_version: that is a column of secretenv.secrets.
+	 */
+	target_version int4 := secretenv.loaded_kek_version();
+	missing text;
+	rotated bigint;
+	rotated_versions bigint;
+BEGIN
+	/*
+	 * Name every version that cannot be opened before touching anything;
+	 * the UPDATE would fail on the first such row anyway, but less helpfully.
+	 */
+	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
+	FROM (SELECT kek_version AS v FROM secretenv.secrets
+		  WHERE kek_version <> target_version
+		  UNION
+		  SELECT kek_version FROM secretenv.secret_versions
+		  WHERE kek_version <> target_version) old
+	WHERE NOT secretenv.kek_is_configured(v);
+
+	IF missing IS NOT NULL THEN
+		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
+			USING ERRCODE = '22S04',
+				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
+				  HINT = 'Configure the KEK that wrote them as the previous one (secretenv.kek_previous_version, with secretenv.kek_previous_passphrase on a server that preloads secretenv, or a secretenv.kek_passphrase_command that prints its passphrase), reload, and retry.';
+	END IF;
+
+	/* One transaction: all rows are re-wrapped, or none is. */
+	UPDATE secretenv.secrets
+	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
+		kek_version = target_version
+	WHERE kek_version <> target_version;
+	GET DIAGNOSTICS rotated = ROW_COUNT;
+	UPDATE secretenv.secret_versions
+	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
+		kek_version = target_version
+	WHERE kek_version <> target_version;
+	GET DIAGNOSTICS rotated_versions = ROW_COUNT;
+	RETURN rotated + rotated_versions;
+END
+$$;
+COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
+	'Re-wrap the DEK of every secret and every kept version not on the current KEK, in one transaction; returns the count';
+
+/* secret_rotate's window over secretenv.secrets, its variable renamed as above. */
+CREATE OR REPLACE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
+											   OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secrets s
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
+
+	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
+	UPDATE secretenv.secrets s
+	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
+		kek_version = target_version
+	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
+	  AND s.kek_version OPERATOR(pg_catalog.<>) target_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+
+/* One window of secret_rotate over the versions, as the tables' owner. */
+CREATE FUNCTION secretenv.rotate_versions_batch(first_block int8, blocks int8,
+												OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	target_version int4 := secretenv.loaded_kek_version();
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secret_versions v
+	WHERE v.ctid OPERATOR(pg_catalog.>=) lo AND v.ctid OPERATOR(pg_catalog.<) hi;
+
+	UPDATE secretenv.secret_versions v
+	SET wrapped_dek = secretenv.secret_rewrap(v.wrapped_dek, v.kek_version),
+		kek_version = target_version
+	WHERE v.ctid OPERATOR(pg_catalog.>=) lo AND v.ctid OPERATOR(pg_catalog.<) hi
+	  AND v.kek_version OPERATOR(pg_catalog.<>) target_version;
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.rotate_versions_batch(int8, int8) IS
+	'Internal to secret_rotate: re-wrap the kept versions of a block range not on the current KEK';
+
+/* One window of secret_reencrypt over the versions: a fresh DEK for each. */
+CREATE FUNCTION secretenv.reencrypt_versions_batch(since timestamptz, first_block int8, blocks int8,
+												   OUT changed int8, OUT seen int8)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	lo tid := format('(%s,0)', first_block)::tid;
+	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
+BEGIN
+	SELECT count(*) INTO seen FROM secretenv.secret_versions v
+	WHERE v.ctid OPERATOR(pg_catalog.>=) lo AND v.ctid OPERATOR(pg_catalog.<) hi;
+
+	UPDATE secretenv.secret_versions v
+	SET (encrypted_value, wrapped_dek, kek_version) =
+			(SELECT e.encrypted_value, e.wrapped_dek, e.kek_version
+			 FROM secretenv.reencrypt_envelope(v.encrypted_value, v.wrapped_dek, v.kek_version,
+											   v.secret_id, v.secret_name) e)
+	WHERE v.ctid OPERATOR(pg_catalog.>=) lo AND v.ctid OPERATOR(pg_catalog.<) hi
+	  AND (v.value_encrypted_at IS NULL OR v.value_encrypted_at OPERATOR(pg_catalog.<) since);
+	GET DIAGNOSTICS changed = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION secretenv.reencrypt_versions_batch(timestamptz, int8, int8) IS
+	'Internal to secret_reencrypt: give the kept versions of a block range encrypted before the cutoff a fresh DEK and ciphertext';
+
+/* The batched runs learn two operations over secretenv.secret_versions. */
+CREATE OR REPLACE FUNCTION secretenv.batch_run_start(operation text, tbl regclass, wrapped_dek_column name,
+										  kek_version_column name, since timestamptz,
+										  batch_size int4)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	run secretenv.batch_run;
+	col record;
+BEGIN
+	IF operation IS NULL OR tbl IS NULL
+	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt',
+														  'rotate_versions', 'reencrypt_versions']) THEN
+		RAISE EXCEPTION 'unknown batched operation'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+		RAISE EXCEPTION 'batch size must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The given batch size is %s.', COALESCE(batch_size::text, 'NULL'));
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) ANY (ARRAY['reencrypt', 'reencrypt_versions'])
+	   AND (since IS NULL OR since OPERATOR(pg_catalog.>) now()) THEN
+		RAISE EXCEPTION 're-encryption cutoff must not be null or in the future'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Re-encrypted rows are stamped with the current time; a later cutoff would select them again.',
+				  HINT = 'Pass the time of the suspected compromise, or now().';
+	END IF;
+	IF operation OPERATOR(pg_catalog.=) 'rotate_table' THEN
+		IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl)
+		   OPERATOR(pg_catalog.<>) 'r' THEN
+			RAISE EXCEPTION '"%" is not a table', tbl
+				USING ERRCODE = 'wrong_object_type',
+					  HINT = 'Rotate each partition of a partitioned table separately.';
+		END IF;
+		FOR col IN
+			SELECT v.colname, v.wanted, a.atttypid
+			FROM (VALUES (wrapped_dek_column, 'pg_catalog.bytea'::pg_catalog.regtype),
+						 (kek_version_column, 'pg_catalog.int4'::pg_catalog.regtype)) v(colname, wanted)
+				 LEFT JOIN pg_catalog.pg_attribute a
+					ON a.attrelid OPERATOR(pg_catalog.=) tbl
+				   AND a.attname OPERATOR(pg_catalog.=) v.colname
+				   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+		LOOP
+			IF col.colname IS NULL OR col.atttypid IS NULL THEN
+				RAISE EXCEPTION 'column "%" of relation "%" does not exist', col.colname, tbl
+					USING ERRCODE = 'undefined_column';
+			END IF;
+			IF col.atttypid OPERATOR(pg_catalog.<>) col.wanted THEN
+				RAISE EXCEPTION 'column "%" of relation "%" is of type %', col.colname, tbl,
+								col.atttypid::pg_catalog.regtype
+					USING ERRCODE = 'datatype_mismatch',
+						  DETAIL = format('A wrapped DEK column must be of type bytea and a KEK version column of type integer; this one should be %s.',
+										  col.wanted);
+			END IF;
+		END LOOP;
+	END IF;
+
+	run.operation := operation;
+	run.tbl := tbl;
+	run.wrapped_dek_column := wrapped_dek_column;
+	run.kek_version_column := kek_version_column;
+	run.since := since;
+	run.batch_size := batch_size;
+	run.pass := 1;
+	run.table_blocks := pg_relation_size(tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+	run.next_block := 0;
+	run.window_blocks := 1;
+	/* Rows per block: the table's average to begin with, at least 4. */
+	run.densest_block := greatest(4, (SELECT ceil(c.reltuples OPERATOR(pg_catalog./) c.relpages)::int8
+									   FROM pg_catalog.pg_class c
+									   WHERE c.oid OPERATOR(pg_catalog.=) tbl
+										 AND c.relpages OPERATOR(pg_catalog.>) 0
+										 AND c.reltuples OPERATOR(pg_catalog.>) 0));
+	run.pass_changed := 0;
+	run.changed := 0;
+	run.batches := 0;
+	run.longest_batch := '0'::interval;
+	run.done := false;
+	RETURN run;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
+RETURNS secretenv.batch_run
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r secretenv.batch_run := run;
+	b record;
+	started timestamptz;
+	took interval;
+	verb text := CASE WHEN r.operation OPERATOR(pg_catalog.=) ANY (ARRAY['reencrypt', 'reencrypt_versions'])
+					  THEN 're-encrypted' ELSE 're-wrapped' END;
+	what text := CASE WHEN r.operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate_versions', 'reencrypt_versions'])
+					  THEN 'versions' ELSE 'rows' END;
+BEGIN
+	IF r.done THEN
+		RETURN r;
+	END IF;
+	IF r.next_block OPERATOR(pg_catalog.>=) r.table_blocks THEN
+		IF r.pass_changed OPERATOR(pg_catalog.=) 0 THEN
+			r.done := true;
+			RAISE NOTICE 'finished: % % % in % batches over % passes, longest batch %',
+				r.changed, what, verb, r.batches, r.pass, r.longest_batch;
+			RETURN r;
+		END IF;
+		r.pass := r.pass OPERATOR(pg_catalog.+) 1;
+		r.next_block := 0;
+		r.pass_changed := 0;
+		r.table_blocks := pg_relation_size(r.tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
+		RETURN r;
+	END IF;
+
+	started := clock_timestamp();
+	IF r.operation OPERATOR(pg_catalog.=) 'rotate' THEN
+		SELECT * INTO STRICT b FROM secretenv.rotate_secrets_batch(r.next_block, r.window_blocks);
+	ELSIF r.operation OPERATOR(pg_catalog.=) 'rotate_versions' THEN
+		SELECT * INTO STRICT b FROM secretenv.rotate_versions_batch(r.next_block, r.window_blocks);
+	ELSIF r.operation OPERATOR(pg_catalog.=) 'reencrypt' THEN
+		SELECT * INTO STRICT b FROM secretenv.reencrypt_secrets_batch(r.since, r.next_block, r.window_blocks);
+	ELSIF r.operation OPERATOR(pg_catalog.=) 'reencrypt_versions' THEN
+		SELECT * INTO STRICT b FROM secretenv.reencrypt_versions_batch(r.since, r.next_block, r.window_blocks);
+	ELSE
+		SELECT * INTO STRICT b FROM secretenv.rotate_table_batch(r.tbl, r.wrapped_dek_column,
+																r.kek_version_column,
+																r.next_block, r.window_blocks);
+	END IF;
+	took := clock_timestamp() OPERATOR(pg_catalog.-) started;
+
+	r.batches := r.batches OPERATOR(pg_catalog.+) 1;
+	r.changed := r.changed OPERATOR(pg_catalog.+) b.changed;
+	r.pass_changed := r.pass_changed OPERATOR(pg_catalog.+) b.changed;
+	r.longest_batch := greatest(r.longest_batch, took);
+	IF b.changed OPERATOR(pg_catalog.>) 0 THEN
+		RAISE NOTICE 'batch %: % % % in blocks % to % of % (pass %) in %; % % so far',
+			r.batches, b.changed, what, verb, r.next_block,
+			least(r.next_block OPERATOR(pg_catalog.+) r.window_blocks, r.table_blocks) OPERATOR(pg_catalog.-) 1,
+			r.table_blocks, r.pass, took, r.changed, what;
+	END IF;
+
+	/*
+	 * Size the next window for about batch_size rows at the densest
+	 * stretch seen so far, growing at most eightfold per window: a window
+	 * that follows an empty stretch (dead versions left by an earlier pass)
+	 * must not take in a dense one of many times batch_size rows.
+	 */
+	r.densest_block := greatest(r.densest_block,
+								(b.seen OPERATOR(pg_catalog.+) r.window_blocks OPERATOR(pg_catalog.-) 1)
+								OPERATOR(pg_catalog./) r.window_blocks);
+	r.next_block := r.next_block OPERATOR(pg_catalog.+) r.window_blocks;
+	r.window_blocks := greatest(1, least(r.window_blocks OPERATOR(pg_catalog.*) 8,
+										 r.batch_size OPERATOR(pg_catalog./) r.densest_block));
+	RETURN r;
+END
+$$;
+
+/* secret_rotate and secret_reencrypt: the secrets, then their versions. */
+CREATE OR REPLACE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL,
+														 NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+	run := secretenv.batch_run_start('rotate_versions', 'secretenv.secret_versions', NULL, NULL,
+									 NULL, batch_size);
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_rotate(int4) IS
+	'Re-wrap every secret and every kept version not on the current KEK in batches of about batch_size rows, committing after each; resumable';
+
+CREATE OR REPLACE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('reencrypt', 'secretenv.secrets', NULL, NULL,
+														 since, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+	run := secretenv.batch_run_start('reencrypt_versions', 'secretenv.secret_versions', NULL, NULL,
+									 since, batch_size);
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.secret_reencrypt(timestamptz, int4) IS
+	'Give every secret and kept version last encrypted before since a fresh DEK and ciphertext under the current KEK, in batches; resumable';
+
+/* verify_secrets() also opens every kept version, and says which. */
+DROP FUNCTION secretenv.verify_secrets();
+CREATE FUNCTION secretenv.verify_secrets()
+RETURNS TABLE (secret_id uuid, secret_name text, kek_version int4, failed_check text, version int4)
+AS 'MODULE_PATHNAME', 'secret_verify_all'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION secretenv.verify_secrets() IS
+	'Open every stored secret and every kept version (wrapped DEK and value, AAD included); one row per failure, never plaintext';
+
+/* status(): versions count in the key health; expiry and deletion counts. */
+CREATE OR REPLACE FUNCTION secretenv.status()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	/* Act on the key settings the server last loaded, not a stale view. */
+	SELECT secretenv.loaded_kek_version();
+	/* Once: key_config() reads the settings this session now has. */
+	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
+	envelopes AS (
+		SELECT s.kek_version, s.wrapped_dek, s.value_encrypted_at FROM secretenv.secrets s
+		UNION ALL
+		SELECT v.kek_version, v.wrapped_dek, v.value_encrypted_at FROM secretenv.secret_versions v
+	),
+	versions AS (
+		SELECT c.kek_version, c.n,
+			   secretenv.kek_is_configured(c.kek_version) AS configured,
+			   secretenv.kek_opens((SELECT e.wrapped_dek FROM envelopes e
+									WHERE e.kek_version OPERATOR(pg_catalog.=) c.kek_version
+									LIMIT 1), c.kek_version) AS opens
+		FROM (SELECT e.kek_version, count(*) AS n
+			  FROM envelopes e GROUP BY e.kek_version) c
+	)
+	SELECT (SELECT cfg.c FROM cfg)
+		|| jsonb_build_object(
+			'versions', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'kek_version', v.kek_version,
+							'rows', v.n,
+							'kek_configured', v.configured,
+							'kek_opens_sample', v.opens)
+						ORDER BY v.kek_version)
+				FROM versions v), '[]'::jsonb),
+			/* Rows a read refuses (22S05) until they are rotated. */
+			'retired_rows', COALESCE((
+				SELECT sum(v.n) FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<)
+					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
+			/*
+			 * Rows whose value was encrypted at an unknown time (written
+			 * directly, or before 1.2): any secret_reencrypt re-encrypts them.
+			 */
+			'unknown_encryption_time_rows', (SELECT count(*) FROM envelopes e
+											 WHERE e.value_encrypted_at IS NULL),
+			'oldest_value_encrypted_at', (SELECT min(e.value_encrypted_at) FROM envelopes e),
+			/* Complete: every row on the current KEK, and that KEK opens them. */
+			'rotation_complete', NOT EXISTS (
+				SELECT 1 FROM versions v
+				WHERE v.kek_version OPERATOR(pg_catalog.<>) secretenv.current_kek_version()
+				   OR v.opens IS DISTINCT FROM true),
+			'kept_versions', (SELECT count(*) FROM secretenv.secret_versions v),
+			'deleted_secrets', (SELECT count(*) FROM secretenv.secrets s
+								WHERE s.deleted_at IS NOT NULL),
+			'expired_secrets', (SELECT count(*) FROM secretenv.secrets s
+								WHERE s.deleted_at IS NULL
+								  AND s.expires_at OPERATOR(pg_catalog.<=) now()),
+			'expiring_within_30_days', (SELECT count(*) FROM secretenv.secrets s
+										WHERE s.deleted_at IS NULL
+										  AND s.expires_at OPERATOR(pg_catalog.>) now()
+										  AND s.expires_at OPERATOR(pg_catalog.<=)
+											  (now() OPERATOR(pg_catalog.+) '30 days'::interval)),
+			'databases', COALESCE((
+				SELECT jsonb_agg(jsonb_build_object(
+							'database', d.database,
+							'kek_version', d.kek_version,
+							'rows', d.rows,
+							'kek_state', d.kek_state,
+							'checked_at', d.checked_at)
+						ORDER BY d.database, d.kek_version)
+				FROM (SELECT i.database, i.kek_version, i.rows, i.kek_state, i.checked_at
+					  FROM secretenv.key_inventory() i
+					  WHERE i.database OPERATOR(pg_catalog.<>) current_database()::text
+					  UNION ALL
+					  /* This database as counted now, not at the worker's last visit. */
+					  SELECT current_database()::text, v.kek_version, v.n,
+							 CASE WHEN NOT v.configured THEN 'not configured'
+								  WHEN v.opens THEN 'opens'
+								  ELSE 'does not open' END,
+							 now()
+					  FROM versions v) d), '[]'::jsonb),
+			'cache', secretenv.cache_stats(),
+			'audit', secretenv.audit_stats())
+$$;
+COMMENT ON FUNCTION secretenv.status() IS
+	'Key versions and fingerprints, default-passphrase use, preload, rows and kept versions, retirement and key health per version and per database, expired and deleted secrets, cache counters; never key material';
+
+/* Each audit record names the version of the secret it is about. */
+ALTER TABLE secretenv.audit_log ADD COLUMN version int4;
+
+-- Privileges of this section.
+REVOKE ALL ON secretenv.secret_versions, secretenv.deleted_secrets FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+	secretenv.audit_version_write(),
+	secretenv.max_versions(),
+	secretenv.delete_recovery_window(),
+	secretenv.note_version_operation(text),
+	secretenv.keep_versions(),
+	secretenv.lock_live_secret(text),
+	secretenv.insert_secret(text, text, jsonb, text, text, timestamptz, jsonb),
+	secretenv.replace_secret_value(text, text, jsonb, int4, timestamptz, jsonb, boolean),
+	secretenv.secret_create(text, text, text, text, timestamptz, jsonb),
+	secretenv.secret_create(text, jsonb, text, text, timestamptz, jsonb),
+	secretenv.secret_update(text, text, int4, timestamptz, jsonb),
+	secretenv.secret_update(text, jsonb, int4, timestamptz, jsonb),
+	secretenv.secret_stage(text, text),
+	secretenv.secret_stage(text, jsonb),
+	secretenv.secret_promote(text),
+	secretenv.secret_rollback(text, int4),
+	secretenv.secret_delete(text, interval),
+	secretenv.secret_restore(text),
+	secretenv.secret_destroy(text),
+	secretenv.secret_get(text, int4),
+	secretenv.secret_get(text, text),
+	secretenv.secret_versions(text),
+	secretenv.rotate_versions_batch(int8, int8),
+	secretenv.reencrypt_versions_batch(timestamptz, int8, int8),
+	secretenv.verify_secrets()
+	FROM PUBLIC;
+REVOKE ALL ON PROCEDURE secretenv.purge_deleted() FROM PUBLIC;
+
+GRANT SELECT ON secretenv.secret_versions TO secretenv_reader;
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_get(text, int4),
+	secretenv.secret_get(text, text),
+	secretenv.secret_versions(text)
+	TO secretenv_reader;
+
+/* A writer writes versions through the functions, with its own rights (RLS). */
+GRANT SELECT (secret_id, secret_name, version, state, kek_version, masked_value,
+			  created_at, created_by, value_encrypted_at)
+	ON secretenv.secret_versions TO secretenv_writer, secretenv_admin;
+GRANT INSERT (secret_id, secret_name, version, state, encrypted_value, wrapped_dek,
+			  kek_version, masked_value, created_at, created_by)
+	ON secretenv.secret_versions TO secretenv_writer;
+GRANT DELETE ON secretenv.secret_versions TO secretenv_writer;
+GRANT SELECT (current_version, expires_at, labels, deleted_at, destroy_after)
+	ON secretenv.secrets TO secretenv_writer, secretenv_admin;
+GRANT INSERT (expires_at, labels) ON secretenv.secrets TO secretenv_writer;
+GRANT UPDATE (current_version, expires_at, labels, deleted_at, destroy_after)
+	ON secretenv.secrets TO secretenv_writer;
+GRANT EXECUTE ON FUNCTION
+	secretenv.max_versions(),
+	secretenv.delete_recovery_window(),
+	secretenv.lock_live_secret(text),
+	secretenv.insert_secret(text, text, jsonb, text, text, timestamptz, jsonb),
+	secretenv.replace_secret_value(text, text, jsonb, int4, timestamptz, jsonb, boolean),
+	secretenv.secret_create(text, text, text, text, timestamptz, jsonb),
+	secretenv.secret_create(text, jsonb, text, text, timestamptz, jsonb),
+	secretenv.secret_update(text, text, int4, timestamptz, jsonb),
+	secretenv.secret_update(text, jsonb, int4, timestamptz, jsonb),
+	secretenv.secret_stage(text, text),
+	secretenv.secret_stage(text, jsonb),
+	secretenv.secret_promote(text),
+	secretenv.secret_rollback(text, int4),
+	secretenv.secret_delete(text, interval),
+	secretenv.secret_restore(text),
+	secretenv.secret_versions(text)
+	TO secretenv_writer;
+GRANT SELECT ON secretenv.deleted_secrets TO secretenv_writer, secretenv_admin;
+GRANT EXECUTE ON FUNCTION
+	secretenv.secret_destroy(text),
+	secretenv.secret_versions(text),
+	secretenv.verify_secrets(),
+	secretenv.rotate_versions_batch(int8, int8),
+	secretenv.reencrypt_versions_batch(timestamptz, int8, int8)
+	TO secretenv_admin;
+GRANT EXECUTE ON PROCEDURE secretenv.purge_deleted() TO secretenv_admin;

@@ -28,4 +28,7 @@ extern void se_secrets_area_init(void);
 /* audit/audit_init.c: the audit queue and its writers */
 extern void se_audit_area_init(void);
 
+/* versions/versions_init.c: max_versions and the recovery window */
+extern void se_versions_area_init(void);
+
 #endif							/* SECRETENV_AREAS_H */

@@ -37,4 +37,17 @@
 /* secretenv.audit_strict: a read whose audit record cannot be made durable */
 #define ERRCODE_SECRETENV_AUDIT_UNAVAILABLE		MAKE_SQLSTATE('5','5','S','0','2')
 
+/*
+ * Secret versions (DESIGN section 8c).  Raised by the store's SQL
+ * functions (RAISE ... USING ERRCODE = '55S0n'), listed here with the
+ * others; class 55, object not in prerequisite state: retrying the same
+ * call cannot succeed until the secret's state changes.
+ */
+/* secret_update(..., expected_version => n) when the current version is not n */
+#define ERRCODE_SECRETENV_VERSION_CONFLICT		MAKE_SQLSTATE('5','5','S','0','3')
+/* secret_create of a name that is deleted but not destroyed */
+#define ERRCODE_SECRETENV_SECRET_DELETED		MAKE_SQLSTATE('5','5','S','0','4')
+/* secret_promote of a secret without a pending version */
+#define ERRCODE_SECRETENV_NO_PENDING_VERSION	MAKE_SQLSTATE('5','5','S','0','5')
+
 #endif							/* SE_MESSAGES_H */

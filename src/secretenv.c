@@ -36,5 +36,6 @@ _PG_init(void)
 	se_redaction_area_init();
 	se_secrets_area_init();
 	se_audit_area_init();
+	se_versions_area_init();
 	MarkGUCPrefixReserved("secretenv");
 }

@@ -34,7 +34,12 @@ typedef enum SeAuditOp
 	SE_AUDIT_CREATE,
 	SE_AUDIT_UPDATE,
 	SE_AUDIT_DELETE,
-	SE_AUDIT_PURGE
+	SE_AUDIT_PURGE,
+	SE_AUDIT_RESTORE,
+	SE_AUDIT_DESTROY,
+	SE_AUDIT_STAGE,
+	SE_AUDIT_PROMOTE,
+	SE_AUDIT_ROLLBACK
 } SeAuditOp;
 
 typedef enum SeAuditVia
@@ -70,6 +75,7 @@ typedef struct SeAuditRecord
 	char		current_user[NAMEDATALEN];
 	char		application_name[NAMEDATALEN];
 	char		client_addr[64];	/* "" when none (Unix socket, worker) */
+	int32		version;		/* version of the secret; 0: not known */
 	int32		namelen;		/* -1: no name (a purge checkpoint) */
 	char		name[SE_AUDIT_MAX_NAME];
 	uint8		sink;			/* where it goes; not part of the record */

@@ -32,19 +32,19 @@
 #include "keys/keyring.h"
 #include "se_messages.h"
 
-#define INSERT_ARGS 17
+#define INSERT_ARGS 18
 
 /* The columns' types, in the order of the INSERT below. */
 static const Oid column_types[INSERT_ARGS] = {
 	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID,
 	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID, BYTEAOID,
-	INT4OID, BYTEAOID
+	INT4OID, BYTEAOID, INT4OID
 };
 static const Oid array_types[INSERT_ARGS] = {
 	INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID,
-	INT4ARRAYOID, BYTEAARRAYOID
+	INT4ARRAYOID, BYTEAARRAYOID, INT4ARRAYOID
 };
 
 static SPIPlanPtr insert_plan = NULL;
@@ -59,7 +59,7 @@ get_insert_plan(void)
 									   "(seq, event_time, database_name, session_user_name, "
 									   "current_user_name, secret_id, secret_name, operation, via, "
 									   "outcome, application_name, client_addr, backend_pid, "
-									   "purged_through, anchor_mac, mac_kek_version, mac) "
+									   "purged_through, anchor_mac, mac_kek_version, mac, version) "
 									   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), "
 									   "pg_catalog.unnest($2), pg_catalog.unnest($3), "
 									   "pg_catalog.unnest($4), pg_catalog.unnest($5), "
@@ -68,7 +68,8 @@ get_insert_plan(void)
 									   "pg_catalog.unnest($10), pg_catalog.unnest($11), "
 									   "pg_catalog.unnest($12), pg_catalog.unnest($13), "
 									   "pg_catalog.unnest($14), pg_catalog.unnest($15), "
-									   "pg_catalog.unnest($16), pg_catalog.unnest($17))",
+									   "pg_catalog.unnest($16), pg_catalog.unnest($17), "
+									   "pg_catalog.unnest($18))",
 									   INSERT_ARGS, (Oid *) array_types);
 
 		if (plan == NULL)
@@ -134,6 +135,10 @@ row_values(const SeAuditRow *row, int i, Datum **v, bool **n)
 		n[14][i] = true;
 	v[15][i] = Int32GetDatum(row->mac_kek_version);
 	v[16][i] = PointerGetDatum(to_bytea(row->mac, SE_AUDIT_MAC_LEN));
+	if (rec->version > 0)
+		v[17][i] = Int32GetDatum(rec->version);
+	else
+		n[17][i] = true;
 }
 
 static void

@@ -7,7 +7,8 @@
  * A record holds identities, never a value nor key material: who (session
  * and current user, application_name, client address, backend pid), what
  * (secret id and name, operation, path, outcome), where and when
- * (database, time).  The canonical encoding is a version byte followed by
+ * (database, time), and which version of the secret (when known).  The
+ * canonical encoding is a version byte followed by
  * every field in a fixed order, each as a presence byte and, when present,
  * a 4-byte big-endian length and its bytes (integers as 8 big-endian
  * bytes, the uuid as its 16 bytes, text as UTF-8): no two different rows
@@ -31,7 +32,10 @@
 #include "audit/audit.h"
 #include "se_messages.h"
 
-static const char *const op_names[] = {"read", "create", "update", "delete", "purge"};
+static const char *const op_names[] = {
+	"read", "create", "update", "delete", "purge",
+	"restore", "destroy", "stage", "promote", "rollback"
+};
 static const char *const via_names[] = {
 	"secret_get", "secret_get_cached", "decrypted_secrets", "table", "audit_purge"
 };
@@ -212,6 +216,9 @@ se_audit_encode(const SeAuditRow *row, StringInfo out)
 	if (rec->client_addr[0] != '\0')
 		put_text(out, rec->client_addr);
 	put_int(out, rec->pid);
+	put_present(out, rec->version > 0);
+	if (rec->version > 0)
+		put_int(out, rec->version);
 	put_present(out, row->has_purged_through);
 	if (row->has_purged_through)
 		put_int(out, row->purged_through);
@@ -282,6 +289,10 @@ se_audit_log_line(const SeAuditRecord *rec, const SeAuditRow *row, const uint8 *
 	put_quoted(&line, "application_name", rec->application_name, strlen(rec->application_name));
 	put_quoted(&line, "client_addr", rec->client_addr, strlen(rec->client_addr));
 	appendStringInfo(&line, " pid=%d", rec->pid);
+	if (rec->version > 0)
+		appendStringInfo(&line, " version=%d", rec->version);
+	else
+		appendStringInfoString(&line, " version=-");
 	if (row != NULL && mac != NULL)
 	{
 		appendStringInfo(&line, " kek_version=%d mac=", row->mac_kek_version);

@@ -36,6 +36,7 @@
 #include "keys/keyring.h"
 #include "se_messages.h"
 #include "secrets/envelope_sql.h"
+#include "versions/versions.h"
 
 /* Set while audit_purge() deletes: the guard trigger lets exactly that through. */
 static bool purging = false;
@@ -129,7 +130,9 @@ audit_secret_write(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
-		op = SE_AUDIT_DELETE;
+		/* With deletion marks (1.2), deleting the row destroys the secret. */
+		op = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "deleted_at") > 0 ?
+			SE_AUDIT_DESTROY : SE_AUDIT_DELETE;
 		tuple = trigdata->tg_trigtuple;
 	}
 	else
@@ -140,12 +143,26 @@ audit_secret_write(PG_FUNCTION_ARGS)
 										"encrypted_value", &oldnull);
 		Datum		newv = tuple_column(trigdata->tg_relation, trigdata->tg_newtuple,
 										"encrypted_value", &newnull);
+		bool		olddeleted;
+		bool		newdeleted;
 
-		if (oldnull == newnull &&
-			(oldnull || DatumGetBool(DirectFunctionCall2(byteaeq, oldv, newv))))
-			return PointerGetDatum(NULL);
-		op = SE_AUDIT_UPDATE;
+		(void) tuple_column(trigdata->tg_relation, trigdata->tg_trigtuple,
+							"deleted_at", &olddeleted);
+		(void) tuple_column(trigdata->tg_relation, trigdata->tg_newtuple,
+							"deleted_at", &newdeleted);
+		/* tuple_column reports a missing column as NULL: never deleted. */
+		olddeleted = !olddeleted;
+		newdeleted = !newdeleted;
 		tuple = trigdata->tg_newtuple;
+		if (!olddeleted && newdeleted)
+			op = SE_AUDIT_DELETE;
+		else if (olddeleted && !newdeleted)
+			op = SE_AUDIT_RESTORE;
+		else if (oldnull == newnull &&
+				 (oldnull || DatumGetBool(DirectFunctionCall2(byteaeq, oldv, newv))))
+			return PointerGetDatum(NULL);
+		else
+			op = se_versions_take_noted_operation(SE_AUDIT_UPDATE);
 	}
 
 	id = tuple_column(trigdata->tg_relation, tuple, "secret_id", &isnull);
@@ -157,7 +174,13 @@ audit_secret_write(PG_FUNCTION_ARGS)
 	if (se_audit_prepare(&rec, op, SE_VIA_TABLE, DatumGetUUIDP(id)->data,
 						 VARDATA_ANY(DatumGetTextPP(name)),
 						 VARSIZE_ANY_EXHDR(DatumGetTextPP(name))))
+	{
+		Datum		version = tuple_column(trigdata->tg_relation, tuple,
+										   "current_version", &isnull);
+
+		rec.version = isnull ? 0 : DatumGetInt32(version);
 		se_audit_emit(&rec, SE_AUDIT_OK, false);
+	}
 	return PointerGetDatum(NULL);
 }
 
@@ -192,13 +215,13 @@ audit_log_guard(PG_FUNCTION_ARGS)
 enum
 {
 	C_SEQ, C_TIME, C_DB, C_SU, C_CU, C_ID, C_NAME, C_OP, C_VIA, C_OUTCOME,
-	C_APP, C_CLIENT, C_PID, C_PURGED, C_ANCHOR, C_KEKV, C_MAC, NUM_C
+	C_APP, C_CLIENT, C_PID, C_PURGED, C_ANCHOR, C_KEKV, C_MAC, C_VERSION, NUM_C
 };
 
 #define SELECT_COLUMNS "seq, event_time, database_name, session_user_name, " \
 	"current_user_name, secret_id, secret_name, operation, via, outcome, " \
 	"application_name, client_addr, backend_pid, purged_through, anchor_mac, " \
-	"mac_kek_version, mac"
+	"mac_kek_version, mac, version"
 
 typedef struct ChainBreak
 {
@@ -277,6 +300,9 @@ row_from_tuple(HeapTuple tuple, TupleDesc desc, SeAuditRow *row, bytea **mac)
 		memcpy(row->anchor, VARDATA_ANY(a), SE_AUDIT_MAC_LEN);
 	}
 	row->mac_kek_version = DatumGetInt32(v[C_KEKV]);
+	row->rec.version = n[C_VERSION] ? 0 : DatumGetInt32(v[C_VERSION]);
+	if (!n[C_VERSION] && row->rec.version <= 0)
+		return false;
 	*mac = DatumGetByteaPP(v[C_MAC]);
 	return VARSIZE_ANY_EXHDR(*mac) == SE_AUDIT_MAC_LEN;
 }

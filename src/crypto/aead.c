@@ -52,7 +52,7 @@
 #include <openssl/evp.h>
 #include <openssl/provider.h>
 
-#include "se_crypto_internal.h"
+#include "crypto/se_crypto_internal.h"
 
 #define CIPHER_NAME "AES-256-GCM"
 

@@ -14,8 +14,8 @@
  */
 #include <string.h>
 
-#include "se_crypto.h"
-#include "se_crypto_internal.h"
+#include "crypto/se_crypto.h"
+#include "crypto/se_crypto_internal.h"
 
 #define AUDIT_KEY_LABEL "secretenv audit key"
 

@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "se_crypto_internal.h"
+#include "crypto/se_crypto_internal.h"
 
 #define SE_AAD_SEPARATOR '|'
 

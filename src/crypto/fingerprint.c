@@ -13,8 +13,8 @@
  */
 #include <string.h>
 
-#include "se_crypto.h"
-#include "se_crypto_internal.h"
+#include "crypto/se_crypto.h"
+#include "crypto/se_crypto_internal.h"
 
 #define FINGERPRINT_LABEL "secretenv kek fingerprint"
 

@@ -29,8 +29,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
-#include "se_crypto.h"
-#include "se_crypto_internal.h"
+#include "crypto/se_crypto.h"
+#include "crypto/se_crypto_internal.h"
 
 #define SE_VERSION_LEN 4
 

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "se_crypto.h"
+#include "crypto/se_crypto.h"
 
 #define SE_MASK_HEAD		3	/* code points shown at the start */
 #define SE_MASK_TAIL		4	/* code points shown at the end */

@@ -30,7 +30,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
-#include "se_crypto.h"
+#include "crypto/se_crypto.h"
 
 #define POOL_LEN 4096
 #define POOL_MAX_REQUEST 256	/* larger requests go straight to OpenSSL */

@@ -17,7 +17,7 @@
 #ifndef SE_CRYPTO_INTERNAL_H
 #define SE_CRYPTO_INTERNAL_H
 
-#include "se_crypto.h"
+#include "crypto/se_crypto.h"
 
 /*
  * Seal pt under key with the given nonce: out receives

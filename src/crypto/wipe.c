@@ -38,7 +38,7 @@
 
 #include <openssl/crypto.h>
 
-#include "se_crypto.h"
+#include "crypto/se_crypto.h"
 
 /*
  * One live secure allocation.  The registry holds addresses and lengths

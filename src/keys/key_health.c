@@ -135,6 +135,21 @@ static bool table_changed_in_xact = false;
 #define SAMPLE_SQL \
 	"SELECT s.wrapped_dek FROM secretenv.secrets s " \
 	"WHERE s.kek_version OPERATOR(pg_catalog.=) $1 LIMIT 1"
+/* 1.2: the kept versions of secrets (secret_versions) count too. */
+#define COUNT_VERSIONS_SQL \
+	"SELECT e.kek_version, pg_catalog.count(*) FROM " \
+	"(SELECT s.kek_version FROM secretenv.secrets s " \
+	" UNION ALL SELECT v.kek_version FROM secretenv.secret_versions v) e " \
+	"GROUP BY e.kek_version ORDER BY e.kek_version"
+#define SAMPLE_VERSIONS_SQL \
+	"(SELECT s.wrapped_dek FROM secretenv.secrets s " \
+	" WHERE s.kek_version OPERATOR(pg_catalog.=) $1 LIMIT 1) " \
+	"UNION ALL " \
+	"(SELECT v.wrapped_dek FROM secretenv.secret_versions v " \
+	" WHERE v.kek_version OPERATOR(pg_catalog.=) $1 LIMIT 1) LIMIT 1"
+
+/* Whether this database's store keeps versions (1.2), set by compute(). */
+static bool with_versions = false;
 
 /*
  * OID of secretenv.secrets in this database, found without search_path, or
@@ -228,7 +243,7 @@ try_sample(VersionHealth *v)
 		return;
 	}
 
-	if (SPI_execute_with_args(SAMPLE_SQL, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(with_versions ? SAMPLE_VERSIONS_SQL : SAMPLE_SQL, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secretenv.secrets");
 	if (SPI_processed == 0)
 	{
@@ -261,7 +276,7 @@ check_rows(bool count_rows, DatabaseHealth *r)
 		uint64		nstored;
 		SPITupleTable *counts;
 
-		if (SPI_execute(COUNT_SQL, true, 0) != SPI_OK_SELECT)
+		if (SPI_execute(with_versions ? COUNT_VERSIONS_SQL : COUNT_SQL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read secretenv.secrets");
 		/* Keep the counts: try_sample runs statements of its own. */
 		counts = SPI_tuptable;
@@ -299,6 +314,7 @@ compute(bool count_rows, Oid relid, DatabaseHealth *r)
 
 	memset(r, 0, sizeof(*r));
 	r->dboid = MyDatabaseId;
+	with_versions = OidIsValid(get_relname_relid("secret_versions", get_rel_namespace(relid)));
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(relation_owner(relid),

@@ -86,10 +86,14 @@ typedef struct SecretsLayout
 	uint64		generation;
 	Oid			indexoid;		/* unique btree on secret_name, or InvalidOid */
 	AttrNumber	attnum[NUM_COLS];
+	/* 1.2's columns (secret versions), InvalidAttrNumber in a 1.0 or 1.1 table */
+	AttrNumber	deleted_att;
+	AttrNumber	version_att;
 } SecretsLayout;
 
 static SecretsLayout layout = {InvalidOid, 0, InvalidOid};
 static SPIPlanPtr rls_plan = NULL;
+static bool rls_plan_versioned = false;
 
 /*
  * Is this index usable to look a name up with text equality: a valid,
@@ -144,6 +148,21 @@ refresh_layout(Relation rel)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of relation \"secretenv.secrets\" does not exist",
 							column_names[c])));
+	}
+
+	layout.deleted_att = InvalidAttrNumber;
+	layout.version_att = InvalidAttrNumber;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "deleted_at") == 0)
+			layout.deleted_att = att->attnum;
+		else if (strcmp(NameStr(att->attname), "current_version") == 0 &&
+				 att->atttypid == INT4OID)
+			layout.version_att = att->attnum;
 	}
 
 	layout.indexoid = InvalidOid;
@@ -267,6 +286,31 @@ decrypt_fields(Datum id, Datum value, Datum wrapped, Datum version, text *name,
 }
 
 /*
+ * Whether a row of 1.2's table is deleted; if not, its current version
+ * goes into the audit record.
+ */
+static bool
+deleted_or_version(TupleTableSlot *slot, SeAuditRecord *audit)
+{
+	bool		isnull;
+	Datum		v;
+
+	if (layout.deleted_att != InvalidAttrNumber)
+	{
+		(void) slot_getattr(slot, layout.deleted_att, &isnull);
+		if (!isnull)
+			return true;
+	}
+	if (layout.version_att != InvalidAttrNumber)
+	{
+		v = slot_getattr(slot, layout.version_att, &isnull);
+		if (!isnull)
+			audit->version = DatumGetInt32(v);
+	}
+	return false;
+}
+
+/*
  * Read through the unique index with the caller's snapshot.  Returns the
  * plaintext (in the current memory context) and the row version's tid, or
  * NULL when no visible row has that name.
@@ -296,6 +340,13 @@ read_by_index(Relation rel, text *name, TupleTableSlot *slot, ItemPointer tid,
 				elog(ERROR, "null %s in secretenv.secrets", column_names[c]);
 		}
 		*tid = slot->tts_tid;
+		/* A deleted secret (secret_delete, recovery window) is absent. */
+		if (deleted_or_version(slot, audit))
+		{
+			index_endscan(scan);
+			index_close(index, NoLock);
+			return NULL;
+		}
 		result = decrypt_fields(val[COL_ID], val[COL_VALUE], val[COL_WRAPPED],
 								val[COL_VERSION], name, audit);
 	}
@@ -320,10 +371,22 @@ read_by_query(text *name, ItemPointer tid, SeAuditRecord *audit)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* A table of 1.2 hides deleted secrets and numbers its versions. */
+	if (rls_plan != NULL && rls_plan_versioned != (layout.deleted_att != InvalidAttrNumber))
+	{
+		SPI_freeplan(rls_plan);
+		rls_plan = NULL;
+	}
 	if (rls_plan == NULL)
 	{
 		Oid			argtypes[1] = {TEXTOID};
-		SPIPlanPtr	plan = SPI_prepare("SELECT secret_id, encrypted_value, wrapped_dek, kek_version, ctid "
+		bool		versioned = layout.deleted_att != InvalidAttrNumber;
+		SPIPlanPtr	plan = SPI_prepare(versioned ?
+									   "SELECT secret_id, encrypted_value, wrapped_dek, kek_version, ctid, "
+									   "current_version "
+									   "FROM secretenv.secrets "
+									   "WHERE secret_name OPERATOR(pg_catalog.=) $1 AND deleted_at IS NULL" :
+									   "SELECT secret_id, encrypted_value, wrapped_dek, kek_version, ctid "
 									   "FROM secretenv.secrets "
 									   "WHERE secret_name OPERATOR(pg_catalog.=) $1",
 									   1, argtypes);
@@ -332,6 +395,7 @@ read_by_query(text *name, ItemPointer tid, SeAuditRecord *audit)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(plan);
 		rls_plan = plan;
+		rls_plan_versioned = versioned;
 	}
 	if (SPI_execute_plan(rls_plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secretenv.secrets");
@@ -342,6 +406,8 @@ read_by_query(text *name, ItemPointer tid, SeAuditRecord *audit)
 		tuple = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
 		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tuple, desc, 5, &isnull)), tid);
+		if (rls_plan_versioned)
+			audit->version = DatumGetInt32(SPI_getbinval(tuple, desc, 6, &isnull));
 		spi_cxt = MemoryContextSwitchTo(caller_cxt);
 		result = decrypt_fields(SPI_getbinval(tuple, desc, 1, &isnull),
 								SPI_getbinval(tuple, desc, 2, &isnull),

@@ -7,6 +7,9 @@
  * Each row's wrapped DEK and value are opened exactly as secret_get would,
  * AAD included; the plaintext goes to a scratch buffer that is wiped at
  * once.  Rows are fetched through a cursor, so the table may be large.
+ * Declared by 1.2 with a fifth column, version, it also opens every kept
+ * version (secretenv.secret_versions, each with its own envelope and the
+ * AAD of its secret); as declared by 1.0 and 1.1, the current values only.
  *
  *-------------------------------------------------------------------------
  */
@@ -74,13 +77,23 @@ secret_verify_all(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Portal		cursor;
 	SPIPlanPtr	plan;
+	bool		with_versions;
 
 	InitMaterializedSRF(fcinfo, 0);
 	se_key_health_warn_once();
+	with_versions = rsinfo->setDesc->natts >= 5;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare("SELECT secret_id, secret_name, kek_version, encrypted_value, wrapped_dek "
+	plan = SPI_prepare(with_versions ?
+					   "SELECT secret_id, secret_name, kek_version, encrypted_value, wrapped_dek, "
+					   "current_version AS version "
+					   "FROM secretenv.secrets "
+					   "UNION ALL "
+					   "SELECT secret_id, secret_name, kek_version, encrypted_value, wrapped_dek, version "
+					   "FROM secretenv.secret_versions "
+					   "ORDER BY 2, 6" :
+					   "SELECT secret_id, secret_name, kek_version, encrypted_value, wrapped_dek "
 					   "FROM secretenv.secrets ORDER BY secret_name", 0, NULL);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -108,13 +121,15 @@ secret_verify_all(PG_FUNCTION_ARGS)
 							   DatumGetByteaPP(SPI_getbinval(tuple, desc, 5, &isnull)));
 			if (failed != NULL)
 			{
-				Datum		values[4];
-				bool		nulls[4] = {false, false, false, false};
+				Datum		values[5];
+				bool		nulls[5] = {false, false, false, false, false};
 
 				values[0] = id_datum;
 				values[1] = name_datum;
 				values[2] = Int32GetDatum(version);
 				values[3] = CStringGetTextDatum(failed);
+				if (with_versions)
+					values[4] = SPI_getbinval(tuple, desc, 6, &nulls[4]);
 				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 			}
 		}

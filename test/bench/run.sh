@@ -583,6 +583,74 @@ SELECT secretenv.revoke_secrets('bench_rules', 'get-%', 'read');
 SQL
 
 # --------------------------------------------------------------------------
+# 3c. Secret versions (issue 25).
+#   - secret_get of the current value: $get_secrets secrets that each have
+#     10 kept versions in secretenv.secret_versions ("hist-") against the
+#     $get_secrets that have none ("get-"), same table, same pgbench method;
+#     the current value is read from secretenv.secrets either way.
+#   - secret_update keeping history (secretenv.max_versions = 10: each
+#     update moves the old value into secretenv.secret_versions and
+#     destroys the oldest) of $upd_secrets secrets in the steady state of 10
+#     kept versions ("upd-"), against the 1.1-style overwrite
+#     (max_versions = 0) of $upd_secrets secrets that have no kept version
+#     ("ovr-"); each timed statement updates every secret of its set once.
+#     max_versions is a SIGHUP setting: ALTER SYSTEM and a reload before
+#     each variant.
+# --------------------------------------------------------------------------
+upd_secrets=$((rows / 10 < 5000 ? rows / 10 : 5000))
+log "loading $get_secrets secrets with 10 kept versions each"
+sql "$main" <<SQL
+SELECT count(secretenv.secret_create('hist-' || i,
+		'sk-live-' || left(md5(i::text) || md5((-i)::text), 43)))
+FROM generate_series(1, $get_secrets) AS i;
+SELECT count(*) FROM (SELECT secretenv.secret_update('hist-' || i,
+		'sk-live-' || left(md5(r::text) || md5((-i)::text), 43))
+	FROM generate_series(1, 10) AS r, generate_series(1, $get_secrets) AS i) u;
+SELECT count(secretenv.secret_create('upd-' || i, 'sk-live-initial-value-0123456789'))
+FROM generate_series(1, $upd_secrets) AS i;
+SELECT count(*) FROM (SELECT secretenv.secret_update('upd-' || i, 'sk-live-history-' || r)
+	FROM generate_series(1, 10) AS r, generate_series(1, $upd_secrets) AS i) u;
+SELECT count(secretenv.secret_create('ovr-' || i, 'sk-live-initial-value-0123456789'))
+FROM generate_series(1, $upd_secrets) AS i;
+VACUUM (FREEZE, ANALYZE) secretenv.secrets, secretenv.secret_versions;
+SQL
+[ "$(sql "$main" -c "SELECT count(*) FROM secretenv.secret_versions WHERE secret_name LIKE 'hist-%'")" = $((get_secrets * 10)) ] ||
+	{ echo "bench: the hist- secrets do not have 10 kept versions each" >&2; exit 1; }
+cat >"$work/hist.sql" <<EOF
+\\set n random(1, $get_secrets)
+SELECT secretenv.secret_get('hist-' || :n);
+EOF
+chown "$pg_user" "$work/hist.sql"
+alternate_runs tps get_history "secret_get with kept versions" \
+	with_history="$main:$work/hist.sql" \
+	no_history="$main:$work/get.sql"
+
+# set_max_versions N: reload secretenv.max_versions = N, wait until new backends see it.
+set_max_versions() {
+	local i
+	sql "$main" -c "ALTER SYSTEM SET secretenv.max_versions = $1" -c "SELECT pg_reload_conf()" >/dev/null
+	for ((i = 0; i < 600; i++)); do
+		[ "$(sql "$main" -c "SELECT secretenv.max_versions()")" = "$1" ] && return
+		sleep 0.1
+	done
+	echo "bench: secretenv.max_versions = $1 did not reach new backends" >&2
+	exit 1
+}
+# upd_query PREFIX: update every secret of a set once.
+upd_query() { echo "SELECT count(*) FROM (SELECT secretenv.secret_update('$1' || i, 'sk-live-updated-' || i) FROM generate_series(1, $upd_secrets) AS i) u"; }
+upd_warm="SELECT count(*) FROM (SELECT secretenv.secret_update('warm-' || i, 'sk-live-warm-' || i) FROM generate_series(1, 100) AS i) u"
+sql "$main" -c "SELECT count(secretenv.secret_create('warm-' || i, 'sk-live-warm')) FROM generate_series(1, 100) AS i" >/dev/null
+for ((run = 1; run <= runs; run++)); do
+	log "secret_update run $run/$runs"
+	for v in $(rotated "$run" history overwrite); do
+		if [ "$v" = history ]; then set_max_versions 10; prefix=upd-; else set_max_versions 0; prefix=ovr-; fi
+		sql "$main" -c "VACUUM secretenv.secrets, secretenv.secret_versions" -c "CHECKPOINT"
+		sql "$main" -c "SELECT bench.measure('update', '$v', $run, $upd_secrets, \$q\$$(upd_query "$prefix")\$q\$, \$q\$$upd_warm\$q\$)" >/dev/null
+	done
+done
+sql "$main" -c "ALTER SYSTEM RESET secretenv.max_versions" -c "SELECT pg_reload_conf()" >/dev/null
+
+# --------------------------------------------------------------------------
 # 4. secret_rotate_all() over BENCH_ROTATE_ROWS rows vs the same UPDATE
 #    without crypto.
 #
@@ -605,7 +673,7 @@ SQL
 # --------------------------------------------------------------------------
 log "loading $rotate_rows secrets for rotation"
 sql "$main" <<SQL
-TRUNCATE secretenv.secrets;
+TRUNCATE secretenv.secrets CASCADE;
 INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version)
 SELECT id, name, (e).encrypted_value, (e).wrapped_dek, (e).kek_version
 FROM (SELECT id, name, secretenv.secret_encrypt(v, id, name) AS e
@@ -666,8 +734,9 @@ for ((run = 1; run <= runs; run++)); do
 				{ echo "bench: secret_rotate failed: $notices" >&2; exit 1; }
 			t1=$(date +%s%N)
 			record rotate batched "$run" "$(awk -v a="$t0" -v b="$t1" -v n="$rotate_rows" 'BEGIN { printf "%.6f", (b - a) / 1000 / n }')"
+			# One "finished" NOTICE per pass (the secrets, then their kept versions): the longest of all.
 			longest=$(sed -n 's/.*longest batch \([0-9]*\):\([0-9]*\):\([0-9.]*\).*/\1 \2 \3/p' <<<"$notices" |
-				awk '{ printf "%.6f", ($1 * 3600 + $2 * 60 + $3) * 1000 }')
+				awk '{ v = ($1 * 3600 + $2 * 60 + $3) * 1000; if (v > m) m = v } END { if (NR) printf "%.6f", m }')
 			[ -n "$longest" ] || { echo "bench: secret_rotate reported no longest batch" >&2; exit 1; }
 			record rotate_longest batched "$run" "$longest"
 		else
@@ -736,6 +805,8 @@ WITH per AS (
 	(14, 'secret_get, uncached, row-level security', 'get_rls', 'rls_uncached', 'rls_plain', 'indexed SELECT, same policy', 'tps', NULL),
 	(14.5, 'secret_get, cached, access rules', 'get_rules', 'rules_cached', 'hand_cached', 'hand-written policy, same condition', 'tps', 0.95),
 	(14.6, 'secret_get, uncached, access rules', 'get_rules', 'rules_uncached', 'hand_uncached', 'hand-written policy, same condition', 'tps', 0.95),
+	(14.7, 'secret_get, cached, 10 kept versions', 'get_history', 'with_history', 'no_history', 'same read without kept versions', 'tps', 0.95),
+	(14.8, 'secret_update keeping history (max_versions = 10, 10 kept)', 'update', 'history', 'overwrite', '1.1-style overwrite (max_versions = 0, none kept)', 'us', 1.3),
 	(15, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,

@@ -157,8 +157,8 @@ for my $w (
 	like($err, qr/ERROR:  25006:/, "standby: $w->[0] refused with 25006 (read_only_sql_transaction)");
 }
 is($standby->safe_psql('postgres',
-		q{SELECT count(*), count(*) FILTER (WHERE secret_name = 'new-on-standby') FROM secretenv.secrets}),
-	($nsecrets - 1) . '|0', 'standby: nothing was written');
+		q{SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE secret_name = 'new-on-standby') FROM secretenv.secrets}),
+	($nsecrets - 1) . '|0', 'standby: nothing was written (rep-2 deleted on the primary, kept for its recovery window)');
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'standby still in recovery');
 
 # Nothing crashed on either server.

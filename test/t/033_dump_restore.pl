@@ -127,8 +127,9 @@ secrets_check_envelope:A
 secrets_identity_immutable:A
 secrets_invalidate_caches:A
 secrets_invalidate_caches_on_apply:R
+secrets_keep_versions:O
 secrets_value_encrypted_at:A",
-	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA, the audit one ORIGIN)');
+	'same keys: the extension\'s triggers exist, enabled ALWAYS (the apply-only one REPLICA, the audit and versions ones ORIGIN)');
 my ($out, $err);
 for my $case (
 	[ 'rename', q{UPDATE secretenv.secrets SET secret_name = secret_name || '-renamed' WHERE secret_name = 'dump-1'} ],
@@ -145,7 +146,7 @@ $same->safe_psql('appdb', q{SELECT secretenv.secret_update('dump-1', 'new-value-
 is($same->safe_psql('appdb', q{SELECT secretenv.secret_get('dump-1')}),
 	'new-value-after-restore', 'same keys: the restored store takes updates');
 is($same->safe_psql('appdb', 'SELECT secretenv.secret_rotate_all()'),
-	$nsecrets / 2 - 1, 'same keys: the restored store rotates (version-1 rows not updated since)');
+	$nsecrets / 2, 'same keys: the restored store rotates (version-1 rows not updated since, and the version-1 value that update kept)');
 is($same->safe_psql('appdb', 'SELECT count(*) FROM secretenv.verify_secrets()'),
 	'0', 'same keys: verify_secrets() clean after the rotation');
 

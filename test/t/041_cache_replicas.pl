@@ -101,9 +101,9 @@ for my $replica ([ 'standby', $standby ], [ 'subscriber', $subscriber ])
 		"$label: it is reported missing");
 	$reader->{stderr} = '';
 
-	# Put rk-2 back for the next replica.
-	$primary->safe_psql('postgres', q{SELECT secretenv.secret_create('rk-2', 'rk-2-v1')});
-	ok(applied($node, 'rk-2', 'rk-2-v1'), "$label: rk-2 re-created");
+	# Put rk-2 back for the next replica: deleted, not destroyed, it is restored.
+	$primary->safe_psql('postgres', q{SELECT secretenv.secret_restore('rk-2')});
+	ok(applied($node, 'rk-2', 'rk-2-v1'), "$label: rk-2 restored");
 	$reader->quit;
 }
 
@@ -112,7 +112,7 @@ for my $replica ([ 'standby', $standby ], [ 'subscriber', $subscriber ])
 is($subscriber->safe_psql('postgres', q{
 	SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname)
 	FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal}),
-	'secrets_audit_write:O,secrets_check_envelope:A,secrets_identity_immutable:A,secrets_invalidate_caches:A,secrets_invalidate_caches_on_apply:R,secrets_value_encrypted_at:A',
+	'secrets_audit_write:O,secrets_check_envelope:A,secrets_identity_immutable:A,secrets_invalidate_caches:A,secrets_invalidate_caches_on_apply:R,secrets_keep_versions:O,secrets_value_encrypted_at:A',
 	'subscriber: the row trigger is enabled for replica sessions only');
 
 $subscriber->stop;

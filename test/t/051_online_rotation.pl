@@ -47,7 +47,7 @@ FROM generate_series(1, $nrows) i;
 -- kept aside: a row as version 1 wrote it, for the refusal test at the end
 SELECT secretenv.secret_create('legacy', 'value-legacy');
 CREATE TABLE saved_legacy AS SELECT * FROM secretenv.secrets WHERE secret_name = 'legacy';
-SELECT secretenv.secret_delete('legacy');
+SELECT secretenv.secret_delete('legacy', recovery_window => '0');
 
 CREATE SCHEMA test;
 CREATE TABLE test.phase (phase int NOT NULL);

@@ -78,7 +78,7 @@ JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'secretenv'
 WHERE p.prorettype IN ('text'::regtype, 'jsonb'::regtype)
    OR EXISTS (SELECT FROM unnest(p.proargnames, coalesce(p.proargmodes, array_fill('i'::"char", ARRAY[coalesce(cardinality(p.proargnames), 0)]))) a(n, m)
               WHERE a.n IN ('value', 'plaintext') AND a.m IN ('i', 'b', 'v'))}),
-	'audit_stats,cache_stats,insert_secret,key_config,replace_secret_value,secret_create,secret_decrypt,secret_decrypt_stored,secret_encrypt,secret_get,secret_mask,secret_update,status',
+	'audit_stats,cache_stats,insert_secret,key_config,replace_secret_value,secret_create,secret_decrypt,secret_decrypt_stored,secret_encrypt,secret_get,secret_mask,secret_stage,secret_update,status',
 	'the convention selects the functions that take or return a plaintext (and four jsonb reports, harmlessly)');
 
 ###########################################################################
@@ -236,7 +236,7 @@ DO LANGUAGE plpgsql \$\$BEGIN PERFORM secretenv.secret_mask('$lang_pt'); END\$\$
 SELECT secretenv.secret_update('audit_created', '$named' || 'x');
 SELECT length(secretenv.secret_get('audit_created'));
 SELECT length(value) FROM secretenv.decrypted_secrets WHERE secret_name = 'audit_created';
-SELECT secretenv.secret_delete('audit_created');
+SELECT secretenv.secret_delete('audit_created', recovery_window => '0');
 SELECT 'comment-probe' AS probe, length(secretenv.secret_get('rd_1')) -- kek_passphrase secret_create
 ;
 SELECT 'column-probe' AS secret_create, 'kek_passphrase' AS secret_update;
@@ -291,7 +291,8 @@ like($call_log{secret_create} // '',
 like($call_log{secret_update} // '',
 	qr/AUDIT: OBJECT,\d+,\d+,WRITE,UPDATE,TABLE,secretenv\.secrets,"UPDATE[^"]*",(?!\[secretenv)/,
 	'secret_update: the OBJECT line of its UPDATE keeps the parameters');
-like($log, qr/AUDIT: OBJECT,\d+,\d+,WRITE,DELETE,TABLE,secretenv\.secrets,[^\n]*\n(?:\t[^\n]*\n)*[^\n]*,audit_created\n/,
+# (secret_delete's DELETE is a PL/pgSQL statement: its parameters are the function's.)
+like($log, qr/AUDIT: OBJECT,\d+,\d+,WRITE,DELETE,TABLE,secretenv\.secrets,[^\n]*(?:\n\t[^\n]*)*,"?audit_created[,"\n]/,
 	'the pgaudit OBJECT line of a delete names the secret');
 
 # A bind parameter: only the one that fills the plaintext argument goes.

@@ -114,14 +114,14 @@ my %calls = (
 	  "SELECT secretenv.secret_encrypt('{\"k\": \"atk\"}'::jsonb, '00000000-0000-0000-0000-000000000001'::uuid, 'atk')",
 	'secretenv.secret_encrypt(jsonb,text,text)' =>
 	  "SELECT secretenv.secret_encrypt('{\"k\": \"atk\"}'::jsonb, 'atk-id', 'atk')",
-	'secretenv.secret_create(text,text,text,text)' =>
+	'secretenv.secret_create(text,text,text,text,timestamp with time zone,jsonb)' =>
 	  "SELECT secretenv.secret_create('atk-text-' || session_user, 'atk-value-123456789', 'p', 'd')",
-	'secretenv.secret_create(text,jsonb,text,text)' =>
+	'secretenv.secret_create(text,jsonb,text,text,timestamp with time zone,jsonb)' =>
 	  "SELECT secretenv.secret_create('atk-json-' || session_user, '{\"k\": \"atk-value\"}'::jsonb)",
-	'secretenv.secret_update(text,text)' => "SELECT secretenv.secret_update('atk-text-' || session_user, 'overwritten-by-attacker')",
-	'secretenv.secret_update(text,jsonb)' =>
+	'secretenv.secret_update(text,text,integer,timestamp with time zone,jsonb)' => "SELECT secretenv.secret_update('atk-text-' || session_user, 'overwritten-by-attacker')",
+	'secretenv.secret_update(text,jsonb,integer,timestamp with time zone,jsonb)' =>
 	  "SELECT secretenv.secret_update('atk-json-' || session_user, '{\"k\": \"overwritten\"}'::jsonb)",
-	'secretenv.secret_delete(text)' => "SELECT secretenv.secret_delete('no-such-secret')",
+	'secretenv.secret_delete(text,interval)' => "SELECT secretenv.secret_delete('no-such-secret')",
 	'secretenv.secret_rewrap(bytea,integer)' =>
 	  "SELECT secretenv.secret_rewrap(s.wrapped_dek, s.kek_version) FROM secretenv.secrets s",
 	'secretenv.secret_rotate_all()' => 'SELECT secretenv.secret_rotate_all()',
@@ -158,8 +158,28 @@ my %calls = (
 	'secretenv.drop_guard()' => undef,
 	'secretenv.invalidate_secret_caches()' => undef,
 	'secretenv.stamp_value_encrypted()' => undef,
-	'secretenv.insert_secret(text,text,jsonb,text,text)' => undef,
-	'secretenv.replace_secret_value(text,text,jsonb)' => undef,
+	'secretenv.insert_secret(text,text,jsonb,text,text,timestamp with time zone,jsonb)' => undef,
+	'secretenv.replace_secret_value(text,text,jsonb,integer,timestamp with time zone,jsonb,boolean)' => undef,
+	'secretenv.lock_live_secret(text)' => undef,
+	'secretenv.keep_versions()' => undef,
+	'secretenv.audit_version_write()' => undef,
+	'secretenv.note_version_operation(text)' => undef,
+	'secretenv.max_versions()' => 'SELECT secretenv.max_versions()',
+	'secretenv.delete_recovery_window()' => 'SELECT secretenv.delete_recovery_window()',
+	'secretenv.secret_get(text,integer)' => "SELECT secretenv.secret_get('victim', 1)",
+	'secretenv.secret_get(text,text)' => "SELECT secretenv.secret_get('victim', label => 'current')",
+	'secretenv.secret_versions(text)' => "SELECT * FROM secretenv.secret_versions('victim')",
+	'secretenv.secret_stage(text,text)' => "SELECT secretenv.secret_stage('atk-text-' || session_user, 'staged-by-attacker')",
+	'secretenv.secret_stage(text,jsonb)' =>
+	  "SELECT secretenv.secret_stage('atk-json-' || session_user, '{\"k\": \"staged\"}'::jsonb)",
+	'secretenv.secret_promote(text)' => "SELECT secretenv.secret_promote('atk-text-' || session_user)",
+	'secretenv.secret_rollback(text,integer)' => "SELECT secretenv.secret_rollback('atk-text-' || session_user, 1)",
+	'secretenv.secret_restore(text)' => "SELECT secretenv.secret_restore('no-such-secret')",
+	'secretenv.secret_destroy(text)' => "SELECT secretenv.secret_destroy('no-such-secret')",
+	'secretenv.purge_deleted()' => 'CALL secretenv.purge_deleted()',
+	'secretenv.rotate_versions_batch(bigint,bigint)' => 'SELECT * FROM secretenv.rotate_versions_batch(0, 1000)',
+	'secretenv.reencrypt_versions_batch(timestamp with time zone,bigint,bigint)' =>
+	  "SELECT * FROM secretenv.reencrypt_versions_batch('-infinity', 0, 1000)",
 	'secretenv.access_rules_changed()' => undef,
 	'secretenv.access_rule_allows(text,boolean)' => "SELECT secretenv.access_rule_allows('victim', false)",
 	'secretenv.access_default_open()' => 'SELECT secretenv.access_default_open()',
@@ -175,7 +195,8 @@ my %calls = (
 	'secretenv.audit_stats()' => 'SELECT secretenv.audit_stats()',
 	'secretenv.audit_secret_write()' => undef,
 	'secretenv.audit_log_guard()' => undef);
-my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets', 'secretenv.access_rules');
+my @views = ('secretenv.masked_secrets', 'secretenv.decrypted_secrets', 'secretenv.access_rules',
+	'secretenv.deleted_secrets');
 
 sub privileges_of
 {
@@ -282,8 +303,9 @@ SELECT count(*) FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace
    AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
 					   'enforce_access_rules', 'stamp_value_encrypted', 'audit_secret_write',
-					   'audit_log_guard')
-	   OR (p.proname IN ('insert_secret', 'replace_secret_value')
+					   'audit_log_guard', 'keep_versions', 'audit_version_write',
+					   'note_version_operation')
+	   OR (p.proname IN ('insert_secret', 'replace_secret_value', 'lock_live_secret')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),
 			'0', "$mode: $atk cannot execute the internal functions");

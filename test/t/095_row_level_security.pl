@@ -131,7 +131,7 @@ INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_
 SELECT '00000000-0000-0000-0000-00000000000a', '$me/direct', e.encrypted_value, e.wrapped_dek, e.kek_version
 FROM secretenv.secret_encrypt('direct-$me-0123456789', '00000000-0000-0000-0000-00000000000a'::uuid, '$me/direct') e;
 SELECT secretenv.secret_get('$me/direct');
-SELECT secretenv.secret_delete('$me/direct')});
+SELECT secretenv.secret_delete('$me/direct', recovery_window => '0')});
 	is($out, "direct-$me-0123456789\nt", "$me: a direct INSERT of an envelope that opens is accepted");
 }
 
@@ -155,8 +155,11 @@ SELECT string_agg(secret_name || '=' || value, ',' ORDER BY secret_name) FROM se
 ($out, $err) = as_role('ops', q{SELECT count(*) FROM secretenv.masked_secrets});
 is($out, '0', 'ops (admin, no policy): masked_secrets shows no row');
 ok(configure_rotation_keys($node, $new_passphrase, $old_passphrase), 'KEK version 2 is current');
+# The four rows, and the versions their updates kept (and the deleted temp rows, restorable).
+my $envelopes = $node->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM secretenv.secrets) + (SELECT count(*) FROM secretenv.secret_versions)});
 ($out, $err) = as_role('ops', q{SELECT secretenv.secret_rotate_all()});
-is($out, '4', 'ops: secret_rotate_all() rotates all four rows');
+is($out, $envelopes, 'ops: secret_rotate_all() rotates every row and every kept version');
 is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT kek_version::text, ',') FROM secretenv.secrets}),
 	'2', 'every row is on KEK version 2');
 ($out, $err) = as_role('app_a', q{SELECT secretenv.secret_get('app_a/db')});

@@ -133,9 +133,9 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '10
 
 my $dir = $node->data_dir . '/log';
 my $stderr = slurp_file("$dir/postgresql");
-my $line = qr/secretenv audit: seq=$seq time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=$id secret_name="db-password" application_name="billing \\"svc\\"" client_addr="" pid=\d+ kek_version=1 mac=$mac/;
+my $line = qr/secretenv audit: seq=$seq time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=$id secret_name="db-password" application_name="billing \\"svc\\"" client_addr="" pid=\d+ version=(?:1|-) kek_version=1 mac=$mac/;
 like($stderr, $line, 'stderr: the record\'s line, with the table\'s seq and MAC, quotes escaped');
-like($stderr, qr/secretenv audit: seq=- time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=$id secret_name="db-password" application_name="[^"]*" client_addr="" pid=\d+ kek_version=- mac=-/,
+like($stderr, qr/secretenv audit: seq=- time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=$id secret_name="db-password" application_name="[^"]*" client_addr="" pid=\d+ version=(?:1|-) kek_version=- mac=-/,
 	'destination = log: a line without seq and MAC');
 like(slurp_file("$dir/postgresql.csv"), qr/"secretenv audit: seq=$seq time=""[^"]+"" database=""postgres""/,
 	'csvlog: the same line, CSV-quoted');

@@ -41,7 +41,7 @@ my $offset = -s $standby->logfile;
 is($standby->safe_psql('postgres', q{SELECT secretenv.secret_get('replicated')},
 	extra_params => [ '-U', 'app' ]), $value, 'standby: the read returns the value');
 my $log = slurp_file($standby->logfile, $offset);
-like($log, qr/LOG:  secretenv audit: seq=- time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=[0-9a-f-]{36} secret_name="replicated" application_name="[^"]*" client_addr="" pid=\d+ kek_version=- mac=-/,
+like($log, qr/LOG:  secretenv audit: seq=- time="[^"]+" database="postgres" session_user="app" current_user="app" operation=read via=secret_get outcome=ok secret_id=[0-9a-f-]{36} secret_name="replicated" application_name="[^"]*" client_addr="" pid=\d+ version=(?:1|-) kek_version=- mac=-/,
 	'standby: the read is recorded in the standby\'s log');
 is($standby->safe_psql('postgres', q{SELECT secretenv.audit_stats()->>'log_only'}), '1',
 	'standby: counted as a log-only record');
