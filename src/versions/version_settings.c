@@ -30,7 +30,7 @@
 #include "versions/versions.h"
 
 static int	max_versions = 10;
-static int	delete_recovery_window_s = 7 * SECS_PER_DAY;
+static int	delete_recovery_window_s = 604800;	/* 7 days */
 
 void
 se_versions_init(void)
@@ -47,7 +47,7 @@ se_versions_init(void)
 							"How long a deleted secret can be restored before it is destroyed.",
 							"secret_delete hides a secret for this long; CALL secretenv.purge_deleted() destroys it afterwards. 0 destroys at once.",
 							&delete_recovery_window_s,
-							7 * SECS_PER_DAY, 0, INT_MAX,
+							604800, 0, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
