@@ -7,8 +7,9 @@
 # outcome, session_user and current_user, also when the reading
 # transaction rolls back, fails, is cancelled or its backend is
 # terminated right after the read; cache hits, decrypted_secrets,
-# SET ROLE, wrappers and comments are recorded; a non-superuser cannot
-# turn it off; denied, not_found and failed reads are recorded; the
+# SET ROLE, wrappers and comments are recorded (with the names a role has
+# at the time of the read, also after a rename in an open session); a
+# non-superuser cannot turn it off; denied, not_found and failed reads are recorded; the
 # chain verifies; no record carries a value.
 use strict;
 use warnings;
@@ -136,6 +137,24 @@ is(new_records(2, 'set role'), join("\n",
 	'read secret_get ok pooler app openai-prod',
 	'read decrypted_secrets ok pooler app openai-prod'),
 	'after SET ROLE: session_user is the login, current_user the role');
+
+# A backend keeps the names it recorded, until a role is renamed (by
+# another session): the next record of the same session has the new names.
+$s = $node->background_psql('postgres', extra_params => [ '-U', 'pooler' ]);
+$s->query_safe("SET ROLE app");
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$node->safe_psql('postgres',
+	'ALTER ROLE app RENAME TO app_renamed; ALTER ROLE pooler RENAME TO pooler_renamed');
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$node->safe_psql('postgres',
+	'ALTER ROLE app_renamed RENAME TO app; ALTER ROLE pooler_renamed RENAME TO pooler');
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$s->quit;
+# (A hit or a miss: the rename may empty the cache; the names are the point.)
+like(new_records(3, 'rename'), qr/\Aread secret_get\S* ok pooler app openai-prod
+read secret_get\S* ok pooler_renamed app_renamed openai-prod
+read secret_get\S* ok pooler app openai-prod\z/,
+	'a role renamed while a session reads: its next record carries the new name');
 
 # A parallel plan: the value is decrypted (and recorded) in the leader.
 # The access-rule policies are parallel restricted, so only a role that
