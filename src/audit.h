@@ -43,7 +43,8 @@ typedef enum SeAuditVia
 	SE_VIA_CACHE,
 	SE_VIA_VIEW,
 	SE_VIA_TABLE,
-	SE_VIA_PURGE
+	SE_VIA_PURGE,
+	SE_VIA_DECRYPT
 } SeAuditVia;
 
 typedef enum SeAuditOutcome
@@ -136,6 +137,14 @@ extern void se_audit_emit(SeAuditRecord *rec, SeAuditOutcome outcome, bool relea
 
 /* The outcome an error of a read means: denied, not_found or failed. */
 extern SeAuditOutcome se_audit_outcome_of_error(int sqlerrcode);
+
+/*
+ * audit_sql.c: secret_decrypt() of a stored secret's envelope.  Called
+ * with the id and name a decrypt binds (its AAD); when the id is a stored
+ * secret's, prepares its record (returns true) for se_audit_emit.
+ */
+extern bool se_audit_decrypt_prepare(SeAuditRecord *rec, const char *id, int idlen,
+									 const char *name, int namelen);
 
 /* audit_queue.c, for the workers and audit_sql.c */
 extern bool se_audit_queue_exists(void);

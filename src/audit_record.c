@@ -35,7 +35,8 @@
 
 static const char *const op_names[] = {"read", "create", "update", "delete", "purge"};
 static const char *const via_names[] = {
-	"secret_get", "secret_get_cached", "decrypted_secrets", "table", "audit_purge"
+	"secret_get", "secret_get_cached", "decrypted_secrets", "table", "audit_purge",
+	"secret_decrypt"
 };
 static const char *const outcome_names[] = {"ok", "denied", "not_found", "failed"};
 

@@ -240,10 +240,54 @@ $node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')});
 is(new_records(1, 'back on'), 'read secret_get ok postgres postgres second',
 	'audit = off recorded nothing; back on, the next read is recorded');
 
+# --- secret_decrypt() of a stored secret's envelope is a read of it ---
+my $dec = q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'second'};
+is($node->safe_psql('postgres', $dec, extra_params => [ '-U', 'app' ]),
+	'second-value-updated-again-0123456789',
+	'a reader decrypts the stored columns with secret_decrypt');
+is(new_records(1, 'secret_decrypt'), 'read secret_decrypt ok app app second',
+	'secret_decrypt of a stored secret is recorded as a read');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_decrypt(
+		(encrypted_value, wrapped_dek, kek_version)::secretenv.envelope, secret_id::text, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'second'}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'secret_decrypt envelope'), 'read secret_decrypt ok app app second',
+	'so is the envelope form with the id as text');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek,
+		kek_version, secret_id, 'second-other') FROM secretenv.secrets WHERE secret_name = 'second'},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/ERROR/, 'a stored envelope under another name does not open');
+is(new_records(1, 'secret_decrypt failed'), 'read secret_decrypt failed app app second-other',
+	'and is recorded as a failed read of that id');
+# Application tables built on the primitives are not stored secrets.
+$node->safe_psql('postgres', q{
+	CREATE TABLE public.app_rows AS
+	SELECT id, 'row-' || i AS name, secretenv.secret_encrypt('app-value-' || i, id, 'row-' || i) AS e
+	FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, 50) i) s;
+	GRANT SELECT ON public.app_rows TO app;
+});
+is($node->safe_psql('postgres', q{SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows},
+	extra_params => [ '-U', 'app' ]), '50', 'fifty application rows decrypt');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'after app rows'), 'read secret_get ok app app second',
+	'decrypting application rows records nothing');
+# A secret created while a session is open: its next decrypt knows it.
+my $d = $node->background_psql('postgres', extra_params => [ '-U', 'app' ]);
+$d->query_safe($dec);
+new_records(1, 'open session decrypt');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_create('late', 'late-value-0123456789')});
+new_records(1, 'late create');
+$d->query_safe(q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'late'});
+$d->quit;
+is(new_records(1, 'late decrypt'), 'read secret_decrypt ok app app late',
+	'a secret stored after the session began is recognised');
+
 # --- no value in any record, and the chain verifies ---
 is($node->safe_psql('postgres', qq{
 	SELECT count(*) FROM secretenv.audit_log a
-	WHERE strpos(a::text, 'sk-live') > 0 OR strpos(a::text, 'second-value') > 0}),
+	WHERE strpos(a::text, 'sk-live') > 0 OR strpos(a::text, 'second-value') > 0
+	   OR strpos(a::text, 'value-') > 0}),
 	'0', 'no record carries a value');
 is($node->safe_psql('postgres', q{SELECT intact, records, first_break FROM secretenv.audit_verify()},
 	extra_params => [ '-U', 'auditor' ]),
