@@ -146,6 +146,9 @@ extern SeAuditOutcome se_audit_outcome_of_error(int sqlerrcode);
 extern bool se_audit_decrypt_prepare(SeAuditRecord *rec, const char *id, int idlen,
 									 const char *name, int namelen);
 
+/* audit_sql.c: the executor hooks that record refused and failed writes */
+extern void se_audit_hooks_init(void);
+
 /* audit_queue.c, for the workers and audit_sql.c */
 extern bool se_audit_queue_exists(void);
 extern void se_audit_set_launcher(Latch *latch);

@@ -802,6 +802,7 @@ se_audit_init(void)
 							 SE_AUDIT_DEST_TABLE, destination_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
+	se_audit_hooks_init();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;

@@ -283,6 +283,47 @@ $d->quit;
 is(new_records(1, 'late decrypt'), 'read secret_decrypt ok app app late',
 	'a secret stored after the session began is recognised');
 
+# --- writes refused, of a missing secret, or failing: one record each ---
+$node->safe_psql('postgres', q{
+	CREATE ROLE teamw LOGIN IN ROLE secretenv_writer, secretenv_reader;
+	SELECT secretenv.grant_secrets('teamw', 'team/%', 'write');
+});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('denied-1', 'v-0123456789')},
+	extra_params => [ '-U', 'outsider' ]);
+like($err, qr/permission denied for function secret_create/, 'a role without EXECUTE cannot create');
+is(new_records(1, 'denied execute'), 'create table denied outsider outsider denied-1',
+	'the refused create is recorded as denied, with its name');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_create('team/ok', 'v-0123456789')},
+	extra_params => [ '-U', 'teamw' ]);
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('other/x', 'v-0123456789')},
+	extra_params => [ '-U', 'teamw' ]);
+like($err, qr/row-level security/, 'an access rule refuses a create outside the pattern');
+is(new_records(2, 'denied rule'), join("\n",
+	'create table ok teamw teamw team/ok',
+	'create table denied teamw teamw other/x'),
+	'the create the rule allows is recorded ok, the refused one denied');
+($ret, $out, $err) = $node->psql('postgres', q{INSERT INTO secretenv.secrets (secret_id, secret_name,
+	encrypted_value, wrapped_dek, kek_version) VALUES (gen_random_uuid(), 'direct', '\x00', '\x00', 1)},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/permission denied for table secrets/, 'a reader cannot insert into the table');
+is(new_records(1, 'denied insert'), 'create table denied app app',
+	'the refused INSERT is recorded as denied (its name is not known before it runs)');
+$node->psql('postgres', q{SELECT secretenv.secret_update('no-such-secret', 'v-0123456789')});
+is(new_records(1, 'update missing'), 'update table not_found postgres postgres no-such-secret',
+	'an update of a missing secret is recorded as not_found');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('team/ok', 'v-0123456789')});
+like($err, qr/already exists/, 'a duplicate create fails');
+is(new_records(1, 'duplicate'), 'create table failed postgres postgres team/ok',
+	'and is recorded as failed');
+($ret, $out, $err) = $node->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT secretenv.secret_create('both', 'v-0123456789'), 1 / (random() * 0)::int");
+like($err, qr/ERROR:  22012: /, 'a statement fails after its create');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')});
+is(new_records(2, 'create then error'), join("\n",
+	'create table ok postgres postgres both',
+	'read secret_get ok postgres postgres second'),
+	'the create it made is recorded once, as ok (its transaction rolled back)');
+
 # --- no value in any record, and the chain verifies ---
 is($node->safe_psql('postgres', qq{
 	SELECT count(*) FROM secretenv.audit_log a
