@@ -165,7 +165,10 @@ load_stored_ids(void)
 	if (attnum == InvalidAttrNumber)
 		return;
 	rel = table_open(relid, AccessShareLock);
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	/* Parallel mode (a worker, or a leader of one) cannot take a new snapshot. */
+	snapshot = RegisterSnapshot(!IsInParallelMode() ? GetLatestSnapshot() :
+								ActiveSnapshotSet() ? GetActiveSnapshot() :
+								GetTransactionSnapshot());
 	scan = table_beginscan(rel, snapshot, 0, NULL);
 	slot = table_slot_create(rel, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))

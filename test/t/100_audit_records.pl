@@ -282,6 +282,24 @@ $d->query_safe(q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, k
 $d->quit;
 is(new_records(1, 'late decrypt'), 'read secret_decrypt ok app app late',
 	'a secret stored after the session began is recognised');
+# Under a parallel plan (workers decrypt): application rows still record
+# nothing, stored secrets one record each.
+my $par = q{SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+	SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+	SET parallel_leader_participation = off;};
+$node->safe_psql('postgres', 'GRANT SELECT ON public.app_rows TO bulk');
+like($node->safe_psql('postgres', $par . q{
+	EXPLAIN (COSTS OFF) SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows;
+	SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows;},
+	extra_params => [ '-U', 'bulk' ]), qr/Gather.*\n50$/s,
+	'a parallel plan decrypts the fifty application rows');
+$node->safe_psql('postgres', $par . q{
+	SELECT count(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name))
+	FROM secretenv.secrets}, extra_params => [ '-U', 'bulk' ]);
+is(join("\n", sort split /\n/, new_records(2, 'parallel decrypt')), join("\n",
+	'read secret_decrypt ok bulk bulk late',
+	'read secret_decrypt ok bulk bulk second'),
+	'a parallel decrypt of the stored secrets records each, and nothing for the application rows');
 
 # --- writes refused, of a missing secret, or failing: one record each ---
 $node->safe_psql('postgres', q{
