@@ -21,10 +21,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/parallel.h"
 #include "access/table.h"
-#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
@@ -33,7 +33,6 @@
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
-#include "executor/tuptable.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parsetree.h"
@@ -145,8 +144,8 @@ load_stored_ids(void)
 	uint64		generation = se_coherence_ticket();
 	HASHCTL		ctl;
 	Relation	rel;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
+	SysScanDesc scan;
+	HeapTuple	tuple;
 	Snapshot	snapshot;
 	AttrNumber	attnum;
 
@@ -169,18 +168,16 @@ load_stored_ids(void)
 	snapshot = RegisterSnapshot(!IsInParallelMode() ? GetLatestSnapshot() :
 								ActiveSnapshotSet() ? GetActiveSnapshot() :
 								GetTransactionSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
-	slot = table_slot_create(rel, NULL);
-	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	scan = systable_beginscan(rel, InvalidOid, false, snapshot, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
 		bool		isnull;
-		Datum		d = slot_getattr(slot, attnum, &isnull);
+		Datum		d = heap_getattr(tuple, attnum, RelationGetDescr(rel), &isnull);
 
 		if (!isnull)
 			(void) hash_search(stored_ids, DatumGetUUIDP(d)->data, HASH_ENTER, NULL);
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	table_endscan(scan);
+	systable_endscan(scan);
 	UnregisterSnapshot(snapshot);
 	table_close(rel, AccessShareLock);
 	/* A write processed while reading: read again at the next call. */
@@ -436,7 +433,9 @@ statement_write(QueryDesc *queryDesc, SeAuditOp *op, char **name, int *namelen)
 	{
 		Oid			secrets = se_secrets_relid();
 
-		foreach(lc, stmt->resultRelations)
+		if (stmt->planTree == NULL || !IsA(stmt->planTree, ModifyTable))
+			return false;
+		foreach(lc, ((ModifyTable *) stmt->planTree)->resultRelations)
 		{
 			RangeTblEntry *rte = rt_fetch(lfirst_int(lc), stmt->rtable);
 
