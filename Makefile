@@ -54,6 +54,7 @@ OBJS = \
 	src/audit/audit_queue.o \
 	src/audit/audit_record.o \
 	src/audit/audit_sql.o \
+	src/audit/audit_stored_ids.o \
 	src/audit/audit_worker.o \
 	src/versions/version_audit.o \
 	src/versions/version_get.o \

@@ -42,7 +42,7 @@ SELECT sqlstate_of($$SELECT secretenv.secret_get('no-such-secret')$$) AS get_mis
 SELECT secretenv.secret_delete('ключ-api') AS deleted, secretenv.secret_delete('ключ-api') AS deleted_again;
 SELECT count(*) FROM secretenv.secrets;
 
--- The table's rows are dumped by pg_dump with the extension.
+-- The tables' rows (secrets, access rules, audit records, versions) are dumped by pg_dump with the extension.
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'secretenv';
 
 -- status(): versions, health and cache, never key material.

@@ -48,7 +48,8 @@ typedef enum SeAuditVia
 	SE_VIA_CACHE,
 	SE_VIA_VIEW,
 	SE_VIA_TABLE,
-	SE_VIA_PURGE
+	SE_VIA_PURGE,
+	SE_VIA_DECRYPT
 } SeAuditVia;
 
 typedef enum SeAuditOutcome
@@ -143,6 +144,17 @@ extern void se_audit_emit(SeAuditRecord *rec, SeAuditOutcome outcome, bool relea
 /* The outcome an error of a read means: denied, not_found or failed. */
 extern SeAuditOutcome se_audit_outcome_of_error(int sqlerrcode);
 
+/*
+ * audit_sql.c: secret_decrypt() of a stored secret's envelope.  Called
+ * with the id and name a decrypt binds (its AAD); when the id is a stored
+ * secret's, prepares its record (returns true) for se_audit_emit.
+ */
+extern bool se_audit_decrypt_prepare(SeAuditRecord *rec, const char *id, int idlen,
+									 const char *name, int namelen);
+
+/* audit_sql.c: the executor hooks that record refused and failed writes */
+extern void se_audit_hooks_init(void);
+
 /* audit_queue.c, for the workers and audit_sql.c */
 extern bool se_audit_queue_exists(void);
 extern void se_audit_set_launcher(Latch *latch);
@@ -150,7 +162,8 @@ extern int	se_audit_databases_waiting(uint64 *writers, int max);
 extern Oid	se_audit_worker_attach(uint64 writer, Latch *latch);
 extern bool se_audit_worker_detach_if_idle(uint64 writer);
 extern void se_audit_worker_gone(uint64 writer);
-extern int	se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max);
+extern int	se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max,
+						  bool *waited);
 extern void se_audit_finish(const int *slots, int n, bool written);
 extern void se_audit_requeue(const int *slots, int n);
 extern bool se_audit_get_head(Oid dboid, int64 *seq, uint8 *mac);

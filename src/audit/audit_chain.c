@@ -48,6 +48,24 @@ static const Oid array_types[INSERT_ARGS] = {
 };
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr last_plan = NULL;
+
+/* A statement without arguments, planned once per backend and kept. */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *plan, const char *sql)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, 0, NULL);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
 
 /* One statement inserts a whole batch: one array per column, unnested. */
 static SPIPlanPtr
@@ -189,11 +207,12 @@ se_audit_chain_append(SeAuditRow *rows, int n)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("LOCK TABLE secretenv.audit_log IN SHARE ROW EXCLUSIVE MODE",
-					false, 0) != SPI_OK_UTILITY)
+	/* Planned once: the writer appends batch after batch. */
+	if (SPI_execute_plan(kept_plan(&lock_plan, "LOCK TABLE secretenv.audit_log IN SHARE ROW EXCLUSIVE MODE"),
+						 NULL, NULL, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not lock secretenv.audit_log");
-	if (SPI_execute("SELECT seq, mac FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1",
-					true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(kept_plan(&last_plan, "SELECT seq, mac FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1"),
+						 NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read secretenv.audit_log");
 	if (SPI_processed > 0)
 	{

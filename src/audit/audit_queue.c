@@ -39,8 +39,10 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "audit/audit.h"
@@ -94,6 +96,7 @@ typedef struct Writer
 {
 	Oid			dboid;			/* InvalidOid: unused */
 	Latch	   *latch;			/* NULL while starting */
+	bool		idle;			/* waits for records: the next one wakes it */
 	uint32		generation;		/* tells a writer from its predecessor */
 } Writer;
 
@@ -111,6 +114,7 @@ typedef struct AuditQueue
 	ConditionVariable done_cv;	/* a slot became DONE or FREE */
 	Latch	   *launcher;
 	uint64		next_ticket;
+	int			nfree;			/* FREE slots that no one waits on */
 	uint64		queued;
 	uint64		written;
 	uint64		dropped;
@@ -150,13 +154,44 @@ se_audit_outcome_of_error(int sqlerrcode)
 	return SE_AUDIT_FAILED;
 }
 
-/* Does this database have the 1.2 table? (1.0 and 1.1 databases do not.) */
+/*
+ * Whether this database has the 1.2 table (1.0 and 1.1 databases do not),
+ * looked up once and again after any change of pg_class or pg_namespace
+ * names (an extension update or drop), not on every read.
+ */
+typedef enum TableKnown
+{
+	TABLE_UNKNOWN,
+	TABLE_ABSENT,
+	TABLE_PRESENT
+} TableKnown;
+
+static TableKnown audit_table = TABLE_UNKNOWN;
+static bool table_callback_set = false;
+
+static void
+audit_table_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	audit_table = TABLE_UNKNOWN;
+}
+
 static bool
 audit_table_exists(void)
 {
-	Oid			nsp = get_namespace_oid("secretenv", true);
+	if (!table_callback_set)
+	{
+		CacheRegisterSyscacheCallback(RELNAMENSP, audit_table_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACENAME, audit_table_changed, (Datum) 0);
+		table_callback_set = true;
+	}
+	if (audit_table == TABLE_UNKNOWN)
+	{
+		Oid			nsp = get_namespace_oid("secretenv", true);
 
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp));
+		audit_table = OidIsValid(nsp) && OidIsValid(get_relname_relid("audit_log", nsp)) ?
+			TABLE_PRESENT : TABLE_ABSENT;
+	}
+	return audit_table == TABLE_PRESENT;
 }
 
 bool
@@ -188,7 +223,10 @@ release_waited_slot(int code, Datum arg)
 		return;
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	if (queue->slots[waiting_slot].state == SLOT_DONE)
+	{
 		queue->slots[waiting_slot].state = SLOT_FREE;
+		queue->nfree++;
+	}
 	queue->slots[waiting_slot].waited = false;
 	LWLockRelease(queue->lock);
 	waiting_slot = -1;
@@ -204,18 +242,40 @@ refuse_unrecorded(const char *why)
 			 errhint("secretenv.audit_strict is on: a read whose audit record cannot be made durable fails.")));
 }
 
-static Latch *
-writer_latch(Oid dboid)
+static Writer *
+writer_of(Oid dboid)
 {
 	for (int i = 0; i < MAX_WRITERS; i++)
 		if (queue->writers[i].dboid == dboid)
-			return queue->writers[i].latch;
-	return queue->launcher;
+			return &queue->writers[i];
+	return NULL;
+}
+
+/*
+ * The latch to set for a record just queued (under the lock), or NULL:
+ * the launcher's when the database has no writer; the writer's when it is
+ * idle, or when a strict reader will wait for the record (that cuts a
+ * writer's lingering short, see audit_worker.c).  A writer that is busy
+ * takes the record on its next round without a wakeup.
+ */
+static Latch *
+latch_to_wake(Oid dboid, bool waited)
+{
+	Writer	   *w = writer_of(dboid);
+
+	if (w == NULL)
+		return queue->launcher;
+	if (!w->idle && !waited)
+		return NULL;
+	w->idle = false;
+	return w->latch;
 }
 
 /*
  * Copy the record into a free slot; returns it, or -1 when the queue is
- * full.  A record that only a strict reader waits for is marked so.
+ * full (known from the count of free slots, without a scan: a full queue
+ * is when the writer most needs the lock).  A record that only a strict
+ * reader waits for is marked so.
  */
 static int
 enqueue(const SeAuditRecord *rec, bool waited)
@@ -225,7 +285,7 @@ enqueue(const SeAuditRecord *rec, bool waited)
 	int			slot = -1;
 
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
-	for (int n = 0; n < QUEUE_SLOTS; n++)
+	for (int n = 0; n < QUEUE_SLOTS && queue->nfree > 0; n++)
 	{
 		int			i = (hint + n) % QUEUE_SLOTS;
 
@@ -245,8 +305,9 @@ enqueue(const SeAuditRecord *rec, bool waited)
 		s->state = SLOT_QUEUED;
 		s->waited = waited;
 		s->written = false;
+		queue->nfree--;
 		queue->queued++;
-		latch = writer_latch(rec->dboid);
+		latch = latch_to_wake(rec->dboid, waited);
 		hint = (slot + 1) % QUEUE_SLOTS;
 	}
 	LWLockRelease(queue->lock);
@@ -425,6 +486,7 @@ se_audit_databases_waiting(uint64 *writers, int max)
 			continue;
 		queue->writers[free_writer].dboid = db;
 		queue->writers[free_writer].latch = NULL;
+		queue->writers[free_writer].idle = false;
 		queue->writers[free_writer].generation++;
 		writers[n++] = ((uint64) queue->writers[free_writer].generation << 32) | free_writer;
 	}
@@ -524,16 +586,20 @@ compare_tickets(const void *a, const void *b)
 }
 
 /*
- * Take up to max queued records of a database, oldest ticket first.  A
- * TAKEN slot belongs to its writer alone, so the records are copied after
- * the lock is released.
+ * Take up to max queued records of a database, oldest ticket first; *waited
+ * says whether a strict reader waits for one of them.  Taking none marks
+ * the writer idle: the next record queued wakes it.  A TAKEN slot belongs
+ * to its writer alone, so the records are copied after the lock is
+ * released.
  */
 int
-se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max)
+se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max, bool *waited)
 {
 	int			found[QUEUE_SLOTS];
 	int			n = 0;
+	Writer	   *w;
 
+	*waited = false;
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < QUEUE_SLOTS; i++)
 		if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == dboid)
@@ -543,8 +609,12 @@ se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max)
 	for (int i = 0; i < n; i++)
 	{
 		queue->slots[found[i]].state = SLOT_TAKEN;
+		*waited = *waited || queue->slots[found[i]].waited;
 		slots[i] = found[i];
 	}
+	w = writer_of(dboid);
+	if (w != NULL)
+		w->idle = n == 0;
 	LWLockRelease(queue->lock);
 	for (int i = 0; i < n; i++)
 		memcpy(&recs[i], &queue->records[slots[i]], sizeof(SeAuditRecord));
@@ -562,6 +632,8 @@ se_audit_finish(const int *slots, int n, bool written)
 
 		s->written = written;
 		s->state = s->waited ? SLOT_DONE : SLOT_FREE;
+		if (s->state == SLOT_FREE)
+			queue->nfree++;
 	}
 	if (written)
 		queue->written += n;
@@ -701,6 +773,7 @@ audit_shmem_startup(void)
 	if (!found)
 	{
 		memset(queue, 0, sizeof(AuditQueue));
+		queue->nfree = QUEUE_SLOTS;
 		queue->lock = &(GetNamedLWLockTranche("secretenv audit"))->lock;
 		ConditionVariableInit(&queue->done_cv);
 	}

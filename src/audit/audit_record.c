@@ -25,8 +25,10 @@
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "audit/audit.h"
@@ -37,7 +39,8 @@ static const char *const op_names[] = {
 	"restore", "destroy", "stage", "promote", "rollback"
 };
 static const char *const via_names[] = {
-	"secret_get", "secret_get_cached", "decrypted_secrets", "table", "audit_purge"
+	"secret_get", "secret_get_cached", "decrypted_secrets", "table", "audit_purge",
+	"secret_decrypt"
 };
 static const char *const outcome_names[] = {"ok", "denied", "not_found", "failed"};
 
@@ -121,6 +124,51 @@ copy_name(char *dst, const char *src)
 	strlcpy(dst, src ? src : "", NAMEDATALEN);
 }
 
+/*
+ * The session and current user's names, looked up once per role and kept
+ * until pg_authid changes (a rename or drop, here or in another backend):
+ * a read would otherwise pay two catalog lookups.  Keyed by role, so a
+ * SET ROLE or SET SESSION AUTHORIZATION looks the new role up.
+ */
+typedef struct RoleName
+{
+	Oid			roleid;			/* InvalidOid: empty */
+	char		name[NAMEDATALEN];
+} RoleName;
+
+static RoleName role_names[2];
+static bool role_callback_set = false;
+
+static void
+role_names_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	for (int i = 0; i < lengthof(role_names); i++)
+		role_names[i].roleid = InvalidOid;
+}
+
+/* Copy the role's name into dst; entry 0 serves session_user, 1 current_user. */
+static void
+copy_role_name(char *dst, Oid roleid, int entry)
+{
+	RoleName   *r = &role_names[entry];
+
+	if (!role_callback_set)
+	{
+		CacheRegisterSyscacheCallback(AUTHOID, role_names_changed, (Datum) 0);
+		role_callback_set = true;
+	}
+	if (r->roleid != roleid || !OidIsValid(roleid))
+	{
+		char	   *name = GetUserNameFromId(roleid, true);
+
+		copy_name(r->name, name);
+		r->roleid = name != NULL ? roleid : InvalidOid;
+		if (name != NULL)
+			pfree(name);
+	}
+	strlcpy(dst, r->name, NAMEDATALEN);
+}
+
 /* Fill a record from this session's state. */
 void
 se_audit_fill(SeAuditRecord *rec, SeAuditOp op, SeAuditVia via,
@@ -142,8 +190,8 @@ se_audit_fill(SeAuditRecord *rec, SeAuditOp op, SeAuditVia via,
 	if (id != NULL)
 		memcpy(rec->id, id, SE_AUDIT_UUID_LEN);
 	copy_name(rec->database, dbname);
-	copy_name(rec->session_user, GetUserNameFromId(GetSessionUserId(), true));
-	copy_name(rec->current_user, GetUserNameFromId(GetUserId(), true));
+	copy_role_name(rec->session_user, GetSessionUserId(), 0);
+	copy_role_name(rec->current_user, GetUserId(), 1);
 	copy_name(rec->application_name, application_name);
 	strlcpy(rec->client_addr, client_address(), sizeof(rec->client_addr));
 	if (name == NULL)

@@ -2,8 +2,9 @@
  *
  * audit_sql.c
  *	  The SQL face of the access audit: audit_verify(), audit_purge(),
- *	  audit_stats(), the table's guard trigger, the store's write trigger
- *	  and decrypt_stored() (decrypted_secrets' read of a stored row).
+ *	  audit_stats(), the table's guard trigger, the store's write trigger,
+ *	  decrypt_stored() (decrypted_secrets' read of a stored row) and the
+ *	  executor hooks that record refused and failed writes.
  *
  * audit_verify() walks secretenv.audit_log in sequence order and reports
  * the first break: a missing sequence number (a deleted record), a MAC
@@ -20,26 +21,46 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/xlog.h"
+#include "access/parallel.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "parser/parsetree.h"
 #include "utils/builtins.h"
+#include "utils/catcache.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "audit/audit.h"
+#include "cache/coherence.h"
 #include "keys/keyring.h"
+#include "pg_compat.h"
+#include "secrets/envelope_sql.h"
 #include "se_messages.h"
 #include "secrets/envelope_sql.h"
 #include "versions/versions.h"
 
 /* Set while audit_purge() deletes: the guard trigger lets exactly that through. */
 static bool purging = false;
+
+/* The write trigger recorded a write during the watched statement (below). */
+static bool watched_wrote = false;
 
 /* ---------- reads and writes of the store ---------- */
 
@@ -181,7 +202,270 @@ audit_secret_write(PG_FUNCTION_ARGS)
 		rec.version = isnull ? 0 : DatumGetInt32(version);
 		se_audit_emit(&rec, SE_AUDIT_OK, false);
 	}
+	watched_wrote = true;
 	return PointerGetDatum(NULL);
+}
+
+/* ---------- writes refused or failing before the row trigger ---------- */
+
+/*
+ * A write that is refused (no EXECUTE on secret_create, no table
+ * privilege, an access rule or policy's WITH CHECK: 42501), names a
+ * secret that does not exist (secret_update: P0002) or fails otherwise
+ * (a duplicate name) never reaches the row trigger above.  The executor
+ * hooks watch the outermost statement that calls a write function of
+ * secretenv or writes secretenv.secrets: its record is prepared before
+ * the statement starts (with the name when the call's first argument is a
+ * constant or a bound parameter, as drivers send it), and emitted with the
+ * error's outcome if the statement fails without the trigger having
+ * recorded a write in it.  Statements run inside it (the functions' own
+ * INSERT or UPDATE) are not watched again.
+ */
+static ExecutorStart_hook_type prev_ExecutorStart = NULL;
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+static ExecutorEnd_hook_type prev_ExecutorEnd = NULL;
+
+static bool write_functions_valid = false;
+static Oid	write_functions[16];
+static SeAuditOp write_function_ops[16];
+static int	nwrite_functions = 0;
+
+static void
+write_functions_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	write_functions_valid = false;
+}
+
+static void
+load_write_functions(void)
+{
+	static const struct
+	{
+		const char *name;
+		SeAuditOp	op;
+	}			names[] = {
+		{"secret_create", SE_AUDIT_CREATE},
+		{"secret_update", SE_AUDIT_UPDATE},
+		{"secret_delete", SE_AUDIT_DELETE},
+		{"secret_restore", SE_AUDIT_RESTORE},
+		{"secret_destroy", SE_AUDIT_DESTROY},
+		{"secret_stage", SE_AUDIT_STAGE},
+		{"secret_promote", SE_AUDIT_PROMOTE},
+		{"secret_rollback", SE_AUDIT_ROLLBACK}
+	};
+	Oid			nsp = get_namespace_oid("secretenv", true);
+
+	nwrite_functions = 0;
+	write_functions_valid = true;
+	if (!OidIsValid(nsp))
+		return;
+	for (int i = 0; i < lengthof(names); i++)
+	{
+		CatCList   *list = SearchSysCacheList1(PROCNAMEARGSNSP,
+											   CStringGetDatum(names[i].name));
+
+		for (int j = 0; j < list->n_members && nwrite_functions < lengthof(write_functions); j++)
+		{
+			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(&list->members[j]->tuple);
+
+			if (proc->pronamespace != nsp)
+				continue;
+			write_functions[nwrite_functions] = proc->oid;
+			write_function_ops[nwrite_functions++] = names[i].op;
+		}
+		ReleaseSysCacheList(list);
+	}
+}
+
+/* The text value of a call's argument, when the plan holds it. */
+static bool
+argument_text(Node *arg, ParamListInfo params, char **s, int *len)
+{
+	Datum		d;
+
+	if (IsA(arg, RelabelType))
+		arg = (Node *) ((RelabelType *) arg)->arg;
+	if (IsA(arg, Const) && !((Const *) arg)->constisnull &&
+		((Const *) arg)->consttype == TEXTOID)
+		d = ((Const *) arg)->constvalue;
+	else if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN &&
+			 ((Param *) arg)->paramtype == TEXTOID && params != NULL &&
+			 params->paramFetch == NULL &&
+			 ((Param *) arg)->paramid >= 1 && ((Param *) arg)->paramid <= params->numParams &&
+			 !params->params[((Param *) arg)->paramid - 1].isnull)
+		d = params->params[((Param *) arg)->paramid - 1].value;
+	else
+		return false;
+	*s = VARDATA_ANY(DatumGetTextPP(d));
+	*len = VARSIZE_ANY_EXHDR(DatumGetTextPP(d));
+	return true;
+}
+
+/* Is expr a call of a write function?  Its operation, and the name if known. */
+static bool
+write_call(Node *expr, ParamListInfo params, SeAuditOp *op, char **name, int *namelen)
+{
+	FuncExpr   *f;
+
+	if (expr == NULL || !IsA(expr, FuncExpr))
+		return false;
+	f = (FuncExpr *) expr;
+	for (int i = 0; i < nwrite_functions; i++)
+		if (f->funcid == write_functions[i])
+		{
+			*op = write_function_ops[i];
+			if (f->args != NIL)
+				(void) argument_text(linitial(f->args), params, name, namelen);
+			return true;
+		}
+	return false;
+}
+
+/* Does the statement write secrets?  Its operation, and the name if known. */
+static bool
+statement_write(QueryDesc *queryDesc, SeAuditOp *op, char **name, int *namelen)
+{
+	PlannedStmt *stmt = queryDesc->plannedstmt;
+	ListCell   *lc;
+
+	*name = NULL;
+	*namelen = 0;
+	if (stmt->commandType == CMD_INSERT || stmt->commandType == CMD_UPDATE ||
+		stmt->commandType == CMD_DELETE)
+	{
+		Oid			secrets = se_secrets_relid();
+
+		if (stmt->planTree == NULL || !IsA(stmt->planTree, ModifyTable))
+			return false;
+		foreach(lc, ((ModifyTable *) stmt->planTree)->resultRelations)
+		{
+			RangeTblEntry *rte = rt_fetch(lfirst_int(lc), stmt->rtable);
+
+			if (rte->relid == secrets && OidIsValid(secrets))
+			{
+				*op = stmt->commandType == CMD_INSERT ? SE_AUDIT_CREATE :
+					stmt->commandType == CMD_UPDATE ? SE_AUDIT_UPDATE : SE_AUDIT_DELETE;
+				return true;
+			}
+		}
+		return false;
+	}
+	if (stmt->commandType != CMD_SELECT || stmt->planTree == NULL)
+		return false;
+	if (!write_functions_valid)
+		load_write_functions();
+	/* SELECT f(...) or SELECT * FROM f(...) */
+	if (IsA(stmt->planTree, FunctionScan))
+	{
+		foreach(lc, ((FunctionScan *) stmt->planTree)->functions)
+			if (write_call(((RangeTblFunction *) lfirst(lc))->funcexpr, queryDesc->params,
+						   op, name, namelen))
+				return true;
+		return false;
+	}
+	foreach(lc, stmt->planTree->targetlist)
+		if (write_call((Node *) ((TargetEntry *) lfirst(lc))->expr, queryDesc->params,
+					   op, name, namelen))
+			return true;
+	return false;
+}
+
+static bool watching = false;
+static QueryDesc *watched_query = NULL;
+static SeAuditRecord watched;
+
+/* In PG_CATCH of the watched statement: record it, unless a write was. */
+static void
+watched_statement_failed(QueryDesc *queryDesc)
+{
+	if (!watching || queryDesc != watched_query)
+		return;
+	watching = false;
+	if (!watched_wrote)
+		se_audit_emit(&watched, se_audit_outcome_of_error(geterrcode()), false);
+}
+
+static void
+audit_ExecutorStart(QueryDesc *queryDesc, int eflags)
+{
+	bool		watch = false;
+	SeAuditOp	op;
+	char	   *name;
+	int			namelen;
+
+	if (!watching && se_audit_level != SE_AUDIT_OFF &&
+		!(eflags & EXEC_FLAG_EXPLAIN_ONLY) && !IsParallelWorker() &&
+		statement_write(queryDesc, &op, &name, &namelen))
+		watch = se_audit_prepare(&watched, op, SE_VIA_TABLE, NULL, name, name ? namelen : 0);
+	if (watch)
+	{
+		watching = true;
+		watched_query = queryDesc;
+		watched_wrote = false;
+	}
+	PG_TRY();
+	{
+		if (prev_ExecutorStart)
+			prev_ExecutorStart(queryDesc, eflags);
+		else
+			standard_ExecutorStart(queryDesc, eflags);
+	}
+	PG_CATCH();
+	{
+		watched_statement_failed(queryDesc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+static void
+audit_ExecutorRun(EXECUTOR_RUN_PARAMS_COMPAT)
+{
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(EXECUTOR_RUN_ARGS_COMPAT);
+		else
+			standard_ExecutorRun(EXECUTOR_RUN_ARGS_COMPAT);
+	}
+	PG_CATCH();
+	{
+		watched_statement_failed(queryDesc);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+static void
+audit_ExecutorEnd(QueryDesc *queryDesc)
+{
+	/* The watched statement ends here; an inner one leaves it watched. */
+	if (watching && queryDesc == watched_query)
+		watching = false;
+	if (prev_ExecutorEnd)
+		prev_ExecutorEnd(queryDesc);
+	else
+		standard_ExecutorEnd(queryDesc);
+}
+
+/* A transaction that ends (an error caught by a client's savepoint too). */
+static void
+audit_xact_callback(XactEvent event, void *arg)
+{
+	watching = false;
+}
+
+void
+se_audit_hooks_init(void)
+{
+	CacheRegisterSyscacheCallback(PROCOID, write_functions_changed, (Datum) 0);
+	RegisterXactCallback(audit_xact_callback, NULL);
+	prev_ExecutorStart = ExecutorStart_hook;
+	ExecutorStart_hook = audit_ExecutorStart;
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = audit_ExecutorRun;
+	prev_ExecutorEnd = ExecutorEnd_hook;
+	ExecutorEnd_hook = audit_ExecutorEnd;
 }
 
 /*

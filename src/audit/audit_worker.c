@@ -7,13 +7,21 @@
  * when a record is queued for a database that has no writer, and starts a
  * dynamic worker connected to it.  The writer takes that database's
  * queued records, oldest first, in batches; appends each batch to the
- * chain (audit_chain.c) in one transaction of its own; after the commit
+ * chain (audit_chain.c) in one transaction of its own (one commit for
+ * many records: a transaction per record would cost more than the reads
+ * it records); after the commit
  * frees the slots (waking strict readers) and, with
  * secretenv.audit_destination = both, writes each record's log line with
  * its sequence number and MAC.  A batch that fails is queued again and
  * retried a second later; after MAX_ATTEMPTS failures in a row it is given
  * up (counted, and logged as lines without a MAC so nothing is lost
- * silently).  A writer leaves after IDLE_EXIT_MS without records, so it
+ * silently).  A small batch that no strict reader waits for lingers
+ * LINGER_MS for the records of the next reads before it is written, so
+ * that a steady stream of reads makes batches of many records rather than
+ * one commit per read; a strict reader's record cuts the lingering short
+ * (it sets the latch) and the writer never lingers over one.  A writer
+ * that is busy is not woken per record (see audit_queue.c); an idle one
+ * is.  A writer leaves after IDLE_EXIT_MS without records, so it
  * never holds a database that someone wants to drop.
  *
  * Both start once the server accepts writes: a hot standby has no writer
@@ -40,7 +48,9 @@
 #include "audit/audit.h"
 #include "se_messages.h"
 
-#define BATCH 64
+#define BATCH 256
+#define LINGER_BELOW 32
+#define LINGER_MS 1
 #define IDLE_EXIT_MS 1000
 #define RETRY_MS 1000
 #define MAX_ATTEMPTS 30
@@ -213,6 +223,7 @@ secretenv_audit_writer_main(Datum arg)
 	SeAuditRecord *recs;
 	int			slots[BATCH];
 	int			attempts = 0;
+	bool		waited;
 	TimestampTz idle_since;
 	Oid			dboid;
 
@@ -240,7 +251,15 @@ secretenv_audit_writer_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		n = se_audit_take(dboid, recs, slots, BATCH);
+		n = se_audit_take(dboid, recs, slots, BATCH, &waited);
+		if (n > 0 && n < LINGER_BELOW && !waited)
+		{
+			/* Later records have later tickets: the order is kept. */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 LINGER_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			n += se_audit_take(dboid, recs + n, slots + n, BATCH - n, &waited);
+		}
 		if (n > 0)
 		{
 			if (write_batch(recs, n))

@@ -20,13 +20,22 @@
  * role's entry; privileges are checked on every call, hit or miss.
  *
  * When it must be dropped.  Every committed change of secretenv.secrets
- * queues a relcache invalidation of the table (trigger.c: a statement
- * trigger, and a row trigger that fires only under logical replication
- * apply, which runs no statement triggers).  The relcache callback below
- * drops the whole cache for an invalidation of the table, for a reset
- * (InvalidOid: sinval queue overflow, which may have lost one), and for any
- * relation while the table's OID is not known (a lookup in progress must
- * not lose an invalidation).  Changes of roles and memberships (which
+ * queues a relcache invalidation of the signal relation (trigger.c: a
+ * statement trigger, and a row trigger that fires only under logical
+ * replication apply, which runs no statement triggers).  The signal is the
+ * view secretenv.masked_secrets (every extension version has it), not the
+ * table: a relcache invalidation of a relation that a backend holds open
+ * makes it rebuild that entry at once, and the rebuild opens catalogs,
+ * whose first lock in a transaction processes the invalidations still
+ * queued, which rebuild again: a backend that held the table open while
+ * thousands of writes committed (VACUUM waiting up to 5 s for the lock to
+ * truncate it) recursed once per write and exceeded the stack depth.  No
+ * statement holds a view open while it runs, so an invalidation of the
+ * view rebuilds nothing anywhere.  The relcache callback below drops the
+ * whole cache for an invalidation of the signal or of the table (DDL,
+ * policies, access rules), for a reset (InvalidOid: sinval queue overflow,
+ * which may have lost one), and for any relation while either OID is not
+ * known (a lookup in progress must not lose an invalidation).  Changes of roles and memberships (which
  * row-level security policies and BYPASSRLS depend on), a new key
  * configuration, and the abort of a transaction that filled entries drop
  * it too.  Each drop bumps a generation counter.
@@ -128,8 +137,9 @@
 /* Bumped by every invalidation that drops the cache. */
 static uint64 generation = 1;
 
-/* OID of secretenv.secrets, InvalidOid while not known. */
+/* OIDs of secretenv.secrets and of the signal view, InvalidOid while not known. */
 static Oid	secrets_relid = InvalidOid;
+static Oid	signal_relid = InvalidOid;
 
 static uint64 seen_key_generation = 0;
 static bool filled_in_xact = false;
@@ -180,32 +190,59 @@ drop_cache(void)
 	se_cache_invalidate();
 }
 
+static void
+lookup_relids(void)
+{
+	Oid			nsp;
+
+	if (OidIsValid(secrets_relid) && OidIsValid(signal_relid))
+		return;
+	nsp = get_namespace_oid("secretenv", true);
+	if (!OidIsValid(nsp))
+		return;
+	if (!OidIsValid(secrets_relid))
+		secrets_relid = get_relname_relid("secrets", nsp);
+	if (!OidIsValid(signal_relid))
+		signal_relid = get_relname_relid("masked_secrets", nsp);
+}
+
 /* OID of secretenv.secrets, or InvalidOid if it does not exist (yet). */
 Oid
 se_secrets_relid(void)
 {
-	if (!OidIsValid(secrets_relid))
-	{
-		Oid			nsp = get_namespace_oid("secretenv", true);
-
-		if (OidIsValid(nsp))
-			secrets_relid = get_relname_relid("secrets", nsp);
-	}
+	lookup_relids();
 	return secrets_relid;
 }
 
 /*
- * Relcache callback.  An invalidation of the table, a reset, or any
- * invalidation while the OID is unknown (a lookup may be in progress)
- * drops the cache; the OID is looked up again after the first two, in case
- * the table was dropped and re-created.
+ * The relation whose relcache invalidation tells every backend that
+ * secretenv.secrets changed: the view (see the header comment), or the
+ * table itself should the view be missing.
+ */
+Oid
+se_cache_signal_relid(void)
+{
+	lookup_relids();
+	return OidIsValid(signal_relid) ? signal_relid : secrets_relid;
+}
+
+/*
+ * Relcache callback.  An invalidation of the signal or the table, a reset,
+ * or any invalidation while an OID is unknown (a lookup may be in
+ * progress) drops the cache; the OIDs are looked up again after the first
+ * three, in case the relations were dropped and re-created.  It only sets
+ * variables: a callback runs while invalidations are processed, where a
+ * catalog access could process further ones.
  */
 static void
 relcache_changed(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == secrets_relid)
+	if (!OidIsValid(relid) || relid == secrets_relid || relid == signal_relid)
+	{
 		secrets_relid = InvalidOid;
-	else if (OidIsValid(secrets_relid))
+		signal_relid = InvalidOid;
+	}
+	else if (OidIsValid(secrets_relid) && OidIsValid(signal_relid))
 		return;
 	drop_cache();
 }

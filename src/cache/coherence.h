@@ -26,6 +26,7 @@
 #include "utils/relcache.h"
 
 extern Oid	se_secrets_relid(void);
+extern Oid	se_cache_signal_relid(void);
 extern void se_coherence_init(void);
 extern bool se_coherence_begin(void);
 extern uint64 se_coherence_ticket(void);

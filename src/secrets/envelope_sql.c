@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "audit/audit.h"
 #include "crypto/se_crypto.h"
 #include "keys/aead_engine.h"
 #include "keys/crypto_errors.h"
@@ -34,6 +35,11 @@
 #include "keys/key_health.h"
 #include "keys/keyring.h"
 #include "redaction/redact.h"
+#include "secrets/access_rules.h"
+#include "secrets/encryption_time.h"
+#include "secrets/envelope_memo.h"
+#include "secrets/envelope_sql.h"
+#include "secrets/plaintext_wipe.h"
 #include "se_messages.h"
 #include "secrets/access_rules.h"
 #include "secrets/encryption_time.h"
@@ -333,19 +339,46 @@ secret_encrypt_jsonb_text(PG_FUNCTION_ARGS)
 						 VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
 }
 
+/*
+ * A decrypt of a stored secret's envelope (its id is a row's of
+ * secretenv.secrets) is a read of that secret: it is recorded in the access
+ * audit like secret_get's, and in strict mode its plaintext leaves only
+ * once the record is durable.
+ */
 static Datum
 decrypt_args(bytea *value, bytea *wrapped, int32 version,
 			 const char *id, int idlen, text *name)
 {
+	SeAuditRecord rec;
+	text	   *result = NULL;
+
 	/* What the statement does with the value must not print it. */
 	se_redact_note_yield();
-	return PointerGetDatum(se_decrypt_to_text((const uint8_t *) VARDATA_ANY(value),
-											  VARSIZE_ANY_EXHDR(value),
-											  (const uint8_t *) VARDATA_ANY(wrapped),
-											  VARSIZE_ANY_EXHDR(wrapped),
-											  version, id, idlen,
-											  VARDATA_ANY(name),
-											  VARSIZE_ANY_EXHDR(name)));
+	if (!se_audit_decrypt_prepare(&rec, id, idlen, VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name)))
+		return PointerGetDatum(se_decrypt_to_text((const uint8_t *) VARDATA_ANY(value),
+												  VARSIZE_ANY_EXHDR(value),
+												  (const uint8_t *) VARDATA_ANY(wrapped),
+												  VARSIZE_ANY_EXHDR(wrapped),
+												  version, id, idlen,
+												  VARDATA_ANY(name),
+												  VARSIZE_ANY_EXHDR(name)));
+	PG_TRY();
+	{
+		result = se_decrypt_to_text((const uint8_t *) VARDATA_ANY(value),
+									VARSIZE_ANY_EXHDR(value),
+									(const uint8_t *) VARDATA_ANY(wrapped),
+									VARSIZE_ANY_EXHDR(wrapped),
+									version, id, idlen,
+									VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+	}
+	PG_CATCH();
+	{
+		se_audit_emit(&rec, SE_AUDIT_FAILED, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	se_audit_emit(&rec, SE_AUDIT_OK, true);
+	return PointerGetDatum(result);
 }
 
 /* Decrypt a secret bound to a uuid id. */

@@ -19,7 +19,8 @@
  *
  * invalidate_secret_caches() tells every backend's credential cache about
  * a change of secretenv.secrets: it queues a relcache invalidation of the
- * table, which each backend receives (and its relcache callback acts on)
+ * signal view (coherence.c says why not of the table), which each backend
+ * receives (and its relcache callback acts on)
  * once the change commits, and counts the transaction as a writer in flight
  * until then (see writer_counters.c and coherence.c).  It runs as a statement
  * trigger for ordinary writes, and as a BEFORE ROW trigger enabled for
@@ -44,12 +45,14 @@
 #include "utils/inval.h"
 #include "utils/rel.h"
 
+#include "cache/coherence.h"
 #include "cache/writer_counters.h"
 #include "crypto/se_crypto.h"
 #include "keys/crypto_errors.h"
 #include "keys/kek_retirement.h"
 #include "keys/key_health.h"
 #include "keys/keyring.h"
+#include "secrets/envelope_sql.h"
 #include "se_messages.h"
 #include "secrets/envelope_sql.h"
 
@@ -368,19 +371,22 @@ secret_check_envelope(PG_FUNCTION_ARGS)
 }
 
 /*
- * Queue a relcache invalidation so every backend drops its cached secrets;
- * as a row trigger, let the row through unchanged.
+ * Queue a relcache invalidation of the signal so every backend drops its
+ * cached secrets; as a row trigger, let the row through unchanged.
  */
 PG_FUNCTION_INFO_V1(secret_invalidate_caches);
 Datum
 secret_invalidate_caches(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata;
+	Oid			signal;
 
 	trigdata = trigger_call_data(fcinfo, "invalidate_secret_caches");
 	se_writer_started();
 	se_key_health_table_changed();
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	signal = se_cache_signal_relid();
+	CacheInvalidateRelcacheByRelid(OidIsValid(signal) ? signal :
+								   RelationGetRelid(trigdata->tg_relation));
 	if (TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 							   trigdata->tg_newtuple : trigdata->tg_trigtuple);

@@ -454,7 +454,35 @@ sql "$main" -c "$envelope_sql" >"$work/decrypt_main.sql"
 sql "$nopre" -c "$envelope_sql" >"$work/decrypt_nopreload.sql"
 chown "$pg_user" "$work"/*.sql
 
-# alternate KIND SECTION RUN NAME=PORT:SCRIPT[:PGOPTIONS]...: pgbench
+# apply_conf PORT "SETTING=VALUE ...": set secretenv.SETTINGs (SIGHUP ones,
+# which PGOPTIONS cannot carry) with ALTER SYSTEM, reload, and wait until a
+# new backend sees them.  Remembers what it applied, so a slice whose
+# settings are already in force costs nothing.
+declare -A applied_conf=()
+apply_conf() {
+	local port=$1 conf=$2 kv want='' i
+	[ "${applied_conf[$port]:-}" = "$conf" ] && return
+	for kv in $conf; do
+		sql "$port" -c "ALTER SYSTEM SET secretenv.${kv%%=*} = '${kv#*=}'" >/dev/null
+		want+="${kv#*=}/"
+	done
+	sql "$port" -c "SELECT pg_reload_conf()" >/dev/null
+	for ((i = 0; i < 600; i++)); do
+		local have=''
+		for kv in $conf; do
+			have+="$(sql "$port" -c "SHOW secretenv.${kv%%=*}")/"
+		done
+		if [ "$have" = "$want" ]; then
+			applied_conf[$port]=$conf
+			return
+		fi
+		sleep 0.1
+	done
+	echo "bench: the settings $conf did not reach new backends" >&2
+	exit 1
+}
+
+# alternate KIND SECTION RUN NAME=PORT:SCRIPT[:PGOPTIONS[:SETTINGS]]...: pgbench
 # figures for each NAME, the variants taking turns in short slices so that
 # a burst of other load on the machine hits all of them alike.  The run's
 # figure for a variant is its mean over its slices (BENCH_SECS seconds in
@@ -465,8 +493,10 @@ chown "$pg_user" "$work"/*.sql
 #                 two-second slices: each slice's new backends start with an
 #                 empty secret_get cache, and its 1000 misses must stay small
 #                 next to the slice's hits).
+# SETTINGS ("audit=reads audit_strict=on") are applied by apply_conf before
+# the variant's slice.
 alternate() {
-	local kind=$1 section=$2 run=$3 spec name port rest script opts fig s
+	local kind=$1 section=$2 run=$3 spec name port rest script opts fig s conf
 	local slice nslices
 	shift 3
 	local -a names=() args=()
@@ -492,6 +522,12 @@ alternate() {
 			script=${rest%%:*}
 			opts=
 			[ "$script" = "$rest" ] || opts=${rest#*:}
+			conf=
+			if [ "$opts" != "${opts#*:}" ]; then
+				conf=${opts#*:}
+				opts=${opts%%:*}
+			fi
+			[ -z "$conf" ] || apply_conf "$port" "$conf"
 			fig=$(pgbench_tps "$port" "$opts" "${args[@]}" -T "$slice" -f "$script")
 			if [ "$kind" = connect ]; then
 				fig=$(awk -v t="$fig" 'BEGIN { printf "%.6f", 1000 / t }')
@@ -541,6 +577,28 @@ alternate_runs tps get secret_get \
 	cached="$main:$work/get.sql" \
 	uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
 	plain="$main:$work/plain.sql"
+
+# The access audit's cost on the read path: secret_get with
+# secretenv.audit = reads (a record per read, queued for the writer), and
+# with audit_strict = on as well (each read waits until its record is
+# committed), against audit = off, cached and uncached.  The settings are
+# SIGHUP: each slice reloads the cluster when its variant needs others.
+nocache="-c secretenv.cache_max_entries=0"
+alternate_runs tps get_audit "secret_get with the access audit" \
+	off_cached="$main:$work/get.sql::audit=off audit_strict=off" \
+	reads_cached="$main:$work/get.sql::audit=reads audit_strict=off" \
+	strict_cached="$main:$work/get.sql::audit=reads audit_strict=on" \
+	off_uncached="$main:$work/get.sql:$nocache:audit=off audit_strict=off" \
+	reads_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=off" \
+	strict_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=on"
+apply_conf "$main" "audit=reads audit_strict=off"
+records=$(sql "$main" -c "SELECT count(*) FROM secretenv.audit_log WHERE operation = 'read'")
+[ "$records" -gt 0 ] || { echo "bench: the audited reads left no record" >&2; exit 1; }
+# A non-strict record the writer cannot keep up with is dropped (counted):
+# a ratio bought with drops would flatter the audit, so they are reported.
+audit_line="Access audit during its rows (and the rows before, which run with the default audit = reads): $(sql "$main" -c "SELECT format('%s records written, %s dropped, %s strict failures',
+	s->>'written', s->>'dropped', s->>'strict_failures') FROM secretenv.audit_stats() s")"
+log "$audit_line"
 
 # The same with row-level security on, for a role the policy applies to
 # (the superuser bypasses it): its clients start as that role through
@@ -801,6 +859,10 @@ WITH per AS (
 	(10, 'connect + first decrypt, preload, rotation-size store', 'connect', 'big_decrypt', 'big_select1', 'connect + SELECT 1', 'ms', NULL),
 	(11, 'secret_get, cached', 'get', 'cached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
 	(12, 'secret_get, uncached', 'get', 'uncached', 'plain', 'indexed SELECT of the ciphertext', 'tps', 1.0),
+	(12.1, 'secret_get, cached, audit = reads', 'get_audit', 'reads_cached', 'off_cached', 'audit = off', 'tps', 0.75),
+	(12.2, 'secret_get, uncached, audit = reads', 'get_audit', 'reads_uncached', 'off_uncached', 'audit = off', 'tps', 0.75),
+	(12.3, 'secret_get, cached, audit = reads, strict', 'get_audit', 'strict_cached', 'off_cached', 'audit = off', 'tps', 0.75),
+	(12.4, 'secret_get, uncached, audit = reads, strict', 'get_audit', 'strict_uncached', 'off_uncached', 'audit = off', 'tps', 0.75),
 	(13, 'secret_get, cached, row-level security', 'get_rls', 'rls_cached', 'rls_plain', 'indexed SELECT, same policy', 'tps', 1.0),
 	(14, 'secret_get, uncached, row-level security', 'get_rls', 'rls_uncached', 'rls_plain', 'indexed SELECT, same policy', 'tps', NULL),
 	(14.5, 'secret_get, cached, access rules', 'get_rules', 'rules_cached', 'hand_cached', 'hand-written policy, same condition', 'tps', 0.95),
@@ -859,6 +921,7 @@ echo
 echo "$machine"
 echo "$params"
 echo "$openssl_line"
+echo "$audit_line"
 echo
 # psql's aligned format measures UTF-8 widths itself (µ, ×, ≤).
 as_pg "$pgbin/psql" -X -q -P footer=off -v ON_ERROR_STOP=1 -h "$work" -p "$main" -d bench \
@@ -867,7 +930,8 @@ as_pg "$pgbin/psql" -X -q -P footer=off -v ON_ERROR_STOP=1 -h "$work" -p "$main"
 {
 	echo "$machine  "
 	echo "$params  "
-	echo "$openssl_line"
+	echo "$openssl_line  "
+	echo "$audit_line"
 	echo
 	echo "| measurement | value | baseline | ratio | goal | result |"
 	echo "|---|---:|---|---:|---|---|"

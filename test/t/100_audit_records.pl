@@ -7,8 +7,9 @@
 # outcome, session_user and current_user, also when the reading
 # transaction rolls back, fails, is cancelled or its backend is
 # terminated right after the read; cache hits, decrypted_secrets,
-# SET ROLE, wrappers and comments are recorded; a non-superuser cannot
-# turn it off; denied, not_found and failed reads are recorded; the
+# SET ROLE, wrappers and comments are recorded (with the names a role has
+# at the time of the read, also after a rename in an open session); a
+# non-superuser cannot turn it off; denied, not_found and failed reads are recorded; the
 # chain verifies; no record carries a value.
 use strict;
 use warnings;
@@ -137,6 +138,24 @@ is(new_records(2, 'set role'), join("\n",
 	'read decrypted_secrets ok pooler app openai-prod'),
 	'after SET ROLE: session_user is the login, current_user the role');
 
+# A backend keeps the names it recorded, until a role is renamed (by
+# another session): the next record of the same session has the new names.
+$s = $node->background_psql('postgres', extra_params => [ '-U', 'pooler' ]);
+$s->query_safe("SET ROLE app");
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$node->safe_psql('postgres',
+	'ALTER ROLE app RENAME TO app_renamed; ALTER ROLE pooler RENAME TO pooler_renamed');
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$node->safe_psql('postgres',
+	'ALTER ROLE app_renamed RENAME TO app; ALTER ROLE pooler_renamed RENAME TO pooler');
+$s->query_safe("SELECT length(secretenv.secret_get('openai-prod'))");
+$s->quit;
+# (A hit or a miss: the rename may empty the cache; the names are the point.)
+like(new_records(3, 'rename'), qr/\Aread secret_get\S* ok pooler app openai-prod
+read secret_get\S* ok pooler_renamed app_renamed openai-prod
+read secret_get\S* ok pooler app openai-prod\z/,
+	'a role renamed while a session reads: its next record carries the new name');
+
 # A parallel plan: the value is decrypted (and recorded) in the leader.
 # The access-rule policies are parallel restricted, so only a role that
 # row-level security does not bind gets a parallel scan of the table.
@@ -221,10 +240,113 @@ $node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')});
 is(new_records(1, 'back on'), 'read secret_get ok postgres postgres second',
 	'audit = off recorded nothing; back on, the next read is recorded');
 
+# --- secret_decrypt() of a stored secret's envelope is a read of it ---
+my $dec = q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'second'};
+is($node->safe_psql('postgres', $dec, extra_params => [ '-U', 'app' ]),
+	'second-value-updated-again-0123456789',
+	'a reader decrypts the stored columns with secret_decrypt');
+is(new_records(1, 'secret_decrypt'), 'read secret_decrypt ok app app second',
+	'secret_decrypt of a stored secret is recorded as a read');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_decrypt(
+		(encrypted_value, wrapped_dek, kek_version)::secretenv.envelope, secret_id::text, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'second'}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'secret_decrypt envelope'), 'read secret_decrypt ok app app second',
+	'so is the envelope form with the id as text');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek,
+		kek_version, secret_id, 'second-other') FROM secretenv.secrets WHERE secret_name = 'second'},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/ERROR/, 'a stored envelope under another name does not open');
+is(new_records(1, 'secret_decrypt failed'), 'read secret_decrypt failed app app second-other',
+	'and is recorded as a failed read of that id');
+# Application tables built on the primitives are not stored secrets.
+$node->safe_psql('postgres', q{
+	CREATE TABLE public.app_rows AS
+	SELECT id, 'row-' || i AS name, secretenv.secret_encrypt('app-value-' || i, id, 'row-' || i) AS e
+	FROM (SELECT gen_random_uuid() AS id, i FROM generate_series(1, 50) i) s;
+	GRANT SELECT ON public.app_rows TO app;
+});
+is($node->safe_psql('postgres', q{SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows},
+	extra_params => [ '-U', 'app' ]), '50', 'fifty application rows decrypt');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')}, extra_params => [ '-U', 'app' ]);
+is(new_records(1, 'after app rows'), 'read secret_get ok app app second',
+	'decrypting application rows records nothing');
+# A secret created while a session is open: its next decrypt knows it.
+my $d = $node->background_psql('postgres', extra_params => [ '-U', 'app' ]);
+$d->query_safe($dec);
+new_records(1, 'open session decrypt');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_create('late', 'late-value-0123456789')});
+new_records(1, 'late create');
+$d->query_safe(q{SELECT secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)
+	FROM secretenv.secrets WHERE secret_name = 'late'});
+$d->quit;
+is(new_records(1, 'late decrypt'), 'read secret_decrypt ok app app late',
+	'a secret stored after the session began is recognised');
+# Under a parallel plan (workers decrypt): application rows still record
+# nothing, stored secrets one record each.
+my $par = q{SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+	SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;
+	SET parallel_leader_participation = off;};
+$node->safe_psql('postgres', 'GRANT SELECT ON public.app_rows TO bulk');
+like($node->safe_psql('postgres', $par . q{
+	EXPLAIN (COSTS OFF) SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows;
+	SELECT count(secretenv.secret_decrypt(e, id, name)) FROM public.app_rows;},
+	extra_params => [ '-U', 'bulk' ]), qr/Gather.*\n50$/s,
+	'a parallel plan decrypts the fifty application rows');
+$node->safe_psql('postgres', $par . q{
+	SELECT count(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name))
+	FROM secretenv.secrets}, extra_params => [ '-U', 'bulk' ]);
+is(join("\n", sort split /\n/, new_records(2, 'parallel decrypt')), join("\n",
+	'read secret_decrypt ok bulk bulk late',
+	'read secret_decrypt ok bulk bulk second'),
+	'a parallel decrypt of the stored secrets records each, and nothing for the application rows');
+
+# --- writes refused, of a missing secret, or failing: one record each ---
+$node->safe_psql('postgres', q{
+	CREATE ROLE teamw LOGIN IN ROLE secretenv_writer, secretenv_reader;
+	SELECT secretenv.grant_secrets('teamw', 'team/%', 'write');
+});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('denied-1', 'v-0123456789')},
+	extra_params => [ '-U', 'outsider' ]);
+like($err, qr/permission denied for function secret_create/, 'a role without EXECUTE cannot create');
+is(new_records(1, 'denied execute'), 'create table denied outsider outsider denied-1',
+	'the refused create is recorded as denied, with its name');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_create('team/ok', 'v-0123456789')},
+	extra_params => [ '-U', 'teamw' ]);
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('other/x', 'v-0123456789')},
+	extra_params => [ '-U', 'teamw' ]);
+like($err, qr/row-level security/, 'an access rule refuses a create outside the pattern');
+is(new_records(2, 'denied rule'), join("\n",
+	'create table ok teamw teamw team/ok',
+	'create table denied teamw teamw other/x'),
+	'the create the rule allows is recorded ok, the refused one denied');
+($ret, $out, $err) = $node->psql('postgres', q{INSERT INTO secretenv.secrets (secret_id, secret_name,
+	encrypted_value, wrapped_dek, kek_version) VALUES (gen_random_uuid(), 'direct', '\x00', '\x00', 1)},
+	extra_params => [ '-U', 'app' ]);
+like($err, qr/permission denied for table secrets/, 'a reader cannot insert into the table');
+is(new_records(1, 'denied insert'), 'create table denied app app',
+	'the refused INSERT is recorded as denied (its name is not known before it runs)');
+$node->psql('postgres', q{SELECT secretenv.secret_update('no-such-secret', 'v-0123456789')});
+is(new_records(1, 'update missing'), 'update table not_found postgres postgres no-such-secret',
+	'an update of a missing secret is recorded as not_found');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT secretenv.secret_create('team/ok', 'v-0123456789')});
+like($err, qr/already exists/, 'a duplicate create fails');
+is(new_records(1, 'duplicate'), 'create table failed postgres postgres team/ok',
+	'and is recorded as failed');
+($ret, $out, $err) = $node->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT secretenv.secret_create('both', 'v-0123456789'), 1 / (random() * 0)::int");
+like($err, qr/ERROR:  22012: /, 'a statement fails after its create');
+$node->safe_psql('postgres', q{SELECT secretenv.secret_get('second')});
+is(new_records(2, 'create then error'), join("\n",
+	'create table ok postgres postgres both',
+	'read secret_get ok postgres postgres second'),
+	'the create it made is recorded once, as ok (its transaction rolled back)');
+
 # --- no value in any record, and the chain verifies ---
 is($node->safe_psql('postgres', qq{
 	SELECT count(*) FROM secretenv.audit_log a
-	WHERE strpos(a::text, 'sk-live') > 0 OR strpos(a::text, 'second-value') > 0}),
+	WHERE strpos(a::text, 'sk-live') > 0 OR strpos(a::text, 'second-value') > 0
+	   OR strpos(a::text, 'value-') > 0}),
 	'0', 'no record carries a value');
 is($node->safe_psql('postgres', q{SELECT intact, records, first_break FROM secretenv.audit_verify()},
 	extra_params => [ '-U', 'auditor' ]),

@@ -7,7 +7,8 @@
 # value is returned, also in strict mode; the primary's chain is
 # untouched by it (and its own records replicate to the standby, where
 # audit_verify() checks them). A database still on 1.1 records reads in
-# the log until its extension is updated. Without shared_preload_libraries there is no
+# the log until its extension is updated (also in a session opened before
+# the update). Without shared_preload_libraries there is no
 # queue: a non-strict read is recorded in the log, a strict read fails
 # with 55S02 and returns nothing.
 use strict;
@@ -67,15 +68,20 @@ $primary->safe_psql('old11', qq{
 	CREATE EXTENSION secretenv VERSION '1.1';
 	SELECT secretenv.secret_create('legacy', '$value');});
 $offset = -s $primary->logfile;
-is($primary->safe_psql('old11', q{SELECT secretenv.secret_get('legacy')}), $value, '1.1 database: the read returns');
+# One session reads before and after another session's update: a backend
+# that found no audit_log finds it once the update commits.
+my $old = $primary->background_psql('old11');
+is($old->query_safe(q{SELECT secretenv.secret_get('legacy')}), $value, '1.1 database: the read returns');
 like(slurp_file($primary->logfile, $offset),
 	qr/secretenv audit: seq=- time="[^"]+" database="old11" session_user="postgres" current_user="postgres" operation=read via=secret_get outcome=ok .*secret_name="legacy"/,
 	'1.1 database: the read is recorded in the log');
-$primary->safe_psql('old11', q{ALTER EXTENSION secretenv UPDATE TO '1.2'; SELECT secretenv.secret_get('legacy')});
+$primary->safe_psql('old11', q{ALTER EXTENSION secretenv UPDATE TO '1.2'});
+$old->query_safe(q{SELECT secretenv.secret_get('legacy')});
+$old->quit;
 $primary->poll_query_until('old11', q{SELECT count(*) = 1 FROM secretenv.audit_log WHERE secret_name = 'legacy'})
   or die 'no record after the update';
 is($primary->safe_psql('old11', q{SELECT concat_ws(' ', operation, outcome, database_name) FROM secretenv.audit_log}),
-	'read ok old11', 'updated to 1.2: the next read is recorded in its table');
+	'read ok old11', 'updated to 1.2 by another session: the open session\'s next read is recorded in its table');
 $primary->stop;
 
 # --- without preload ---
