@@ -4,6 +4,8 @@
 #
 #     sudo bash test/bench/run.sh              # full run (several minutes)
 #     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run, about 3 minutes
+#     sudo PG_CONFIG=/path/to/pg_config bash test/bench/run.sh  # another major
+#     sudo bash test/majors/bench.sh 18 CHROOT   # the major of a test/majors chroot
 #
 # Starts two throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
 # by default) as the postgres user (one with
