@@ -654,7 +654,7 @@ SQL
 		rules_uncached="$main:$work/get.sql:-c role=bench_rules -c secretenv.cache_max_entries=0" \
 		hand_cached="$main:$work/get.sql:-c role=bench_hand" \
 		hand_uncached="$main:$work/get.sql:-c role=bench_hand -c secretenv.cache_max_entries=0"
-	sql "$main" <<'SQL'
+	sql "$main" >/dev/null <<'SQL'
 DROP POLICY bench_hand_policy ON secretenv.secrets;
 SELECT secretenv.revoke_secrets('bench_rules', 'get-%', 'read');
 DELETE FROM secretenv.secrets WHERE secret_name = 'other-1';
