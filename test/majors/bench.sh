@@ -9,7 +9,7 @@
 # Usage (as root):  test/majors/bench.sh MAJOR CHROOT [OUT]
 #   OUT: where the Markdown table goes (/tmp/secretenv-bench-pgMAJOR.md).
 # Every BENCH_* variable of the environment is passed to run.sh (BENCH_OUT
-# excepted: OUT), and BENCH_COMMIT names this tree's commit.
+# excepted: OUT); BENCH_COMMIT, if not set, names this tree's commit.
 set -euo pipefail
 
 major=${1:?usage: bench.sh MAJOR CHROOT [OUT]}
@@ -34,9 +34,13 @@ cp -a "$root/usr/include/postgresql" "$root$dir/pg/usr/include/"
 rm -f "$root$dir/pg/usr/lib/postgresql/$major/lib/secretenv.so" \
 	"$root$dir/pg/usr/share/postgresql/$major/extension/secretenv"*
 
-commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && ! git -C "$top" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
-	commit="$commit+changes"
+if [ -n "${BENCH_COMMIT:-}" ]; then
+	commit=$BENCH_COMMIT
+else
+	commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [ "$commit" != unknown ] && ! git -C "$top" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
+		commit="$commit+changes"
+	fi
 fi
 knobs=()
 while IFS= read -r var; do
