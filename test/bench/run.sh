@@ -907,12 +907,12 @@ SQL
 
 	# sessions_pbkdf2: PBKDF2 runs of all sessions so far.
 	sessions_pbkdf2() {
-		local i sum=0
+		local i total=0
 		for ((i = 1; i <= reload_conns; i++)); do
 			session_query "$i" "SELECT (secretenv.status()->>'kek_derivations_in_this_process')::int;"
-			sum=$((sum + answer[0]))
+			total=$((total + answer[0]))
 		done
-		echo "$sum"
+		echo "$total"
 	}
 
 	kek=1
