@@ -7,12 +7,14 @@
 #     sudo PG_CONFIG=/path/to/pg_config bash test/bench/run.sh  # another major
 #     sudo bash test/majors/bench.sh 18 CHROOT   # the major of a test/majors chroot
 #
-# Starts two throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
+# Starts throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
 # by default) as the postgres user (one with
-# shared_preload_libraries = 'secretenv', one without), measures secretenv
-# against pgcrypto and against plain SQL doing the same row work, prints a
-# table and writes it as Markdown to $BENCH_OUT.  Everything lives in one
-# mktemp directory that is removed, clusters stopped, on exit.
+# shared_preload_libraries = 'secretenv'; one without, for the connection
+# rows; one preloaded with its keys from a passphrase command, for the key
+# reload row), measures secretenv against pgcrypto and against plain SQL
+# doing the same row work, prints a table and writes it as Markdown to
+# $BENCH_OUT.  Everything lives in one mktemp directory that is removed,
+# clusters stopped, on exit.
 #
 # Knobs (environment):
 #   BENCH_ROWS         rows for the encrypt/decrypt scans     (200000; quick 20000)
