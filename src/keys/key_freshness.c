@@ -23,10 +23,16 @@
  *		 From PostgreSQL 16 the postmaster's handler only sets a flag and
  *		 wakes its server loop (a SIGURG to itself), which reloads after
  *		 the handler returned, so the postmaster also counts as busy while
- *		 that SIGURG is pending, while it is not asleep (State "S": its
- *		 loop sleeps in epoll_wait, and reloading runs), or while it has a
- *		 child that is not a PostgreSQL process (a passphrase or key
- *		 command it waits for, asleep in poll());
+ *		 that SIGURG is pending or while it is not asleep (State "S": its
+ *		 loop sleeps in epoll_wait, and reloading runs).  With preload the
+ *		 postmaster also sleeps while it reloads: in poll(), waiting for
+ *		 the passphrase or key command it runs for the new settings, which
+ *		 /proc cannot tell from its idle loop (until the command's exec its
+ *		 child even shows as "postgres").  So it counts as busy while its
+ *		 count of KEK refreshes (keyring.c, in shared memory) is odd, or
+ *		 changed while /proc was read.  The refresh is the last thing the
+ *		 reload does before it signals the backends, and the only time the
+ *		 postmaster runs a command (without preload it runs none);
  *	  2. apply that pending reload in this backend now (ProcessConfigFile,
  *		 as the main loop would do when idle).  Settings read from the
  *		 files never take part in transaction rollback (guc.c makes them
@@ -37,9 +43,9 @@
  * backend has been told about is applied, the race with a postmaster that
  * has not yet read the files remains, and the README says so.
  *
- * No shared memory is involved, so this works with and without
- * shared_preload_libraries.  The postmaster is only observed, never asked
- * to do anything: no lock, no signal.
+ * Without preload only /proc is involved; with preload also the count of
+ * refreshes that the postmaster keeps in shared memory.  The postmaster is
+ * only observed, never asked to do anything: no lock, no signal.
  *
  *-------------------------------------------------------------------------
  */
@@ -82,45 +88,6 @@ signal_mask_line(const char *line, const char *name, uint64 *mask)
 	return true;
 }
 
-/*
- * Whether the postmaster has a child that is not a PostgreSQL process: a
- * passphrase or key command it runs while it reloads, waiting for it in
- * poll(), which /proc shows as asleep ("S") like its idle server loop.
- * Every process the postmaster forks runs the postgres binary, whose
- * /proc/<pid>/comm is "postgres"; a command is another program.
- */
-static bool
-postmaster_runs_command(void)
-{
-	char		path[MAXPGPATH];
-	FILE	   *file;
-	int			child;
-	bool		found = false;
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children",
-			 (int) PostmasterPid, (int) PostmasterPid);
-	file = AllocateFile(path, "r");
-	if (file == NULL)
-		return false;
-	while (!found && fscanf(file, "%d", &child) == 1)
-	{
-		char		comm_path[MAXPGPATH];
-		char		comm[64] = "";
-		FILE	   *comm_file;
-
-		snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", child);
-		comm_file = AllocateFile(comm_path, "r");
-		if (comm_file == NULL)
-			continue;			/* gone already */
-		if (fgets(comm, sizeof(comm), comm_file) != NULL &&
-			strcmp(comm, "postgres\n") != 0)
-			found = true;
-		FreeFile(comm_file);
-	}
-	FreeFile(file);
-	return found;
-}
-
 static PostmasterState
 postmaster_state(void)
 {
@@ -134,7 +101,11 @@ postmaster_state(void)
 	uint64		sighup = UINT64CONST(1) << (SIGHUP - 1);
 	uint64		sigurg = UINT64CONST(1) << (SIGURG - 1);
 	char		state = '?';
+	uint32		refreshes = se_keyring_postmaster_refreshes();
 
+	/* Refreshing its KEKs, the postmaster may look asleep: see the header. */
+	if (refreshes % 2 == 1)
+		return POSTMASTER_BUSY;
 	snprintf(path, sizeof(path), "/proc/%d/status", (int) PostmasterPid);
 	file = AllocateFile(path, "r");
 	if (file == NULL)
@@ -156,12 +127,15 @@ postmaster_state(void)
 			(void) sscanf(line + 6, " %c", &state);
 	}
 	FreeFile(file);
+	/* A refresh began (and may have ended) while /proc was read. */
+	if (se_keyring_postmaster_refreshes() != refreshes)
+		return POSTMASTER_BUSY;
 	if (found != 3)
 		return POSTMASTER_UNKNOWN;
 	if (((pending | blocked) & sighup) != 0)
 		return POSTMASTER_BUSY;
 	if (POSTMASTER_DEFERS_SIGNALS_COMPAT &&
-		((pending & sigurg) != 0 || state != 'S' || postmaster_runs_command()))
+		((pending & sigurg) != 0 || state != 'S'))
 		return POSTMASTER_BUSY;
 	return POSTMASTER_IDLE;
 }

@@ -263,11 +263,16 @@ static bool preloaded = false;
 /*
  * With preload: how many of the postmaster's refreshes changed a KEK (or
  * failed), in shared memory for the processes it forked before them, and
- * the count this process last acted on (inherited at fork).
+ * the count this process last acted on (inherited at fork).  Also a count
+ * of the postmaster's refreshes, odd while one runs, which key_freshness.c
+ * waits on: /proc cannot tell a postmaster waiting for its passphrase or
+ * key command from one idle in its server loop (both sleep, and until the
+ * command's exec its child is a "postgres" process like any other).
  */
 typedef struct KeyringShared
 {
 	pg_atomic_uint64 postmaster_changes;
+	pg_atomic_uint32 postmaster_refreshes;
 } KeyringShared;
 
 static KeyringShared *keyring_shared = NULL;
@@ -1029,7 +1034,7 @@ refresh_all_slots(KekFailure failures[NUM_SLOTS])
  * and report it as an ERROR, on first use.
  */
 static void
-refresh_in_postmaster(void)
+refresh_and_publish(void)
 {
 	KekFailure	failures[NUM_SLOTS];
 	SlotState	before[NUM_SLOTS];
@@ -1059,6 +1064,39 @@ refresh_in_postmaster(void)
 			pg_atomic_write_u64(&keyring_shared->postmaster_changes,
 								seen_postmaster_changes);
 	}
+}
+
+/*
+ * refresh_and_publish, with the count of refreshes odd while it runs, until
+ * it has published the KEKs and counted the change (see KeyringShared).
+ */
+static void
+refresh_in_postmaster(void)
+{
+	if (keyring_shared != NULL)
+		pg_atomic_fetch_add_u32(&keyring_shared->postmaster_refreshes, 1);
+	PG_TRY();
+	{
+		refresh_and_publish();
+	}
+	PG_FINALLY();
+	{
+		if (keyring_shared != NULL)
+			pg_atomic_fetch_add_u32(&keyring_shared->postmaster_refreshes, 1);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * In a backend: the postmaster's count of refreshes (odd while one runs),
+ * 0 without preload, where the postmaster never refreshes.
+ */
+uint32
+se_keyring_postmaster_refreshes(void)
+{
+	if (keyring_shared == NULL || !IsUnderPostmaster)
+		return 0;
+	return pg_atomic_read_u32(&keyring_shared->postmaster_refreshes);
 }
 
 /*
@@ -1359,7 +1397,10 @@ keyring_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	keyring_shared = ShmemInitStruct("secretenv keyring", sizeof(KeyringShared), &found);
 	if (!found)
+	{
 		pg_atomic_init_u64(&keyring_shared->postmaster_changes, seen_postmaster_changes);
+		pg_atomic_init_u32(&keyring_shared->postmaster_refreshes, 0);
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 

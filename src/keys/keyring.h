@@ -18,5 +18,6 @@ extern const uint8_t *se_keyring_kek(int32 version);
 extern bool se_keyring_using_default(int32 version);
 extern uint64 se_keyring_generation(void);
 extern const uint8_t *se_keyring_kek_if_available(int32 version);
+extern uint32 se_keyring_postmaster_refreshes(void);
 
 #endif							/* SECRETENV_KEYRING_H */

@@ -4,13 +4,17 @@
 #
 #     sudo bash test/bench/run.sh              # full run (several minutes)
 #     sudo BENCH_QUICK=1 bash test/bench/run.sh  # smoke run, about 3 minutes
+#     sudo PG_CONFIG=/path/to/pg_config bash test/bench/run.sh  # another major
+#     sudo bash test/majors/bench.sh 18 CHROOT   # the major of a test/majors chroot
 #
-# Starts two throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
+# Starts throwaway PostgreSQL clusters ($PG_CONFIG's major; the host's 15
 # by default) as the postgres user (one with
-# shared_preload_libraries = 'secretenv', one without), measures secretenv
-# against pgcrypto and against plain SQL doing the same row work, prints a
-# table and writes it as Markdown to $BENCH_OUT.  Everything lives in one
-# mktemp directory that is removed, clusters stopped, on exit.
+# shared_preload_libraries = 'secretenv'; one without, for the connection
+# rows; one preloaded with its keys from a passphrase command, for the key
+# reload row), measures secretenv against pgcrypto and against plain SQL
+# doing the same row work, prints a table and writes it as Markdown to
+# $BENCH_OUT.  Everything lives in one mktemp directory that is removed,
+# clusters stopped, on exit.
 #
 # Knobs (environment):
 #   BENCH_ROWS         rows for the encrypt/decrypt scans     (200000; quick 20000)
@@ -21,6 +25,17 @@
 #   BENCH_QUICK=1      smoke mode: the smaller quick defaults above
 #   BENCH_OUT          Markdown copy of the table            (/tmp/secretenv-bench.md)
 #   BENCH_NO_BUILD=1   benchmark the installed secretenv.so, do not make install
+#   BENCH_ONLY         comma-separated rows to run (all): decrypt (decrypt and
+#                      encrypt scans), parallel, connect, get (secret_get),
+#                      audit (secret_get with the access audit), versions
+#                      (secret_get and secret_update with kept versions), rls,
+#                      rules (access rules), rotate (rotation and the connection
+#                      test against its big store), reload (first read after a
+#                      key reload); e.g. BENCH_ONLY=reload,rules.  The report
+#                      shows the rows that ran.
+#   BENCH_RELOAD_CONNS open connections for the reload row     (100)
+#   BENCH_COMMIT       the commit to name in the report (git rev-parse; for a
+#                      copy of the tree without .git, e.g. test/majors/bench.sh)
 #
 # Method.
 #   - Timing is server-side: a PL/pgSQL helper (bench.measure) takes
@@ -50,6 +65,11 @@
 #     transaction, connection time included), measured in one-second slices
 #     that alternate between the variants.  secret_get runs one client per
 #     CPU, -M prepared, names drawn at random from 1000 stored secrets.
+#   - The key reload row keeps BENCH_RELOAD_CONNS psql sessions open on a
+#     cluster of its own and times each session's first secret_get after a
+#     reload that adds a KEK version, inside the server as above and around
+#     the client's round trip, against the same read without a reload; the
+#     figure is the worst session's read (section 6 says more).
 #
 set -euo pipefail
 
@@ -68,9 +88,10 @@ else
 fi
 runs=${BENCH_RUNS:-3}
 out=${BENCH_OUT:-/tmp/secretenv-bench.md}
+reload_conns=${BENCH_RELOAD_CONNS:-100}
 get_secrets=1000				# secrets that pgbench's secret_get picks from
 
-for n in "$rows" "$rotate_rows" "$par_rows" "$runs" "$secs"; do
+for n in "$rows" "$rotate_rows" "$par_rows" "$runs" "$secs" "$reload_conns"; do
 	case $n in '' | *[!0-9]* | 0) echo "bench: knobs must be positive integers" >&2; exit 2 ;; esac
 done
 if [ "$rows" -lt 1000 ]; then
@@ -79,6 +100,19 @@ if [ "$rows" -lt 1000 ]; then
 fi
 
 log() { printf '== %s\n' "$*" >&2; }
+
+# The rows to run: BENCH_ONLY, or every row.
+all_rows="decrypt parallel connect get audit versions rls rules rotate reload"
+only=${BENCH_ONLY:-}
+only=${only// /}
+for row in ${only//,/ }; do
+	case " $all_rows " in
+		*" $row "*) ;;
+		*) echo "bench: unknown row '$row' in BENCH_ONLY (rows: $all_rows)" >&2; exit 2 ;;
+	esac
+done
+# wants ROW: whether ROW is to run.
+wants() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 # --------------------------------------------------------------------------
 # Dependencies and build (as root); the clusters themselves run as postgres.
@@ -110,9 +144,13 @@ else
 fi
 pgbin=$("$PG_CONFIG" --bindir)
 # The code measured: the commit built above, "+changes" if the work tree differs.
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
-	commit="$commit+changes"
+if [ -n "${BENCH_COMMIT:-}" ]; then
+	commit=$BENCH_COMMIT
+else
+	commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+	if [ "$commit" != unknown ] && ! git -C "$repo" diff --quiet HEAD -- src sql Makefile 2>/dev/null; then
+		commit="$commit+changes"
+	fi
 fi
 for tool in initdb pg_ctl psql pgbench; do
 	[ -x "$pgbin/$tool" ] || { echo "bench: $pgbin/$tool is missing" >&2; exit 2; }
@@ -165,20 +203,27 @@ free_port() {
 pass_a=$(openssl rand -hex 24)
 pass_b=$(openssl rand -hex 24)
 
-# passphrase_of VERSION: version 1 is always pass_a, version 2 pass_b.
+# passphrase_of VERSION: version 1 is always pass_a, version 2 pass_b; the
+# reload row's versions 3 and up are pass_b with the version appended.
 passphrase_of() {
-	if [ "$1" = 1 ]; then echo "$pass_a"; else echo "$pass_b"; fi
+	case $1 in
+		1) echo "$pass_a" ;;
+		2) echo "$pass_b" ;;
+		*) echo "$pass_b-v$1" ;;
+	esac
 }
 
 # write_keys DIR CUR_VERSION [PREV_VERSION]: the key configuration file that
 # postgresql.conf includes.  A cluster without preload refuses a passphrase
 # written in the configuration (every role could read it before the library
 # loaded), so there the passphrases go into files that a passphrase command
-# prints.
+# prints; so they do in a cluster whose postgresql.conf asks for it (the
+# line "# bench: keys from the passphrase command").
 write_keys() {
 	local dir=$1 cur=$2 prev=${3:-0} v
-	if grep -q "^shared_preload_libraries = ''" "$dir/postgresql.conf"; then
-		for v in 1 2; do
+	if grep -q "^shared_preload_libraries = ''" "$dir/postgresql.conf" ||
+		grep -q "^# bench: keys from the passphrase command" "$dir/postgresql.conf"; then
+		for ((v = 1; v <= (cur > 2 ? cur : 2); v++)); do
 			passphrase_of "$v" >"$dir/kek_v$v"
 			chown "$pg_user" "$dir/kek_v$v"
 			chmod 600 "$dir/kek_v$v"
@@ -206,11 +251,12 @@ write_keys() {
 	chmod 600 "$dir/secretenv_keys.conf"
 }
 
-# start_cluster NAME PRELOAD(0|1) VAR: initdb, configure and start a cluster
-# in $work/NAME; its port goes into variable VAR.  (Not run in a command
-# substitution: the clusters array must reach the EXIT trap.)
+# start_cluster NAME PRELOAD(0|1) VAR [CONF]: initdb, configure and start a
+# cluster in $work/NAME; its port goes into variable VAR.  CONF: more lines
+# for postgresql.conf, after (so overriding) the common ones.  (Not run in a
+# command substitution: the clusters array must reach the EXIT trap.)
 start_cluster() {
-	local name=$1 preload=$2 dir="$work/$1" port
+	local name=$1 preload=$2 dir="$work/$1" extra=${4:-} port
 	port=$(free_port)
 	as_pg "$pgbin/initdb" -D "$dir" --encoding=UTF8 --no-locale -U postgres \
 		--auth=trust -N >"$work/$name.initdb.log" 2>&1 ||
@@ -235,6 +281,7 @@ start_cluster() {
 		echo "checkpoint_timeout = 1h"
 		echo "autovacuum = off"
 		echo "max_connections = 50"
+		[ -z "$extra" ] || echo "$extra"
 	} >>"$dir/postgresql.conf"
 	write_keys "$dir" 1
 	clusters+=("$dir")
@@ -293,7 +340,9 @@ rotated() {
 log "starting clusters (rows=$rows rotate_rows=$rotate_rows runs=$runs secs=$secs)"
 main='' nopre=''				# ports, set by start_cluster
 start_cluster main 1 main
-start_cluster nopreload 0 nopre
+if wants connect; then
+	start_cluster nopreload 0 nopre
+fi
 
 # --------------------------------------------------------------------------
 # Schema, helpers and data.
@@ -341,7 +390,9 @@ END
 \$\$;
 
 -- N secrets of 51 bytes, each as a secretenv envelope, as pgcrypto AES-CBC
--- and as pgcrypto OpenPGP.  OFFSET 0 keeps secret_encrypt to one call per row.
+-- and as pgcrypto OpenPGP (100 when the decrypt row does not run: only
+-- bench.t_warm is used then).  OFFSET 0 keeps secret_encrypt to one call per
+-- row.
 CREATE TABLE bench.t AS
 SELECT id, name, v, convert_to(v, 'UTF8') AS vb,
 	   (e).encrypted_value AS ev, (e).wrapped_dek AS wd, (e).kek_version AS kv,
@@ -350,7 +401,7 @@ SELECT id, name, v, convert_to(v, 'UTF8') AS vb,
 FROM (SELECT id, name, v, secretenv.secret_encrypt(v, id, name) AS e
 	  FROM (SELECT gen_random_uuid() AS id, 'bench/secret-' || i AS name,
 				   'sk-live-' || left(md5(i::text) || md5((-i)::text), 43) AS v
-			FROM generate_series(1, $rows) AS i) s
+			FROM generate_series(1, $(if wants decrypt; then echo "$rows"; else echo 100; fi)) AS i) s
 	  OFFSET 0) x;
 CREATE TABLE bench.t_warm AS SELECT * FROM bench.t LIMIT 100;
 VACUUM (FREEZE, ANALYZE) bench.t, bench.t_warm;
@@ -362,13 +413,15 @@ FROM generate_series(1, $get_secrets) AS i;
 VACUUM (FREEZE, ANALYZE) secretenv.secrets;
 SQL
 
-sql "$nopre" <<SQL
+if wants connect; then
+	sql "$nopre" <<SQL
 CREATE EXTENSION secretenv;
 SELECT count(secretenv.secret_create('get-' || i,
 		'sk-live-' || left(md5(i::text) || md5((-i)::text), 43)))
 FROM generate_series(1, $get_secrets) AS i;
 VACUUM (FREEZE, ANALYZE) secretenv.secrets;
 SQL
+fi
 
 # time_scan SECTION NAME RUN EXPR: time SELECT sum(EXPR) over bench.t, after
 # the same statement over bench.t_warm.
@@ -392,23 +445,26 @@ declare -A expr=(
 # --------------------------------------------------------------------------
 # 1. Decrypt and encrypt over N rows.
 # --------------------------------------------------------------------------
-for ((run = 1; run <= runs; run++)); do
-	log "decrypt/encrypt run $run/$runs"
-	for name in $(rotated "$run" scan secret_decrypt decrypt_iv pgp_sym_decrypt); do
-		time_scan decrypt "$name" "$run" "${expr[$name]}"
+if wants decrypt; then
+	for ((run = 1; run <= runs; run++)); do
+		log "decrypt/encrypt run $run/$runs"
+		for name in $(rotated "$run" scan secret_decrypt decrypt_iv pgp_sym_decrypt); do
+			time_scan decrypt "$name" "$run" "${expr[$name]}"
+		done
+		for name in $(rotated "$run" secret_encrypt encrypt_iv pgp_sym_encrypt); do
+			time_scan encrypt "$name" "$run" "${expr[$name]}"
+		done
 	done
-	for name in $(rotated "$run" secret_encrypt encrypt_iv pgp_sym_encrypt); do
-		time_scan encrypt "$name" "$run" "${expr[$name]}"
-	done
-done
+fi
 
 # --------------------------------------------------------------------------
 # 1b. secret_decrypt over BENCH_PAR_ROWS rows with two parallel workers (and
 #     the leader) vs none.  The workers use the KEKs they inherited from the
 #     postmaster: no passphrase command, no PBKDF2 in them.
 # --------------------------------------------------------------------------
-log "loading $par_rows rows for the parallel decrypt"
-sql "$main" <<SQL
+if wants parallel; then
+	log "loading $par_rows rows for the parallel decrypt"
+	sql "$main" <<SQL
 CREATE TABLE bench.tp AS
 SELECT id, name, (e).encrypted_value AS ev, (e).wrapped_dek AS wd, (e).kek_version AS kv
 FROM (SELECT id, name, secretenv.secret_encrypt(v, id, name) AS e
@@ -419,24 +475,25 @@ FROM (SELECT id, name, secretenv.secret_encrypt(v, id, name) AS e
 ALTER TABLE bench.tp SET (parallel_workers = 2);
 VACUUM (FREEZE, ANALYZE) bench.tp;
 SQL
-par_on="SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2"
-par_off="SET max_parallel_workers_per_gather = 0"
-par_query="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM bench.tp"
-par_warm="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM (SELECT * FROM bench.tp LIMIT 100) s"
-# The figure means nothing unless the plan really ran two workers.
-launched=$(sql "$main" -c "$par_on" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $par_query" |
-	sed -n 's/.*Workers Launched: \([0-9]*\).*/\1/p')
-if [ "$launched" != 2 ]; then
-	echo "bench: the parallel decrypt launched ${launched:-no} workers, not 2" >&2
-	exit 1
-fi
-for ((run = 1; run <= runs; run++)); do
-	log "parallel decrypt run $run/$runs"
-	for v in $(rotated "$run" serial parallel); do
-		if [ "$v" = parallel ]; then set=$par_on; else set=$par_off; fi
-		sql "$main" -c "$set" -c "SELECT bench.measure('parallel', '$v', $run, $par_rows, \$q\$$par_query\$q\$, \$q\$$par_warm\$q\$)" >/dev/null
+	par_on="SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2"
+	par_off="SET max_parallel_workers_per_gather = 0"
+	par_query="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM bench.tp"
+	par_warm="SELECT sum(octet_length(secretenv.secret_decrypt(ev, wd, kv, id, name))) FROM (SELECT * FROM bench.tp LIMIT 100) s"
+	# The figure means nothing unless the plan really ran two workers.
+	launched=$(sql "$main" -c "$par_on" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) $par_query" |
+		sed -n 's/.*Workers Launched: \([0-9]*\).*/\1/p')
+	if [ "$launched" != 2 ]; then
+		echo "bench: the parallel decrypt launched ${launched:-no} workers, not 2" >&2
+		exit 1
+	fi
+	for ((run = 1; run <= runs; run++)); do
+		log "parallel decrypt run $run/$runs"
+		for v in $(rotated "$run" serial parallel); do
+			if [ "$v" = parallel ]; then set=$par_on; else set=$par_off; fi
+			sql "$main" -c "$set" -c "SELECT bench.measure('parallel', '$v', $run, $par_rows, \$q\$$par_query\$q\$, \$q\$$par_warm\$q\$)" >/dev/null
+		done
 	done
-done
+fi
 
 # --------------------------------------------------------------------------
 # 2. New connection + first decrypt vs new connection + SELECT 1, with and
@@ -451,7 +508,9 @@ envelope_sql='SELECT format($f$SELECT octet_length(secretenv.secret_decrypt(%L::
 FROM secretenv.secrets WHERE secret_name = '"'get-1'"
 echo 'SELECT 1;' >"$work/select1.sql"
 sql "$main" -c "$envelope_sql" >"$work/decrypt_main.sql"
-sql "$nopre" -c "$envelope_sql" >"$work/decrypt_nopreload.sql"
+if wants connect; then
+	sql "$nopre" -c "$envelope_sql" >"$work/decrypt_nopreload.sql"
+fi
 chown "$pg_user" "$work"/*.sql
 
 # apply_conf PORT "SETTING=VALUE ...": set secretenv.SETTINGs (SIGHUP ones,
@@ -552,11 +611,13 @@ alternate_runs() {
 	done
 }
 
-alternate_runs connect connect connection \
-	pre_select1="$main:$work/select1.sql" \
-	pre_decrypt="$main:$work/decrypt_main.sql" \
-	nopre_select1="$nopre:$work/select1.sql" \
-	nopre_decrypt="$nopre:$work/decrypt_nopreload.sql"
+if wants connect; then
+	alternate_runs connect connect connection \
+		pre_select1="$main:$work/select1.sql" \
+		pre_decrypt="$main:$work/decrypt_main.sql" \
+		nopre_select1="$nopre:$work/select1.sql" \
+		nopre_decrypt="$nopre:$work/decrypt_nopreload.sql"
+fi
 
 # --------------------------------------------------------------------------
 # 3. secret_get through pgbench: cached (default), uncached
@@ -573,72 +634,97 @@ SELECT encrypted_value FROM secretenv.secrets WHERE secret_name = 'get-' || :n;
 EOF
 chown "$pg_user" "$work/get.sql" "$work/plain.sql"
 
-alternate_runs tps get secret_get \
-	cached="$main:$work/get.sql" \
-	uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
-	plain="$main:$work/plain.sql"
+if wants get; then
+	alternate_runs tps get secret_get \
+		cached="$main:$work/get.sql" \
+		uncached="$main:$work/get.sql:-c secretenv.cache_max_entries=0" \
+		plain="$main:$work/plain.sql"
+fi
 
 # The access audit's cost on the read path: secret_get with
 # secretenv.audit = reads (a record per read, queued for the writer), and
 # with audit_strict = on as well (each read waits until its record is
 # committed), against audit = off, cached and uncached.  The settings are
 # SIGHUP: each slice reloads the cluster when its variant needs others.
-nocache="-c secretenv.cache_max_entries=0"
-alternate_runs tps get_audit "secret_get with the access audit" \
-	off_cached="$main:$work/get.sql::audit=off audit_strict=off" \
-	reads_cached="$main:$work/get.sql::audit=reads audit_strict=off" \
-	strict_cached="$main:$work/get.sql::audit=reads audit_strict=on" \
-	off_uncached="$main:$work/get.sql:$nocache:audit=off audit_strict=off" \
-	reads_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=off" \
-	strict_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=on"
-apply_conf "$main" "audit=reads audit_strict=off"
-records=$(sql "$main" -c "SELECT count(*) FROM secretenv.audit_log WHERE operation = 'read'")
-[ "$records" -gt 0 ] || { echo "bench: the audited reads left no record" >&2; exit 1; }
-# A non-strict record the writer cannot keep up with is dropped (counted):
-# a ratio bought with drops would flatter the audit, so they are reported.
-audit_line="Access audit during its rows (and the rows before, which run with the default audit = reads): $(sql "$main" -c "SELECT format('%s records written, %s dropped, %s strict failures',
+audit_line=''
+if wants audit; then
+	nocache="-c secretenv.cache_max_entries=0"
+	alternate_runs tps get_audit "secret_get with the access audit" \
+		off_cached="$main:$work/get.sql::audit=off audit_strict=off" \
+		reads_cached="$main:$work/get.sql::audit=reads audit_strict=off" \
+		strict_cached="$main:$work/get.sql::audit=reads audit_strict=on" \
+		off_uncached="$main:$work/get.sql:$nocache:audit=off audit_strict=off" \
+		reads_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=off" \
+		strict_uncached="$main:$work/get.sql:$nocache:audit=reads audit_strict=on"
+	apply_conf "$main" "audit=reads audit_strict=off"
+	records=$(sql "$main" -c "SELECT count(*) FROM secretenv.audit_log WHERE operation = 'read'")
+	[ "$records" -gt 0 ] || { echo "bench: the audited reads left no record" >&2; exit 1; }
+	# A non-strict record the writer cannot keep up with is dropped (counted):
+	# a ratio bought with drops would flatter the audit, so they are reported.
+	audit_line="Access audit during its rows (and the rows before, which run with the default audit = reads): $(sql "$main" -c "SELECT format('%s records written, %s dropped, %s strict failures',
 	s->>'written', s->>'dropped', s->>'strict_failures') FROM secretenv.audit_stats() s")"
-log "$audit_line"
+	log "$audit_line"
+fi
 
 # The same with row-level security on, for a role the policy applies to
 # (the superuser bypasses it): its clients start as that role through
 # PGOPTIONS' role setting.  Both sides evaluate the same policy on a read
 # from the table; a cache hit is keyed by that role.
-sql "$main" <<'SQL'
+if wants rls; then
+	sql "$main" <<'SQL'
 CREATE ROLE bench_rls IN ROLE secretenv_reader;
 CREATE POLICY bench_rls_policy ON secretenv.secrets FOR SELECT TO bench_rls
 	USING (secret_name LIKE 'get-%');
 ALTER TABLE secretenv.secrets ENABLE ROW LEVEL SECURITY;
 SQL
-alternate_runs tps get_rls "secret_get with row-level security" \
-	rls_cached="$main:$work/get.sql:-c role=bench_rls" \
-	rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
-	rls_plain="$main:$work/plain.sql:-c role=bench_rls"
-sql "$main" <<'SQL'
+	alternate_runs tps get_rls "secret_get with row-level security" \
+		rls_cached="$main:$work/get.sql:-c role=bench_rls" \
+		rls_uncached="$main:$work/get.sql:-c role=bench_rls -c secretenv.cache_max_entries=0" \
+		rls_plain="$main:$work/plain.sql:-c role=bench_rls"
+	sql "$main" <<'SQL'
 DROP POLICY bench_rls_policy ON secretenv.secrets;
 SQL
+fi
 
 # Access rules (issue 27) against an equivalent hand-written policy, both
-# under the row-level security secretenv 1.2 enables: bench_rules has the
-# rule 'get-%' (read); bench_hand has no rule and a hand-written policy
-# with the same condition, restrictive so that secretenv_default stays open
-# for both (the same permissive side; a permissive one would close it).
-sql "$main" <<'SQL'
+# under the row-level security secretenv 1.2 enables, each read by an
+# application role that is neither superuser nor the table's owner, so
+# that row-level security applies to both: bench_rules has the rule
+# 'get-%' (read); bench_hand has no rule and a hand-written policy with the
+# same condition, restrictive so that secretenv_default stays open for both
+# (the same permissive side; a permissive one would close it for every
+# role, bench_rules included).  bench_hand also evaluates the rules'
+# policy, which lets a role without rules see every row.  Before timing,
+# each role must see exactly the get-% secrets of a store that also holds
+# one other secret: the figures mean nothing unless both filters work.
+if wants rules; then
+	sql "$main" >/dev/null <<'SQL'
 CREATE ROLE bench_rules IN ROLE secretenv_reader;
 CREATE ROLE bench_hand IN ROLE secretenv_reader;
 SELECT secretenv.grant_secrets('bench_rules', 'get-%', 'read');
 CREATE POLICY bench_hand_policy ON secretenv.secrets AS RESTRICTIVE FOR SELECT TO bench_hand
 	USING (secret_name LIKE 'get-%');
+SELECT secretenv.secret_create('other-1', 'sk-live-not-for-the-bench-roles-0123456789abcdef') IS NOT NULL;
 SQL
-alternate_runs tps get_rules "secret_get under access rules" \
-	rules_cached="$main:$work/get.sql:-c role=bench_rules" \
-	rules_uncached="$main:$work/get.sql:-c role=bench_rules -c secretenv.cache_max_entries=0" \
-	hand_cached="$main:$work/get.sql:-c role=bench_hand" \
-	hand_uncached="$main:$work/get.sql:-c role=bench_hand -c secretenv.cache_max_entries=0"
-sql "$main" <<'SQL'
+	for role in bench_rules bench_hand; do
+		seen=$(sql "$main" -c "SET ROLE $role" \
+			-c "SELECT count(*) FILTER (WHERE secret_name LIKE 'get-%') || '/' || count(*) FROM secretenv.secrets")
+		if [ "$seen" != "$get_secrets/$get_secrets" ]; then
+			echo "bench: $role sees $seen (get-% / all) secrets, not $get_secrets/$get_secrets" >&2
+			exit 1
+		fi
+	done
+	alternate_runs tps get_rules "secret_get under access rules" \
+		rules_cached="$main:$work/get.sql:-c role=bench_rules" \
+		rules_uncached="$main:$work/get.sql:-c role=bench_rules -c secretenv.cache_max_entries=0" \
+		hand_cached="$main:$work/get.sql:-c role=bench_hand" \
+		hand_uncached="$main:$work/get.sql:-c role=bench_hand -c secretenv.cache_max_entries=0"
+	sql "$main" >/dev/null <<'SQL'
 DROP POLICY bench_hand_policy ON secretenv.secrets;
 SELECT secretenv.revoke_secrets('bench_rules', 'get-%', 'read');
+DELETE FROM secretenv.secrets WHERE secret_name = 'other-1';
 SQL
+fi
 
 # --------------------------------------------------------------------------
 # 3c. Secret versions (issue 25).
@@ -655,6 +741,7 @@ SQL
 #     max_versions is a SIGHUP setting: ALTER SYSTEM and a reload before
 #     each variant.
 # --------------------------------------------------------------------------
+if wants versions; then
 upd_secrets=$((rows / 10 < 5000 ? rows / 10 : 5000))
 log "loading $get_secrets secrets with 10 kept versions each"
 sql "$main" <<SQL
@@ -707,6 +794,7 @@ for ((run = 1; run <= runs; run++)); do
 	done
 done
 sql "$main" -c "ALTER SYSTEM RESET secretenv.max_versions" -c "SELECT pg_reload_conf()" >/dev/null
+fi
 
 # --------------------------------------------------------------------------
 # 4. secret_rotate_all() over BENCH_ROTATE_ROWS rows vs the same UPDATE
@@ -729,8 +817,9 @@ sql "$main" -c "ALTER SYSTEM RESET secretenv.max_versions" -c "SELECT pg_reload_
 # is free (after a first, untimed UPDATE that brings the fresh table to that
 # steady state).  Their order alternates from run to run.
 # --------------------------------------------------------------------------
-log "loading $rotate_rows secrets for rotation"
-sql "$main" <<SQL
+if wants rotate; then
+	log "loading $rotate_rows secrets for rotation"
+	sql "$main" <<SQL
 TRUNCATE secretenv.secrets CASCADE;
 INSERT INTO secretenv.secrets (secret_id, secret_name, encrypted_value, wrapped_dek, kek_version)
 SELECT id, name, (e).encrypted_value, (e).wrapped_dek, (e).kek_version
@@ -744,77 +833,271 @@ UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version
 VACUUM secretenv.secrets;
 SQL
 
-# Reload after write_keys and wait until a new backend sees the versions.
-reload_keys() {
-	local cur=$1 prev=$2 i
-	write_keys "$work/main" "$cur" "$prev"
-	sql "$main" -c "SELECT pg_reload_conf()" >/dev/null
-	for ((i = 0; i < 600; i++)); do
-		[ "$(sql "$main" -c "SELECT secretenv.current_kek_version() || '/' || current_setting('secretenv.kek_previous_version')")" = "$cur/$prev" ] && return
-		sleep 0.1
+	# Reload after write_keys and wait until a new backend sees the versions.
+	reload_keys() {
+		local cur=$1 prev=$2 i
+		write_keys "$work/main" "$cur" "$prev"
+		sql "$main" -c "SELECT pg_reload_conf()" >/dev/null
+		for ((i = 0; i < 600; i++)); do
+			[ "$(sql "$main" -c "SELECT secretenv.current_kek_version() || '/' || current_setting('secretenv.kek_previous_version')")" = "$cur/$prev" ] && return
+			sleep 0.1
+		done
+		echo "bench: the key configuration did not reach new backends" >&2
+		exit 1
+	}
+
+	# Warm-up of both sides: one decrypt, so the backend's key health check
+	# (which samples secretenv.secrets) runs before the timed statement.
+	warm_decrypt='SELECT octet_length(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)) FROM secretenv.secrets LIMIT 1'
+
+	# The batched CALL secretenv.secret_rotate(10000) commits after each batch,
+	# which bench.measure's EXECUTE cannot do (a function is atomic): it is timed
+	# around psql, connection included (a few ms next to tens of seconds), and
+	# its final NOTICE gives the longest batch, i.e. the longest transaction it
+	# held open.  Each rotating variant first swaps the two KEKs, so both rotate
+	# every row.
+	cur=1 prev=0
+	for ((run = 1; run <= runs; run++)); do
+		log "rotation run $run/$runs"
+		for v in $(rotated "$run" update rotate batched); do
+			if [ "$v" != update ]; then
+				if [ "$cur" = 1 ]; then cur=2 prev=1; else cur=1 prev=2; fi
+				reload_keys "$cur" "$prev"
+			fi
+			sql "$main" -c "VACUUM secretenv.secrets" -c "CHECKPOINT"
+			case $v in
+				# kek_version <> 0 holds for every row (CHECK kek_version >= 1):
+				# the same per-row filter as the rotation's, passing the same rows.
+				update) q="UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version WHERE kek_version <> 0" ;;
+				rotate) q="SELECT secretenv.secret_rotate_all()" ;;
+				batched) q='' ;;
+			esac
+			if [ "$v" = batched ]; then
+				sql "$main" -c "$warm_decrypt" >/dev/null
+				t0=$(date +%s%N)
+				# Not through sql(), which keeps stderr only on failure: the NOTICEs are needed.
+				notices=$(as_pg "$pgbin/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$work" -p "$main" -d bench \
+					-c "CALL secretenv.secret_rotate(10000)" 2>&1 >/dev/null) ||
+					{ echo "bench: secret_rotate failed: $notices" >&2; exit 1; }
+				t1=$(date +%s%N)
+				record rotate batched "$run" "$(awk -v a="$t0" -v b="$t1" -v n="$rotate_rows" 'BEGIN { printf "%.6f", (b - a) / 1000 / n }')"
+				# One "finished" NOTICE per pass (the secrets, then their kept versions): the longest of all.
+				longest=$(sed -n 's/.*longest batch \([0-9]*\):\([0-9]*\):\([0-9.]*\).*/\1 \2 \3/p' <<<"$notices" |
+					awk '{ v = ($1 * 3600 + $2 * 60 + $3) * 1000; if (v > m) m = v } END { if (NR) printf "%.6f", m }')
+				[ -n "$longest" ] || { echo "bench: secret_rotate reported no longest batch" >&2; exit 1; }
+				record rotate_longest batched "$run" "$longest"
+			else
+				sql "$main" -c "SELECT bench.measure('rotate', '$v', $run, $rotate_rows, \$q\$$q\$q\$, \$q\$$warm_decrypt\$q\$)" >/dev/null
+			fi
+			if [ "$v" != update ]; then
+				# Every row must now be on the current version: the rotation was real.
+				left=$(sql "$main" -c "SELECT count(*) FROM secretenv.secrets WHERE kek_version <> $cur")
+				[ "$left" = 0 ] || { echo "bench: $left rows were not rotated by $v" >&2; exit 1; }
+			fi
+		done
 	done
-	echo "bench: the key configuration did not reach new backends" >&2
-	exit 1
-}
 
-# Warm-up of both sides: one decrypt, so the backend's key health check
-# (which samples secretenv.secrets) runs before the timed statement.
-warm_decrypt='SELECT octet_length(secretenv.secret_decrypt(encrypted_value, wrapped_dek, kek_version, secret_id, secret_name)) FROM secretenv.secrets LIMIT 1'
+	# The same first-decrypt connection test against the big store: a backend's
+	# first secretenv call runs the key health check, which samples
+	# secretenv.secrets (with preload its result is shared between backends
+	# until the keys or the table change), so its cost may grow with the store.
+	alternate_runs connect connect "connection (big store)" \
+		big_select1="$main:$work/select1.sql" \
+		big_decrypt="$main:$work/decrypt_main.sql"
+fi
 
-# The batched CALL secretenv.secret_rotate(10000) commits after each batch,
-# which bench.measure's EXECUTE cannot do (a function is atomic): it is timed
-# around psql, connection included (a few ms next to tens of seconds), and
-# its final NOTICE gives the longest batch, i.e. the longest transaction it
-# held open.  Each rotating variant first swaps the two KEKs, so both rotate
-# every row.
-cur=1 prev=0
-for ((run = 1; run <= runs; run++)); do
-	log "rotation run $run/$runs"
-	for v in $(rotated "$run" update rotate batched); do
-		if [ "$v" != update ]; then
-			if [ "$cur" = 1 ]; then cur=2 prev=1; else cur=1 prev=2; fi
-			reload_keys "$cur" "$prev"
-		fi
-		sql "$main" -c "VACUUM secretenv.secrets" -c "CHECKPOINT"
-		case $v in
-			# kek_version <> 0 holds for every row (CHECK kek_version >= 1):
-			# the same per-row filter as the rotation's, passing the same rows.
-			update) q="UPDATE secretenv.secrets SET wrapped_dek = wrapped_dek || ''::bytea, kek_version = kek_version WHERE kek_version <> 0" ;;
-			rotate) q="SELECT secretenv.secret_rotate_all()" ;;
-			batched) q='' ;;
-		esac
-		if [ "$v" = batched ]; then
-			sql "$main" -c "$warm_decrypt" >/dev/null
-			t0=$(date +%s%N)
-			# Not through sql(), which keeps stderr only on failure: the NOTICEs are needed.
-			notices=$(as_pg "$pgbin/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$work" -p "$main" -d bench \
-				-c "CALL secretenv.secret_rotate(10000)" 2>&1 >/dev/null) ||
-				{ echo "bench: secret_rotate failed: $notices" >&2; exit 1; }
-			t1=$(date +%s%N)
-			record rotate batched "$run" "$(awk -v a="$t0" -v b="$t1" -v n="$rotate_rows" 'BEGIN { printf "%.6f", (b - a) / 1000 / n }')"
-			# One "finished" NOTICE per pass (the secrets, then their kept versions): the longest of all.
-			longest=$(sed -n 's/.*longest batch \([0-9]*\):\([0-9]*\):\([0-9.]*\).*/\1 \2 \3/p' <<<"$notices" |
-				awk '{ v = ($1 * 3600 + $2 * 60 + $3) * 1000; if (v > m) m = v } END { if (NR) printf "%.6f", m }')
-			[ -n "$longest" ] || { echo "bench: secret_rotate reported no longest batch" >&2; exit 1; }
-			record rotate_longest batched "$run" "$longest"
-		else
-			sql "$main" -c "SELECT bench.measure('rotate', '$v', $run, $rotate_rows, \$q\$$q\$q\$, \$q\$$warm_decrypt\$q\$)" >/dev/null
-		fi
-		if [ "$v" != update ]; then
-			# Every row must now be on the current version: the rotation was real.
-			left=$(sql "$main" -c "SELECT count(*) FROM secretenv.secrets WHERE kek_version <> $cur")
-			[ "$left" = 0 ] || { echo "bench: $left rows were not rotated by $v" >&2; exit 1; }
-		fi
+# --------------------------------------------------------------------------
+# 6. The first read after a reload that changes the key settings (issue 26),
+#    with BENCH_RELOAD_CONNS open connections, against the same read with no
+#    reload.
+#
+# A cluster of its own, preloaded, its keys from a passphrase command (so a
+# new version costs the postmaster a command run and PBKDF2 at the reload,
+# and it publishes the KEK for the open backends), keeps BENCH_RELOAD_CONNS
+# psql sessions open, each reading statements from a FIFO.  Each run has two
+# rounds, in an order rotated from run to run:
+#   noreload: a new connection creates one fresh secret per session under
+#             the current KEK, then each session in turn reads its own
+#             secret (a cache miss): the read with no reload;
+#   reload:   the key configuration changes (run r makes version r + 1
+#             current, a version never derived before, and r previous) and
+#             pg_reload_conf(); once a new connection sees the new versions
+#             (the postmaster has handled the reload), a new connection
+#             creates one fresh secret per session under version r + 1, then
+#             each session in turn reads its own secret: the session's first
+#             statement after the reload, which applies the reload and needs
+#             the KEK of version r + 1.  secret_rotate() then moves every row
+#             to r + 1, so the next run's reload retires no KEK in use;
+#   samereload: the same as noreload after a pg_reload_conf() that changes
+#             nothing (once a new connection shows the new
+#             pg_conf_load_time()): what any reload costs the first read
+#             (PostgreSQL re-reads the files in each session; the postmaster
+#             re-runs the passphrase command, the sessions do not).
+# Each read is timed twice: inside the server (bench.timed_get:
+# clock_timestamp() around secret_get, as bench.measure times a statement),
+# and by the client (bash's EPOCHREALTIME around writing the statement and
+# reading its answer: psql, the socket, and the backend's processing of the
+# reload before the statement, included).  A round's figure is the worst
+# session's read (and the median, shown per run); the ratio is the worst
+# read after the reload over the worst read without, within a run.  The
+# sessions read one at a time: the figure is what one session's first read
+# costs, not 100 reads queueing for 2 cores.  Every read must return its
+# secret's value and every session must then be on version r + 1; the
+# PBKDF2 runs of the sessions (status()'s kek_derivations_in_this_process)
+# are recorded per reload round, not judged.
+# --------------------------------------------------------------------------
+if wants reload; then
+	reload_port=''
+	start_cluster reload 1 reload_port "# bench: keys from the passphrase command
+max_connections = $((reload_conns + 20))
+shared_buffers = 128MB"
+	sql "$reload_port" >/dev/null <<'SQL'
+CREATE EXTENSION secretenv;
+CREATE SCHEMA bench;
+-- secret_get of a secret whose value is 'sk-live-' || md5(its name), timed
+-- inside the server: "<µs> <whether the value was right>".
+CREATE FUNCTION bench.timed_get(p_name text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	t0 timestamptz;
+	v text;
+	elapsed float8;
+BEGIN
+	t0 := clock_timestamp();
+	v := secretenv.secret_get(p_name);
+	elapsed := extract(epoch FROM clock_timestamp() - t0) * 1e6;
+	RETURN format('%s %s', round(elapsed::numeric, 1), v IS NOT DISTINCT FROM 'sk-live-' || md5(p_name));
+END
+$$;
+SELECT secretenv.secret_create('reload-warm', 'sk-live-' || md5('reload-warm')) IS NOT NULL;
+SQL
+
+	# The sessions: psql i reads $sess_dir/in.i (our fd sess_in[i]) and
+	# answers on $sess_dir/out.i (our fd sess_out[i]).
+	sess_dir=$work/sessions
+	mkdir "$sess_dir"
+	declare -a sess_in=() sess_out=() sess_pid=()
+	for ((i = 1; i <= reload_conns; i++)); do
+		mkfifo "$sess_dir/in.$i" "$sess_dir/out.$i"
+		as_pg "$pgbin/psql" -X -q -At -h "$work" -p "$reload_port" -d bench \
+			<"$sess_dir/in.$i" >"$sess_dir/out.$i" 2>>"$sess_dir/errors" &
+		sess_pid[i]=$!
+		exec {fd}>"$sess_dir/in.$i"
+		sess_in[i]=$fd
+		exec {fd}<"$sess_dir/out.$i"
+		sess_out[i]=$fd
 	done
-done
 
-# The same first-decrypt connection test against the big store: a backend's
-# first secretenv call runs the key health check, which samples
-# secretenv.secrets (with preload its result is shared between backends
-# until the keys or the table change), so its cost may grow with the store.
-alternate_runs connect connect "connection (big store)" \
-	big_select1="$main:$work/select1.sql" \
-	big_decrypt="$main:$work/decrypt_main.sql"
+	# session_query I SQL: run SQL in session I; its output lines go into
+	# the array answer, and the µs from sending to the end of the answer
+	# into answer_us.  A \echo after the statement marks the end.
+	session_query() {
+		local i=$1 line t0
+		answer=()
+		t0=${EPOCHREALTIME/./}
+		printf '%s\n\\echo --bench-end--\n' "$2" >&"${sess_in[i]}"
+		while :; do
+			IFS= read -r -t 600 line <&"${sess_out[i]}" ||
+				{ echo "bench: session $i did not answer: $(tail -n 5 "$sess_dir/errors")" >&2; exit 1; }
+			[ "$line" = '--bench-end--' ] && break
+			answer+=("$line")
+		done
+		answer_us=$((${EPOCHREALTIME/./} - t0))
+	}
+
+	# Warm-up: plans, the library's per-backend state, the key health check.
+	for ((i = 1; i <= reload_conns; i++)); do
+		for w in 1 2; do
+			session_query "$i" "SELECT bench.timed_get('reload-warm');"
+			[ "${answer[0]#* }" = t ] ||
+				{ echo "bench: session $i read reload-warm wrong: ${answer[*]}" >&2; exit 1; }
+		done
+	done
+
+	# median_ms: the median of the µs figures on stdin, in ms.
+	median_ms() {
+		sort -g | awk '{ v[NR] = $1 }
+			END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6f", m / 1000 }'
+	}
+
+	# reload_round RUN ROUND: the fresh secrets, then each session's read,
+	# recorded as ROUND_max, ROUND_max_client and ROUND_median (ms).
+	reload_round() {
+		local run=$1 round=$2 i server=() client=()
+		sql "$reload_port" -c "SELECT count(secretenv.secret_create(n, 'sk-live-' || md5(n)))
+			FROM (SELECT format('reload-%s-%s-%s', $run, '$round', i) AS n
+				  FROM generate_series(1, $reload_conns) AS i) s" >/dev/null
+		for ((i = 1; i <= reload_conns; i++)); do
+			session_query "$i" "SELECT bench.timed_get('reload-$run-$round-$i');"
+			[ "${answer[0]#* }" = t ] ||
+				{ echo "bench: session $i read reload-$run-$round-$i wrong: ${answer[*]}" >&2; exit 1; }
+			server+=("${answer[0]%% *}")
+			client+=("$answer_us")
+		done
+		# Which session was the worst (the first to read, or any): in the log.
+		log "$round: the worst read, $(printf '%s\n' "${server[@]}" | awk '$1 > m { m = $1; w = NR } END { printf "%.3f ms, by session %d (sessions read in order)", m / 1000, w }')"
+		record reload "${round}_max" "$run" "$(printf '%s\n' "${server[@]}" | sort -g | tail -n 1 | awk '{ printf "%.6f", $1 / 1000 }')"
+		record reload "${round}_max_client" "$run" "$(printf '%s\n' "${client[@]}" | sort -g | tail -n 1 | awk '{ printf "%.6f", $1 / 1000 }')"
+		record reload "${round}_median" "$run" "$(printf '%s\n' "${server[@]}" | median_ms)"
+		record reload "${round}_median_client" "$run" "$(printf '%s\n' "${client[@]}" | median_ms)"
+	}
+
+	# sessions_pbkdf2: PBKDF2 runs of all sessions so far.
+	sessions_pbkdf2() {
+		local i total=0
+		for ((i = 1; i <= reload_conns; i++)); do
+			session_query "$i" "SELECT (secretenv.status()->>'kek_derivations_in_this_process')::int;"
+			total=$((total + answer[0]))
+		done
+		echo "$total"
+	}
+
+	kek=1
+	for ((run = 1; run <= runs; run++)); do
+		log "first read after a key reload, run $run/$runs ($reload_conns connections)"
+		for round in $(rotated "$run" noreload reload samereload); do
+			if [ "$round" = samereload ]; then
+				loaded=$(sql "$reload_port" -c "SELECT pg_conf_load_time()")
+				sql "$reload_port" -c "SELECT pg_reload_conf()" >/dev/null
+				for ((i = 0; ; i++)); do
+					[ "$(sql "$reload_port" -c "SELECT pg_conf_load_time()")" != "$loaded" ] && break
+					[ "$i" -lt 600 ] || { echo "bench: the reload did not reach new backends" >&2; exit 1; }
+					sleep 0.1
+				done
+			elif [ "$round" = reload ]; then
+				before=$(sessions_pbkdf2)
+				kek=$((kek + 1))
+				write_keys "$work/reload" "$kek" $((kek - 1))
+				sql "$reload_port" -c "SELECT pg_reload_conf()" >/dev/null
+				for ((i = 0; ; i++)); do
+					[ "$(sql "$reload_port" -c "SELECT secretenv.current_kek_version() || '/' || current_setting('secretenv.kek_previous_version')")" = "$kek/$((kek - 1))" ] && break
+					[ "$i" -lt 600 ] || { echo "bench: the key reload did not reach new backends" >&2; exit 1; }
+					sleep 0.1
+				done
+			fi
+			reload_round "$run" "$round"
+			if [ "$round" = reload ]; then
+				for ((i = 1; i <= reload_conns; i++)); do
+					session_query "$i" "SELECT secretenv.current_kek_version();"
+					[ "${answer[0]}" = "$kek" ] ||
+						{ echo "bench: session $i is on KEK version ${answer[0]}, not $kek" >&2; exit 1; }
+				done
+				record reload backend_pbkdf2 "$run" $(($(sessions_pbkdf2) - before))
+				sql "$reload_port" -c "CALL secretenv.secret_rotate()"
+				left=$(sql "$reload_port" -c "SELECT count(*) FROM secretenv.secrets WHERE kek_version <> $kek")
+				[ "$left" = 0 ] || { echo "bench: $left rows were not rotated to version $kek" >&2; exit 1; }
+			fi
+		done
+	done
+
+	for ((i = 1; i <= reload_conns; i++)); do
+		printf '\\q\n' >&"${sess_in[i]}"
+		fd=${sess_in[i]}
+		exec {fd}>&-
+		fd=${sess_out[i]}
+		exec {fd}<&-
+	done
+	wait "${sess_pid[@]}" || true
+fi
 
 # --------------------------------------------------------------------------
 # 5. The hardware bound: OpenSSL's own AES-256-GCM on 64-byte blocks.
@@ -833,7 +1116,7 @@ sql "$main" -c "INSERT INTO bench.results VALUES ('openssl', 'gcm64', 1, 1, $gcm
 pg_version=$(sql "$main" -c "SHOW server_version")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 machine="Machine: $(nproc) × ${cpu:-unknown CPU}; PostgreSQL $pg_version; $(openssl version | cut -d' ' -f1-2)"
-params="secretenv $commit; N = $rows rows (51-byte values), parallel decrypt over $par_rows rows, rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)"
+params="secretenv $commit; N = $rows rows (51-byte values), parallel decrypt over $par_rows rows, rotation over $rotate_rows rows, $get_secrets secrets for secret_get, medians of $runs interleaved runs, pgbench $secs s per variant and run (alternating slices)$(if wants reload; then echo ", $reload_conns open connections for the key reload"; fi)${only:+; rows $only only}"
 openssl_line="OpenSSL AES-256-GCM, 64-byte blocks: $gcm_bps bytes/s = $(printf '%.3f' "$gcm_us") µs per 64-byte op"
 
 # One row per reported figure: value and baseline are medians of value/units;
@@ -867,8 +1150,13 @@ WITH per AS (
 	(14, 'secret_get, uncached, row-level security', 'get_rls', 'rls_uncached', 'rls_plain', 'indexed SELECT, same policy', 'tps', NULL),
 	(14.5, 'secret_get, cached, access rules', 'get_rules', 'rules_cached', 'hand_cached', 'hand-written policy, same condition', 'tps', 0.95),
 	(14.6, 'secret_get, uncached, access rules', 'get_rules', 'rules_uncached', 'hand_uncached', 'hand-written policy, same condition', 'tps', 0.95),
-	(14.7, 'secret_get, cached, 10 kept versions', 'get_history', 'with_history', 'no_history', 'same read without kept versions', 'tps', 0.95),
-	(14.8, 'secret_update keeping history (max_versions = 10, 10 kept)', 'update', 'history', 'overwrite', '1.1-style overwrite (max_versions = 0, none kept)', 'us', 1.3),
+	(14.70, 'secret_get, cached, 10 kept versions', 'get_history', 'with_history', 'no_history', 'same read without kept versions', 'tps', 0.95),
+	(14.75, 'secret_update keeping history (max_versions = 10, 10 kept)', 'update', 'history', 'overwrite', '1.1-style overwrite (max_versions = 0, none kept)', 'us', 1.3),
+	(14.80, 'first read after a key reload, worst connection', 'reload', 'reload_max', 'noreload_max', 'same read, no reload', 'lat', 2.0),
+	(14.81, 'first read after a key reload, median connection', 'reload', 'reload_median', 'noreload_median', 'same read, no reload', 'lat', NULL),
+	(14.82, 'first read after a key reload, worst, client round trip', 'reload', 'reload_max_client', 'noreload_max_client', 'same read, no reload', 'lat', NULL),
+	(14.83, 'first read after a key reload, median, client round trip', 'reload', 'reload_median_client', 'noreload_median_client', 'same read, no reload', 'lat', NULL),
+	(14.84, 'first read after a key reload, median, client round trip', 'reload', 'reload_median_client', 'samereload_median_client', 'after a reload changing nothing', 'lat', NULL),
 	(15, 'OpenSSL AES-256-GCM, 64-byte op', 'openssl', 'gcm64', NULL, '', 'op', NULL)
 ), fig AS (
 	SELECT s.*,
@@ -899,6 +1187,7 @@ SELECT label AS measurement,
 			  OR (kind <> 'tps' AND round(ratio::numeric, 2) <= goal) THEN 'met'
 			ELSE 'missed' END AS result
 FROM fig
+WHERE val IS NOT NULL			-- a row BENCH_ONLY left out
 ORDER BY ord
 SQL
 )
@@ -910,6 +1199,7 @@ CREATE FUNCTION bench.fmt(x float8, kind text) RETURNS text LANGUAGE sql IMMUTAB
 		WHEN kind = 'tps' THEN to_char(x, 'FM999999990') || ' TPS'
 		WHEN kind = 'ms' THEN to_char(x, 'FM999990.00') || ' ms/conn'
 		WHEN kind = 'txms' THEN to_char(x, 'FM999990') || ' ms'
+		WHEN kind = 'lat' THEN to_char(x, 'FM999990.000') || ' ms'
 		WHEN kind = 'op' THEN to_char(x, 'FM0.000') || ' µs/op'
 		WHEN x >= 100 THEN to_char(x, 'FM999999990') || ' µs/row'
 		WHEN x >= 10 THEN to_char(x, 'FM990.0') || ' µs/row'
