@@ -11,6 +11,7 @@ CRYPTO_OBJS = \
 	src/crypto/audit_mac.o \
 	src/crypto/envelope.o \
 	src/crypto/fingerprint.o \
+	src/crypto/hex.o \
 	src/crypto/kdf.o \
 	src/crypto/mask.o \
 	src/crypto/random.o \

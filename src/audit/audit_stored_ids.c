@@ -22,6 +22,7 @@
 
 #include "audit/audit.h"
 #include "cache/coherence.h"
+#include "crypto/se_crypto.h"
 #include "secrets/envelope_sql.h"
 
 /*
@@ -41,18 +42,6 @@ typedef struct StoredId
 {
 	uint8		id[SE_AUDIT_UUID_LEN];
 } StoredId;
-
-static int
-hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 static HTAB *stored_ids = NULL;
 static uint64 stored_ids_generation = 0;
@@ -126,8 +115,8 @@ parse_uuid(const char *s, int len, uint8 *out)
 		}
 		if (i + 1 >= len)
 			return false;
-		hi = hex_digit(s[i]);
-		lo = hex_digit(s[i + 1]);
+		hi = se_hex_digit(s[i]);
+		lo = se_hex_digit(s[i + 1]);
 		if (hi < 0 || lo < 0)
 			return false;
 		out[n++] = (uint8) (hi << 4 | lo);

@@ -211,4 +211,7 @@ extern void *se_secure_alloc_shared(size_t len, int *locked);
 extern void se_secure_free(void *ptr, size_t len);
 extern int	se_secure_memory_locked(void);
 
+/* The value of a hexadecimal digit (either case), or -1. */
+extern int	se_hex_digit(char c);
+
 #endif							/* SE_CRYPTO_H */

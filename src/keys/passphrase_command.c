@@ -486,18 +486,6 @@ se_passphrase_command_run(const char *command, int32 version,
 }
 
 static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static int
 base64_value(char c)
 {
 	if (c >= 'A' && c <= 'Z')
@@ -567,7 +555,7 @@ parse_key_line(const char *line, uint8_t key[SE_KEY_LEN],
 	int			b64;
 
 	for (size_t i = 0; i < len; i++)
-		if (hex_value(line[i]) < 0)
+		if (se_hex_digit(line[i]) < 0)
 			all_hex = false;
 	if (all_hex)
 	{
@@ -579,7 +567,7 @@ parse_key_line(const char *line, uint8_t key[SE_KEY_LEN],
 			return false;
 		}
 		for (int i = 0; i < SE_KEY_LEN; i++)
-			key[i] = (uint8_t) (hex_value(line[2 * i]) << 4 | hex_value(line[2 * i + 1]));
+			key[i] = (uint8_t) (se_hex_digit(line[2 * i]) << 4 | se_hex_digit(line[2 * i + 1]));
 		return true;
 	}
 	b64 = base64_decoded_len(line, len);

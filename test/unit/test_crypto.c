@@ -152,18 +152,6 @@ buf_free(buf *b)
 	b->len = 0;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decode hex into a new buf; 0 when hex is not even-length hex. */
 static int
 unhex(const char *hex, buf *out)
@@ -178,8 +166,8 @@ unhex(const char *hex, buf *out)
 	*out = buf_new(n / 2);
 	for (i = 0; i < n / 2; i++)
 	{
-		int			hi = hexval((unsigned char) hex[2 * i]);
-		int			lo = hexval((unsigned char) hex[2 * i + 1]);
+		int			hi = se_hex_digit(hex[2 * i]);
+		int			lo = se_hex_digit(hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 		{
