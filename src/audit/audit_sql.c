@@ -51,7 +51,6 @@
 #include "cache/coherence.h"
 #include "keys/keyring.h"
 #include "pg_compat.h"
-#include "secrets/envelope_sql.h"
 #include "se_messages.h"
 #include "secrets/envelope_sql.h"
 #include "versions/versions.h"

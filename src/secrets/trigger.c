@@ -52,7 +52,6 @@
 #include "keys/kek_retirement.h"
 #include "keys/key_health.h"
 #include "keys/keyring.h"
-#include "secrets/envelope_sql.h"
 #include "se_messages.h"
 #include "secrets/envelope_sql.h"
 

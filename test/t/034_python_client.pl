@@ -183,16 +183,20 @@ $statements += 3;
 ok(configure_rotation_keys($node, $pass2, $pass1),
 	'server reloaded: current KEK version 2, previous 1');
 
+# Every envelope is rotated: the secrets' current values and the versions
+# their updates kept.
+my $nrows = $node->safe_psql('postgres', q{SELECT (SELECT count(*) FROM secretenv.secrets)
+	+ (SELECT count(*) FROM secretenv.secret_versions)});
+cmp_ok($nrows, '>', scalar(@secrets), 'the updates kept versions beside the current values');
 $r = run_client('rotate');
-my $nrows = scalar(@secrets) + 1;    # and py-extended
-is($r->{rotated}, $nrows, "client rotation re-wraps all $nrows rows");
+is($r->{rotated}, $nrows, "client rotation re-wraps all $nrows envelopes");
 is($r->{rotated_again}, 0, 'a second rotation has nothing to do');
 is($r->{verify_failures}, 0, 'verify_secrets() finds no failing row');
 is($r->{status_after}{rotation_complete}, JSON::PP::true, 'status() reports the rotation complete');
 is_deeply($r->{values}, { map { ($_ => $latest{$_}{value}) } keys %latest },
 	'every secret reads back after the rotation');
 is_deeply([ sort map { $r->{masked}{$_}{kek_version} } keys %{ $r->{masked} } ],
-	[ (2) x $nrows ], 'masked_secrets shows every row at KEK version 2');
+	[ (2) x (scalar(@secrets) + 1) ], 'masked_secrets shows every secret at KEK version 2');
 $statements += $r->{statements} // 0;
 
 ###########################################################################

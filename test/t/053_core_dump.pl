@@ -48,8 +48,12 @@ my $pass1 = 'coredump-test-passphrase-v1-4e2c8a6f0b3d9e1c7a5f';
 my $pass2 = 'coredump-test-passphrase-v2-8b6d4f2a0c9e7b5d3f1a';
 my $salt = 'secretenv-kek-v1';
 
+# audit = writes: the reads below start no audit writer, whose first
+# catalog reads would evict the one page of secretenv.secrets from these
+# 1 MB of shared buffers, taking away the control's copy of the wrapped DEK.
 my $node = new_secretenv_node('hygiene', conf => qq{
 shared_buffers = 1MB
+secretenv.audit = writes
 secretenv.kek_passphrase = '$pass1'
 secretenv.kek_version = 1
 });
