@@ -2159,13 +2159,28 @@ CREATE OR REPLACE VIEW secretenv.masked_secrets WITH (security_invoker = true) A
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
 
+/*
+ * decrypted_secrets' value records the version it read: the same C
+ * function with the row's current_version as a sixth argument, which
+ * replaces the five-argument form (the access audit's section above).
+ */
+CREATE FUNCTION secretenv.secret_decrypt_stored(encrypted_value bytea, wrapped_dek bytea,
+												kek_version int4, secret_id uuid, secret_name text,
+												version int4)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_stored'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4) IS
+	'Decrypt a row of secretenv.secrets for decrypted_secrets, with its access audit record naming the version';
+
 CREATE OR REPLACE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name,
 		   secretenv.secret_decrypt_stored(encrypted_value, wrapped_dek, kek_version,
-										   secret_id, secret_name) AS value,
+										   secret_id, secret_name, current_version) AS value,
 		   provider, description, kek_version, last_updated_at
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
+DROP FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text);
 
 /* Rotation re-wraps every version, current or not, in the same statement. */
 CREATE OR REPLACE FUNCTION secretenv.secret_rotate_all()
@@ -2606,6 +2621,7 @@ ALTER TABLE secretenv.audit_log ADD COLUMN version int4;
 REVOKE ALL ON secretenv.secret_versions, secretenv.deleted_secrets FROM PUBLIC;
 REVOKE ALL ON FUNCTION
 	secretenv.audit_version_write(),
+	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
 	secretenv.max_versions(),
 	secretenv.delete_recovery_window(),
 	secretenv.note_version_operation(text),
@@ -2635,6 +2651,7 @@ REVOKE ALL ON PROCEDURE secretenv.purge_deleted() FROM PUBLIC;
 
 GRANT SELECT ON secretenv.secret_versions TO secretenv_reader;
 GRANT EXECUTE ON FUNCTION
+	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
 	secretenv.secret_get(text, int4),
 	secretenv.secret_get(text, text),
 	secretenv.secret_versions(text)

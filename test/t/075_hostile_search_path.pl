@@ -188,8 +188,8 @@ my %calls = (
 	  "SELECT secretenv.grant_secrets(session_user::regrole, 'atk-%', 'write')",
 	'secretenv.revoke_secrets(regrole,text,text)' =>
 	  "SELECT secretenv.revoke_secrets(session_user::regrole, 'atk-%', 'write')",
-	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text)' =>
-	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name) FROM secretenv.secrets s",
+	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text,integer)' =>
+	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name, s.current_version) FROM secretenv.secrets s",
 	'secretenv.audit_verify()' => 'SELECT * FROM secretenv.audit_verify()',
 	'secretenv.audit_purge(timestamp with time zone)' => "SELECT secretenv.audit_purge(now() - interval '1 hour')",
 	'secretenv.audit_stats()' => 'SELECT secretenv.audit_stats()',

@@ -22,7 +22,9 @@
 #  - expires_at and labels in masked_secrets, status() counts;
 #  - access rules and row-level security hide the versions of a hidden
 #    secret; the access audit records stage, promote, rollback, delete,
-#    restore and destroy with the version, and the chain verifies;
+#    restore and destroy with the version, and reads with the version they
+#    returned (table read, cache hit, decrypted_secrets), and the chain
+#    verifies;
 #  - secret_stage's value is redacted from the server log;
 #  - rotation (one-shot and batched) re-wraps every version,
 #    secret_reencrypt gives every version a fresh DEK, verify_secrets()
@@ -259,6 +261,23 @@ is($audit->('audited', 9), 'create:1 update:2 stage:3 promote:3 rollback:2 delet
 	'the audit records create, update, stage, promote, rollback, delete, restore and destroy, each with its version');
 is(q_su(q{SELECT operation || ':' || version FROM secretenv.audit_log WHERE secret_name = 'audited' AND operation = 'read'}), 'read:3',
 	'a read of a version is recorded with that version');
+# A cache hit and a decrypted_secrets read name the version they returned,
+# also right after an update (the cache entry filled after it, not before).
+my $reads = sub {
+	$node->poll_query_until('postgres', "SELECT (SELECT count(*) FROM secretenv.audit_log WHERE secret_name = 'audited-read' AND operation = 'read') >= $_[0]") or die "audit of reads";
+	return q_su(q{SELECT string_agg(via || ':' || COALESCE(version::text, '-'), ' ' ORDER BY seq) FROM secretenv.audit_log WHERE secret_name = 'audited-read' AND operation = 'read'});
+};
+q_app(q{SELECT secretenv.secret_create('audited-read', 'read-value-1');
+	SELECT secretenv.secret_update('audited-read', 'read-value-2');});
+is(q_app(q{SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_update('audited-read', 'read-value-3');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT value FROM secretenv.decrypted_secrets WHERE secret_name = 'audited-read'}),
+	"read-value-2\nread-value-2\n\nread-value-3\nread-value-3\nread-value-3", 'the reads return versions 2 and 3');
+is($reads->(5), 'secret_get:2 secret_get_cached:2 secret_get:3 secret_get_cached:3 decrypted_secrets:3',
+	'a cache hit and a decrypted_secrets read are recorded with the version they returned');
 is(q_su(q{SELECT intact FROM secretenv.audit_verify()}), 't', 'the audit chain verifies');
 
 # --- redaction of secret_stage ---
