@@ -163,6 +163,7 @@ my %calls = (
 	'secretenv.lock_live_secret(text)' => undef,
 	'secretenv.keep_versions()' => undef,
 	'secretenv.audit_version_write()' => undef,
+	'secretenv.destroy_versions()' => undef,
 	'secretenv.note_version_operation(text)' => undef,
 	'secretenv.max_versions()' => 'SELECT secretenv.max_versions()',
 	'secretenv.delete_recovery_window()' => 'SELECT secretenv.delete_recovery_window()',
@@ -304,7 +305,7 @@ WHERE p.pronamespace = 'secretenv'::regnamespace
    AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
 					   'enforce_access_rules', 'stamp_value_encrypted', 'audit_secret_write',
 					   'audit_log_guard', 'keep_versions', 'audit_version_write',
-					   'note_version_operation')
+					   'note_version_operation', 'destroy_versions')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value', 'lock_live_secret')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),

@@ -29,7 +29,8 @@
 #  - rotation (one-shot and batched) re-wraps every version,
 #    secret_reencrypt gives every version a fresh DEK, verify_secrets()
 #    names a tampered version, status() counts versions per KEK;
-#  - the drop guard refuses while only a deleted secret remains.
+#  - the drop guard refuses while only a deleted secret remains;
+#  - a direct DELETE or TRUNCATE of secretenv.secrets deletes the versions.
 use strict;
 use warnings;
 
@@ -322,6 +323,15 @@ is(q_app(q{SELECT secret_name || ' ' || version || ' ' || failed_check FROM secr
 q_su(q{DELETE FROM secretenv.secrets WHERE secret_name <> 'long-window'});
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP EXTENSION secretenv CASCADE');
 like($stderr, qr/cannot drop secretenv while secretenv.secrets holds secrets/, 'the drop guard refuses while a deleted secret is not destroyed');
+
+# --- a direct DELETE or TRUNCATE of secretenv.secrets takes the versions along ---
+is(q_su(q{SELECT count(*) FROM secretenv.secret_versions WHERE secret_name <> 'long-window'}), '0',
+	'a direct DELETE of secrets deletes their versions too');
+q_app(q{SELECT secretenv.secret_create('truncated', 'truncated-1'); SELECT secretenv.secret_update('truncated', 'truncated-2')});
+is(q_su(q{SELECT count(*) > 0 FROM secretenv.secret_versions WHERE secret_name = 'truncated'}), 't', 'a version is kept before the TRUNCATE');
+q_su(q{TRUNCATE secretenv.secrets});
+is(q_su(q{SELECT (SELECT count(*) FROM secretenv.secrets) + (SELECT count(*) FROM secretenv.secret_versions)}), '0',
+	'TRUNCATE secretenv.secrets (no CASCADE) empties secretenv.secret_versions too');
 
 $reader->quit;
 $node->stop;
