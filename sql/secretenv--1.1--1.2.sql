@@ -718,7 +718,7 @@ GRANT EXECUTE ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uu
  * Deletion is a mark (deleted_at, destroy_after): the row and its versions
  * stay where they are, and every read path of secretenv hides them, until
  * secret_restore clears the mark or a destroy deletes the row (its
- * versions go with it, ON DELETE CASCADE): secret_destroy,
+ * versions go with it, trigger secrets_destroy_versions): secret_destroy,
  * secret_delete(name, recovery_window => '0'), or purge_deleted() once
  * destroy_after has passed.
  */
@@ -734,7 +734,8 @@ COMMENT ON COLUMN secretenv.secrets.deleted_at IS
 	'Set by secret_delete: the secret is hidden and can be restored until destroy_after';
 
 CREATE TABLE secretenv.secret_versions (
-	secret_id uuid NOT NULL REFERENCES secretenv.secrets (secret_id) ON DELETE CASCADE,
+	/* Of a row of secretenv.secrets: see secrets_destroy_versions below. */
+	secret_id uuid NOT NULL,
 	/* The AAD is secret_id|secret_name, as for the current value. */
 	secret_name text NOT NULL,
 	version int4 NOT NULL CHECK (version >= 1),
@@ -795,7 +796,47 @@ COMMENT ON FUNCTION secretenv.audit_version_write() IS
 	'Trigger: an audit record for each version staged in secretenv.secret_versions';
 CREATE TRIGGER secret_versions_audit_write
 	AFTER INSERT ON secretenv.secret_versions
-	FOR EACH ROW EXECUTE FUNCTION secretenv.audit_version_write();
+	FOR EACH ROW WHEN (NEW.state OPERATOR(pg_catalog.=) 'pending')
+	EXECUTE FUNCTION secretenv.audit_version_write();
+
+/*
+ * A secret's versions go with its row: a destroy (secret_destroy,
+ * secret_delete(name, recovery_window => '0'), purge_deleted(), or a
+ * direct DELETE or TRUNCATE of secretenv.secrets) deletes them in the same
+ * statement.  A trigger rather than a foreign key with ON DELETE CASCADE:
+ * a key checks each version an update keeps against secretenv.secrets
+ * with a query that is planned again after every update (each one
+ * invalidates secretenv.secrets' cached plans, for the credential caches),
+ * about a sixth of secret_update's cost.  Only secretenv's functions (and
+ * the owner) write versions, always of a row they have just locked.  As
+ * the owner: the deleting role's policies no longer see the row, and a
+ * writer holds no TRUNCATE.  Enabled for origin sessions only, as the key
+ * was: on a logical subscriber the deletes of the versions arrive
+ * replicated.
+ */
+CREATE FUNCTION secretenv.destroy_versions()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP OPERATOR(pg_catalog.=) 'TRUNCATE' THEN
+		TRUNCATE secretenv.secret_versions;
+	ELSE
+		DELETE FROM secretenv.secret_versions v
+		WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id;
+	END IF;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION secretenv.destroy_versions() IS
+	'Trigger: delete the versions of the secrets deleted (or truncated) from secretenv.secrets';
+CREATE TRIGGER secrets_destroy_versions
+	AFTER DELETE ON secretenv.secrets
+	FOR EACH ROW EXECUTE FUNCTION secretenv.destroy_versions();
+CREATE TRIGGER secrets_destroy_versions_on_truncate
+	AFTER TRUNCATE ON secretenv.secrets
+	FOR EACH STATEMENT EXECUTE FUNCTION secretenv.destroy_versions();
 
 /* Version reads are not cached, but promote and rollback go through secrets' trigger. */
 
@@ -880,14 +921,17 @@ BEGIN
 				OLD.encrypted_value, OLD.wrapped_dek, OLD.kek_version,
 				OLD.masked_value, OLD.last_updated_at, OLD.last_updated_by);
 	END IF;
+	/* Below the keep-th highest number, if there are that many; all with 0. */
 	DELETE FROM secretenv.secret_versions v
 	WHERE v.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
 	  AND v.state OPERATOR(pg_catalog.<>) 'pending'
-	  AND v.version OPERATOR(pg_catalog.<>) ALL (
-			SELECT k.version FROM secretenv.secret_versions k
-			WHERE k.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
-			  AND k.state OPERATOR(pg_catalog.<>) 'pending'
-			ORDER BY k.version DESC LIMIT keep);
+	  AND (keep OPERATOR(pg_catalog.=) 0
+		   OR v.version OPERATOR(pg_catalog.<) (
+				SELECT k.version FROM secretenv.secret_versions k
+				WHERE k.secret_id OPERATOR(pg_catalog.=) OLD.secret_id
+				  AND k.state OPERATOR(pg_catalog.<>) 'pending'
+				ORDER BY k.version DESC
+				OFFSET greatest(keep OPERATOR(pg_catalog.-) 1, 0) LIMIT 1));
 	RETURN NEW;
 END
 $$;
@@ -1348,13 +1392,28 @@ CREATE OR REPLACE VIEW secretenv.masked_secrets WITH (security_invoker = true) A
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
 
+/*
+ * decrypted_secrets' value records the version it read: the same C
+ * function with the row's current_version as a sixth argument, which
+ * replaces the five-argument form (the access audit's section above).
+ */
+CREATE FUNCTION secretenv.secret_decrypt_stored(encrypted_value bytea, wrapped_dek bytea,
+												kek_version int4, secret_id uuid, secret_name text,
+												version int4)
+RETURNS text
+AS 'MODULE_PATHNAME', 'secret_decrypt_stored'
+LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4) IS
+	'Decrypt a row of secretenv.secrets for decrypted_secrets, with its access audit record naming the version';
+
 CREATE OR REPLACE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name,
 		   secretenv.secret_decrypt_stored(encrypted_value, wrapped_dek, kek_version,
-										   secret_id, secret_name) AS value,
+										   secret_id, secret_name, current_version) AS value,
 		   provider, description, kek_version, last_updated_at
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
+DROP FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text);
 
 /* Rotation re-wraps every version, current or not, in the same statement. */
 CREATE OR REPLACE FUNCTION secretenv.secret_rotate_all()
@@ -1796,6 +1855,8 @@ ALTER TABLE secretenv.audit_log ADD COLUMN version int4;
 REVOKE ALL ON secretenv.secret_versions, secretenv.deleted_secrets FROM PUBLIC;
 REVOKE ALL ON FUNCTION
 	secretenv.audit_version_write(),
+	secretenv.destroy_versions(),
+	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
 	secretenv.max_versions(),
 	secretenv.delete_recovery_window(),
 	secretenv.note_version_operation(text),
@@ -1825,6 +1886,7 @@ REVOKE ALL ON PROCEDURE secretenv.purge_deleted() FROM PUBLIC;
 
 GRANT SELECT ON secretenv.secret_versions TO secretenv_reader;
 GRANT EXECUTE ON FUNCTION
+	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
 	secretenv.secret_get(text, int4),
 	secretenv.secret_get(text, text),
 	secretenv.secret_versions(text)

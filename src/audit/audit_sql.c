@@ -67,7 +67,9 @@ static bool watched_wrote = false;
  * decrypted_secrets' value column: secret_decrypt of a stored row, with
  * its audit record.  PARALLEL RESTRICTED, so every record carries the
  * leader's client; a view of a 1.0 or 1.1 database still calls
- * secret_decrypt and is audited once its extension is updated.
+ * secret_decrypt and is audited once its extension is updated.  The
+ * sixth argument, the row's current_version, goes into the record; the
+ * five-argument form (a 1.2 development install) records none.
  */
 PG_FUNCTION_INFO_V1(secret_decrypt_stored);
 Datum
@@ -85,6 +87,8 @@ secret_decrypt_stored(PG_FUNCTION_ARGS)
 
 	recorded = se_audit_prepare(&rec, SE_AUDIT_READ, SE_VIA_VIEW, id->data,
 								VARDATA_ANY(name), VARSIZE_ANY_EXHDR(name));
+	if (recorded && PG_NARGS() > 5)
+		rec.version = PG_GETARG_INT32(5);
 	se_uuid_to_text(id, idtext);
 	PG_TRY();
 	{

@@ -96,6 +96,7 @@ typedef struct CacheEntry
 	uint8_t    *sealed;			/* nonce || ciphertext || tag */
 	size_t		sealed_len;
 	uint8		secret_id[SE_CACHE_ID_LEN];	/* the row's id, for the audit */
+	int32		version;		/* the row's version, for the audit; 0: not known */
 } CacheEntry;
 
 typedef struct BucketKeys
@@ -353,11 +354,12 @@ se_cache_enabled(void)
 
 /*
  * Look a (user, name) up.  On a hit returns the plaintext as a text datum
- * allocated in the caller's memory context, and the id stored with it in
- * secret_id; NULL on a miss.
+ * allocated in the caller's memory context, and the id and version stored
+ * with it in secret_id and version; NULL on a miss.
  */
 text *
-se_cache_lookup(Oid userid, const char *name, int namelen, uint8 *secret_id)
+se_cache_lookup(Oid userid, const char *name, int namelen, uint8 *secret_id,
+				int32 *version)
 {
 	CacheKey	key;
 	CacheEntry *entry;
@@ -410,6 +412,7 @@ se_cache_lookup(Oid userid, const char *name, int namelen, uint8 *secret_id)
 	}
 	SET_VARSIZE(result, VARHDRSZ + ptlen);
 	memcpy(secret_id, entry->secret_id, SE_CACHE_ID_LEN);
+	*version = entry->version;
 	dlist_move_head(&lru_list, &entry->lru_node);
 	counters.hits++;
 	return result;
@@ -461,13 +464,13 @@ key_slot_for_fill(int64 now)
 }
 
 /*
- * Store a plaintext under (user, name), with the secret's id (not a
- * secret; kept in clear).  Failing to store (no memory, no key, name too
+ * Store a plaintext under (user, name), with the secret's id and version
+ * (not secrets; kept in clear).  Failing to store (no memory, no key, name too
  * long, key wiped meanwhile) is silent: the cache is an optimisation.
  */
 void
 se_cache_insert(Oid userid, const char *name, int namelen, const uint8 *secret_id,
-				const char *pt, size_t ptlen)
+				int32 version, const char *pt, size_t ptlen)
 {
 	CacheKey	key;
 	CacheEntry *entry;
@@ -531,6 +534,7 @@ se_cache_insert(Oid userid, const char *name, int namelen, const uint8 *secret_i
 	entry->sealed = sealed;
 	entry->sealed_len = sealed_len;
 	memcpy(entry->secret_id, secret_id, SE_CACHE_ID_LEN);
+	entry->version = version;
 	dlist_push_head(&lru_list, &entry->lru_node);
 	dlist_push_tail(&fill_list, &entry->fill_node);
 	num_entries++;

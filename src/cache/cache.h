@@ -25,9 +25,10 @@ extern bool se_cache_enabled(void);
  * operation either completes or leaves the store as it was (see cache.c).
  */
 extern text *se_cache_lookup(Oid userid, const char *name, int namelen,
-							 uint8 *secret_id);
+							 uint8 *secret_id, int32 *version);
 extern void se_cache_insert(Oid userid, const char *name, int namelen,
-							const uint8 *secret_id, const char *pt, size_t ptlen);
+							const uint8 *secret_id, int32 version,
+							const char *pt, size_t ptlen);
 
 /* Drop every entry; the second form counts it as an invalidation. */
 extern void se_cache_clear_all(void);

@@ -440,6 +440,8 @@ secret_get(PG_FUNCTION_ARGS)
 	text	   *volatile result = NULL;
 
 	audited = se_audit_prepare(&audit, SE_AUDIT_READ, SE_VIA_SECRET_GET, NULL, namep, namelen);
+	/* Known once the row (or the cache entry it filled) is read; cached either way. */
+	audit.version = 0;
 	PG_TRY();
 	{
 		bool		may_serve;
@@ -471,7 +473,7 @@ secret_get(PG_FUNCTION_ARGS)
 
 		if (may_serve)
 		{
-			value = se_cache_lookup(userid, namep, namelen, audit.id);
+			value = se_cache_lookup(userid, namep, namelen, audit.id, &audit.version);
 			if (value != NULL)
 			{
 				audit.has_id = true;
@@ -507,7 +509,7 @@ secret_get(PG_FUNCTION_ARGS)
 				PopActiveSnapshot();
 
 			if (fresh && se_coherence_may_fill(ticket))
-				se_cache_insert(userid, namep, namelen, audit.id,
+				se_cache_insert(userid, namep, namelen, audit.id, audit.version,
 								VARDATA(value), VARSIZE(value) - VARHDRSZ);
 		}
 		result = value;

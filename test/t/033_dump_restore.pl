@@ -124,6 +124,8 @@ is($same->safe_psql('appdb',
 		q{SELECT tgname || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal ORDER BY 1}),
 	"secrets_audit_write:O
 secrets_check_envelope:A
+secrets_destroy_versions:O
+secrets_destroy_versions_on_truncate:O
 secrets_identity_immutable:A
 secrets_invalidate_caches:A
 secrets_invalidate_caches_on_apply:R

@@ -112,7 +112,7 @@ for my $replica ([ 'standby', $standby ], [ 'subscriber', $subscriber ])
 is($subscriber->safe_psql('postgres', q{
 	SELECT string_agg(tgname || ':' || tgenabled::text, ',' ORDER BY tgname)
 	FROM pg_trigger WHERE tgrelid = 'secretenv.secrets'::regclass AND NOT tgisinternal}),
-	'secrets_audit_write:O,secrets_check_envelope:A,secrets_identity_immutable:A,secrets_invalidate_caches:A,secrets_invalidate_caches_on_apply:R,secrets_keep_versions:O,secrets_value_encrypted_at:A',
+	'secrets_audit_write:O,secrets_check_envelope:A,secrets_destroy_versions:O,secrets_destroy_versions_on_truncate:O,secrets_identity_immutable:A,secrets_invalidate_caches:A,secrets_invalidate_caches_on_apply:R,secrets_keep_versions:O,secrets_value_encrypted_at:A',
 	'subscriber: the row trigger is enabled for replica sessions only');
 
 $subscriber->stop;

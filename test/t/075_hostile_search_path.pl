@@ -163,6 +163,7 @@ my %calls = (
 	'secretenv.lock_live_secret(text)' => undef,
 	'secretenv.keep_versions()' => undef,
 	'secretenv.audit_version_write()' => undef,
+	'secretenv.destroy_versions()' => undef,
 	'secretenv.note_version_operation(text)' => undef,
 	'secretenv.max_versions()' => 'SELECT secretenv.max_versions()',
 	'secretenv.delete_recovery_window()' => 'SELECT secretenv.delete_recovery_window()',
@@ -188,8 +189,8 @@ my %calls = (
 	  "SELECT secretenv.grant_secrets(session_user::regrole, 'atk-%', 'write')",
 	'secretenv.revoke_secrets(regrole,text,text)' =>
 	  "SELECT secretenv.revoke_secrets(session_user::regrole, 'atk-%', 'write')",
-	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text)' =>
-	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name) FROM secretenv.secrets s",
+	'secretenv.secret_decrypt_stored(bytea,bytea,integer,uuid,text,integer)' =>
+	  "SELECT secretenv.secret_decrypt_stored(s.encrypted_value, s.wrapped_dek, s.kek_version, s.secret_id, s.secret_name, s.current_version) FROM secretenv.secrets s",
 	'secretenv.audit_verify()' => 'SELECT * FROM secretenv.audit_verify()',
 	'secretenv.audit_purge(timestamp with time zone)' => "SELECT secretenv.audit_purge(now() - interval '1 hour')",
 	'secretenv.audit_stats()' => 'SELECT secretenv.audit_stats()',
@@ -304,7 +305,7 @@ WHERE p.pronamespace = 'secretenv'::regnamespace
    AND (p.proname IN ('invalidate_secret_caches', 'reencrypt_envelope', 'access_rules_changed',
 					   'enforce_access_rules', 'stamp_value_encrypted', 'audit_secret_write',
 					   'audit_log_guard', 'keep_versions', 'audit_version_write',
-					   'note_version_operation')
+					   'note_version_operation', 'destroy_versions')
 	   OR (p.proname IN ('insert_secret', 'replace_secret_value', 'lock_live_secret')
 		   AND NOT pg_has_role('$atk', 'secretenv_writer', 'USAGE')))
   AND has_function_privilege('$atk', p.oid, 'EXECUTE')}),

@@ -22,12 +22,15 @@
 #  - expires_at and labels in masked_secrets, status() counts;
 #  - access rules and row-level security hide the versions of a hidden
 #    secret; the access audit records stage, promote, rollback, delete,
-#    restore and destroy with the version, and the chain verifies;
+#    restore and destroy with the version, and reads with the version they
+#    returned (table read, cache hit, decrypted_secrets), and the chain
+#    verifies;
 #  - secret_stage's value is redacted from the server log;
 #  - rotation (one-shot and batched) re-wraps every version,
 #    secret_reencrypt gives every version a fresh DEK, verify_secrets()
 #    names a tampered version, status() counts versions per KEK;
-#  - the drop guard refuses while only a deleted secret remains.
+#  - the drop guard refuses while only a deleted secret remains;
+#  - a direct DELETE or TRUNCATE of secretenv.secrets deletes the versions.
 use strict;
 use warnings;
 
@@ -259,6 +262,23 @@ is($audit->('audited', 9), 'create:1 update:2 stage:3 promote:3 rollback:2 delet
 	'the audit records create, update, stage, promote, rollback, delete, restore and destroy, each with its version');
 is(q_su(q{SELECT operation || ':' || version FROM secretenv.audit_log WHERE secret_name = 'audited' AND operation = 'read'}), 'read:3',
 	'a read of a version is recorded with that version');
+# A cache hit and a decrypted_secrets read name the version they returned,
+# also right after an update (the cache entry filled after it, not before).
+my $reads = sub {
+	$node->poll_query_until('postgres', "SELECT (SELECT count(*) FROM secretenv.audit_log WHERE secret_name = 'audited-read' AND operation = 'read') >= $_[0]") or die "audit of reads";
+	return q_su(q{SELECT string_agg(via || ':' || COALESCE(version::text, '-'), ' ' ORDER BY seq) FROM secretenv.audit_log WHERE secret_name = 'audited-read' AND operation = 'read'});
+};
+q_app(q{SELECT secretenv.secret_create('audited-read', 'read-value-1');
+	SELECT secretenv.secret_update('audited-read', 'read-value-2');});
+is(q_app(q{SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_update('audited-read', 'read-value-3');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT secretenv.secret_get('audited-read');
+	SELECT value FROM secretenv.decrypted_secrets WHERE secret_name = 'audited-read'}),
+	"read-value-2\nread-value-2\n\nread-value-3\nread-value-3\nread-value-3", 'the reads return versions 2 and 3');
+is($reads->(5), 'secret_get:2 secret_get_cached:2 secret_get:3 secret_get_cached:3 decrypted_secrets:3',
+	'a cache hit and a decrypted_secrets read are recorded with the version they returned');
 is(q_su(q{SELECT intact FROM secretenv.audit_verify()}), 't', 'the audit chain verifies');
 
 # --- redaction of secret_stage ---
@@ -303,6 +323,15 @@ is(q_app(q{SELECT secret_name || ' ' || version || ' ' || failed_check FROM secr
 q_su(q{DELETE FROM secretenv.secrets WHERE secret_name <> 'long-window'});
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP EXTENSION secretenv CASCADE');
 like($stderr, qr/cannot drop secretenv while secretenv.secrets holds secrets/, 'the drop guard refuses while a deleted secret is not destroyed');
+
+# --- a direct DELETE or TRUNCATE of secretenv.secrets takes the versions along ---
+is(q_su(q{SELECT count(*) FROM secretenv.secret_versions WHERE secret_name <> 'long-window'}), '0',
+	'a direct DELETE of secrets deletes their versions too');
+q_app(q{SELECT secretenv.secret_create('truncated', 'truncated-1'); SELECT secretenv.secret_update('truncated', 'truncated-2')});
+is(q_su(q{SELECT count(*) > 0 FROM secretenv.secret_versions WHERE secret_name = 'truncated'}), 't', 'a version is kept before the TRUNCATE');
+q_su(q{TRUNCATE secretenv.secrets});
+is(q_su(q{SELECT (SELECT count(*) FROM secretenv.secrets) + (SELECT count(*) FROM secretenv.secret_versions)}), '0',
+	'TRUNCATE secretenv.secrets (no CASCADE) empties secretenv.secret_versions too');
 
 $reader->quit;
 $node->stop;
