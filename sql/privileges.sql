@@ -20,7 +20,7 @@ SELECT has_schema_privilege('regress_nobody', 'secretenv', 'USAGE') AS nobody_us
 SELECT p.oid::regprocedure, p.proconfig
 FROM pg_proc p
 WHERE p.pronamespace = 'secretenv'::regnamespace AND p.prosecdef
-ORDER BY 1;
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- The whole surface, as each role.
 CREATE TEMP TABLE surface (label text, stmt text);

@@ -522,45 +522,6 @@ CREATE TRIGGER secrets_invalidate_caches_on_apply
 	FOR EACH ROW EXECUTE FUNCTION secretenv.invalidate_secret_caches();
 ALTER TABLE secretenv.secrets ENABLE REPLICA TRIGGER secrets_invalidate_caches_on_apply;
 
-CREATE FUNCTION secretenv.secret_rotate_all()
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	/* The key settings the server last loaded, not a stale view. */
-	current_version int4 := secretenv.loaded_kek_version();
-	missing text;
-	rotated bigint;
-BEGIN
-	/*
-	 * Name every version that cannot be opened before touching anything;
-	 * the UPDATE would fail on the first such row anyway, but less helpfully.
-	 */
-	SELECT string_agg(v::text, ', ' ORDER BY v) INTO missing
-	FROM (SELECT DISTINCT kek_version AS v FROM secretenv.secrets
-		  WHERE kek_version <> current_version) old
-	WHERE NOT secretenv.kek_is_configured(v);
-
-	IF missing IS NOT NULL THEN
-		RAISE EXCEPTION 'cannot rotate secrets: no KEK is configured for version %', missing
-			USING ERRCODE = '22S04',
-				  DETAIL = pg_catalog.format('Rows of KEK version %s cannot be unwrapped; nothing was changed.', missing),
-				  HINT = 'Configure the KEK that wrote them as the previous one (secretenv.kek_previous_version, with secretenv.kek_previous_passphrase on a server that preloads secretenv, or a secretenv.kek_passphrase_command that prints its passphrase), reload, and retry.';
-	END IF;
-
-	/* One statement: all rows are re-wrapped, or none is. */
-	UPDATE secretenv.secrets
-	SET wrapped_dek = secretenv.secret_rewrap(wrapped_dek, kek_version),
-		kek_version = current_version
-	WHERE kek_version <> current_version;
-	GET DIAGNOSTICS rotated = ROW_COUNT;
-	RETURN rotated;
-END
-$$;
-COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
-	'Re-wrap the DEK of every secret not on the current KEK, in one statement; returns the count';
-
 CREATE FUNCTION secretenv.key_inventory()
 RETURNS TABLE (database text, kek_version int4, rows bigint, kek_state text,
 			   counted boolean, checked_at timestamptz)
@@ -575,111 +536,6 @@ AS 'MODULE_PATHNAME', 'audit_stats'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION secretenv.audit_stats() IS
 	'Access audit settings and counters of the queue: queued, written, dropped, given up, failures';
-
-CREATE FUNCTION secretenv.status()
-RETURNS jsonb
-LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-	/* Act on the key settings the server last loaded, not a stale view. */
-	SELECT secretenv.loaded_kek_version();
-	/* Once: key_config() reads the settings this session now has. */
-	WITH cfg AS MATERIALIZED (SELECT secretenv.key_config() AS c),
-	versions AS (
-		SELECT c.kek_version, c.n,
-			   secretenv.kek_is_configured(c.kek_version) AS configured,
-			   secretenv.kek_opens((SELECT s.wrapped_dek FROM secretenv.secrets s
-									WHERE s.kek_version OPERATOR(pg_catalog.=) c.kek_version
-									LIMIT 1), c.kek_version) AS opens
-		FROM (SELECT s.kek_version, count(*) AS n
-			  FROM secretenv.secrets s GROUP BY s.kek_version) c
-	)
-	SELECT (SELECT cfg.c FROM cfg)
-		|| jsonb_build_object(
-			'versions', COALESCE((
-				SELECT jsonb_agg(jsonb_build_object(
-							'kek_version', v.kek_version,
-							'rows', v.n,
-							'kek_configured', v.configured,
-							'kek_opens_sample', v.opens)
-						ORDER BY v.kek_version)
-				FROM versions v), '[]'::jsonb),
-			/* Rows a read refuses (22S05) until they are rotated. */
-			'retired_rows', COALESCE((
-				SELECT sum(v.n) FROM versions v
-				WHERE v.kek_version OPERATOR(pg_catalog.<)
-					  (SELECT (cfg.c OPERATOR(pg_catalog.->>) 'min_kek_version')::int4 FROM cfg)), 0),
-			/*
-			 * Rows whose value was encrypted at an unknown time (written
-			 * directly, or before 1.2): any secret_reencrypt re-encrypts them.
-			 */
-			'unknown_encryption_time_rows', (SELECT count(*) FROM secretenv.secrets s
-											 WHERE s.value_encrypted_at IS NULL),
-			'oldest_value_encrypted_at', (SELECT min(s.value_encrypted_at) FROM secretenv.secrets s),
-			/* Complete: every row on the current KEK, and that KEK opens them. */
-			'rotation_complete', NOT EXISTS (
-				SELECT 1 FROM versions v
-				WHERE v.kek_version OPERATOR(pg_catalog.<>) secretenv.current_kek_version()
-				   OR v.opens IS DISTINCT FROM true),
-			'databases', COALESCE((
-				SELECT jsonb_agg(jsonb_build_object(
-							'database', d.database,
-							'kek_version', d.kek_version,
-							'rows', d.rows,
-							'kek_state', d.kek_state,
-							'checked_at', d.checked_at)
-						ORDER BY d.database, d.kek_version)
-				FROM (SELECT i.database, i.kek_version, i.rows, i.kek_state, i.checked_at
-					  FROM secretenv.key_inventory() i
-					  WHERE i.database OPERATOR(pg_catalog.<>) current_database()::text
-					  UNION ALL
-					  /* This database as counted now, not at the worker's last visit. */
-					  SELECT current_database()::text, v.kek_version, v.n,
-							 CASE WHEN NOT v.configured THEN 'not configured'
-								  WHEN v.opens THEN 'opens'
-								  ELSE 'does not open' END,
-							 now()
-					  FROM versions v) d), '[]'::jsonb),
-			'cache', secretenv.cache_stats(),
-			'audit', secretenv.audit_stats())
-$$;
-COMMENT ON FUNCTION secretenv.status() IS
-	'Key versions and fingerprints, default-passphrase use, preload, rows, retirement and key health per version and per database, cache counters; never key material';
-
-/*
- * Both views run with the rights of the role that queries them
- * (security_invoker), so its table privileges and row-level security
- * policies apply; an ordinary view would read the table as its owner, a
- * superuser, for whom row-level security never applies.
- */
-CREATE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
-	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
-		   created_at, created_by, last_updated_at, last_updated_by
-	FROM secretenv.secrets;
-COMMENT ON VIEW secretenv.masked_secrets IS
-	'Secrets without ciphertext or plaintext: the stored mask only, never decrypted';
-
-/*
- * decrypted_secrets' value: secret_decrypt of the stored row with an
- * access audit record (a direct call is recorded too).  PARALLEL
- * RESTRICTED: it runs in the leader, whose client the record names.
- */
-CREATE FUNCTION secretenv.secret_decrypt_stored(encrypted_value bytea, wrapped_dek bytea,
-												kek_version int4, secret_id uuid, secret_name text)
-RETURNS text
-AS 'MODULE_PATHNAME', 'secret_decrypt_stored'
-LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text) IS
-	'Decrypt a row of secretenv.secrets for decrypted_secrets, with its access audit record';
-
-CREATE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
-	SELECT secret_id, secret_name,
-		   secretenv.secret_decrypt_stored(encrypted_value, wrapped_dek, kek_version,
-										   secret_id, secret_name) AS value,
-		   provider, description, kek_version, last_updated_at
-	FROM secretenv.secrets;
-COMMENT ON VIEW secretenv.decrypted_secrets IS
-	'Plaintext of every stored secret; restricted to secretenv_reader';
 
 /*
  * DROP EXTENSION secretenv would delete every stored secret without a
@@ -747,14 +603,18 @@ CREATE TYPE secretenv.batch_run AS (
 COMMENT ON TYPE secretenv.batch_run IS
 	'Progress of a batched secret_rotate, rotate_table or secret_reencrypt run between its transactions';
 
-/* One window of secret_rotate: runs as the table's owner, like secret_rotate_all. */
+/*
+ * One window of secret_rotate: runs as the table's owner, like
+ * secret_rotate_all.  The KEK version is not named current_version: that
+ * is a column of secretenv.secrets (section "Secret versions").
+ */
 CREATE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
 											   OUT changed int8, OUT seen int8)
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	current_version int4 := secretenv.loaded_kek_version();
+	target_version int4 := secretenv.loaded_kek_version();
 	lo tid := format('(%s,0)', first_block)::tid;
 	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
 BEGIN
@@ -764,9 +624,9 @@ BEGIN
 	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
 	UPDATE secretenv.secrets s
 	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
-		kek_version = current_version
+		kek_version = target_version
 	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
-	  AND s.kek_version OPERATOR(pg_catalog.<>) current_version;
+	  AND s.kek_version OPERATOR(pg_catalog.<>) target_version;
 	GET DIAGNOSTICS changed = ROW_COUNT;
 END
 $$;
@@ -847,7 +707,12 @@ $$;
 COMMENT ON FUNCTION secretenv.rotate_table_batch(regclass, name, name, int8, int8) IS
 	'Internal to rotate_table: re-wrap the rows of a block range of an application table not on the current KEK';
 
-/* Check the arguments of a run and describe its first pass. */
+/*
+ * Check the arguments of a run and describe its first pass.  Besides
+ * rotate, rotate_table and reencrypt, a run may be rotate_versions or
+ * reencrypt_versions, over secretenv.secret_versions (secret_rotate and
+ * secret_reencrypt do both tables).
+ */
 CREATE FUNCTION secretenv.batch_run_start(operation text, tbl regclass, wrapped_dek_column name,
 										  kek_version_column name, since timestamptz,
 										  batch_size int4)
@@ -860,7 +725,8 @@ DECLARE
 	col record;
 BEGIN
 	IF operation IS NULL OR tbl IS NULL
-	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt']) THEN
+	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt',
+														  'rotate_versions', 'reencrypt_versions']) THEN
 		RAISE EXCEPTION 'unknown batched operation'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
@@ -869,7 +735,7 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('The given batch size is %s.', COALESCE(batch_size::text, 'NULL'));
 	END IF;
-	IF operation OPERATOR(pg_catalog.=) 'reencrypt'
+	IF operation OPERATOR(pg_catalog.=) ANY (ARRAY['reencrypt', 'reencrypt_versions'])
 	   AND (since IS NULL OR since OPERATOR(pg_catalog.>) now()) THEN
 		RAISE EXCEPTION 're-encryption cutoff must not be null or in the future'
 			USING ERRCODE = 'invalid_parameter_value',
@@ -934,168 +800,24 @@ COMMENT ON FUNCTION secretenv.batch_run_start(text, regclass, name, name, timest
 	'Internal to the batched procedures: check their arguments and describe the first pass';
 
 /*
- * Do the next window of a run (the caller commits after it), or end a
- * pass: the run is done when a whole pass changed nothing.
+ * batch_run_step, which does the windows, and the procedures that drive
+ * a run are in section "Secret versions", after secretenv.secret_versions:
+ * secret_rotate and secret_reencrypt walk the versions too.
  */
-CREATE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
-RETURNS secretenv.batch_run
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	r secretenv.batch_run := run;
-	b record;
-	started timestamptz;
-	took interval;
-	verb text := CASE WHEN r.operation OPERATOR(pg_catalog.=) 'reencrypt'
-					  THEN 're-encrypted' ELSE 're-wrapped' END;
-BEGIN
-	IF r.done THEN
-		RETURN r;
-	END IF;
-	IF r.next_block OPERATOR(pg_catalog.>=) r.table_blocks THEN
-		IF r.pass_changed OPERATOR(pg_catalog.=) 0 THEN
-			r.done := true;
-			RAISE NOTICE 'finished: % rows % in % batches over % passes, longest batch %',
-				r.changed, verb, r.batches, r.pass, r.longest_batch;
-			RETURN r;
-		END IF;
-		r.pass := r.pass OPERATOR(pg_catalog.+) 1;
-		r.next_block := 0;
-		r.pass_changed := 0;
-		r.table_blocks := pg_relation_size(r.tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
-		RETURN r;
-	END IF;
-
-	started := clock_timestamp();
-	IF r.operation OPERATOR(pg_catalog.=) 'rotate' THEN
-		SELECT * INTO STRICT b FROM secretenv.rotate_secrets_batch(r.next_block, r.window_blocks);
-	ELSIF r.operation OPERATOR(pg_catalog.=) 'reencrypt' THEN
-		SELECT * INTO STRICT b FROM secretenv.reencrypt_secrets_batch(r.since, r.next_block, r.window_blocks);
-	ELSE
-		SELECT * INTO STRICT b FROM secretenv.rotate_table_batch(r.tbl, r.wrapped_dek_column,
-																r.kek_version_column,
-																r.next_block, r.window_blocks);
-	END IF;
-	took := clock_timestamp() OPERATOR(pg_catalog.-) started;
-
-	r.batches := r.batches OPERATOR(pg_catalog.+) 1;
-	r.changed := r.changed OPERATOR(pg_catalog.+) b.changed;
-	r.pass_changed := r.pass_changed OPERATOR(pg_catalog.+) b.changed;
-	r.longest_batch := greatest(r.longest_batch, took);
-	IF b.changed OPERATOR(pg_catalog.>) 0 THEN
-		RAISE NOTICE 'batch %: % rows % in blocks % to % of % (pass %) in %; % rows so far',
-			r.batches, b.changed, verb, r.next_block,
-			least(r.next_block OPERATOR(pg_catalog.+) r.window_blocks, r.table_blocks) OPERATOR(pg_catalog.-) 1,
-			r.table_blocks, r.pass, took, r.changed;
-	END IF;
-
-	/*
-	 * Size the next window for about batch_size rows at the densest
-	 * stretch seen so far, growing at most eightfold per window: a window
-	 * that follows an empty stretch (dead versions left by an earlier pass)
-	 * must not take in a dense one of many times batch_size rows.
-	 */
-	r.densest_block := greatest(r.densest_block,
-								(b.seen OPERATOR(pg_catalog.+) r.window_blocks OPERATOR(pg_catalog.-) 1)
-								OPERATOR(pg_catalog./) r.window_blocks);
-	r.next_block := r.next_block OPERATOR(pg_catalog.+) r.window_blocks;
-	r.window_blocks := greatest(1, least(r.window_blocks OPERATOR(pg_catalog.*) 8,
-										 r.batch_size OPERATOR(pg_catalog./) r.densest_block));
-	RETURN r;
-END
-$$;
-COMMENT ON FUNCTION secretenv.batch_run_step(secretenv.batch_run) IS
-	'Internal to the batched procedures: do the next window of a run, or end a pass';
-
-/*
- * The procedures commit after every window, so they cannot be SECURITY
- * DEFINER nor carry a SET clause (PostgreSQL forbids transaction control
- * in both).  Their bodies therefore contain no operator and no unqualified
- * name: every step is a call of a schema-qualified function whose own
- * search_path is pinned.  secret_rotate and secret_reencrypt reach the
- * table through SECURITY DEFINER windows; rotate_table runs with the
- * caller's rights throughout.
- */
-CREATE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	run secretenv.batch_run := secretenv.batch_run_start('rotate', 'secretenv.secrets', NULL, NULL,
-														 NULL, batch_size);
-BEGIN
-	LOOP
-		run := secretenv.batch_run_step(run);
-		COMMIT;
-		EXIT WHEN run.done;
-	END LOOP;
-END
-$$;
-COMMENT ON PROCEDURE secretenv.secret_rotate(int4) IS
-	'Re-wrap every secret not on the current KEK in batches of about batch_size rows, committing after each; resumable';
-
-CREATE PROCEDURE secretenv.rotate_table(tbl regclass, wrapped_dek_column name DEFAULT 'wrapped_dek',
-										kek_version_column name DEFAULT 'kek_version',
-										batch_size int4 DEFAULT 10000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	run secretenv.batch_run := secretenv.batch_run_start('rotate_table', tbl, wrapped_dek_column,
-														 kek_version_column, NULL, batch_size);
-BEGIN
-	LOOP
-		run := secretenv.batch_run_step(run);
-		COMMIT;
-		EXIT WHEN run.done;
-	END LOOP;
-END
-$$;
-COMMENT ON PROCEDURE secretenv.rotate_table(regclass, name, name, int4) IS
-	'Re-wrap every row of an application table not on the current KEK in batches, committing after each; runs with the caller''s rights';
-
-CREATE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
-LANGUAGE plpgsql
-AS $$
-DECLARE
-	run secretenv.batch_run := secretenv.batch_run_start('reencrypt', 'secretenv.secrets', NULL, NULL,
-														 since, batch_size);
-BEGIN
-	LOOP
-		run := secretenv.batch_run_step(run);
-		COMMIT;
-		EXIT WHEN run.done;
-	END LOOP;
-END
-$$;
-COMMENT ON PROCEDURE secretenv.secret_reencrypt(timestamptz, int4) IS
-	'Give every secret last encrypted before since a fresh DEK and ciphertext under the current KEK, in batches; resumable';
-
 REVOKE ALL ON FUNCTION
 	secretenv.loaded_kek_version(),
 	secretenv.reencrypt_envelope(bytea, bytea, int4, uuid, text),
 	secretenv.rotate_secrets_batch(int8, int8),
 	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
 	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
-	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
-	secretenv.batch_run_step(secretenv.batch_run)
-	FROM PUBLIC;
-REVOKE ALL ON PROCEDURE
-	secretenv.secret_rotate(int4),
-	secretenv.rotate_table(regclass, name, name, int4),
-	secretenv.secret_reencrypt(timestamptz, int4)
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4)
 	FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	secretenv.loaded_kek_version(),
 	secretenv.rotate_secrets_batch(int8, int8),
 	secretenv.reencrypt_secrets_batch(timestamptz, int8, int8),
 	secretenv.rotate_table_batch(regclass, name, name, int8, int8),
-	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4),
-	secretenv.batch_run_step(secretenv.batch_run)
-	TO secretenv_admin;
-GRANT EXECUTE ON PROCEDURE
-	secretenv.secret_rotate(int4),
-	secretenv.rotate_table(regclass, name, name, int4),
-	secretenv.secret_reencrypt(timestamptz, int4)
+	secretenv.batch_run_start(text, regclass, name, name, timestamptz, int4)
 	TO secretenv_admin;
 
 -------------------------------------------------------------------------------
@@ -1117,7 +839,7 @@ GRANT EXECUTE ON FUNCTION
 	secretenv.secret_get(text),
 	secretenv.cache_clear()
 	TO secretenv_reader;
-GRANT SELECT ON secretenv.secrets, secretenv.decrypted_secrets TO secretenv_reader;
+GRANT SELECT ON secretenv.secrets TO secretenv_reader;
 
 GRANT EXECUTE ON FUNCTION
 	secretenv.secret_encrypt(text, uuid, text),
@@ -1129,8 +851,6 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT EXECUTE ON FUNCTION
 	secretenv.secret_rewrap(bytea, int4),
-	secretenv.secret_rotate_all(),
-	secretenv.status(),
 	secretenv.key_config(),
 	secretenv.key_inventory(),
 	secretenv.kek_is_configured(int4),
@@ -1139,8 +859,6 @@ GRANT EXECUTE ON FUNCTION
 	secretenv.cache_stats(),
 	secretenv.cache_clear()
 	TO secretenv_admin;
-
-GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
 
 -- The table privileges behind the security_invoker views and the
 -- SECURITY INVOKER write functions (row-level security, DESIGN section 7f):
@@ -1509,28 +1227,31 @@ REVOKE ALL ON FUNCTION
 	secretenv.audit_secret_write(),
 	secretenv.audit_verify(),
 	secretenv.audit_purge(timestamptz),
-	secretenv.audit_stats(),
-	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text)
+	secretenv.audit_stats()
 	FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
 	secretenv.audit_verify(),
 	secretenv.audit_purge(timestamptz),
 	secretenv.audit_stats()
 	TO secretenv_admin;
-GRANT EXECUTE ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text)
-	TO secretenv_reader;
 
 -------------------------------------------------------------------------------
 -- Secret versions, staged rotation, deletion with recovery (DESIGN section 8c)
 -------------------------------------------------------------------------------
 
 /*
- * This section is the same in secretenv--1.2.sql and secretenv--1.1--1.2.sql,
- * except that the upgrade first drops the 1.1 functions whose signature
- * changes (insert_secret, replace_secret_value, secret_create,
- * secret_update, secret_delete, verify_secrets): it turns the 1.1 store into
- * the versioned one by altering and replacing objects, so a fresh install
- * and an upgrade run the same statements.
+ * secretenv--1.1--1.2.sql has this section too: it turns the 1.1 store
+ * into the versioned one with the same statements for everything new here.
+ * The upgrade also drops the 1.1 functions whose signature changes
+ * (insert_secret, replace_secret_value, secret_create, secret_update,
+ * secret_delete, verify_secrets), and replaces with CREATE OR REPLACE the
+ * objects it already has that now read the versions or the new columns
+ * (masked_secrets, decrypted_secrets, secret_rotate_all,
+ * rotate_secrets_batch, batch_run_start, batch_run_step, secret_rotate,
+ * secret_reencrypt, status), dropping the five-argument
+ * secret_decrypt_stored that decrypted_secrets called.  This script
+ * creates each object once, in its final form: here, after what it
+ * depends on, or in a section above when it needs nothing of this one.
  *
  * The current version of a secret stays in secretenv.secrets, in MLflow's
  * byte format and columns; current_version numbers it.  Every other version
@@ -2202,18 +1923,28 @@ CREATE VIEW secretenv.deleted_secrets WITH (security_invoker = true) AS
 COMMENT ON VIEW secretenv.deleted_secrets IS
 	'Deleted secrets that can still be restored, and when each is destroyed';
 
-/* Deleted secrets are hidden; expires_at, labels and the version are shown. */
-CREATE OR REPLACE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
+/*
+ * Like deleted_secrets, the views of the store run with the rights of the
+ * role that queries them (security_invoker), so its table privileges and
+ * row-level security policies apply; an ordinary view would read the
+ * table as its owner, a superuser, for whom row-level security never
+ * applies.  Deleted secrets are hidden; masked_secrets shows expires_at,
+ * labels and the version.
+ */
+CREATE VIEW secretenv.masked_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name, masked_value, kek_version, provider, description,
 		   created_at, created_by, last_updated_at, last_updated_by,
 		   current_version, expires_at, labels
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
+COMMENT ON VIEW secretenv.masked_secrets IS
+	'Secrets without ciphertext or plaintext: the stored mask only, never decrypted';
 
 /*
- * decrypted_secrets' value records the version it read: the same C
- * function with the row's current_version as a sixth argument, which
- * replaces the five-argument form (the access audit's section above).
+ * decrypted_secrets' value: secret_decrypt of the stored row with an
+ * access audit record naming the version read, the row's current_version
+ * (a direct call is recorded too).  PARALLEL RESTRICTED: it runs in the
+ * leader, whose client the record names.
  */
 CREATE FUNCTION secretenv.secret_decrypt_stored(encrypted_value bytea, wrapped_dek bytea,
 												kek_version int4, secret_id uuid, secret_name text,
@@ -2224,17 +1955,18 @@ LANGUAGE C STRICT STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4) IS
 	'Decrypt a row of secretenv.secrets for decrypted_secrets, with its access audit record naming the version';
 
-CREATE OR REPLACE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
+CREATE VIEW secretenv.decrypted_secrets WITH (security_invoker = true) AS
 	SELECT secret_id, secret_name,
 		   secretenv.secret_decrypt_stored(encrypted_value, wrapped_dek, kek_version,
 										   secret_id, secret_name, current_version) AS value,
 		   provider, description, kek_version, last_updated_at
 	FROM secretenv.secrets
 	WHERE deleted_at IS NULL;
-DROP FUNCTION secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text);
+COMMENT ON VIEW secretenv.decrypted_secrets IS
+	'Plaintext of every stored secret; restricted to secretenv_reader';
 
 /* Rotation re-wraps every version, current or not, in the same statement. */
-CREATE OR REPLACE FUNCTION secretenv.secret_rotate_all()
+CREATE FUNCTION secretenv.secret_rotate_all()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -2284,30 +2016,6 @@ END
 $$;
 COMMENT ON FUNCTION secretenv.secret_rotate_all() IS
 	'Re-wrap the DEK of every secret and every kept version not on the current KEK, in one transaction; returns the count';
-
-/* secret_rotate's window over secretenv.secrets, its variable renamed as above. */
-CREATE OR REPLACE FUNCTION secretenv.rotate_secrets_batch(first_block int8, blocks int8,
-											   OUT changed int8, OUT seen int8)
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	target_version int4 := secretenv.loaded_kek_version();
-	lo tid := format('(%s,0)', first_block)::tid;
-	hi tid := format('(%s,0)', first_block OPERATOR(pg_catalog.+) blocks)::tid;
-BEGIN
-	SELECT count(*) INTO seen FROM secretenv.secrets s
-	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi;
-
-	/* Re-wrap only: encrypted_value and last_updated_at do not change. */
-	UPDATE secretenv.secrets s
-	SET wrapped_dek = secretenv.secret_rewrap(s.wrapped_dek, s.kek_version),
-		kek_version = target_version
-	WHERE s.ctid OPERATOR(pg_catalog.>=) lo AND s.ctid OPERATOR(pg_catalog.<) hi
-	  AND s.kek_version OPERATOR(pg_catalog.<>) target_version;
-	GET DIAGNOSTICS changed = ROW_COUNT;
-END
-$$;
 
 /* One window of secret_rotate over the versions, as the tables' owner. */
 CREATE FUNCTION secretenv.rotate_versions_batch(first_block int8, blocks int8,
@@ -2360,92 +2068,11 @@ $$;
 COMMENT ON FUNCTION secretenv.reencrypt_versions_batch(timestamptz, int8, int8) IS
 	'Internal to secret_reencrypt: give the kept versions of a block range encrypted before the cutoff a fresh DEK and ciphertext';
 
-/* The batched runs learn two operations over secretenv.secret_versions. */
-CREATE OR REPLACE FUNCTION secretenv.batch_run_start(operation text, tbl regclass, wrapped_dek_column name,
-										  kek_version_column name, since timestamptz,
-										  batch_size int4)
-RETURNS secretenv.batch_run
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	run secretenv.batch_run;
-	col record;
-BEGIN
-	IF operation IS NULL OR tbl IS NULL
-	   OR NOT operation OPERATOR(pg_catalog.=) ANY (ARRAY['rotate', 'rotate_table', 'reencrypt',
-														  'rotate_versions', 'reencrypt_versions']) THEN
-		RAISE EXCEPTION 'unknown batched operation'
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
-		RAISE EXCEPTION 'batch size must be at least 1'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('The given batch size is %s.', COALESCE(batch_size::text, 'NULL'));
-	END IF;
-	IF operation OPERATOR(pg_catalog.=) ANY (ARRAY['reencrypt', 'reencrypt_versions'])
-	   AND (since IS NULL OR since OPERATOR(pg_catalog.>) now()) THEN
-		RAISE EXCEPTION 're-encryption cutoff must not be null or in the future'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'Re-encrypted rows are stamped with the current time; a later cutoff would select them again.',
-				  HINT = 'Pass the time of the suspected compromise, or now().';
-	END IF;
-	IF operation OPERATOR(pg_catalog.=) 'rotate_table' THEN
-		IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) tbl)
-		   OPERATOR(pg_catalog.<>) 'r' THEN
-			RAISE EXCEPTION '"%" is not a table', tbl
-				USING ERRCODE = 'wrong_object_type',
-					  HINT = 'Rotate each partition of a partitioned table separately.';
-		END IF;
-		FOR col IN
-			SELECT v.colname, v.wanted, a.atttypid
-			FROM (VALUES (wrapped_dek_column, 'pg_catalog.bytea'::pg_catalog.regtype),
-						 (kek_version_column, 'pg_catalog.int4'::pg_catalog.regtype)) v(colname, wanted)
-				 LEFT JOIN pg_catalog.pg_attribute a
-					ON a.attrelid OPERATOR(pg_catalog.=) tbl
-				   AND a.attname OPERATOR(pg_catalog.=) v.colname
-				   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
-		LOOP
-			IF col.colname IS NULL OR col.atttypid IS NULL THEN
-				RAISE EXCEPTION 'column "%" of relation "%" does not exist', col.colname, tbl
-					USING ERRCODE = 'undefined_column';
-			END IF;
-			IF col.atttypid OPERATOR(pg_catalog.<>) col.wanted THEN
-				RAISE EXCEPTION 'column "%" of relation "%" is of type %', col.colname, tbl,
-								col.atttypid::pg_catalog.regtype
-					USING ERRCODE = 'datatype_mismatch',
-						  DETAIL = format('A wrapped DEK column must be of type bytea and a KEK version column of type integer; this one should be %s.',
-										  col.wanted);
-			END IF;
-		END LOOP;
-	END IF;
-
-	run.operation := operation;
-	run.tbl := tbl;
-	run.wrapped_dek_column := wrapped_dek_column;
-	run.kek_version_column := kek_version_column;
-	run.since := since;
-	run.batch_size := batch_size;
-	run.pass := 1;
-	run.table_blocks := pg_relation_size(tbl) OPERATOR(pg_catalog./) current_setting('block_size')::int8;
-	run.next_block := 0;
-	run.window_blocks := 1;
-	/* Rows per block: the table's average to begin with, at least 4. */
-	run.densest_block := greatest(4, (SELECT ceil(c.reltuples OPERATOR(pg_catalog./) c.relpages)::int8
-									   FROM pg_catalog.pg_class c
-									   WHERE c.oid OPERATOR(pg_catalog.=) tbl
-										 AND c.relpages OPERATOR(pg_catalog.>) 0
-										 AND c.reltuples OPERATOR(pg_catalog.>) 0));
-	run.pass_changed := 0;
-	run.changed := 0;
-	run.batches := 0;
-	run.longest_batch := '0'::interval;
-	run.done := false;
-	RETURN run;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
+/*
+ * Do the next window of a run (the caller commits after it), or end a
+ * pass: the run is done when a whole pass changed nothing.
+ */
+CREATE FUNCTION secretenv.batch_run_step(run secretenv.batch_run)
 RETURNS secretenv.batch_run
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -2519,9 +2146,21 @@ BEGIN
 	RETURN r;
 END
 $$;
+COMMENT ON FUNCTION secretenv.batch_run_step(secretenv.batch_run) IS
+	'Internal to the batched procedures: do the next window of a run, or end a pass';
 
-/* secret_rotate and secret_reencrypt: the secrets, then their versions. */
-CREATE OR REPLACE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
+/*
+ * The procedures commit after every window, so they cannot be SECURITY
+ * DEFINER nor carry a SET clause (PostgreSQL forbids transaction control
+ * in both).  Their bodies therefore contain no operator and no unqualified
+ * name: every step is a call of a schema-qualified function whose own
+ * search_path is pinned.  secret_rotate and secret_reencrypt reach the
+ * table through SECURITY DEFINER windows; rotate_table runs with the
+ * caller's rights throughout.
+ *
+ * secret_rotate and secret_reencrypt do the secrets, then their versions.
+ */
+CREATE PROCEDURE secretenv.secret_rotate(batch_size int4 DEFAULT 10000)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -2545,7 +2184,26 @@ $$;
 COMMENT ON PROCEDURE secretenv.secret_rotate(int4) IS
 	'Re-wrap every secret and every kept version not on the current KEK in batches of about batch_size rows, committing after each; resumable';
 
-CREATE OR REPLACE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
+CREATE PROCEDURE secretenv.rotate_table(tbl regclass, wrapped_dek_column name DEFAULT 'wrapped_dek',
+										kek_version_column name DEFAULT 'kek_version',
+										batch_size int4 DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	run secretenv.batch_run := secretenv.batch_run_start('rotate_table', tbl, wrapped_dek_column,
+														 kek_version_column, NULL, batch_size);
+BEGIN
+	LOOP
+		run := secretenv.batch_run_step(run);
+		COMMIT;
+		EXIT WHEN run.done;
+	END LOOP;
+END
+$$;
+COMMENT ON PROCEDURE secretenv.rotate_table(regclass, name, name, int4) IS
+	'Re-wrap every row of an application table not on the current KEK in batches, committing after each; runs with the caller''s rights';
+
+CREATE PROCEDURE secretenv.secret_reencrypt(since timestamptz, batch_size int4 DEFAULT 10000)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -2578,8 +2236,12 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION secretenv.verify_secrets() IS
 	'Open every stored secret and every kept version (wrapped DEK and value, AAD included); one row per failure, never plaintext';
 
-/* status(): versions count in the key health; expiry and deletion counts. */
-CREATE OR REPLACE FUNCTION secretenv.status()
+/*
+ * Key health and store counts: the KEK versions of the secrets and of
+ * their kept versions, kept, deleted and expiring secrets, and the cache
+ * and audit counters.
+ */
+CREATE FUNCTION secretenv.status()
 RETURNS jsonb
 LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -2669,11 +2331,15 @@ COMMENT ON FUNCTION secretenv.status() IS
 ALTER TABLE secretenv.audit_log ADD COLUMN version int4;
 
 -- Privileges of this section.
-REVOKE ALL ON secretenv.secret_versions, secretenv.deleted_secrets FROM PUBLIC;
+REVOKE ALL ON secretenv.secret_versions, secretenv.deleted_secrets,
+	secretenv.masked_secrets, secretenv.decrypted_secrets FROM PUBLIC;
 REVOKE ALL ON FUNCTION
 	secretenv.audit_version_write(),
 	secretenv.destroy_versions(),
 	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
+	secretenv.secret_rotate_all(),
+	secretenv.batch_run_step(secretenv.batch_run),
+	secretenv.status(),
 	secretenv.max_versions(),
 	secretenv.delete_recovery_window(),
 	secretenv.note_version_operation(text),
@@ -2699,9 +2365,15 @@ REVOKE ALL ON FUNCTION
 	secretenv.reencrypt_versions_batch(timestamptz, int8, int8),
 	secretenv.verify_secrets()
 	FROM PUBLIC;
-REVOKE ALL ON PROCEDURE secretenv.purge_deleted() FROM PUBLIC;
+REVOKE ALL ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4),
+	secretenv.purge_deleted()
+	FROM PUBLIC;
 
-GRANT SELECT ON secretenv.secret_versions TO secretenv_reader;
+GRANT SELECT ON secretenv.secret_versions, secretenv.decrypted_secrets TO secretenv_reader;
+GRANT SELECT ON secretenv.masked_secrets TO secretenv_reader, secretenv_writer, secretenv_admin;
 GRANT EXECUTE ON FUNCTION
 	secretenv.secret_decrypt_stored(bytea, bytea, int4, uuid, text, int4),
 	secretenv.secret_get(text, int4),
@@ -2742,10 +2414,18 @@ GRANT EXECUTE ON FUNCTION
 	TO secretenv_writer;
 GRANT SELECT ON secretenv.deleted_secrets TO secretenv_writer, secretenv_admin;
 GRANT EXECUTE ON FUNCTION
+	secretenv.secret_rotate_all(),
+	secretenv.batch_run_step(secretenv.batch_run),
+	secretenv.status(),
 	secretenv.secret_destroy(text),
 	secretenv.secret_versions(text),
 	secretenv.verify_secrets(),
 	secretenv.rotate_versions_batch(int8, int8),
 	secretenv.reencrypt_versions_batch(timestamptz, int8, int8)
 	TO secretenv_admin;
-GRANT EXECUTE ON PROCEDURE secretenv.purge_deleted() TO secretenv_admin;
+GRANT EXECUTE ON PROCEDURE
+	secretenv.secret_rotate(int4),
+	secretenv.rotate_table(regclass, name, name, int4),
+	secretenv.secret_reencrypt(timestamptz, int4),
+	secretenv.purge_deleted()
+	TO secretenv_admin;

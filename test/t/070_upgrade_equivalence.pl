@@ -16,6 +16,12 @@
 #    application table, its stored bytes untouched; it takes new writes.
 # The snapshot lists no object by name, so an object added to the default
 # version's install script but not to an upgrade script makes this fail.
+#  - The default version's install script creates each function, procedure
+#    and view once, in its final form: no signature of its CREATE [OR
+#    REPLACE] FUNCTION, PROCEDURE or VIEW statements repeats, each names an
+#    object of the fresh install (none is created and dropped again), and
+#    together they are every function, procedure and view of schema
+#    secretenv (so the parse below missed none).
 
 use strict;
 use warnings;
@@ -127,6 +133,58 @@ my $nmembers = $node->safe_psql('fresh', $members_sql);
 cmp_ok($nmembers, '>', 0, 'the fresh install has extension members');
 is(scalar(grep { /^member / } split /\n/, $fresh), $nmembers,
 	"the snapshot lists each of the $nmembers members of the fresh install");
+
+###########################################################################
+# Each function, procedure and view is created once by the install script.
+# Comments, string literals and dollar-quoted bodies are blanked out first,
+# so only the statements themselves are parsed.
+my $script = slurp_file("$FindBin::RealBin/../../sql/secretenv--$default_version.sql");
+$script =~ s{--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\$(\w*)\$.*?\$\1\$}{ }gs;
+my @created;
+while ($script =~ /\bCREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE|VIEW)\s+([\w.]+)\s*(\((?:[^()]|\([^()]*\))*\))?/gi)
+{
+	my ($kind, $name, $args) = (uc $1, $2, $3 // '()');
+	if ($kind eq 'VIEW')
+	{
+		push @created, [ $kind, $name ];
+		next;
+	}
+	# The argument types: no names, defaults, or OUT arguments of a function.
+	my @types;
+	for my $arg (split /,(?![^(]*\))/, substr($args, 1, -1))
+	{
+		$arg =~ s/\s+DEFAULT\s.*|\s*=.*//is;
+		$arg =~ s/^\s+|\s+$//g;
+		next if $arg eq '';
+		my $mode = ($arg =~ s/^(IN|OUT|INOUT|VARIADIC)\s+//i) ? uc $1 : 'IN';
+		next if $mode eq 'OUT' && $kind eq 'FUNCTION';
+		my @words = split /\s+/, $arg;
+		shift @words if @words > 1;
+		push @types, join(' ', @words);
+	}
+	push @created, [ $kind, "$name(" . join(',', @types) . ')' ];
+}
+# The server spells each signature canonically (int4 is integer).
+my $values = join(",\n", map { "($_, '$created[$_][0]', '$created[$_][1]')" } 0 .. $#created);
+my @canonical = split /\n/, $node->safe_psql(
+	'fresh', qq{
+SELECT coalesce(CASE WHEN k = 'VIEW' THEN to_regclass(s)::text ELSE to_regprocedure(s)::text END,
+				'(no such object) ' || s)
+FROM (VALUES $values) v(i, k, s) ORDER BY i});
+my %times;
+$times{$_}++ for @canonical;
+is(join(', ', sort grep { $times{$_} > 1 } keys %times), '',
+	"the install script creates no function, procedure or view twice (of " . scalar(@created) . " CREATE statements)");
+is(join(', ', grep { /^\(no such object\)/ } @canonical), '',
+	'each function, procedure and view it creates is in the fresh install');
+is(join("\n", sort grep { !/^\(no such object\)/ } keys %times),
+	$node->safe_psql(
+		'fresh', q{
+SELECT string_agg(o, E'\n' ORDER BY o COLLATE "C") FROM (
+	SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'secretenv'::regnamespace
+	UNION ALL SELECT c.oid::regclass::text FROM pg_class c
+	WHERE c.relnamespace = 'secretenv'::regnamespace AND c.relkind = 'v') x(o)}),
+	'those statements create every function, procedure and view of schema secretenv');
 
 ###########################################################################
 # Each upgrade, then what it must give.
