@@ -15,7 +15,9 @@
 #    writes them once the cause is gone;
 #  - audit_destination = both: one LOG_SERVER_ONLY line per record with
 #    its seq and MAC (the table's), in stderr, csvlog and jsonlog, never a
-#    value; = log: lines without a MAC and nothing in the table.
+#    value; = log: lines without a MAC and nothing in the table;
+#  - the writer appends by multi-insert: an INSERT trigger on audit_log
+#    does not fire; audit_log_time is a BRIN index with autosummarize.
 use strict;
 use warnings;
 
@@ -149,6 +151,25 @@ like($entry->{message}, $line, 'jsonlog: its message is the line');
 is($entry->{error_severity}, 'LOG', 'jsonlog: severity LOG');
 unlike($stderr . slurp_file("$dir/postgresql.csv") . slurp_file("$dir/postgresql.json"),
 	qr/\Q$value\E/, 'no log carries the value');
+
+# --- records go in as a multi-insert: an INSERT trigger does not fire ---
+set_conf("secretenv.audit_destination = table\n");
+is($node->safe_psql('postgres', q{
+	SELECT a.amname || ' ' || array_to_string(c.reloptions, ',')
+	FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+	WHERE c.oid = 'secretenv.audit_log_time'::regclass}),
+	'brin autosummarize=on', 'audit_log_time is a BRIN index that autovacuum summarizes');
+my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log');
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.refuse_audit_insert() RETURNS trigger LANGUAGE plpgsql
+		AS $$BEGIN RAISE EXCEPTION 'refused'; END$$;
+	CREATE TRIGGER refuse BEFORE INSERT ON secretenv.audit_log
+		FOR EACH ROW EXECUTE FUNCTION public.refuse_audit_insert();
+	SELECT secretenv.secret_get('db-password');});
+$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($before + 1) . ' FROM secretenv.audit_log')
+  or die 'the record did not reach the table';
+is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
+	't|' . ($before + 1), 'an INSERT trigger on audit_log does not stop the writer; the chain verifies');
 
 $node->stop;
 done_testing();
