@@ -224,6 +224,21 @@ pushJsonbValue_compat(JsonbPushStateCompat *state, JsonbIteratorToken seq,
 #define EXECUTOR_RUN_ARGS_COMPAT queryDesc, direction, count, execute_once
 #endif
 
+/*
+ * Index entries of a tuple just inserted (not an update, duplicates are
+ * errors).  16 added "only summarizing"; 19 turned the flags into a mask.
+ */
+#if PG19_GE
+#define se_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (estate), 0, (slot), NIL, NULL)
+#elif PG16_GE
+#define se_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define se_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
 /* 19: the planner passes on the EXPLAIN state of the statement, if any. */
 #if PG19_GE
 #define PLANNER_PARAMS_COMPAT \

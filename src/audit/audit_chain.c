@@ -6,228 +6,267 @@
  * Two kinds of callers append: the database's writer (audit_worker.c) and
  * audit_purge() (its checkpoint).  Each appends inside its transaction
  * under a SHARE ROW EXCLUSIVE lock of the table, which conflicts with
- * itself, so appends are serialized: each reads the last record, numbers
- * its records on from it and chains their MACs to its MAC.  If the shared
- * memory head (the last record a writer chained since the server started)
- * is further on than the table's last record, records were deleted from
- * the tail: the chain continues from the head, so the gap stays visible to
- * audit_verify().  The audit key is derived from the current KEK for the
- * call and wiped before anything else can fail.
+ * itself, so appends are serialized: each reads the last record (through
+ * the primary key, newest first), numbers its records on from it and
+ * chains their MACs to its MAC.  If the shared memory head (the last
+ * record a writer chained since the server started) is further on than
+ * the table's last record, records were deleted from the tail: the chain
+ * continues from the head, so the gap stays visible to audit_verify().
+ * The audit key is derived from the current KEK for the call and lives
+ * only in OpenSSL's keyed context, which is freed (and cleansed) before
+ * anything else can fail.
+ *
+ * The rows go in as one multi-insert of the table with its index entries,
+ * not through an INSERT statement: the writer's work per record is most of
+ * the audit's cost on the read path (docs/audit.md, "Cost"), and a planned
+ * INSERT ... SELECT FROM unnest() spent about half of it in the executor,
+ * building arrays and unnesting them again.  The table's CHECK and NOT NULL
+ * constraints still hold (ExecConstraints); INSERT triggers, which no
+ * secretenv object defines, do not fire.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
-#include "utils/array.h"
+#include "nodes/execnodes.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "audit/audit.h"
 #include "keys/crypto_errors.h"
 #include "keys/keyring.h"
+#include "pg_compat.h"
 #include "se_messages.h"
 
-#define INSERT_ARGS 18
-
-/* The columns' types, in the order of the INSERT below. */
-static const Oid column_types[INSERT_ARGS] = {
-	INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID,
-	TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT8OID, BYTEAOID,
-	INT4OID, BYTEAOID, INT4OID
-};
-static const Oid array_types[INSERT_ARGS] = {
-	INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID,
-	INT4ARRAYOID, BYTEAARRAYOID, INT4ARRAYOID
-};
-
-static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr lock_plan = NULL;
-static SPIPlanPtr last_plan = NULL;
-
-/* A statement without arguments, planned once per backend and kept. */
-static SPIPlanPtr
-kept_plan(SPIPlanPtr *plan, const char *sql)
+/* The columns secretenv writes, found by name in the table's descriptor. */
+typedef enum AuditColumn
 {
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(sql, 0, NULL);
+	COL_SEQ,
+	COL_EVENT_TIME,
+	COL_DATABASE,
+	COL_SESSION_USER,
+	COL_CURRENT_USER,
+	COL_SECRET_ID,
+	COL_SECRET_NAME,
+	COL_OPERATION,
+	COL_VIA,
+	COL_OUTCOME,
+	COL_APPLICATION,
+	COL_CLIENT_ADDR,
+	COL_PID,
+	COL_PURGED_THROUGH,
+	COL_ANCHOR,
+	COL_MAC_KEK_VERSION,
+	COL_MAC,
+	COL_VERSION,
+	AUDIT_COLUMNS
+} AuditColumn;
 
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
+static const char *const column_names[AUDIT_COLUMNS] = {
+	"seq", "event_time", "database_name", "session_user_name",
+	"current_user_name", "secret_id", "secret_name", "operation", "via",
+	"outcome", "application_name", "client_addr", "backend_pid",
+	"purged_through", "anchor_mac", "mac_kek_version", "mac", "version"
+};
+
+/* Each column's attribute number, 1-based. */
+static void
+find_columns(TupleDesc desc, AttrNumber *attnum)
+{
+	for (int c = 0; c < AUDIT_COLUMNS; c++)
+	{
+		attnum[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute att = TupleDescAttr(desc, a);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), column_names[c]) == 0)
+			{
+				attnum[c] = att->attnum;
+				break;
+			}
+		}
+		if (attnum[c] == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("table secretenv.audit_log has no column \"%s\"", column_names[c]),
+					 errhint("Run ALTER EXTENSION secretenv UPDATE.")));
 	}
-	return *plan;
 }
 
-/* One statement inserts a whole batch: one array per column, unnested. */
-static SPIPlanPtr
-get_insert_plan(void)
-{
-	if (insert_plan == NULL)
-	{
-		SPIPlanPtr	plan = SPI_prepare("INSERT INTO secretenv.audit_log "
-									   "(seq, event_time, database_name, session_user_name, "
-									   "current_user_name, secret_id, secret_name, operation, via, "
-									   "outcome, application_name, client_addr, backend_pid, "
-									   "purged_through, anchor_mac, mac_kek_version, mac, version) "
-									   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), "
-									   "pg_catalog.unnest($2), pg_catalog.unnest($3), "
-									   "pg_catalog.unnest($4), pg_catalog.unnest($5), "
-									   "pg_catalog.unnest($6), pg_catalog.unnest($7), "
-									   "pg_catalog.unnest($8), pg_catalog.unnest($9), "
-									   "pg_catalog.unnest($10), pg_catalog.unnest($11), "
-									   "pg_catalog.unnest($12), pg_catalog.unnest($13), "
-									   "pg_catalog.unnest($14), pg_catalog.unnest($15), "
-									   "pg_catalog.unnest($16), pg_catalog.unnest($17), "
-									   "pg_catalog.unnest($18))",
-									   INSERT_ARGS, (Oid *) array_types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-	return insert_plan;
-}
-
-static bytea *
-to_bytea(const uint8 *data, int len)
+static Datum
+bytea_datum(const uint8 *data, int len)
 {
 	bytea	   *b = palloc(VARHDRSZ + len);
 
 	SET_VARSIZE(b, VARHDRSZ + len);
 	memcpy(VARDATA(b), data, len);
-	return b;
+	return PointerGetDatum(b);
 }
 
-/* Row i's value of each column into v[c][i], n[c][i]. */
+/* A row's values into the slot; a column not secretenv's stays NULL. */
 static void
-row_values(const SeAuditRow *row, int i, Datum **v, bool **n)
+store_row(const SeAuditRow *row, const AttrNumber *attnum, TupleTableSlot *slot)
 {
 	const SeAuditRecord *rec = &row->rec;
+	Datum	   *v = slot->tts_values;
+	bool	   *n = slot->tts_isnull;
 
-	for (int c = 0; c < INSERT_ARGS; c++)
-		n[c][i] = false;
-	v[0][i] = Int64GetDatum(row->seq);
-	v[1][i] = TimestampTzGetDatum(rec->time);
-	v[2][i] = CStringGetTextDatum(rec->database);
-	v[3][i] = CStringGetTextDatum(rec->session_user);
-	v[4][i] = CStringGetTextDatum(rec->current_user);
+#define SET(col, value) (v[attnum[col] - 1] = (value), n[attnum[col] - 1] = false)
+
+	ExecClearTuple(slot);
+	for (int a = 0; a < slot->tts_tupleDescriptor->natts; a++)
+		n[a] = true;
+	SET(COL_SEQ, Int64GetDatum(row->seq));
+	SET(COL_EVENT_TIME, TimestampTzGetDatum(rec->time));
+	SET(COL_DATABASE, CStringGetTextDatum(rec->database));
+	SET(COL_SESSION_USER, CStringGetTextDatum(rec->session_user));
+	SET(COL_CURRENT_USER, CStringGetTextDatum(rec->current_user));
 	if (rec->has_id)
 	{
 		pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
 
 		memcpy(u->data, rec->id, UUID_LEN);
-		v[5][i] = UUIDPGetDatum(u);
+		SET(COL_SECRET_ID, UUIDPGetDatum(u));
 	}
-	else
-		n[5][i] = true;
 	if (rec->namelen >= 0)
-		v[6][i] = PointerGetDatum(cstring_to_text_with_len(rec->name, rec->namelen));
-	else
-		n[6][i] = true;
-	v[7][i] = CStringGetTextDatum(se_audit_op_name(rec->op));
-	v[8][i] = CStringGetTextDatum(se_audit_via_name(rec->via));
-	v[9][i] = CStringGetTextDatum(se_audit_outcome_name(rec->outcome));
-	v[10][i] = CStringGetTextDatum(rec->application_name);
+		SET(COL_SECRET_NAME, PointerGetDatum(cstring_to_text_with_len(rec->name, rec->namelen)));
+	SET(COL_OPERATION, CStringGetTextDatum(se_audit_op_name(rec->op)));
+	SET(COL_VIA, CStringGetTextDatum(se_audit_via_name(rec->via)));
+	SET(COL_OUTCOME, CStringGetTextDatum(se_audit_outcome_name(rec->outcome)));
+	SET(COL_APPLICATION, CStringGetTextDatum(rec->application_name));
 	if (rec->client_addr[0] != '\0')
-		v[11][i] = CStringGetTextDatum(rec->client_addr);
-	else
-		n[11][i] = true;
-	v[12][i] = Int32GetDatum(rec->pid);
+		SET(COL_CLIENT_ADDR, CStringGetTextDatum(rec->client_addr));
+	SET(COL_PID, Int32GetDatum(rec->pid));
 	if (row->has_purged_through)
-		v[13][i] = Int64GetDatum(row->purged_through);
-	else
-		n[13][i] = true;
+		SET(COL_PURGED_THROUGH, Int64GetDatum(row->purged_through));
 	if (row->has_anchor)
-		v[14][i] = PointerGetDatum(to_bytea(row->anchor, SE_AUDIT_MAC_LEN));
-	else
-		n[14][i] = true;
-	v[15][i] = Int32GetDatum(row->mac_kek_version);
-	v[16][i] = PointerGetDatum(to_bytea(row->mac, SE_AUDIT_MAC_LEN));
+		SET(COL_ANCHOR, bytea_datum(row->anchor, SE_AUDIT_MAC_LEN));
+	SET(COL_MAC_KEK_VERSION, Int32GetDatum(row->mac_kek_version));
+	SET(COL_MAC, bytea_datum(row->mac, SE_AUDIT_MAC_LEN));
 	if (rec->version > 0)
-		v[17][i] = Int32GetDatum(rec->version);
-	else
-		n[17][i] = true;
+		SET(COL_VERSION, Int32GetDatum(rec->version));
+#undef SET
+	ExecStoreVirtualTuple(slot);
 }
 
-static void
-insert_rows(const SeAuditRow *rows, int count)
+/*
+ * The last record's seq and MAC (*prevlen 0: no record, or a MAC of
+ * another length, which is already a break that audit_verify() reports).
+ * Read with a snapshot taken under the lock, so that it sees the appends
+ * committed before and this transaction's own purge.
+ */
+static int64
+last_record(Relation rel, const AttrNumber *attnum, uint8 *prev, size_t *prevlen)
 {
-	Datum	   *v[INSERT_ARGS];
-	bool	   *n[INSERT_ARGS];
-	Datum		args[INSERT_ARGS];
-	int			dims[1] = {count};
-	int			lbs[1] = {1};
+	Relation	pkey;
+	Snapshot	snapshot;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	int64		seq = 0;
 
-	for (int c = 0; c < INSERT_ARGS; c++)
+	*prevlen = 0;
+	(void) RelationGetIndexList(rel);
+	if (!OidIsValid(rel->rd_pkindex))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table secretenv.audit_log has no primary key"),
+				 errhint("Its primary key on seq orders the chain; restore it.")));
+	pkey = index_open(rel->rd_pkindex, AccessShareLock);
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	scan = systable_beginscan_ordered(rel, pkey, snapshot, 0, NULL);
+	tuple = systable_getnext_ordered(scan, BackwardScanDirection);
+	if (HeapTupleIsValid(tuple))
 	{
-		v[c] = palloc(sizeof(Datum) * count);
-		n[c] = palloc(sizeof(bool) * count);
-	}
-	for (int i = 0; i < count; i++)
-		row_values(&rows[i], i, v, n);
-	for (int c = 0; c < INSERT_ARGS; c++)
-	{
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
+		TupleDesc	desc = RelationGetDescr(rel);
+		bool		isnull;
+		Datum		d;
 
-		get_typlenbyvalalign(column_types[c], &typlen, &typbyval, &typalign);
-		args[c] = PointerGetDatum(construct_md_array(v[c], n[c], 1, dims, lbs,
-													 column_types[c], typlen,
-													 typbyval, typalign));
+		d = heap_getattr(tuple, attnum[COL_SEQ], desc, &isnull);
+		seq = isnull ? 0 : DatumGetInt64(d);
+		d = heap_getattr(tuple, attnum[COL_MAC], desc, &isnull);
+		if (!isnull)
+		{
+			bytea	   *mac = DatumGetByteaPP(d);
+
+			if (VARSIZE_ANY_EXHDR(mac) == SE_AUDIT_MAC_LEN)
+			{
+				memcpy(prev, VARDATA_ANY(mac), SE_AUDIT_MAC_LEN);
+				*prevlen = SE_AUDIT_MAC_LEN;
+			}
+		}
 	}
-	if (SPI_execute_plan(get_insert_plan(), args, NULL, false, 0) != SPI_OK_INSERT ||
-		SPI_processed != (uint64) count)
-		elog(ERROR, "could not insert into secretenv.audit_log");
+	systable_endscan_ordered(scan);
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, AccessShareLock);
+	return seq;
+}
+
+/* The chained rows into the table and its indexes. */
+static void
+insert_rows(Relation rel, const AttrNumber *attnum, const SeAuditRow *rows, int n)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * n);
+	bool		constrained = RelationGetDescr(rel)->constr != NULL;
+
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	for (int i = 0; i < n; i++)
+	{
+		slots[i] = table_slot_create(rel, &estate->es_tupleTable);
+		store_row(&rows[i], attnum, slots[i]);
+		if (constrained)
+			ExecConstraints(rri, slots[i], estate);
+	}
+	table_multi_insert(rel, slots, n, GetCurrentCommandId(true), 0, NULL);
+	for (int i = 0; i < n; i++)
+		(void) se_insert_index_tuples(rri, slots[i], estate);
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	pfree(slots);
 }
 
 void
 se_audit_chain_append(SeAuditRow *rows, int n)
 {
-	int64		seq = 0;
+	Oid			nsp = get_namespace_oid("secretenv", false);
+	Oid			relid = get_relname_relid("audit_log", nsp);
+	Relation	rel;
+	AttrNumber	attnum[AUDIT_COLUMNS];
+	int64		seq;
 	uint8		prev[SE_AUDIT_MAC_LEN];
-	size_t		prevlen = 0;
+	size_t		prevlen;
 	int64		head_seq;
 	uint8		head_mac[SE_AUDIT_MAC_LEN];
 	int32		version;
-	const uint8_t *kek;
-	uint8		key[SE_KEY_LEN];
-	se_status	st = SE_OK;
-	StringInfoData enc;
+	StringInfo	encoded;
+	se_audit_mac_run *run = NULL;
+	se_status	st;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* Planned once: the writer appends batch after batch. */
-	if (SPI_execute_plan(kept_plan(&lock_plan, "LOCK TABLE secretenv.audit_log IN SHARE ROW EXCLUSIVE MODE"),
-						 NULL, NULL, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not lock secretenv.audit_log");
-	if (SPI_execute_plan(kept_plan(&last_plan, "SELECT seq, mac FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1"),
-						 NULL, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read secretenv.audit_log");
-	if (SPI_processed > 0)
-	{
-		bool		isnull;
-		bytea	   *mac;
-
-		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		mac = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		/* A MAC of another length is already a break; verify reports it. */
-		if (!isnull && VARSIZE_ANY_EXHDR(mac) == SE_AUDIT_MAC_LEN)
-		{
-			memcpy(prev, VARDATA_ANY(mac), SE_AUDIT_MAC_LEN);
-			prevlen = SE_AUDIT_MAC_LEN;
-		}
-	}
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table secretenv.audit_log does not exist"),
+				 errhint("Run ALTER EXTENSION secretenv UPDATE.")));
+	rel = table_open(relid, ShareRowExclusiveLock);
+	find_columns(RelationGetDescr(rel), attnum);
+	seq = last_record(rel, attnum, prev, &prevlen);
 	if (se_audit_get_head(MyDatabaseId, &head_seq, head_mac) && head_seq > seq)
 	{
 		seq = head_seq;
@@ -235,24 +274,31 @@ se_audit_chain_append(SeAuditRow *rows, int n)
 		prevlen = SE_AUDIT_MAC_LEN;
 	}
 
+	/*
+	 * Encode every record first: palloc can throw, and nothing may throw
+	 * while the keyed MAC run (outside PostgreSQL's memory) is open.
+	 */
 	version = se_keyring_current_version();
-	kek = se_keyring_kek(version);
-	initStringInfo(&enc);
-	st = se_audit_key(kek, key);
+	encoded = palloc(sizeof(StringInfoData) * n);
+	for (int i = 0; i < n; i++)
+	{
+		rows[i].seq = seq + 1 + i;
+		rows[i].mac_kek_version = version;
+		initStringInfo(&encoded[i]);
+		se_audit_encode(&rows[i], &encoded[i]);
+	}
+	st = se_audit_mac_run_begin(se_keyring_kek(version), &run);
 	for (int i = 0; i < n && st == SE_OK; i++)
 	{
-		rows[i].seq = ++seq;
-		rows[i].mac_kek_version = version;
-		resetStringInfo(&enc);
-		se_audit_encode(&rows[i], &enc);
-		st = se_audit_mac(key, prev, prevlen, (const uint8 *) enc.data, enc.len, rows[i].mac);
+		st = se_audit_mac_run_next(run, prev, prevlen, (const uint8 *) encoded[i].data,
+								   encoded[i].len, rows[i].mac);
 		memcpy(prev, rows[i].mac, SE_AUDIT_MAC_LEN);
 		prevlen = SE_AUDIT_MAC_LEN;
 	}
-	se_wipe(key, sizeof(key));
+	se_audit_mac_run_end(run);
 	if (st != SE_OK)
 		se_report_crypto_failure(st, version, "compute an audit record's MAC");
 
-	insert_rows(rows, n);
-	SPI_finish();
+	insert_rows(rel, attnum, rows, n);
+	table_close(rel, NoLock);
 }

@@ -124,6 +124,13 @@ extern se_status se_identity_tag(const uint8_t key[SE_KEY_LEN], uint8_t domain,
  * wipes it.  se_audit_mac computes HMAC-SHA256(audit key, prev_mac ||
  * record): prevlen is 0 for the first record of a chain, else
  * SE_AUDIT_MAC_LEN (SE_ERR_LENGTH otherwise).
+ *
+ * A run MACs many records under one KEK's audit key, keyed once:
+ * se_audit_mac_run_begin derives the key (and wipes its copy),
+ * se_audit_mac_run_next computes what se_audit_mac would, and
+ * se_audit_mac_run_end frees the run, cleansing the keyed state.  The run
+ * lives in OpenSSL's (malloc) memory: the caller must reach _end on every
+ * path, so nothing that can throw may run between _begin and _end.
  */
 #define SE_AUDIT_MAC_LEN 32
 extern se_status se_audit_key(const uint8_t kek[SE_KEY_LEN], uint8_t out[SE_KEY_LEN]);
@@ -131,6 +138,14 @@ extern se_status se_audit_mac(const uint8_t audit_key[SE_KEY_LEN],
 							  const uint8_t *prev_mac, size_t prevlen,
 							  const uint8_t *record, size_t recordlen,
 							  uint8_t out[SE_AUDIT_MAC_LEN]);
+typedef struct se_audit_mac_run se_audit_mac_run;
+extern se_status se_audit_mac_run_begin(const uint8_t kek[SE_KEY_LEN],
+										se_audit_mac_run **out);
+extern se_status se_audit_mac_run_next(se_audit_mac_run *run,
+									   const uint8_t *prev_mac, size_t prevlen,
+									   const uint8_t *record, size_t recordlen,
+									   uint8_t out[SE_AUDIT_MAC_LEN]);
+extern void se_audit_mac_run_end(se_audit_mac_run *run);
 
 /*
  * AAD = secret_id "|" secret_name.  se_aad_len gives the size of the

@@ -7,7 +7,7 @@
 #    stopped (its launcher SIGSTOPped) a read waits 5 seconds and fails
 #    with 55S02, returning no plaintext, and its record, written once the
 #    writer resumes, says failed;
-#  - not strict, writer stopped: reads return, the queue keeps 1024
+#  - not strict, writer stopped: reads return, the queue keeps its 4096
 #    records, the rest are dropped and counted in audit_stats() and
 #    status(); once the writer resumes the queued ones are written and
 #    the chain verifies;
@@ -15,7 +15,9 @@
 #    writes them once the cause is gone;
 #  - audit_destination = both: one LOG_SERVER_ONLY line per record with
 #    its seq and MAC (the table's), in stderr, csvlog and jsonlog, never a
-#    value; = log: lines without a MAC and nothing in the table.
+#    value; = log: lines without a MAC and nothing in the table;
+#  - the writer appends by multi-insert: an INSERT trigger on audit_log
+#    does not fire; audit_log_time is a BRIN index with autosummarize.
 use strict;
 use warnings;
 
@@ -90,18 +92,21 @@ is($node->safe_psql('postgres', q{SELECT string_agg(outcome, ',' ORDER BY seq) F
 	'ok,ok,ok,failed,failed', 'once the writer resumes, the refused reads are recorded as failed');
 set_conf("secretenv.audit_strict = off\n");
 
-# --- not strict, writer stopped: 1024 queued, the rest dropped and counted ---
+# --- not strict, writer stopped: 4096 queued, the rest dropped and counted ---
+my $slots = $node->safe_psql('postgres', q{SELECT secretenv.audit_stats()->>'queue_slots'});
+is($slots, '4096', 'the queue has 4096 slots');
 $launcher = stop_writer();
-is($node->safe_psql('postgres', q{SELECT count(secretenv.secret_get('db-password')) FROM generate_series(1, 1100)}),
-	'1100', 'not strict, writer stopped: every read returns');
+my $reads = $slots + 76;
+is($node->safe_psql('postgres', qq{SELECT count(secretenv.secret_get('db-password')) FROM generate_series(1, $reads)}),
+	$reads, 'not strict, writer stopped: every read returns');
 is($node->safe_psql('postgres', q{SELECT concat_ws(' ', s->>'pending', s->>'dropped') FROM secretenv.audit_stats() s}),
-	'1024 76', 'the queue holds 1024 records, 76 were dropped and counted');
+	"$slots 76", 'the queue holds as many records as it has slots, 76 were dropped and counted');
 is($node->safe_psql('postgres', q{SELECT secretenv.status()->'audit'->>'dropped'}), '76',
 	'status() shows the drops');
 kill 'CONT', $launcher;
-$node->poll_query_until('postgres', q{SELECT count(*) = 1029 FROM secretenv.audit_log WHERE operation = 'read'}) or die;
+$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($slots + 5) . q{ FROM secretenv.audit_log WHERE operation = 'read'}) or die;
 is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
-	't|1030', 'the queued records are written once the writer resumes; the chain verifies');
+	't|' . ($slots + 6), 'the queued records are written once the writer resumes; the chain verifies');
 
 # --- a writer that fails keeps the records queued and retries ---
 $node->safe_psql('postgres', q{
@@ -116,19 +121,19 @@ $node->safe_psql('postgres', 'ALTER TABLE secretenv.audit_log DROP CONSTRAINT po
 $node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM secretenv.audit_log WHERE application_name = 'poison'})
   or die 'the record was not written after the failure cleared';
 is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
-	't|1031', 'once the cause is fixed it is written, and the chain verifies');
+	't|' . ($slots + 7), 'once the cause is fixed it is written, and the chain verifies');
 
 # --- the log destination ---
 set_conf("secretenv.audit_destination = both\n");
 $node->safe_psql('postgres', q{SET application_name = 'billing "svc"'; SELECT secretenv.secret_get('db-password')},
 	extra_params => [ '-U', 'app' ]);
-$node->poll_query_until('postgres', q{SELECT count(*) = 1032 FROM secretenv.audit_log}) or die;
+$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($slots + 8) . ' FROM secretenv.audit_log') or die;
 my ($seq, $mac, $id) = split /\|/, $node->safe_psql('postgres',
 	q{SELECT seq, encode(mac, 'hex'), secret_id FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1});
 set_conf("secretenv.audit_destination = log\n");
 $node->safe_psql('postgres', q{SELECT secretenv.secret_get('db-password')}, extra_params => [ '-U', 'app' ]);
 $node->safe_psql('postgres', 'SELECT pg_sleep(1.5)');
-is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), '1032',
+is($node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log'), $slots + 8,
 	'destination = log: nothing goes to the table');
 
 my $dir = $node->data_dir . '/log';
@@ -146,6 +151,25 @@ like($entry->{message}, $line, 'jsonlog: its message is the line');
 is($entry->{error_severity}, 'LOG', 'jsonlog: severity LOG');
 unlike($stderr . slurp_file("$dir/postgresql.csv") . slurp_file("$dir/postgresql.json"),
 	qr/\Q$value\E/, 'no log carries the value');
+
+# --- records go in as a multi-insert: an INSERT trigger does not fire ---
+set_conf("secretenv.audit_destination = table\n");
+is($node->safe_psql('postgres', q{
+	SELECT a.amname || ' ' || array_to_string(c.reloptions, ',')
+	FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+	WHERE c.oid = 'secretenv.audit_log_time'::regclass}),
+	'brin autosummarize=on', 'audit_log_time is a BRIN index that autovacuum summarizes');
+my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM secretenv.audit_log');
+$node->safe_psql('postgres', q{
+	CREATE FUNCTION public.refuse_audit_insert() RETURNS trigger LANGUAGE plpgsql
+		AS $$BEGIN RAISE EXCEPTION 'refused'; END$$;
+	CREATE TRIGGER refuse BEFORE INSERT ON secretenv.audit_log
+		FOR EACH ROW EXECUTE FUNCTION public.refuse_audit_insert();
+	SELECT secretenv.secret_get('db-password');});
+$node->poll_query_until('postgres', 'SELECT count(*) = ' . ($before + 1) . ' FROM secretenv.audit_log')
+  or die 'the record did not reach the table';
+is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
+	't|' . ($before + 1), 'an INSERT trigger on audit_log does not stop the writer; the chain verifies');
 
 $node->stop;
 done_testing();

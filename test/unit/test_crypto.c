@@ -1866,6 +1866,26 @@ test_audit_mac(void)
 		  memcmp(other, m2, sizeof(m2)) != 0, "audit mac", "the previous MAC is bound");
 	check(memcmp(key, kek.data, SE_KEY_LEN) != 0, "audit mac", "the audit key is not the KEK");
 	se_wipe(key, sizeof(key));
+
+	/* A run keyed once gives the same chain, record after record. */
+	{
+		se_audit_mac_run *run = NULL;
+
+		check(se_audit_mac_run_begin(kek.data, &run) == SE_OK && run != NULL,
+			  "audit mac", "a run begins");
+		check(se_audit_mac_run_next(run, NULL, 0, (const uint8_t *) "record one", 10, m1) == SE_OK &&
+			  bytes_eq(m1, sizeof(m1), &want1), "audit mac", "a run's first record known answer");
+		check(se_audit_mac_run_next(run, m1, sizeof(m1), (const uint8_t *) "record two", 10, m2) == SE_OK &&
+			  bytes_eq(m2, sizeof(m2), &want2), "audit mac", "a run's chained record known answer");
+		check(se_audit_mac_run_next(run, m1, sizeof(m1), (const uint8_t *) "record two", 10, other) == SE_OK &&
+			  bytes_eq(other, sizeof(other), &want2), "audit mac", "a run restarts the MAC for each record");
+		check(se_audit_mac_run_next(run, m1, 5, (const uint8_t *) "record two", 10, other) == SE_ERR_LENGTH,
+			  "audit mac", "a run refuses a previous MAC of the wrong length");
+		check(se_audit_mac_run_next(run, NULL, 0, (const uint8_t *) "record one", 10, other) == SE_OK &&
+			  bytes_eq(other, sizeof(other), &want1), "audit mac", "a refused record leaves the run usable");
+		se_audit_mac_run_end(run);
+		se_audit_mac_run_end(NULL);
+	}
 	buf_free(&kek);
 	buf_free(&want_key);
 	buf_free(&want1);
