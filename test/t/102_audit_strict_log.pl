@@ -95,6 +95,8 @@ set_conf("secretenv.audit_strict = off\n");
 # --- not strict, writer stopped: 4096 queued, the rest dropped and counted ---
 my $slots = $node->safe_psql('postgres', q{SELECT secretenv.audit_stats()->>'queue_slots'});
 is($slots, '4096', 'the queue has 4096 slots');
+is($node->safe_psql('postgres', q{SELECT round(size / 1048576.0) FROM pg_shmem_allocations WHERE name = 'secretenv audit'}),
+	'6', 'the queue takes about 6 MB of shared memory');
 $launcher = stop_writer();
 my $reads = $slots + 76;
 is($node->safe_psql('postgres', qq{SELECT count(secretenv.secret_get('db-password')) FROM generate_series(1, $reads)}),
