@@ -17,7 +17,8 @@
 #    its seq and MAC (the table's), in stderr, csvlog and jsonlog, never a
 #    value; = log: lines without a MAC and nothing in the table;
 #  - the writer appends by multi-insert: an INSERT trigger on audit_log
-#    does not fire; audit_log_time is a BRIN index with autosummarize.
+#    does not fire, an added column stays NULL; audit_log_time is a BRIN
+#    index with autosummarize.
 use strict;
 use warnings;
 
@@ -167,11 +168,14 @@ $node->safe_psql('postgres', q{
 		AS $$BEGIN RAISE EXCEPTION 'refused'; END$$;
 	CREATE TRIGGER refuse BEFORE INSERT ON secretenv.audit_log
 		FOR EACH ROW EXECUTE FUNCTION public.refuse_audit_insert();
+	ALTER TABLE secretenv.audit_log ADD COLUMN note text DEFAULT 'added';
 	SELECT secretenv.secret_get('db-password');});
 $node->poll_query_until('postgres', 'SELECT count(*) = ' . ($before + 1) . ' FROM secretenv.audit_log')
   or die 'the record did not reach the table';
 is($node->safe_psql('postgres', q{SELECT concat_ws('|', intact, records) FROM secretenv.audit_verify()}),
 	't|' . ($before + 1), 'an INSERT trigger on audit_log does not stop the writer; the chain verifies');
+is($node->safe_psql('postgres', q{SELECT coalesce(note, 'null') FROM secretenv.audit_log ORDER BY seq DESC LIMIT 1}),
+	'null', 'a column added to audit_log is left NULL in the writer\'s rows');
 
 $node->stop;
 done_testing();
