@@ -663,6 +663,29 @@ if wants audit; then
 	# a ratio bought with drops would flatter the audit, so they are reported.
 	audit_line="Access audit during its rows (and the rows before, which run with the default audit = reads): $(sql "$main" -c "SELECT format('%s records written, %s dropped, %s strict failures',
 	s->>'written', s->>'dropped', s->>'strict_failures') FROM secretenv.audit_stats() s")"
+
+	# What bounds the non-strict rows: the writer's CPU per record, read
+	# from /proc over one run of cached reads (one writer lives through it).
+	writer_pid() {
+		sql "$main" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'secretenv audit writer' AND datname = 'bench'"
+	}
+	written() { sql "$main" -c "SELECT secretenv.audit_stats()->>'written'"; }
+	cpu_ticks() {
+		if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat"; else echo 0; fi
+	}
+	as_pg "$pgbin/pgbench" -n -M prepared -c "$(nproc)" -j "$(nproc)" -T $((secs + 2)) \
+		-h "$work" -p "$main" -f "$work/get.sql" bench >/dev/null 2>&1 &
+	load=$!
+	sleep 1
+	pid0=$(writer_pid) w0=$(written) t0=$(cpu_ticks "$pid0")
+	sleep "$secs"
+	pid1=$(writer_pid) w1=$(written) t1=$(cpu_ticks "$pid1")
+	wait "$load"
+	if [ -n "$pid0" ] && [ "$pid0" = "$pid1" ] && [ "$w1" -gt "$w0" ]; then
+		audit_line+=$'\n'"Audit writer CPU per record (cached reads, audit = reads, $(nproc) clients, ${secs} s): $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n=$((w1 - w0)) 'BEGIN { printf "%.2f µs over %d records", t * 1e6 / hz / n, n }')"
+	else
+		audit_line+=$'\n'"Audit writer CPU per record: not measured (the writer restarted during the run)"
+	fi
 	log "$audit_line"
 fi
 
@@ -1221,7 +1244,7 @@ as_pg "$pgbin/psql" -X -q -P footer=off -v ON_ERROR_STOP=1 -h "$work" -p "$main"
 	echo "$machine  "
 	echo "$params  "
 	echo "$openssl_line  "
-	echo "$audit_line"
+	echo "${audit_line//$'\n'/$'  \n'}"
 	echo
 	echo "| measurement | value | baseline | ratio | goal | result |"
 	echo "|---|---:|---|---:|---|---|"
