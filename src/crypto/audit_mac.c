@@ -73,6 +73,7 @@ se_audit_mac_run_begin(const uint8_t kek[SE_KEY_LEN], se_audit_mac_run **out)
 	st = se_audit_key(kek, key);
 	if (st != SE_OK)
 	{
+		se_wipe(key, sizeof(key));
 		free(run);
 		return st;
 	}
