@@ -273,6 +273,13 @@ se_audit_chain_append(SeAuditRow *rows, int n)
 		memcpy(prev, head_mac, SE_AUDIT_MAC_LEN);
 		prevlen = SE_AUDIT_MAC_LEN;
 	}
+	/* Only a forged record can get here; numbering on would wrap around. */
+	if (seq > PG_INT64_MAX - n)
+		ereport(ERROR,
+				(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
+				 errmsg("secretenv.audit_log has no record numbers left"),
+				 errdetail("Its last record has seq " INT64_FORMAT ".", seq),
+				 errhint("Run secretenv.audit_verify() to find the forged record.")));
 
 	/*
 	 * Encode every record first: palloc can throw, and nothing may throw

@@ -9,7 +9,9 @@
 # future cutoff, a non-admin caller and a broken chain (nothing lost), and
 # after a purge the rest still verifies; a KEK rotation in the middle of
 # the chain verifies, and purging the old KEK's records before retiring
-# it keeps the chain verifiable without that KEK.
+# it keeps the chain verifiable without that KEK.  A forged record numbered
+# at the top of int8 makes the writer refuse (2200H) rather than wrap, and
+# the queued record is appended once the forged row is deleted.
 use strict;
 use warnings;
 
@@ -196,6 +198,40 @@ $node->reload;
 $node->poll_query_until('chain2', q{SELECT NOT secretenv.kek_is_configured(1)}) or die;
 is($node->safe_psql('chain2', q{SELECT concat_ws('|', intact, records, first_break, problem) FROM secretenv.audit_verify()}),
 	't|4', 'then the chain verifies without KEK 1');
+
+# --- A forged record numbered at the top of int8 ---
+# The writer refuses to number past it (no wrap to negative numbers), keeps
+# the record queued, and appends it once the forged row is gone.
+my $last = $node->safe_psql('chain2', 'SELECT max(seq) FROM secretenv.audit_log');
+$node->safe_psql('chain2', qq{
+	INSERT INTO secretenv.audit_log
+	SELECT 9223372036854775807, event_time, database_name, session_user_name, current_user_name,
+		   secret_id, secret_name, operation, via, outcome, application_name, client_addr,
+		   backend_pid, purged_through, anchor_mac, mac_kek_version, mac
+	FROM secretenv.audit_log WHERE seq = $last});
+my $log_offset = -s $node->logfile;
+is($node->safe_psql('chain2', q{SELECT secretenv.secret_get('stripe')}),
+	'sk-stripe-0123456789abcdef', 'top seq forged: the read returns its value (not strict)');
+ok( $node->wait_for_log(
+		qr/could not write 1 audit records: secretenv\.audit_log has no record numbers left/,
+		$log_offset),
+	'the writer refuses to number past the forged record');
+is($node->safe_psql('chain2', 'SELECT count(*) || \'|\' || min(seq) FROM secretenv.audit_log'),
+	"5|" . ($last - 3), 'and wrote nothing: no record numbered past it or wrapped around');
+is($node->safe_psql('chain2', q{SELECT concat_ws('|', intact, first_break, problem) FROM secretenv.audit_verify()}),
+	'f|' . ($last + 1) . '|record ' . ($last + 1)
+	  . ' is missing (the next record is 9223372036854775807)',
+	'audit_verify() reports the gap before the forged record');
+$node->safe_psql('chain2', q{
+	BEGIN;
+	ALTER TABLE secretenv.audit_log DISABLE TRIGGER audit_log_append_only;
+	DELETE FROM secretenv.audit_log WHERE seq = 9223372036854775807;
+	ALTER TABLE secretenv.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
+	COMMIT;});
+$node->poll_query_until('chain2', 'SELECT max(seq) = ' . ($last + 1) . ' FROM secretenv.audit_log')
+  or die 'the queued record was not appended';
+is($node->safe_psql('chain2', q{SELECT concat_ws('|', intact, records, first_break, problem) FROM secretenv.audit_verify()}),
+	't|5', 'with the forged row deleted, the queued record is appended and the chain verifies');
 
 $node->stop;
 done_testing();
