@@ -158,6 +158,7 @@ WHERE application_name = 'rotator' AND state = 'active'
 	ok(defined $pid, "$label: rotation seen running (backend $pid, "
 		  . sprintf('%.1f MB of WAL written)', $written / 1048576));
 
+	my $log_offset = -s $node->logfile;
 	if ($how eq 'kill9')
 	{
 		ok(kill('KILL', $pid), "$label: SIGKILL sent to backend $pid");
@@ -179,8 +180,7 @@ WHERE application_name = 'rotator' AND state = 'active'
 
 	if ($how eq 'kill9')
 	{
-		ok( $node->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()'),
-			"$label: server back after crash recovery");
+		ok(wait_for_crash_recovery($node, 'postgres', $log_offset), "$label: server back after crash recovery");
 		ok($node->log_contains(qr/(?:server process|client backend) \(PID $pid\) was terminated by signal 9/),
 			"$label: the log shows backend $pid killed by signal 9");
 	}

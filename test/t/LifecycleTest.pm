@@ -9,6 +9,7 @@ use Exporter 'import';
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use SecretenvTest qw(wait_for_crash_recovery);
 use Test::More;
 
 our @EXPORT = qw(passphrase set_keys start_sql finish_sql start_load stop_load
@@ -204,6 +205,7 @@ sub interrupt_half_way
 	my ($node, $db, $half, $how) = @_;
 	my $kill = $how =~ /kill/;
 
+	my $log_offset = -s $node->logfile;
 	if ($kill)
 	{
 		kill 'KILL', $half->{pid};
@@ -216,7 +218,7 @@ sub interrupt_half_way
 	eval { $half->{lock}->quit; };
 	if ($kill)
 	{
-		$node->poll_query_until($db, 'SELECT true') or die 'no recovery';
+		wait_for_crash_recovery($node, $db, $log_offset) or die 'no recovery';
 	}
 	else
 	{

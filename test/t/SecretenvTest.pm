@@ -15,7 +15,7 @@ our @EXPORT = qw(new_secretenv_node new_statement_text_node statement_text_setti
   kek_settings kek_command_settings conf_string sql_string hex_utf8 write_keys_file configure_rotation_keys reload_generation
   run_sql session_query run_plaintext_cases pgbench_check install_result_helpers secrets_decrypt_counts
   two_tenants_sql error_lines catalog_snapshot catalog_diff write_script kek_hex random_hex
-  run_tree_checker);
+  run_tree_checker wait_for_crash_recovery);
 
 # A new UTF8 cluster for secretenv tests, not yet started.  Options:
 #   preload => 0|1 (default 1): secretenv in shared_preload_libraries, or
@@ -106,6 +106,34 @@ sub write_keys_file
 	print $fh $conf;
 	close($fh);
 	return;
+}
+
+# After a backend was killed with SIGKILL: wait, up to the TAP timeout,
+# until the postmaster has noticed (its log, from $log_offset on, says it
+# reinitializes), then until the server accepts connections to $db again
+# and has left recovery.  Not poll_query_until: it feeds its query through
+# psql's stdin, and a psql refused during crash recovery can exit before
+# reading it, which makes IPC::Run die with EPIPE.  Here the query is an
+# argument.
+sub wait_for_crash_recovery
+{
+	my ($node, $db, $log_offset) = @_;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+	while (time < $deadline)
+	{
+		my ($out, $err) = ('', '');
+		IPC::Run::run(
+			[
+				$node->installed_command('psql'), '-XAtq', '-d', $node->connstr($db),
+				'-c', 'SELECT NOT pg_is_in_recovery()'
+			],
+			'<', \undef, '>', \$out, '2>', \$err);
+		return 1 if $out eq "t\n";
+		Time::HiRes::usleep(100_000);
+	}
+	return 0;
 }
 
 # Run SQL in a new connection with verbose errors (SQLSTATEs shown); an
