@@ -162,10 +162,11 @@ extern int	se_audit_databases_waiting(uint64 *writers, int max);
 extern Oid	se_audit_worker_attach(uint64 writer, Latch *latch);
 extern bool se_audit_worker_detach_if_idle(uint64 writer);
 extern void se_audit_worker_gone(uint64 writer);
-extern int	se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max,
-						  bool *waited);
+extern int	se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots,
+						  TransactionId *inserted_by, int max, bool *waited);
 extern void se_audit_finish(const int *slots, int n, bool written);
 extern void se_audit_requeue(const int *slots, int n);
+extern void se_audit_mark_inserted(const int *slots, int n, TransactionId xid);
 extern bool se_audit_get_head(Oid dboid, int64 *seq, uint8 *mac);
 extern void se_audit_set_head(Oid dboid, int64 seq, const uint8 *mac);
 extern void se_audit_count_failure(void);

@@ -20,6 +20,20 @@
  * plaintext leaves.  Not strict: a full queue drops the record and counts
  * it (audit_stats(), status()).
  *
+ * The slots outlive a crash restart.  When any backend dies by a signal
+ * the postmaster throws away PostgreSQL's shared memory and makes it anew,
+ * which would lose every record queued and not yet committed, among them
+ * the read of a backend killed right after it returned.  So the slots and
+ * their records live apart from it, in a mapping the postmaster makes once
+ * at start and every process inherits (KeptSlots).  After a crash restart
+ * recover_kept_slots() keeps what was queued; a record that a writer had
+ * taken is queued again with the transaction that inserted it, and the
+ * next writer appends it only if that transaction did not commit, so the
+ * record is neither lost nor written twice.  Slot states are stored after
+ * the record they describe (a write barrier): a process killed half way
+ * through a copy leaves a slot that is still free.  Only the end of the
+ * postmaster (an immediate shutdown, a power cut) loses queued records.
+ *
  * Where the table cannot be written the record goes to the server log,
  * written by the backend before the plaintext leaves: on a hot standby,
  * without preload (there is no queue; strict reads refuse instead), and in
@@ -29,6 +43,9 @@
  */
 #include "postgres.h"
 
+#include <sys/mman.h>
+
+#include "access/transam.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
@@ -96,7 +113,17 @@ typedef struct QueueSlot
 	uint8		state;
 	bool		waited;			/* a strict reader sleeps on it */
 	bool		written;		/* SLOT_DONE: committed (else given up) */
+	TransactionId inserted_by;	/* a writer's transaction that inserted it and
+								 * may have committed; else invalid */
 } QueueSlot;
+
+/* The slots and their records: kept across a crash restart. */
+typedef struct KeptSlots
+{
+	uint64		next_ticket;
+	QueueSlot	slots[QUEUE_SLOTS];
+	SeAuditRecord records[QUEUE_SLOTS];
+} KeptSlots;
 
 typedef struct Writer
 {
@@ -119,7 +146,6 @@ typedef struct AuditQueue
 	LWLock	   *lock;
 	ConditionVariable done_cv;	/* a slot became DONE or FREE */
 	Latch	   *launcher;
-	uint64		next_ticket;
 	int			nfree;			/* FREE slots that no one waits on */
 	uint64		queued;
 	uint64		written;
@@ -130,11 +156,10 @@ typedef struct AuditQueue
 	uint64		log_only;
 	Writer		writers[MAX_WRITERS];
 	ChainHead	heads[MAX_HEADS];
-	QueueSlot	slots[QUEUE_SLOTS];
-	SeAuditRecord records[QUEUE_SLOTS];
 } AuditQueue;
 
 static AuditQueue *queue = NULL;
+static KeptSlots *kept = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -228,12 +253,12 @@ release_waited_slot(int code, Datum arg)
 	if (waiting_slot < 0 || queue == NULL)
 		return;
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
-	if (queue->slots[waiting_slot].state == SLOT_DONE)
+	if (kept->slots[waiting_slot].state == SLOT_DONE)
 	{
-		queue->slots[waiting_slot].state = SLOT_FREE;
+		kept->slots[waiting_slot].state = SLOT_FREE;
 		queue->nfree++;
 	}
-	queue->slots[waiting_slot].waited = false;
+	kept->slots[waiting_slot].waited = false;
 	LWLockRelease(queue->lock);
 	waiting_slot = -1;
 }
@@ -295,7 +320,7 @@ enqueue(const SeAuditRecord *rec, bool waited)
 	{
 		int			i = (hint + n) % QUEUE_SLOTS;
 
-		if (queue->slots[i].state == SLOT_FREE && !queue->slots[i].waited)
+		if (kept->slots[i].state == SLOT_FREE && !kept->slots[i].waited)
 		{
 			slot = i;
 			break;
@@ -303,14 +328,17 @@ enqueue(const SeAuditRecord *rec, bool waited)
 	}
 	if (slot >= 0)
 	{
-		QueueSlot  *s = &queue->slots[slot];
+		QueueSlot  *s = &kept->slots[slot];
 
-		memcpy(&queue->records[slot], rec, sizeof(*rec));
+		memcpy(&kept->records[slot], rec, sizeof(*rec));
 		s->dboid = rec->dboid;
-		s->ticket = ++queue->next_ticket;
-		s->state = SLOT_QUEUED;
+		s->ticket = ++kept->next_ticket;
 		s->waited = waited;
 		s->written = false;
+		s->inserted_by = InvalidTransactionId;
+		/* The record is whole before its slot says so (see the top). */
+		pg_write_barrier();
+		s->state = SLOT_QUEUED;
 		queue->nfree--;
 		queue->queued++;
 		latch = latch_to_wake(rec->dboid, waited);
@@ -330,8 +358,8 @@ static void
 mark_read_failed(int slot)
 {
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
-	if (queue->slots[slot].state == SLOT_QUEUED)
-		queue->records[slot].outcome = SE_AUDIT_FAILED;
+	if (kept->slots[slot].state == SLOT_QUEUED)
+		kept->records[slot].outcome = SE_AUDIT_FAILED;
 	LWLockRelease(queue->lock);
 }
 
@@ -356,8 +384,8 @@ wait_for_record(int slot, TimestampTz deadline)
 			long		remaining;
 
 			LWLockAcquire(queue->lock, LW_SHARED);
-			done = queue->slots[slot].state == SLOT_DONE;
-			written = queue->slots[slot].written;
+			done = kept->slots[slot].state == SLOT_DONE;
+			written = kept->slots[slot].written;
 			LWLockRelease(queue->lock);
 			if (done)
 				break;
@@ -475,11 +503,11 @@ se_audit_databases_waiting(uint64 *writers, int max)
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < QUEUE_SLOTS && n < max; i++)
 	{
-		Oid			db = queue->slots[i].dboid;
+		Oid			db = kept->slots[i].dboid;
 		bool		known = false;
 		int			free_writer = -1;
 
-		if (queue->slots[i].state != SLOT_QUEUED)
+		if (kept->slots[i].state != SLOT_QUEUED)
 			continue;
 		for (int w = 0; w < MAX_WRITERS; w++)
 		{
@@ -512,12 +540,16 @@ writer_entry(uint64 writer)
 	return &queue->writers[w];
 }
 
+/*
+ * A dead writer's records are queued again; each keeps the transaction
+ * that inserted it, which the next writer asks whether it committed.
+ */
 static void
 requeue_taken(Oid dboid)
 {
 	for (int i = 0; i < QUEUE_SLOTS; i++)
-		if (queue->slots[i].state == SLOT_TAKEN && queue->slots[i].dboid == dboid)
-			queue->slots[i].state = SLOT_QUEUED;
+		if (kept->slots[i].state == SLOT_TAKEN && kept->slots[i].dboid == dboid)
+			kept->slots[i].state = SLOT_QUEUED;
 }
 
 /* A writer starts: its database, or InvalidOid if its entry is gone. */
@@ -551,7 +583,7 @@ se_audit_worker_detach_if_idle(uint64 writer)
 	if (entry != NULL)
 	{
 		for (int i = 0; i < QUEUE_SLOTS; i++)
-			if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == entry->dboid)
+			if (kept->slots[i].state == SLOT_QUEUED && kept->slots[i].dboid == entry->dboid)
 			{
 				LWLockRelease(queue->lock);
 				return false;
@@ -585,21 +617,23 @@ se_audit_worker_gone(uint64 writer)
 static int
 compare_tickets(const void *a, const void *b)
 {
-	uint64		ta = queue->slots[*(const int *) a].ticket;
-	uint64		tb = queue->slots[*(const int *) b].ticket;
+	uint64		ta = kept->slots[*(const int *) a].ticket;
+	uint64		tb = kept->slots[*(const int *) b].ticket;
 
 	return ta < tb ? -1 : ta > tb ? 1 : 0;
 }
 
 /*
  * Take up to max queued records of a database, oldest ticket first; *waited
- * says whether a strict reader waits for one of them.  Taking none marks
- * the writer idle: the next record queued wakes it.  A TAKEN slot belongs
- * to its writer alone, so the records are copied after the lock is
- * released.
+ * says whether a strict reader waits for one of them, inserted_by[i] which
+ * transaction of a dead writer may already have inserted record i.
+ * Taking none marks the writer idle: the next record queued wakes it.  A
+ * TAKEN slot belongs to its writer alone, so the records are copied after
+ * the lock is released.
  */
 int
-se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max, bool *waited)
+se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, TransactionId *inserted_by,
+			  int max, bool *waited)
 {
 	int			found[QUEUE_SLOTS];
 	int			n = 0;
@@ -608,14 +642,15 @@ se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max, bool *waited)
 	*waited = false;
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < QUEUE_SLOTS; i++)
-		if (queue->slots[i].state == SLOT_QUEUED && queue->slots[i].dboid == dboid)
+		if (kept->slots[i].state == SLOT_QUEUED && kept->slots[i].dboid == dboid)
 			found[n++] = i;
 	qsort(found, n, sizeof(int), compare_tickets);
 	n = Min(n, max);
 	for (int i = 0; i < n; i++)
 	{
-		queue->slots[found[i]].state = SLOT_TAKEN;
-		*waited = *waited || queue->slots[found[i]].waited;
+		kept->slots[found[i]].state = SLOT_TAKEN;
+		*waited = *waited || kept->slots[found[i]].waited;
+		inserted_by[i] = kept->slots[found[i]].inserted_by;
 		slots[i] = found[i];
 	}
 	w = writer_of(dboid);
@@ -623,7 +658,7 @@ se_audit_take(Oid dboid, SeAuditRecord *recs, int *slots, int max, bool *waited)
 		w->idle = n == 0;
 	LWLockRelease(queue->lock);
 	for (int i = 0; i < n; i++)
-		memcpy(&recs[i], &queue->records[slots[i]], sizeof(SeAuditRecord));
+		memcpy(&recs[i], &kept->records[slots[i]], sizeof(SeAuditRecord));
 	return n;
 }
 
@@ -634,9 +669,10 @@ se_audit_finish(const int *slots, int n, bool written)
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		QueueSlot  *s = &queue->slots[slots[i]];
+		QueueSlot  *s = &kept->slots[slots[i]];
 
 		s->written = written;
+		s->inserted_by = InvalidTransactionId;
 		s->state = s->waited ? SLOT_DONE : SLOT_FREE;
 		if (s->state == SLOT_FREE)
 			queue->nfree++;
@@ -649,13 +685,31 @@ se_audit_finish(const int *slots, int n, bool written)
 	ConditionVariableBroadcast(&queue->done_cv);
 }
 
+/* The batch's transaction aborted: its records are queued again. */
 void
 se_audit_requeue(const int *slots, int n)
 {
 	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
-		queue->slots[slots[i]].state = SLOT_QUEUED;
+	{
+		kept->slots[slots[i]].inserted_by = InvalidTransactionId;
+		kept->slots[slots[i]].state = SLOT_QUEUED;
+	}
 	queue->write_failures++;
+	LWLockRelease(queue->lock);
+}
+
+/*
+ * Called just before the writer commits the transaction xid that inserted
+ * these records: should it die before se_audit_finish(), the next writer
+ * learns from xid whether they are in the table.
+ */
+void
+se_audit_mark_inserted(const int *slots, int n, TransactionId xid)
+{
+	LWLockAcquire(queue->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+		kept->slots[slots[i]].inserted_by = xid;
 	LWLockRelease(queue->lock);
 }
 
@@ -735,7 +789,7 @@ se_audit_stats_jsonb(void)
 		c[5] = queue->strict_failures;
 		c[6] = queue->log_only;
 		for (int i = 0; i < QUEUE_SLOTS; i++)
-			if (queue->slots[i].state == SLOT_QUEUED || queue->slots[i].state == SLOT_TAKEN)
+			if (kept->slots[i].state == SLOT_QUEUED || kept->slots[i].state == SLOT_TAKEN)
 				queued_now++;
 		LWLockRelease(queue->lock);
 	}
@@ -767,6 +821,47 @@ audit_shmem_request(void)
 	RequestNamedLWLockTranche("secretenv audit", 1);
 }
 
+/*
+ * After a crash restart (the postmaster, before any other process runs;
+ * at the first start every slot is free): what was queued or taken is
+ * queued, each record a writer had inserted keeping its transaction.  The
+ * strict readers died with the other backends without their plaintext, so
+ * a record they waited for and that is not known to be committed says the
+ * read failed.  Returns the number of free slots.
+ */
+static int
+recover_kept_slots(void)
+{
+	int			nfree = 0;
+	int			requeued = 0;
+
+	for (int i = 0; i < QUEUE_SLOTS; i++)
+	{
+		QueueSlot  *s = &kept->slots[i];
+
+		if (s->state == SLOT_QUEUED || s->state == SLOT_TAKEN)
+		{
+			if (s->waited && !TransactionIdIsValid(s->inserted_by))
+				kept->records[i].outcome = SE_AUDIT_FAILED;
+			s->state = SLOT_QUEUED;
+			requeued++;
+		}
+		else
+		{
+			s->state = SLOT_FREE;
+			s->inserted_by = InvalidTransactionId;
+			nfree++;
+		}
+		s->waited = false;
+	}
+	if (requeued > 0)
+		ereport(LOG,
+				(errmsg_plural("secretenv kept %d queued audit record across the restart",
+							   "secretenv kept %d queued audit records across the restart",
+							   requeued, requeued)));
+	return nfree;
+}
+
 static void
 audit_shmem_startup(void)
 {
@@ -779,7 +874,7 @@ audit_shmem_startup(void)
 	if (!found)
 	{
 		memset(queue, 0, sizeof(AuditQueue));
-		queue->nfree = QUEUE_SLOTS;
+		queue->nfree = recover_kept_slots();
 		queue->lock = &(GetNamedLWLockTranche("secretenv audit"))->lock;
 		ConditionVariableInit(&queue->done_cv);
 	}
@@ -810,6 +905,18 @@ se_audit_init(void)
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+
+	/*
+	 * Made by the postmaster, inherited by every process it forks, and
+	 * never remade: a crash restart keeps it (see the top).  Anonymous
+	 * memory starts zeroed, every slot free.
+	 */
+	kept = mmap(NULL, sizeof(KeptSlots), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (kept == MAP_FAILED)
+		ereport(FATAL,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not map the secretenv audit queue: %m")));
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = audit_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;

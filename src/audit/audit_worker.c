@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -173,7 +174,7 @@ writer_exit(int code, Datum arg)
 
 /* Append one batch in a transaction; false when it failed (logged). */
 static bool
-write_batch(SeAuditRecord *recs, int n)
+write_batch(SeAuditRecord *recs, const int *slots, int n)
 {
 	SeAuditRow *rows = palloc0(sizeof(SeAuditRow) * n);
 	MemoryContext cxt = CurrentMemoryContext;
@@ -188,6 +189,7 @@ write_batch(SeAuditRecord *recs, int n)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "secretenv audit writer");
 		se_audit_chain_append(rows, n);
+		se_audit_mark_inserted(slots, n, GetCurrentTransactionId());
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -217,11 +219,44 @@ write_batch(SeAuditRecord *recs, int n)
 	return ok;
 }
 
+/*
+ * Records that a dead writer (killed, or gone in a crash restart) had
+ * inserted: those its transaction committed are in the table and only
+ * their slots are freed; the rest stay in the batch.  Returns the count
+ * left, compacted in place.
+ */
+static int
+drop_committed(SeAuditRecord *recs, int *slots, const TransactionId *inserted_by, int n)
+{
+	int			committed[BATCH];
+	int			ncommitted = 0;
+	int			kept = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (TransactionIdIsValid(inserted_by[i]) && TransactionIdDidCommit(inserted_by[i]))
+		{
+			committed[ncommitted++] = slots[i];
+			continue;
+		}
+		if (kept != i)
+		{
+			memcpy(&recs[kept], &recs[i], sizeof(SeAuditRecord));
+			slots[kept] = slots[i];
+		}
+		kept++;
+	}
+	if (ncommitted > 0)
+		se_audit_finish(committed, ncommitted, true);
+	return kept;
+}
+
 void
 secretenv_audit_writer_main(Datum arg)
 {
 	SeAuditRecord *recs;
 	int			slots[BATCH];
+	TransactionId inserted_by[BATCH];
 	int			attempts = 0;
 	bool		waited;
 	TimestampTz idle_since;
@@ -251,18 +286,20 @@ secretenv_audit_writer_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		n = se_audit_take(dboid, recs, slots, BATCH, &waited);
+		n = se_audit_take(dboid, recs, slots, inserted_by, BATCH, &waited);
 		if (n > 0 && n < LINGER_BELOW && !waited)
 		{
 			/* Later records have later tickets: the order is kept. */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 LINGER_MS, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			n += se_audit_take(dboid, recs + n, slots + n, BATCH - n, &waited);
+			n += se_audit_take(dboid, recs + n, slots + n, inserted_by + n, BATCH - n, &waited);
 		}
+		if (n > 0 && (n = drop_committed(recs, slots, inserted_by, n)) == 0)
+			continue;
 		if (n > 0)
 		{
-			if (write_batch(recs, n))
+			if (write_batch(recs, slots, n))
 			{
 				se_audit_finish(slots, n, true);
 				attempts = 0;
