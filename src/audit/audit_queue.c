@@ -31,8 +31,11 @@
  * next writer appends it only if that transaction did not commit, so the
  * record is neither lost nor written twice.  Slot states are stored after
  * the record they describe (a write barrier): a process killed half way
- * through a copy leaves a slot that is still free.  Only the end of the
- * postmaster (an immediate shutdown, a power cut) loses queued records.
+ * through a copy leaves a slot that is still free.  When the postmaster
+ * exits (any shutdown, immediate included) it saves what is still queued
+ * to QUEUE_FILE in the data directory, and the next start queues it again
+ * and removes the file.  Only a postmaster that is killed or loses power
+ * loses queued records.
  *
  * Where the table cannot be written the record goes to the server log,
  * written by the backend before the plaintext leaves: on a hot standby,
@@ -47,10 +50,12 @@
 
 #include "access/transam.h"
 #include "access/xlog.h"
+#include "port/pg_crc32c.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -75,6 +80,11 @@
 #define MAX_WRITERS 16
 #define MAX_HEADS 64
 #define SE_AUDIT_STRICT_WAIT_MS 5000
+
+/* Queued records saved at the postmaster's exit, relative to the data directory. */
+#define QUEUE_FILE "secretenv_audit_queue"
+#define QUEUE_FILE_MAGIC 0x53455151	/* "SEQQ" */
+#define QUEUE_FILE_FORMAT 1
 
 int			se_audit_level = SE_AUDIT_READS;
 bool		se_audit_strict = false;
@@ -160,6 +170,7 @@ typedef struct AuditQueue
 
 static AuditQueue *queue = NULL;
 static KeptSlots *kept = NULL;
+static bool kept_loaded = false;	/* the postmaster's: QUEUE_FILE was read */
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -822,15 +833,15 @@ audit_shmem_request(void)
 }
 
 /*
- * After a crash restart (the postmaster, before any other process runs;
- * at the first start every slot is free): what was queued or taken is
+ * At the first start, after load_kept_slots(), and after a crash restart
+ * (the postmaster, before any other process runs): what was queued or taken is
  * queued, each record a writer had inserted keeping its transaction.  The
  * strict readers died with the other backends without their plaintext, so
  * a record they waited for and that is not known to be committed says the
  * read failed.  Returns the number of free slots.
  */
 static int
-recover_kept_slots(void)
+recover_kept_slots(bool restart)
 {
 	int			nfree = 0;
 	int			requeued = 0;
@@ -854,12 +865,174 @@ recover_kept_slots(void)
 		}
 		s->waited = false;
 	}
-	if (requeued > 0)
+	if (restart && requeued > 0)
 		ereport(LOG,
 				(errmsg_plural("secretenv kept %d queued audit record across the restart",
 							   "secretenv kept %d queued audit records across the restart",
 							   requeued, requeued)));
 	return nfree;
+}
+
+/* ---------- kept across a restart of the server ---------- */
+
+typedef struct QueueFileHeader
+{
+	uint32		magic;
+	uint32		format;
+	uint32		slot_size;		/* sizeof(QueueSlot) + sizeof(SeAuditRecord) */
+	uint32		count;
+} QueueFileHeader;
+
+static int
+compare_kept_tickets(const void *a, const void *b)
+{
+	uint64		ta = kept->slots[*(const int *) a].ticket;
+	uint64		tb = kept->slots[*(const int *) b].ticket;
+
+	return ta < tb ? -1 : ta > tb ? 1 : 0;
+}
+
+/*
+ * The postmaster exits (on_proc_exit; its children drop that callback):
+ * every child is gone, so what is still queued or was taken stays as it
+ * is, and is written to QUEUE_FILE, oldest first, each slot with its
+ * record, then a CRC-32C of all that.  Failures are logged: the server is
+ * going down either way.
+ */
+static void
+save_kept_slots(int code, Datum arg)
+{
+	static int	order[QUEUE_SLOTS];
+	QueueFileHeader header = {QUEUE_FILE_MAGIC, QUEUE_FILE_FORMAT,
+	sizeof(QueueSlot) + sizeof(SeAuditRecord), 0};
+	pg_crc32c	crc;
+	FILE	   *file;
+	bool		ok;
+
+	for (int i = 0; i < QUEUE_SLOTS; i++)
+		if (kept->slots[i].state == SLOT_QUEUED || kept->slots[i].state == SLOT_TAKEN)
+			order[header.count++] = i;
+	if (header.count == 0)
+		return;
+	qsort(order, header.count, sizeof(int), compare_kept_tickets);
+
+	file = AllocateFile(QUEUE_FILE ".tmp", PG_BINARY_W);
+	if (file == NULL)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not save %u queued audit records: could not create file \"%s\": %m",
+						header.count, QUEUE_FILE ".tmp")));
+		return;
+	}
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, &header, sizeof(header));
+	ok = fwrite(&header, sizeof(header), 1, file) == 1;
+	for (uint32 i = 0; i < header.count && ok; i++)
+	{
+		QueueSlot  *slot = &kept->slots[order[i]];
+		SeAuditRecord *rec = &kept->records[order[i]];
+
+		COMP_CRC32C(crc, slot, sizeof(QueueSlot));
+		COMP_CRC32C(crc, rec, sizeof(SeAuditRecord));
+		ok = fwrite(slot, sizeof(QueueSlot), 1, file) == 1 &&
+			fwrite(rec, sizeof(SeAuditRecord), 1, file) == 1;
+	}
+	FIN_CRC32C(crc);
+	ok = ok && fwrite(&crc, sizeof(crc), 1, file) == 1;
+	if (FreeFile(file) != 0)
+		ok = false;
+	if (!ok)
+	{
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not save %u queued audit records: could not write file \"%s\": %m",
+						header.count, QUEUE_FILE ".tmp")));
+		unlink(QUEUE_FILE ".tmp");
+		return;
+	}
+	if (durable_rename(QUEUE_FILE ".tmp", QUEUE_FILE, LOG) == 0)
+		ereport(LOG,
+				(errmsg_plural("secretenv saved %u queued audit record for the next start",
+							   "secretenv saved %u queued audit records for the next start",
+							   header.count, header.count)));
+}
+
+/*
+ * At the first start: the records a previous postmaster saved are queued
+ * again, in their order, and the file is removed (a second start must not
+ * queue them twice).  A file that does not check out is left aside,
+ * renamed, with a WARNING: its records may be missing from the chain.
+ */
+static void
+load_kept_slots(void)
+{
+	QueueFileHeader header;
+	FILE	   *file;
+	pg_crc32c	crc;
+	pg_crc32c	stored;
+	uint32		loaded = 0;
+	bool		ok;
+
+	file = AllocateFile(QUEUE_FILE, PG_BINARY_R);
+	if (file == NULL)
+	{
+		if (errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not read file \"%s\": %m", QUEUE_FILE),
+					 errdetail("It holds audit records queued when the server last stopped.")));
+		return;
+	}
+	INIT_CRC32C(crc);
+	ok = fread(&header, sizeof(header), 1, file) == 1 &&
+		header.magic == QUEUE_FILE_MAGIC && header.format == QUEUE_FILE_FORMAT &&
+		header.slot_size == sizeof(QueueSlot) + sizeof(SeAuditRecord) &&
+		header.count <= QUEUE_SLOTS;
+	if (ok)
+		COMP_CRC32C(crc, &header, sizeof(header));
+	for (; ok && loaded < header.count; loaded++)
+	{
+		QueueSlot  *slot = &kept->slots[loaded];
+		SeAuditRecord *rec = &kept->records[loaded];
+
+		ok = fread(slot, sizeof(QueueSlot), 1, file) == 1 &&
+			fread(rec, sizeof(SeAuditRecord), 1, file) == 1;
+		if (ok)
+		{
+			COMP_CRC32C(crc, slot, sizeof(QueueSlot));
+			COMP_CRC32C(crc, rec, sizeof(SeAuditRecord));
+		}
+	}
+	FIN_CRC32C(crc);
+	ok = ok && fread(&stored, sizeof(stored), 1, file) == 1 && EQ_CRC32C(crc, stored) &&
+		fgetc(file) == EOF;
+	FreeFile(file);
+	if (!ok)
+	{
+		memset(kept, 0, sizeof(KeptSlots));
+		ereport(WARNING,
+				(errmsg("ignoring the audit records queued when the server last stopped: file \"%s\" is damaged",
+						QUEUE_FILE),
+				 errdetail("It is kept as \"%s\"; its records may be missing from secretenv.audit_log.",
+						   QUEUE_FILE ".damaged")));
+		(void) durable_rename(QUEUE_FILE, QUEUE_FILE ".damaged", WARNING);
+		return;
+	}
+	/* States and waits are settled by recover_kept_slots(), as after a crash. */
+	for (uint32 i = 0; i < header.count; i++)
+		kept->slots[i].ticket = i + 1;
+	kept->next_ticket = header.count;
+	if (durable_unlink(QUEUE_FILE, WARNING) != 0)
+	{
+		/* Left in place, the records would be queued again at the next start. */
+		memset(kept, 0, sizeof(KeptSlots));
+		return;
+	}
+	ereport(LOG,
+			(errmsg_plural("secretenv queued %u audit record saved when the server last stopped",
+						   "secretenv queued %u audit records saved when the server last stopped",
+						   header.count, header.count)));
 }
 
 static void
@@ -873,8 +1046,17 @@ audit_shmem_startup(void)
 	queue = ShmemInitStruct("secretenv audit", sizeof(AuditQueue), &found);
 	if (!found)
 	{
+		bool		restart = kept_loaded;
+
+		/* At the first start only: a crash restart keeps the mapping. */
+		if (!kept_loaded)
+		{
+			load_kept_slots();
+			on_proc_exit(save_kept_slots, (Datum) 0);
+			kept_loaded = true;
+		}
 		memset(queue, 0, sizeof(AuditQueue));
-		queue->nfree = recover_kept_slots();
+		queue->nfree = recover_kept_slots(restart);
 		queue->lock = &(GetNamedLWLockTranche("secretenv audit"))->lock;
 		ConditionVariableInit(&queue->done_cv);
 	}

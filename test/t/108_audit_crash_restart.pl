@@ -14,7 +14,11 @@
 #    written a second time;
 #  - a strict reader that died waiting gave no plaintext, and its record
 #    says failed;
-# and after each the chain verifies and every read has one record.
+# and after each the chain verifies and every read has one record.  A fast
+# or immediate shutdown with records queued (the writer waiting for a
+# table lock) saves them to secretenv_audit_queue in the data directory,
+# and the next start queues them again and removes the file; a damaged
+# file is set aside with a WARNING.
 use strict;
 use warnings;
 
@@ -162,6 +166,69 @@ eval { $locker->quit };
 unlike($stdout, qr/sk-stripe/, 'the strict reader received no plaintext');
 is(wait_reads('strict-killed', 1), '1 failed', 'its record is written once and says the read failed');
 is(verify(), 't', 'the chain verifies');
+
+$node->append_conf('postgresql.conf', "secretenv.audit_strict = off\n");
+$node->reload;
+$node->poll_query_until('postgres', q{SELECT current_setting('secretenv.audit_strict') = 'off'}) or die;
+
+# --- a shutdown with records queued: saved, queued again at the next start ---
+# Records the writer has taken while it waits for a table lock when the
+# server stops.
+sub stop_with_queued_reads
+{
+	my ($app, $mode) = @_;
+	my $locker = $node->background_psql('postgres');
+	$locker->query_safe('BEGIN; LOCK TABLE secretenv.audit_log IN SHARE ROW EXCLUSIVE MODE');
+	my ($s) = session($app);
+	$s->query_safe(q{SELECT secretenv.secret_get('stripe'), secretenv.secret_get('openai')});
+	$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity
+		WHERE backend_type = 'secretenv audit writer' AND wait_event_type = 'Lock'})
+	  or die 'the writer does not wait for the lock';
+	my $offset = -s $node->logfile;
+	$node->stop($mode);
+	eval { $s->quit };
+	eval { $locker->quit };
+	return $offset;
+}
+
+my $queue_file = $node->data_dir . '/secretenv_audit_queue';
+for my $mode ('fast', 'immediate')
+{
+	$log_offset = stop_with_queued_reads("stopped-$mode", $mode);
+	ok($node->log_contains(qr/secretenv saved 2 queued audit records for the next start/, $log_offset),
+		"$mode shutdown: the postmaster saved the two queued records");
+	ok(-f $queue_file, "$mode shutdown: in the data directory");
+	$log_offset = -s $node->logfile;
+	$node->start;
+	ok($node->log_contains(qr/secretenv queued 2 audit records saved when the server last stopped/, $log_offset),
+		"$mode shutdown: the next start queued them again");
+	ok(!-e $queue_file, "$mode shutdown: and removed the file");
+	is(wait_reads("stopped-$mode", 2), '2 ok', "$mode shutdown: each read has one record");
+	is(verify(), 't', "$mode shutdown: the chain verifies");
+}
+
+# A damaged file is set aside with a WARNING; the server starts.
+stop_with_queued_reads('damaged-file', 'fast');
+open(my $fh, '+<', $queue_file) or die "open $queue_file: $!";
+binmode $fh;
+seek($fh, 100, 0);
+my $byte;
+read($fh, $byte, 1);
+seek($fh, 100, 0);
+print $fh chr(ord($byte) ^ 1);
+close $fh;
+$log_offset = -s $node->logfile;
+$node->start;
+ok( $node->log_contains(
+		qr/WARNING:  ignoring the audit records queued when the server last stopped: file "secretenv_audit_queue" is damaged/,
+		$log_offset),
+	'a damaged file: a WARNING at start');
+ok(!-e $queue_file && -f "$queue_file.damaged", 'a damaged file: set aside as secretenv_audit_queue.damaged');
+$node->safe_psql('postgres', 'SELECT pg_sleep(2)');
+is(reads_of('damaged-file'), '0 ', 'a damaged file: none of its records is written');
+is($node->safe_psql('postgres', q{SELECT secretenv.secret_get('stripe')}), 'sk-stripe-crash-0123456789',
+	'a damaged file: the server reads secrets');
+is(verify(), 't', 'a damaged file: the chain verifies');
 
 $node->stop;
 done_testing();
