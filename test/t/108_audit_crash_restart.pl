@@ -198,6 +198,9 @@ for my $mode ('fast', 'immediate')
 	ok($node->log_contains(qr/secretenv saved 2 queued audit records for the next start/, $log_offset),
 		"$mode shutdown: the postmaster saved the two queued records");
 	ok(-f $queue_file, "$mode shutdown: in the data directory");
+	is(sprintf('%04o', (stat $queue_file)[2] & 07777), '0600', "$mode shutdown: the file is mode 0600");
+	unlike(slurp_file($queue_file), qr/sk-(?:stripe|openai)-crash/, "$mode shutdown: it holds no value");
+	like(slurp_file($queue_file), qr/stopped-$mode/, "$mode shutdown: it holds the records (their application_name)");
 	$log_offset = -s $node->logfile;
 	$node->start;
 	ok($node->log_contains(qr/secretenv queued 2 audit records saved when the server last stopped/, $log_offset),
