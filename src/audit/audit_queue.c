@@ -50,10 +50,10 @@
 
 #include "access/transam.h"
 #include "access/xlog.h"
-#include "port/pg_crc32c.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/pg_crc32c.h"
 #include "storage/condition_variable.h"
 #include "storage/fd.h"
 #include "storage/ipc.h"
@@ -883,15 +883,6 @@ typedef struct QueueFileHeader
 	uint32		count;
 } QueueFileHeader;
 
-static int
-compare_kept_tickets(const void *a, const void *b)
-{
-	uint64		ta = kept->slots[*(const int *) a].ticket;
-	uint64		tb = kept->slots[*(const int *) b].ticket;
-
-	return ta < tb ? -1 : ta > tb ? 1 : 0;
-}
-
 /*
  * The postmaster exits (on_proc_exit; its children drop that callback):
  * every child is gone, so what is still queued or was taken stays as it
@@ -914,7 +905,7 @@ save_kept_slots(int code, Datum arg)
 			order[header.count++] = i;
 	if (header.count == 0)
 		return;
-	qsort(order, header.count, sizeof(int), compare_kept_tickets);
+	qsort(order, header.count, sizeof(int), compare_tickets);
 
 	file = AllocateFile(QUEUE_FILE ".tmp", PG_BINARY_W);
 	if (file == NULL)
