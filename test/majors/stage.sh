@@ -10,16 +10,17 @@
 # CI machine: 17, 18 and 19 side by side finished within 18 minutes; each
 # took 10 to 18 minutes of that wall time).  On 17 and 19 the TAP
 # files below run: the MLflow vectors, rotation, cache coherence,
-# redaction, the hostile search_path and the upgrades (of the extension,
-# and pg_upgrade from 15); 18, the newest stable major, runs every file as
-# 15 does.
+# redaction, the hostile search_path, the upgrades (of the extension,
+# and pg_upgrade from 15) and the audit queue across crash restarts and
+# shutdowns (the postmaster's own paths); 18, the newest stable major, runs
+# every file as 15 does.
 majors_tap="001_rotation_10k 010_mlflow_vectors 040_cache_stress 041_cache_replicas
 	042_cache_roles 043_cache_2pc 044_cache_timer 051_online_rotation 060_log_redaction
 	061_key_health 062_redact_channels 063_redact_wrapper 064_redact_preload_order
 	065_redact_scrub_shapes 066_redact_activity_extended 067_redact_failure_paths
 	070_upgrade_equivalence
 	075_hostile_search_path 085_batched_rotation 086_rotate_table 087_reencrypt
-	079_pg_upgrade_major 093_upgrade_names"
+	079_pg_upgrade_major 093_upgrade_names 108_audit_crash_restart"
 
 # major_stage MAJOR: provision (or reuse) its chroot, then run the suites
 # there; everything goes to files under $logdir/pgMAJOR, read by
